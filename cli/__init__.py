@@ -1,0 +1,1 @@
+"""The ``hsenet-search`` typer application (installed as ``hsenet_search.cli``)."""

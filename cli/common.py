@@ -1,0 +1,17 @@
+"""Helpers shared by the CLI command modules."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def print_json(obj: Any) -> None:
+    """Write ``obj`` as JSON on stdout (machine-readable, no rich markup)."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")

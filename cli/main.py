@@ -1,0 +1,44 @@
+"""Entry point: ``hsenet-search`` assembles the command groups and turns user errors into one line."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from hsenet_search.errors import HSENetError
+
+from .common import err_console
+
+app = typer.Typer(
+    name="hsenet-search",
+    help="Cross-modal chest-CT ⇄ report search on the HSENet model family.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    from . import data
+
+    app.add_typer(data.app, name="data")
+
+
+_register()
+
+
+def main() -> None:
+    """Run the CLI; user errors print one line on stderr and exit with status 2."""
+    try:
+        app()
+    except HSENetError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

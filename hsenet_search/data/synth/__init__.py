@@ -1,0 +1,1 @@
+"""Synthetic CT-RATE generator: chest phantoms, rendered abnormalities, CT-RATE-style reports."""

@@ -1,0 +1,1 @@
+"""Retrieval, zero-shot, text and clinical-efficacy metrics."""

@@ -1,0 +1,1 @@
+"""LLM loading and retrieval-augmented report drafting."""

@@ -1,0 +1,1 @@
+"""Index directory format, FAISS backend and the index builder."""
