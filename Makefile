@@ -24,3 +24,24 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# The main job on the embedded default model: synthesise a small CT-RATE-layout dataset, index it,
+# query it with text and with a scan, and show the index summary.
+demo: $(STAMP)
+	rm -rf $(DEMO)
+	$(CLI) data synth --n 60 --seed 7 --out $(DEMO)/data
+	$(CLI) data synth --n 1 --seed 1234 --valid-fraction 0 --out $(DEMO)/query
+	$(CLI) data inspect $(DEMO)/data
+	$(CLI) index build $(DEMO)/data --out $(DEMO)/index
+	$(CLI) index info $(DEMO)/index
+	$(CLI) search text "Right pleural effusion with adjacent atelectasis." --index $(DEMO)/index -k 5
+	$(CLI) search text "Emphysematous changes in both upper lobes." --index $(DEMO)/index -k 5 --label "Lung nodule"
+	$(CLI) search volume $$(ls $(DEMO)/query/train/*/*/*.nii.gz | head -n 1) --index $(DEMO)/index -k 5
+	$(CLI) search volume $$(ls $(DEMO)/query/train/*/*/*.nii.gz | head -n 1) --index $(DEMO)/index -k 3 --target reports
+
+# Re-train the shipped default model (tiny config, stage 1 then stage 2) on synthetic data.
+default-model: $(STAMP)
+	$(PY) -m hsenet_search.train.default_recipe --work runs/default-model --ship hsenet_search/models/default
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py

@@ -20,9 +20,15 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from . import data
+    from . import bench, data, embed, generate, index, search, train
 
     app.add_typer(data.app, name="data")
+    app.command("train")(train.train)
+    app.add_typer(embed.app, name="embed")
+    app.add_typer(index.app, name="index")
+    app.add_typer(search.app, name="search")
+    app.add_typer(bench.app, name="bench")
+    app.command("generate")(generate.generate)
 
 
 _register()

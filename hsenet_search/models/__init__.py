@@ -1,1 +1,66 @@
-"""Named model configs, the HSENet towers, the CLIP model and official-checkpoint import."""
+"""HSENet models: the stage-1 3D ViT and 2E3 towers, Spatial Packer, slice and text towers, the CLIP model,
+named configs (``tiny``, ``base``) and official-checkpoint import.
+
+``create_model(name)`` builds a fresh model; ``load_model(path_or_name)`` loads the shipped default, one of our
+model directories, an official HSENet checkpoint directory, or (by name) a fresh named config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hsenet_search.errors import ModelError
+
+from .clip import HSENetCLIP
+from .configs import NAMED_CONFIGS, ModelConfig, get_config
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
+
+__all__ = ["DEFAULT_MODEL_DIR", "HSENetCLIP", "ModelConfig", "create_model", "get_config", "load_model"]
+
+
+def create_model(name: str = "tiny", *, text_model: str | Path | None = None,
+                 biomedclip: str | Path | None = None, **overrides: Any) -> HSENetCLIP:
+    """A fresh model from a named config (random vision weights; text trunk = the packaged MiniLM).
+
+    ``overrides`` replace :class:`ModelConfig` fields. ``text_model``: a local transformers model directory
+    (e.g. bert-base-uncased) used as the text trunk instead of MiniLM (its weights and tokenizer are then saved
+    with the model). ``biomedclip``: a local open_clip BiomedCLIP checkpoint whose frozen trunk becomes the 2D
+    slice tower.
+    """
+    from .slice_tower import load_biomedclip_trunk
+    from .text_tower import TextTower
+
+    config = get_config(name).replace(**overrides)
+    slice_trunk = None
+    if biomedclip is not None:
+        slice_trunk, vision_cfg, mean, std = load_biomedclip_trunk(biomedclip)
+        config = config.replace(slice_source="biomedclip", slice_vision_cfg=vision_cfg,
+                                slice_dim=int(slice_trunk.num_features), slice_mean=tuple(mean), slice_std=tuple(std))
+    text_towers = None
+    if text_model is not None:
+        text_towers = {k: TextTower.from_pretrained_dir(text_model, config.text_pooling, config.text_max_length,
+                                                        config.freeze_text_trunk)
+                       for k in config.text_trunk_keys}
+        first = next(iter(text_towers.values()))
+        config = config.replace(text_source="config",
+                                text_configs={k: t.hf_config_dict() for k, t in text_towers.items()},
+                                text_max_length=first.max_length)
+    return HSENetCLIP(config, text_towers=text_towers, slice_trunk=slice_trunk)
+
+
+def load_model(path_or_name: str | Path | None = None, **official_options: Any) -> HSENetCLIP:
+    """The shipped default (None), a model directory (ours or an official HSENet CLIP checkpoint), or a fresh
+    named config (``tiny`` / ``base``). Directories are returned in eval mode."""
+    if path_or_name is None:
+        if not (DEFAULT_MODEL_DIR / "config.json").exists():
+            raise ModelError("no default model is shipped yet (hsenet_search/models/default/ is empty); "
+                             "train one with `hsenet-search train` or pass --model DIR", DEFAULT_MODEL_DIR)
+        return HSENetCLIP.from_pretrained(DEFAULT_MODEL_DIR)
+    path = Path(path_or_name)
+    if path.exists():
+        return HSENetCLIP.from_pretrained(path, **official_options)
+    if str(path_or_name) in NAMED_CONFIGS:
+        return create_model(str(path_or_name))
+    raise ModelError(f"not a model directory or a named config ({', '.join(NAMED_CONFIGS)})", path_or_name)

@@ -1,0 +1,42 @@
+"""``hsenet-search generate``: draft a report for a scan from its most similar indexed cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import console, print_json
+
+MODES = ("llm", "nearest", "vote")
+
+
+def generate(
+    path: Path = typer.Argument(..., help="NIfTI file or DICOM series folder of the new scan."),
+    index: Path = typer.Option(..., "--index", help="Index of reference cases with reports."),
+    k: int = typer.Option(5, "-k", "--k", help="Number of similar cases to ground the draft in."),
+    mode: str = typer.Option("llm", "--mode", help="llm | nearest (nearest report) | vote (label-vote composer)."),
+    llm: str = typer.Option("default", "--llm", help="default (SmolLM2-135M-Instruct, offline) | HF id | path."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=16),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Retrieve the k most similar cases and draft Findings and Impression citing them."""
+    from hsenet_search.engine import SearchEngine
+    from hsenet_search.errors import QueryError
+    from hsenet_search.generate.draft import draft
+    from hsenet_search.generate.grounding import ground
+    from hsenet_search.generate.llm import load_llm
+
+    if mode not in MODES:
+        raise QueryError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    engine = SearchEngine.open(index)
+    cases = ground(engine, path, k)
+    model = load_llm(llm, max_new_tokens=max_new_tokens) if mode == "llm" else None
+    result = draft(cases, mode=mode, llm=model)
+    if json_out:
+        print_json(result.to_json())
+        return
+    console.print(f"[bold]Findings:[/] {result.findings}\n\n[bold]Impression:[/] {result.impression}\n")
+    console.print(f"grounded in: {', '.join(result.retrieved)}  (mode {result.mode}, llm {result.llm})")
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")

