@@ -47,12 +47,12 @@ def extract(
         "id_column": id_column,
         "rows": len(ids),
         "empty_reports": empty,
-        "positives": {label: int(n) for label, n in zip(LABELS, labels.sum(axis=0))},
+        "positives": {label: int(n) for label, n in zip(LABELS, labels.sum(axis=0), strict=True)},
         "prevalence": prevalence(labels),
         "seconds": round(time.perf_counter() - start, 3),
     }
     if explain:
-        for row_id, text in zip(ids, texts):
+        for row_id, text in zip(ids, texts, strict=True):
             console.print(f"[bold]{row_id}[/]", highlight=False)
             for e in explain_report(text):
                 if e.positive:

@@ -78,7 +78,7 @@ def _read_slices(folder: Path) -> list[tuple[Path, pydicom.Dataset]]:
         if "PixelData" in ds and "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
             slices.append((path, ds))
     if not slices:
-        raise VolumeError("holds no DICOM image slices (nor a NIfTI/.npy volume)", folder)
+        raise VolumeError("holds no DICOM image slices (not a DICOM series folder, CT-RATE dataset or manifest folder)", folder)
     frames = int(slices[0][1].get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise VolumeError(f"multi-frame DICOM ({frames} frames) is not supported; export single slices",

@@ -90,7 +90,7 @@ _OTHER_ORGAN = (
 _CALCIFIC = (r"calci\w*", r"atheroma\w*", r"atherosclero\w*", r"atheromatous", r"plaques?")
 # Non-coronary arteries (calcification of the aortic valve is not arterial wall calcification).
 _VESSEL = (
-    r"aort(?!ic valve)\w*", r"arcus", r"(?<!coronary )(?<!descending )arter(?:y|ies|ial)", r"carotid",
+    r"aort(?!ic valve)\w*", r"arcus", r"(?<!coronary )(?<!descending )(?<!circumflex )arter(?:y|ies|ial)", r"carotid",
     r"subclavian", r"brachiocephalic", r"innominate", r"(?<!coronary )vascular (?:structure|wall|system)\w*",
     r"(?<!coronary )vessels?",
 )
@@ -162,7 +162,7 @@ RULES: tuple[LabelRule, ...] = (
              veto=(*_OTHER_ORGAN, r"trachea", r"mediastin\w*", r"in the pleura\b")),
     )),
     LabelRule("Lung opacity", (
-        _cue(r"ground[ -]glass\w*", r"frosted glass", veto=(r"ground[ -]glass nodul",)),
+        _cue(r"ground[ -]glass\w*", r"frosted glass", veto=(r"ground[ -]glass (?:density )?nodul",)),
         _cue(r"opacit\w*", veto=_OTHER_ORGAN),
         _cue(r"(?:density|densities) increases?", r"increased densit\w*", r"increases? in (?:\w+ )?density",
              r"(?:dependent|depandant|subpleural|parenchymal|patchy|nodular|alveolar) densit\w*",
@@ -216,7 +216,8 @@ _PRE_NEG = _rx(
 _POST_NEG = _rx(
     r"(?:is|are|was|were|has|have|had|could|can|did|does|do)?\s*(?:been\s+)?not\s+(?:be\s+)?(?:been\s+)?"
     r"(?:observed|detected|seen|noted|present|identified|found|visuali[sz]ed|determined|evident|demonstrated|"
-    r"monitored|apparent|recogni[sz]ed|encountered|shown|described|reported|visible|distinguished|followed)",
+    r"monitored|apparent|recogni[sz]ed|encountered|shown|described|reported|visible|distinguished|followed|"
+    r"(?:pathologically )?enlarged|dilated|thickened)",
     r"(?:is|are|was|were|or) absent", r"(?:has|have) (?:completely )?(?:disappeared|resolved)",
     r"(?:has been|have been|was|were) removed",
     r"(?:is|are|was|were) not (?:in|of) pathological", r"(?:is|are|was|were) excluded",
@@ -318,9 +319,9 @@ def explain_report(text: str) -> list[LabelEvidence]:
     return evidence
 
 
-def label_report(text: str) -> dict[str, int]:
-    """The 18 labels of one report as ``{label: 0/1}`` (an empty report is all zeros)."""
-    positive = {e.label for e in explain_report(text or "") if e.positive}
+def label_report(text: str | None) -> dict[str, int]:
+    """The 18 labels of one report as ``{label: 0/1}`` (an empty or missing report is all zeros)."""
+    positive = {e.label for e in explain_report(text if isinstance(text, str) else "") if e.positive}
     return {label: int(label in positive) for label in LABELS}
 
 
@@ -400,7 +401,7 @@ def write_labels_csv(path: str | Path, id_column: str, ids: Sequence[str], label
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow([id_column, *LABELS])
-            writer.writerows([i, *map(int, row)] for i, row in zip(ids, labels))
+            writer.writerows([i, *map(int, row)] for i, row in zip(ids, labels, strict=True))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -412,5 +413,5 @@ def prevalence(labels: np.ndarray) -> dict[str, float]:
     labels = np.asarray(labels)
     if len(labels) == 0:
         return {label: 0.0 for label in LABELS}
-    return {label: float(v) for label, v in zip(LABELS, labels.mean(axis=0))}
+    return {label: float(v) for label, v in zip(LABELS, labels.mean(axis=0), strict=True)}
 

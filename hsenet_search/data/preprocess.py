@@ -62,8 +62,7 @@ _AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # nibabel's convention: the
 
 
 class Window(Transform):
-    """Clip to [a_min, a_max] and map it linearly onto [b_min, b_max]: MONAI ``ScaleIntensityRange(clip=True)``
-    computed as one new tensor plus in-place passes."""
+    """Map [a_min, a_max] linearly onto [b_min, b_max] and clip there: MONAI ``ScaleIntensityRange(clip=True)``."""
 
     def __init__(self, a_min: float, a_max: float, b_min: float, b_max: float):
         if a_max <= a_min:
@@ -71,10 +70,9 @@ class Window(Transform):
         self.a_min, self.a_max, self.b_min, self.b_max = a_min, a_max, b_min, b_max
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        out = torch.clamp(img, self.a_min, self.a_max)
-        if (self.a_min, self.a_max) != (self.b_min, self.b_max):
-            out.sub_(self.a_min).mul_((self.b_max - self.b_min) / (self.a_max - self.a_min)).add_(self.b_min)
-        return out
+        scale = (self.b_max - self.b_min) / (self.a_max - self.a_min)
+        offset = torch.tensor(self.b_min - self.a_min * scale, dtype=img.dtype, device=img.device)
+        return torch.add(offset, img, alpha=scale).clamp_(self.b_min, self.b_max)  # two passes, one new tensor
 
 
 class ResampleToSpacing(Transform):

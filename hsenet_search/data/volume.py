@@ -177,13 +177,12 @@ def _spatial_shape(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
 
 def apply_rescale(raw: np.ndarray, rescale: tuple[float, float] | None) -> np.ndarray:
     """``slope * raw + intercept`` as a new float32 array in the same memory order (no float64 step)."""
-    out = np.array(raw, dtype=np.float32, copy=True, order="K")
-    if rescale is not None:
-        slope, intercept = float(rescale[0]), float(rescale[1])
-        if slope != 1.0:
-            out *= np.float32(slope)
-        if intercept != 0.0:
-            out += np.float32(intercept)
+    slope, intercept = (1.0, 0.0) if rescale is None else (float(rescale[0]), float(rescale[1]))
+    if slope == 1.0:
+        return np.add(raw, np.float32(intercept), dtype=np.float32)  # one pass for the usual CT case
+    out = np.multiply(raw, np.float32(slope), dtype=np.float32)
+    if intercept != 0.0:
+        out += np.float32(intercept)
     return out
 
 

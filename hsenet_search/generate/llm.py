@@ -87,6 +87,8 @@ def _resolve(spec: str) -> tuple[str, str | None, str]:
     if path.is_file() and path.suffix == ".gguf":
         return str(path.parent), path.name, f"{path.stem} (GGUF, {path})"
     if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError("no config.json: not a transformers model directory", path)
         return str(path), None, f"{path.name} ({path})"
     if path.suffix == ".gguf" or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise ModelError("no such local model directory or GGUF file", spec)
@@ -108,9 +110,8 @@ def _load_weights(spec: str, device: str):
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(
-            f"cannot load causal LM (not a local model, or not in the hub cache while offline): {detail}", spec
-        ) from exc
+        where = "from this path" if Path(source).exists() else "(not a local path, and not in the hub cache; offline)"
+        raise ModelError(f"cannot load a causal LM {where}: {detail}", spec) from exc
     model.to(device).eval()
     return tokenizer, model, name
 

@@ -71,27 +71,26 @@ def suggest_factory(n: int) -> str:
 
 
 def as_unit_rows(x: np.ndarray, dim: int | None, what: str, error: type[HSENetError]) -> np.ndarray:
-    """Validate a (n, dim) matrix and return it as C-contiguous unit-norm float32 rows (a copy)."""
-    x = np.asarray(x)
+    """Validate a (n, dim) matrix and return it as a new C-contiguous array of unit-norm float32 rows."""
+    try:
+        x = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise error(f"{what} must be an array of real numbers ({e})") from e
     if x.ndim == 1 and what == "queries":
         x = x[None, :]
     if x.ndim != 2:
         raise error(f"{what} must be a 2-D array (n, dim), got shape {x.shape}")
     if dim is not None and x.shape[1] != dim:
         raise error(f"{what} have dimension {x.shape[1]}, the index has {dim}")
-    if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
-        raise error(f"{what} must be real numbers, got dtype {x.dtype}")
-    x = np.array(x, dtype=np.float32, order="C", copy=True)
-    if not np.isfinite(x).all():
-        bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
-        raise error(f"{what} contain NaN or inf (first in row {bad})")
-    norms = np.linalg.norm(x, axis=1)
-    if (norms == 0).any():
-        raise error(f"{what} contain an all-zero row (row {int(np.flatnonzero(norms == 0)[0])})")
-    if np.abs(norms - 1).max(initial=0.0) > NORM_TOLERANCE:
+    squared = np.einsum("ij,ij->i", x, x)  # NaN/inf anywhere in a row makes its squared norm non-finite
+    if not np.isfinite(squared).all():
+        raise error(f"{what} contain NaN, inf or overflowing values (first in row "
+                    f"{int(np.flatnonzero(~np.isfinite(squared))[0])})")
+    if not squared.all():
+        raise error(f"{what} contain an all-zero row (row {int(np.flatnonzero(squared == 0)[0])})")
+    if len(squared) and np.abs(squared - 1).max() > 2 * NORM_TOLERANCE:
         warnings.warn(f"{what} were not L2-normalised; normalising them", stacklevel=3)
-    x /= norms[:, None]
-    return x
+    return x / np.sqrt(squared)[:, None]
 
 
 def _as_ids(ids: np.ndarray, n: int) -> np.ndarray:
@@ -238,7 +237,6 @@ class VectorIndex:
         self.path = str(path) if path is not None else None
         self._gpu_index = None
         self._gpu_resources = None
-        self._params_cache: dict[tuple, tuple[faiss.SearchParameters | None, list]] = {}
         self._place(use_gpu)
 
     # ----------------------------------------------------------------- construction
@@ -310,6 +308,11 @@ class VectorIndex:
     def on_gpu(self) -> bool:
         return self._gpu_index is not None
 
+    @property
+    def faiss_index(self) -> faiss.Index:
+        """The FAISS object unfiltered searches run on (the GPU copy when there is one)."""
+        return self._gpu_index if self._gpu_index is not None else self.index
+
     def __repr__(self) -> str:
         where = "gpu" if self.on_gpu else "cpu"
         return f"VectorIndex({self.factory!r}, dim={self.dim}, ntotal={self.ntotal}, {where})"
@@ -356,7 +359,6 @@ class VectorIndex:
         self.index.add_with_ids(x, ids)
         if self._gpu_index is not None:
             self._gpu_index.add_with_ids(x, ids)
-        self._params_cache.clear()
 
     def _id_map(self) -> np.ndarray | None:
         top = faiss.downcast_index(self.index)
@@ -372,43 +374,34 @@ class VectorIndex:
         ``allowed_ids`` restricts the search inside FAISS (ID selector), ``params`` sets ``nprobe``,
         ``max_codes``, ``efSearch`` or ``k_factor`` for this call (``"nprobe=32"`` or ``{"nprobe": 32}``).
         """
-        q = as_unit_rows(queries, self.dim, "queries", QueryError)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise QueryError(f"k must be a positive integer, got {k!r}")
         k = int(k)
+        q = as_unit_rows(queries, self.dim, "queries", QueryError)
         limit = self.ntotal
-        sel = keep = None
+        sel = keep = None  # keep: the selector's id buffer, alive until the search returns
         if allowed_ids is not None:
             allowed = np.unique(np.asarray(allowed_ids, dtype=np.int64))
             allowed = allowed[allowed >= 0]
             limit = min(limit, len(allowed))
             if limit > 0:
                 sel, keep = _selector(allowed)
-        scores = np.full((len(q), k), _PAD_SCORE, dtype=np.float32)
-        ids = np.full((len(q), k), -1, dtype=np.int64)
         kk = min(k, limit)
         if kk == 0 or len(q) == 0:
-            return scores, ids
+            return np.full((len(q), k), _PAD_SCORE, dtype=np.float32), np.full((len(q), k), -1, dtype=np.int64)
+        p = None
         overrides = _parse_params(params)
-        if sel is None:
-            key = tuple(sorted(overrides.items()))
-            if key not in self._params_cache:
-                builder = _Params(overrides)
-                p = builder.build(self.index, None)
-                builder.check_all_used(self.factory)
-                self._params_cache[key] = (p, builder.keep)
-            p = self._params_cache[key][0]
-        else:
+        if overrides or sel is not None:  # otherwise FAISS uses the index's own defaults: no per-call cost
             builder = _Params(overrides)
             p = builder.build(self.index, sel)
             builder.check_all_used(self.factory)
-        use_gpu = self._gpu_index is not None and sel is None and kk <= GPU_MAX_K and \
+        on_gpu = self._gpu_index is not None and sel is None and kk <= GPU_MAX_K and \
             overrides.get("nprobe", 0) <= GPU_MAX_K
-        target = self._gpu_index if use_gpu else self.index
-        d, i = target.search(q, kk, params=p)
-        del keep
-        ids[:, :kk] = i
-        scores[:, :kk] = np.where(i >= 0, d, _PAD_SCORE)
+        scores, ids = (self._gpu_index if on_gpu else self.index).search(q, kk, params=p)
+        scores[ids < 0] = _PAD_SCORE
+        if kk < k:
+            scores = np.pad(scores, ((0, 0), (0, k - kk)), constant_values=_PAD_SCORE)
+            ids = np.pad(ids, ((0, 0), (0, k - kk)), constant_values=-1)
         return scores, ids
 
     def reconstruct(self, id: int) -> np.ndarray:

@@ -21,6 +21,7 @@ and ``mm_*`` keys the ``stage2`` tower. Both logit scales keep the official raw-
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -171,6 +172,32 @@ def official_config(path: Path, model_type: str, raw: dict[str, Any], state: dic
         raise ModelError(f"official config is inconsistent ({exc})", path) from exc
 
 
+def official_preprocessing(img_size: tuple[int, int, int]) -> dict[str, Any]:
+    """The ``hsenet`` profile (spec §4.1); for another ``img_size`` its resize step is set to that size."""
+    from hsenet_search.data.preprocess import get_profile
+
+    base = get_profile("hsenet").to_dict()
+    out = [int(v) for v in base["output_shape"]]
+    d, h, w = (int(v) for v in img_size)
+    if out == [d, h, w]:
+        return base
+    steps = copy.deepcopy(base["steps"])
+    orders = {(0, 1, 2): [d, h, w], (1, 2, 0): [h, w, d]}  # spatial_size as (D, H, W) or as (H, W, D)
+    resized = 0
+    for step in steps:
+        size = step.get("spatial_size")
+        for order, new in orders.items():
+            if isinstance(size, list) and size == [out[i] for i in order]:
+                step["spatial_size"] = new
+                resized += 1
+                break
+    if resized != 1:
+        raise ModelError(f"cannot adapt the hsenet preprocessing profile to img_size {tuple(img_size)}")
+    adapted = {k: v for k, v in base.items() if k != "hash"}
+    adapted |= {"name": f"hsenet-{d}x{h}x{w}", "steps": steps, "output_shape": [d, h, w]}
+    return get_profile(adapted).to_dict()
+
+
 def key_map(config: ModelConfig, model_type: str) -> dict[str, str]:
     """Our prefix -> official prefix, per tower (longest prefixes are matched first)."""
     stage2 = model_type == "m3d_clip_stage2"
@@ -234,6 +261,7 @@ def load_official(path: str | Path, *, text_config: dict[str, Any] | str | Path 
     for key in sorted(state):
         if key not in used and not any(p.search(key) for p in IGNORED_KEYS):
             raise ModelError(f"unexpected key {key!r}", path)
+    model.preprocessing = official_preprocessing(config.img_size)
     missing, _ = model.load_state_dict(mapped, strict=False)
     leftover = [k for k in missing if not k.startswith("slice_tower.")]
     if leftover:

@@ -58,30 +58,21 @@ def _lung_site(ctx: _Ctx, side: int, lobes: Sequence[str] | None = None, margin:
                zmin: float | None = None, zmax: float | None = None) -> tuple[Point, int, str]:
     """A point inside one lung (in one of ``lobes``) on a slice centre, clear of pleural fluid."""
     anat, grid = ctx.anat, ctx.grid
-    code = 1 if side < 0 else 2
-    z_lo = grid.z_of(1) if zmin is None else max(zmin, grid.z_of(1))
-    z_hi = grid.z_of(grid.shape[2] - 2) if zmax is None else min(zmax, grid.z_of(grid.shape[2] - 2))
+    heights = np.array([grid.z_of(k) for k in range(1, grid.shape[2] - 1)])
+    heights = heights[(heights >= (zmin if zmin is not None else -np.inf))
+                      & (heights <= (zmax if zmax is not None else np.inf))]
 
-    def ok(p) -> bool:
-        if not z_lo <= p[2] <= z_hi:
-            return False
-        if lobes is not None and anat.lobe(side, *p) not in lobes:
-            return False
-        if side in ctx.effusion:
-            t, z_top, z_ref = ctx.effusion[side]
-            if anat.posterior_depth(p[0], p[1], p[2]) < _effusion_thickness(t, z_top, z_ref, p[2]) + margin + 6:
-                return False
-        return True
+    def clear_of_fluid(x, y, z):
+        if side not in ctx.effusion:
+            return np.ones(np.shape(x), dtype=bool)
+        t, z_top, z_ref = ctx.effusion[side]
+        return anat.posterior_depth(x, y, z) > _effusion_thickness(t, z_top, z_ref, z) + margin + 6.0
 
-    for _ in range(50):
-        p = anat.sample_lung_points(ctx.rng, side, 1, predicate=ok, margin=margin)[0]
-        k, z = _snap(grid, float(p[2]))
-        q = (float(p[0]), float(p[1]), z)
-        probes = [q] + [tuple(np.add(q, d)) for d in
-                        ((margin, 0, 0), (-margin, 0, 0), (0, margin, 0), (0, -margin, 0))]
-        if all(int(anat.lung_side(*pp)) == code for pp in probes) and ok(q):
-            return q, k, anat.lobe(side, *q)
-    raise RuntimeError("could not place a finding in the phantom lung")
+    p = anat.sample_lung_points(ctx.rng, side, 1, margin=margin, lobes=tuple(lobes) if lobes else None,
+                                heights=heights, accept=clear_of_fluid)[0]
+    q = (float(p[0]), float(p[1]), float(p[2]))
+    k = int(round((q[2] - grid.origin[2]) / grid.spacing[2]))
+    return q, k, anat.lobe(side, *q)
 
 
 def _choose_side(rng: np.random.Generator, p_bilateral: float) -> str:
@@ -293,7 +284,7 @@ def _plan_atelectasis(ctx: _Ctx) -> list[Finding]:
         eff = ctx.effusion.get(s)
         z_top = 0.32 * ctx.anat.H
         k, z = _snap(ctx.grid, 0.16 * ctx.anat.H)
-        out.append(Finding("Atelectasis", "compressive", side, "lower lobe", thick, None, k,
+        out.append(Finding("Atelectasis", "compressive", side, "lower", thick, None, k,
                            {"thickness": thick, "z_top": z_top, "effusion": eff}))
         if rng.random() < 0.5:
             return out
@@ -340,7 +331,7 @@ def _patches(ctx: _Ctx, label: str, kind: str, count: int, rmin: float, rmax: fl
         s = -1 if rng.random() < 0.5 else 1
         lobe = _lobe_choice(rng, s, lobes)
         radii = tuple(float(rng.uniform(rmin, rmax)) for _ in range(3))
-        p, k, lobe = _lung_site(ctx, s, (lobe,), margin=min(radii) * 0.5)
+        p, k, lobe = _lung_site(ctx, s, (lobe,), margin=4.0)
         size = float(np.round(2 * max(radii[0], radii[1])))
         out.append(Finding(label, kind, "right" if s < 0 else "left", lobe, size, p, k,
                            {"radii": radii, "segment": ctx.anat.segment(s, lobe, p),

@@ -59,9 +59,9 @@ def sample_patient(rng: np.random.Generator) -> Patient:
         sex=sex,
         age=int(np.clip(rng.normal(58, 14), 19, 92)),
         half_width=half_width,
-        half_depth=float(half_width * rng.uniform(0.64, 0.74)),
-        fat=float(rng.uniform(7, 26)),
-        muscle=float(rng.uniform(9, 14)),
+        half_depth=float(half_width * rng.uniform(0.72, 0.82)),
+        fat=float(rng.uniform(5, 12) + rng.exponential(5)),
+        muscle=float(rng.uniform(8, 12)),
         lung_height=float(rng.uniform(200, 235) * scale),
         left_dome=float(rng.uniform(-22, -10)),
         heart_u=float(rng.uniform(0, 1)),
@@ -142,7 +142,7 @@ class Anatomy:
         top = 0.0 if side < 0 else self.patient.left_dome
         u = (x - side * 0.45 * a0) / (0.55 * a0)
         v = (y + 0.1 * b0) / b0
-        return top - 50.0 * u**2 - 75.0 * np.maximum(v, 0) ** 2 - 20.0 * np.minimum(v, 0) ** 2
+        return top - 32.0 * u**2 - 70.0 * np.maximum(v, 0) ** 2 - 15.0 * np.minimum(v, 0) ** 2
 
     def diaphragm(self, x, y):
         return np.where(x < 0, self.dome(-1, x, y), self.dome(1, x, y))
@@ -152,10 +152,10 @@ class Anatomy:
         a0, b0 = self.cavity0
         u = (x - side * 0.5 * a0) / (0.5 * a0)
         v = (y - 0.15 * b0) / (0.85 * b0)
-        return self.H - 95.0 * u**2 - 70.0 * v**2
+        return self.H - 45.0 * u**2 - 40.0 * v**2
 
     def mediastinum_half_width(self, z):
-        return 11.0 + 20.0 * np.exp(-(((z - self.arch_z) / (0.14 * self.H)) ** 2))
+        return 9.0 + 16.0 * np.exp(-(((z - self.arch_z) / (0.14 * self.H)) ** 2))
 
     # ---- heart ----------------------------------------------------------------------------------
     @property
@@ -164,10 +164,10 @@ class Anatomy:
         a0, b0 = self.cavity0
         rx = self.cardiothoracic_ratio * a0
         ry = (0.5 + 0.25 * (self.cardiothoracic_ratio - 0.44)) * b0
-        rz = 0.24 * self.H * (1 + 0.8 * max(self.cardiothoracic_ratio - 0.5, 0))
+        rz = 0.27 * self.H * (1 + 0.8 * max(self.cardiothoracic_ratio - 0.5, 0))
         cx = min(0.2 * a0, 0.9 * a0 - rx)
         cy = -b0 + ry + 4.0 + self.pericardial_fluid
-        cz = float(self.diaphragm(np.float32(0.0), np.float32(cy))) - 4.0 + 0.85 * rz
+        cz = float(self.diaphragm(np.float32(0.0), np.float32(cy))) + 0.85 * rz
         return (cx, cy, cz), (rx, ry, rz)
 
     def heart_envelope(self) -> tuple[Point, Point]:
@@ -295,33 +295,43 @@ class Anatomy:
         return "lower" if z < 0.3 * self.H else "middle"
 
     def sample_lung_points(
-        self, rng: np.random.Generator, side: int, count: int, predicate=None, margin: float = 0.0
+        self, rng: np.random.Generator, side: int, count: int, *, margin: float = 0.0,
+        lobes: tuple[str, ...] | None = None, heights: np.ndarray | None = None, accept=None,
     ) -> np.ndarray:
-        """``count`` uniform random points inside one lung (optionally satisfying ``predicate``)."""
+        """``count`` uniform random points inside one lung, at least ``margin`` mm from its edge.
+
+        ``lobes`` restricts the lobe, ``heights`` draws z from these values (slice centres) and ``accept``
+        is an extra vectorised predicate ``accept(x, y, z) -> bool array``."""
         a0, b0 = self.cavity0
         lo = np.array([0.0 if side > 0 else -a0 * 1.05, -b0 * 1.05, self.dome(side, 0.0, 0.0) - 90.0])
         hi = np.array([a0 * 1.05 if side > 0 else 0.0, b0 * 1.05, self.H])
         code = 1 if side < 0 else 2
+        offsets = [(0.0, 0.0, 0.0)]
+        if margin > 0:
+            offsets += [(margin, 0, 0), (-margin, 0, 0), (0, margin, 0), (0, -margin, 0), (0, 0, margin),
+                        (0, 0, -margin)]
         found: list[np.ndarray] = []
         total = 0
-        for _ in range(200):
-            pts = rng.uniform(lo, hi, size=(4096, 3)).astype(np.float32)
-            ok = self.lung_side(pts[:, 0], pts[:, 1], pts[:, 2]) == code
-            for d in ((margin, 0, 0), (-margin, 0, 0), (0, margin, 0), (0, -margin, 0), (0, 0, margin),
-                      (0, 0, -margin)) if margin > 0 else ():
-                q = pts + np.asarray(d, dtype=np.float32)
-                ok &= self.lung_side(q[:, 0], q[:, 1], q[:, 2]) == code
-            pts = pts[ok]
-            if predicate is not None and len(pts):
-                pts = pts[np.array([predicate(p) for p in pts], dtype=bool)]
-            found.append(pts)
-            total += len(pts)
+        for _ in range(64):
+            pts = rng.uniform(lo, hi, size=(4096, 3))
+            if heights is not None:
+                pts[:, 2] = rng.choice(heights, size=len(pts))
+            x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
+            ok = np.ones(len(pts), dtype=bool)
+            for d in offsets:
+                ok &= self.lung_side(x + d[0], y + d[1], z + d[2]) == code
+            if lobes is not None:
+                ok &= np.any([self.in_lobe(side, lobe, x, y, z) for lobe in lobes], axis=0)
+            if accept is not None:
+                ok &= accept(x, y, z)
+            found.append(pts[ok])
+            total += int(ok.sum())
             if total >= count:
                 break
         allp = np.concatenate(found)
         if len(allp) < count:
             raise RuntimeError("phantom lung region too small for the requested points")
-        return allp[:count].astype(np.float64)
+        return allp[:count]
 
 
 def build_anatomy(
@@ -339,12 +349,12 @@ def _grow_trees(anat: Anatomy, rng: np.random.Generator) -> TreeSegments:
     rows: list[tuple] = []
     (hx, hy, hz), (rx, ry, rz) = anat.heart
     for side in (-1, 1):
-        arteries = anat.sample_lung_points(rng, side, 56, margin=6.0)
+        arteries = anat.sample_lung_points(rng, side, 72, margin=6.0)
         _split(anat, np.asarray(anat.hilum(side)), arteries, 6.5, len(arteries), side, rows, True,
                np.asarray(anat.bronchus_hilum(side)))
         vein_root = np.array([hx + side * (0.55 * rx) - (6.0 if side > 0 else 0.0), hy + 0.75 * ry,
                               hz + 0.25 * rz])
-        veins = anat.sample_lung_points(rng, side, 40, margin=6.0)
+        veins = anat.sample_lung_points(rng, side, 56, margin=6.0)
         _split(anat, vein_root, veins, 6.0, len(veins), side, rows, False, None)
     cols = list(zip(*rows))
     return TreeSegments(
@@ -538,12 +548,12 @@ def draw_bones(scene: Scene) -> None:
         canal_y = sy + vr + 9.0
         ring = np.sqrt(xs**2 + (ys - canal_y) ** 2)
         blend(sub, soft(15.0 - ring, w), 420.0)
-        spinous = soft(np.minimum(4.0 - np.abs(xs), 40.0 - np.abs(ys - canal_y - 18.0)), w)
+        spinous = soft(np.minimum(4.0 - np.abs(xs), 14.0 - np.abs(ys - canal_y - 20.0)), w)
         blend(sub, spinous, 420.0)
         blend(sub, soft(8.0 - ring, w), 15.0)
     # Ribs: a band outside the cavity, cut into obliquely sloping ribs (posterior ends higher).
     ac, bc = anat.cavity_axes(z)
-    depth = _ellipse_depth(x, y, ac + 9.0, bc + 9.0)
+    depth = _ellipse_depth(x, y, ac + 8.0, bc + 8.0)
     ring = (depth > -1.0) & (_ellipse_depth(x, y, ac, bc) < 1.0) & (z < anat.H + 25.0) & (z > -60.0)
     idx = np.nonzero(ring)
     if idx[0].size:

@@ -1,0 +1,346 @@
+"""Synthetic CT-RATE dataset generation: planning (patients, splits, labels, findings, reports), rendering in
+parallel, and writing the exact CT-RATE layout (v1 volumes + reports, labels and metadata CSVs)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from ...errors import DatasetError
+from ..labels import LABELS
+from .abnormalities import Finding, airway_style, draw_findings, plan_findings
+from .phantom import (
+    Anatomy,
+    build_anatomy,
+    draw_body,
+    draw_bones,
+    draw_great_vessels_and_airways,
+    draw_heart,
+    draw_lung_trees,
+    sample_patient,
+)
+from .reports import clinical_information, compose_findings, compose_impression, technique
+from .scanner import (
+    METADATA_COLUMNS,
+    Acquisition,
+    Recon,
+    SizePreset,
+    metadata_row,
+    plan_acquisition,
+    preset,
+    reconstruct,
+    to_stored,
+)
+from .shapes import Grid
+from .sources import SourceRow, load_sources, sample_labels, split_report
+
+REPORT_COLUMNS = ("VolumeName", "ClinicalInformation_EN", "Technique_EN", "Findings_EN", "Impressions_EN")
+SPLITS = ("train", "valid")
+_CSV_NAMES = {
+    "train": ("train_reports.csv", "train_predicted_labels.csv", "train_metadata.csv"),
+    "valid": ("validation_reports.csv", "valid_predicted_labels.csv", "validation_metadata.csv"),
+}
+_DATASET_ENTRIES = ("train", "valid", "radiology_text_reports", "multi_abnormality_labels", "metadata")
+SECOND_SCAN_RATE = 0.08  # share of scans that are a patient's follow-up scan "b"
+TWO_RECON_RATE = 0.25  # share of scans with a second reconstruction
+
+
+@dataclass
+class ScanPlan:
+    """Everything needed to write one scan: ids, labels, anatomy, acquisition, findings and report text."""
+
+    index: int
+    split: str
+    patient_id: int
+    letter: str
+    labels: tuple[int, ...]
+    anatomy: Anatomy
+    acquisition: Acquisition
+    findings: list[Finding]
+    texts: dict[str, str]
+    noise_key: tuple[int, ...]
+    accession: str | None = None
+
+    @property
+    def scan_id(self) -> str:
+        return f"{self.split}_{self.patient_id}_{self.letter}"
+
+    def volume_name(self, recon: Recon) -> str:
+        return f"{self.scan_id}_{recon.index}.nii.gz"
+
+    def volume_path(self, root: Path, recon: Recon) -> Path:
+        return root / self.split / f"{self.split}_{self.patient_id}" / self.scan_id / self.volume_name(recon)
+
+
+@dataclass
+class SynthSummary:
+    """What :func:`generate_dataset` wrote."""
+
+    out: Path
+    size: str
+    source: str
+    scans: dict[str, int]
+    volumes: dict[str, int]
+    patients: dict[str, int]
+    prevalence: dict[str, float]
+    normal_fraction: float
+    seconds: float
+    plans: list[ScanPlan] = field(default_factory=list, repr=False)
+
+    def describe(self) -> str:
+        """A short human summary (printed by the CLI)."""
+        lines = [f"Synthetic CT-RATE dataset ({self.size}, labels {self.source}) written to {self.out}"
+                 f" in {self.seconds:.1f} s"]
+        for split in SPLITS:
+            lines.append(f"  {split}: {self.patients[split]} patients, {self.scans[split]} scans, "
+                         f"{self.volumes[split]} volumes")
+        top = sorted(self.prevalence.items(), key=lambda kv: -kv[1])[:5]
+        lines.append(f"  normal scans {self.normal_fraction:.0%}; most prevalent: "
+                     + ", ".join(f"{k} {v:.0%}" for k, v in top))
+        return "\n".join(lines)
+
+
+# ---- planning ------------------------------------------------------------------------------------
+def _group_patients(n: int, rng: np.random.Generator) -> list[list[int]]:
+    """Consecutive scans grouped into patients: mostly one scan, a few with a follow-up scan."""
+    patients: list[list[int]] = []
+    for i in range(n):
+        if patients and len(patients[-1]) == 1 and rng.random() < SECOND_SCAN_RATE:
+            patients[-1].append(i)
+        else:
+            patients.append([i])
+    return patients
+
+
+def _split_patients(patients: list[list[int]], valid_fraction: float, rng: np.random.Generator) -> list[str]:
+    """Split per patient so that about ``valid_fraction`` of the scans are in valid."""
+    n = sum(len(p) for p in patients)
+    target = int(round(n * valid_fraction))
+    split = ["train"] * len(patients)
+    count = 0
+    for j in rng.permutation(len(patients)):
+        if count >= target:
+            break
+        split[int(j)] = "valid"
+        count += len(patients[int(j)])
+    return split
+
+
+def plan_dataset(n: int, *, seed: int = 0, valid_fraction: float = 0.2, sources: Sequence[SourceRow] | None = None,
+                 size: SizePreset, source_name: str = "") -> list[ScanPlan]:
+    """Plan ``n`` scans (deterministic for ``seed``); ``sources`` rows condition labels and report text."""
+    master = np.random.default_rng([seed, 0])
+    rows: list[SourceRow | None] = [None] * n
+    if sources is not None:
+        if n > len(sources):
+            raise DatasetError(f"--n {n} exceeds the {len(sources)} report rows available", source_name)
+        rows = [sources[int(i)] for i in master.permutation(len(sources))[:n]]
+    patients = _group_patients(n, master)
+    splits = _split_patients(patients, valid_fraction, master)
+    next_id = {s: 1 for s in SPLITS}
+    plans: list[ScanPlan] = []
+    for pi, (scans, split) in enumerate(zip(patients, splits)):
+        pid = next_id[split]
+        next_id[split] += 1
+        patient = sample_patient(np.random.default_rng([seed, 2, pi]))
+        for letter, i in zip("abcdefgh", scans):
+            plans.append(_plan_scan(i, split, pid, letter, patient, rows[i], seed, size))
+    return sorted(plans, key=lambda p: (SPLITS.index(p.split), p.patient_id, p.letter))
+
+
+def _plan_scan(i: int, split: str, pid: int, letter: str, patient, row: SourceRow | None, seed: int,
+               size: SizePreset) -> ScanPlan:
+    rng = np.random.default_rng([seed, 1, i])
+    labels = row.labels if row is not None else sample_labels(rng, patient.age)
+    positive = [lb for lb, v in zip(LABELS, labels) if v]
+    fluid = float(np.round(rng.uniform(5, 16))) if "Pericardial effusion" in positive else 0.0
+    anat = build_anatomy(patient, rng, cardiomegaly="Cardiomegaly" in positive, pericardial_fluid=fluid)
+    acq = plan_acquisition(rng, anat, size, two_recons=rng.random() < TWO_RECON_RATE)
+    findings = plan_findings(positive, anat, acq.grid, rng)
+    series = int(rng.choice([2, 3, 4, 5, 6]))
+    generated = compose_findings(findings, rng, series)
+    impression = compose_impression(findings, rng, series)
+    if row is not None and row.report_text is not None:
+        real_findings, real_impression = split_report(row.report_text)
+        generated = real_findings or "Not given."
+        impression = real_impression if real_impression else impression
+    texts = {"ClinicalInformation_EN": clinical_information(rng, positive),
+             "Technique_EN": technique(rng, acq.grid.spacing[2]),
+             "Findings_EN": generated, "Impressions_EN": impression}
+    return ScanPlan(i, split, pid, letter, tuple(labels), anat, acq, findings, texts, (seed, 3, i),
+                    row.accession if row is not None else None)
+
+
+# ---- rendering -----------------------------------------------------------------------------------
+def render_clean(anat: Anatomy, findings: Sequence[Finding], grid: Grid) -> np.ndarray:
+    """Noise-free HU of the scan (or of a slab of it) with every finding drawn."""
+    scene = draw_body(anat, grid)
+    draw_findings(scene, findings, "parenchyma")
+    draw_lung_trees(scene, airway_style(findings))
+    draw_findings(scene, findings, "lung")
+    draw_heart(scene)
+    draw_findings(scene, findings, "mediastinum")
+    draw_great_vessels_and_airways(scene)
+    draw_findings(scene, findings, "vessel walls")
+    draw_bones(scene)
+    draw_findings(scene, findings, "devices")
+    return scene.hu
+
+
+def render_scan(plan: ScanPlan, slab_voxels: int = 8_000_000) -> list[np.ndarray]:
+    """The stored (v1, int16) arrays of every reconstruction of a scan, drawn slab by slab."""
+    acq = plan.acquisition
+    g = acq.grid
+    outs = [np.empty(g.shape, dtype=np.int16) for _ in acq.recons]
+    per = max(1, slab_voxels // (g.shape[0] * g.shape[1]))
+    for si, k0 in enumerate(range(0, g.shape[2], per)):
+        k1 = min(g.shape[2], k0 + per)
+        slab = g.slab(k0, k1)
+        clean = render_clean(plan.anatomy, plan.findings, slab)
+        for recon, out in zip(acq.recons, outs):
+            rng = np.random.default_rng([*plan.noise_key, recon.index, si])
+            out[:, :, k0:k1] = to_stored(reconstruct(clean, recon, slab, rng), acq.intercept)
+    return outs
+
+
+def write_nifti(path: Path, raw: np.ndarray, affine: np.ndarray) -> None:
+    """int16 NIfTI with identity header scaling (the rescale lives in the metadata CSV, as in CT-RATE v1)."""
+    img = nib.Nifti1Image(raw, affine)
+    img.header.set_xyzt_units("mm")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, path)
+
+
+def _write_scan(job: tuple[ScanPlan, str, int]) -> int:
+    plan, root, slab_voxels = job
+    for recon, raw in zip(plan.acquisition.recons, render_scan(plan, slab_voxels)):
+        write_nifti(plan.volume_path(Path(root), recon), raw, plan.acquisition.affine())
+    return plan.index
+
+
+# ---- writing -------------------------------------------------------------------------------------
+def _write_csvs(root: Path, plans: Sequence[ScanPlan]) -> None:
+    for split in SPLITS:
+        reports, labels, meta = [], [], []
+        for p in plans:
+            if p.split != split:
+                continue
+            for recon in p.acquisition.recons:
+                name = p.volume_name(recon)
+                reports.append({"VolumeName": name, **p.texts})
+                labels.append({"VolumeName": name, **dict(zip(LABELS, p.labels))})
+                meta.append(metadata_row(name, p.acquisition, recon, p.anatomy.patient.sex, p.anatomy.patient.age))
+        names = _CSV_NAMES[split]
+        for folder, fname, rows, cols in (("radiology_text_reports", names[0], reports, REPORT_COLUMNS),
+                                          ("multi_abnormality_labels", names[1], labels, ("VolumeName", *LABELS)),
+                                          ("metadata", names[2], meta, METADATA_COLUMNS)):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(rows, columns=list(cols)).to_csv(root / folder / fname, index=False)
+        (root / split).mkdir(parents=True, exist_ok=True)
+
+
+def _check_output(out: Path) -> None:
+    if out.exists():
+        if not out.is_dir():
+            raise DatasetError("output path exists and is not a directory", out)
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in _DATASET_ENTRIES)
+        if foreign:
+            raise DatasetError(f"output directory is not empty and is not a CT-RATE dataset (found {foreign[0]!r})",
+                               out)
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Replace the dataset entries of ``out`` with the freshly written ones."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in _DATASET_ENTRIES:
+        if (out / name).exists():
+            shutil.rmtree(out / name)
+        os.replace(tmp / name, out / name)
+    shutil.rmtree(tmp)
+
+
+def _render_all(plans: Sequence[ScanPlan], root: Path, size: SizePreset, workers: int, progress: bool) -> None:
+    jobs = [(p, str(root), size.slab_voxels) for p in plans]
+    bar = None
+    if progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                       TimeRemainingColumn())
+        bar.start()
+        task = bar.add_task("rendering scans", total=len(jobs))
+    try:
+        if workers <= 1:
+            for job in jobs:
+                _write_scan(job)
+                if bar is not None:
+                    bar.advance(task)
+        else:
+            ctx = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                for fut in as_completed([pool.submit(_write_scan, job) for job in jobs]):
+                    fut.result()
+                    if bar is not None:
+                        bar.advance(task)
+    finally:
+        if bar is not None:
+            bar.stop()
+
+
+def generate_dataset(out: Path, n: int, *, seed: int = 0, valid_fraction: float = 0.2,
+                     labels_from: Path | None = None, reports_from: Path | None = None, size: str = "tiny",
+                     progress: bool = False, workers: int | None = None) -> SynthSummary:
+    """Write a synthetic CT-RATE dataset of ``n`` scans to ``out`` (deterministic for ``seed``).
+
+    ``labels_from`` conditions each scan's labels on a row of a labels CSV (``AccessionNo, <18 labels>``);
+    ``reports_from`` also takes that row's real ``report_text``. ``workers`` defaults to the CPU count;
+    the output does not depend on it."""
+    start = time.perf_counter()
+    out = Path(out)
+    if n < 1:
+        raise DatasetError(f"--n must be at least 1 (got {n})")
+    if not 0.0 <= valid_fraction <= 1.0:
+        raise DatasetError(f"--valid-fraction must lie in [0, 1] (got {valid_fraction})")
+    size_preset = preset(size)
+    sources = load_sources(Path(labels_from) if labels_from else None,
+                           Path(reports_from) if reports_from else None)
+    source_name = str(labels_from or reports_from or "")
+    _check_output(out)
+    plans = plan_dataset(n, seed=seed, valid_fraction=valid_fraction, sources=sources, size=size_preset,
+                         source_name=source_name)
+    workers = min(workers or os.cpu_count() or 1, len(plans))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.synth-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        _write_csvs(tmp, plans)
+        _render_all(plans, tmp, size_preset, workers, progress)
+        _install(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return _summarise(out, size, source_name or "sampled (CT-RATE-like prevalence)", plans,
+                      time.perf_counter() - start)
+
+
+def _summarise(out: Path, size: str, source: str, plans: list[ScanPlan], seconds: float) -> SynthSummary:
+    scans = {s: sum(p.split == s for p in plans) for s in SPLITS}
+    volumes = {s: sum(len(p.acquisition.recons) for p in plans if p.split == s) for s in SPLITS}
+    patients = {s: len({p.patient_id for p in plans if p.split == s}) for s in SPLITS}
+    matrix = np.array([p.labels for p in plans], dtype=float)
+    prevalence = dict(zip(LABELS, (float(v) for v in matrix.mean(axis=0))))
+    normal = float((matrix.sum(axis=1) == 0).mean())
+    return SynthSummary(out, size, source, scans, volumes, patients, prevalence, normal, seconds, plans)

