@@ -64,7 +64,7 @@ def reference_hsenet(path: Path, rescale: tuple[float, float] | None, device: st
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     data = data.transpose(2, 0, 1)  # (Z, X, Y)
     current = (spacing[2], spacing[0], spacing[1])
-    size = [int(n * c / t) for n, c, t in zip(data.shape, current, (1.5, 0.75, 0.75))]
+    size = [int(n * c / t) for n, c, t in zip(data.shape, current, (1.5, 0.75, 0.75), strict=True)]
     tensor = torch.from_numpy(np.ascontiguousarray(data)).unsqueeze(0).unsqueeze(0).to(device)
     resampled = F.interpolate(tensor, size=size, mode="trilinear", align_corners=False)[0].cpu().numpy()
     low, high = resampled.min(), resampled.max()

@@ -56,7 +56,7 @@ def info(
     """Show an index's manifest: model, preprocessing, dims, factory, counts, source."""
     from hsenet_search.index.store import open_index_dir
 
-    manifest = open_index_dir(index_dir).to_json()
+    manifest = open_index_dir(index_dir).to_dict()
     if json_out:
         print_json(manifest)
         return

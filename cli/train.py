@@ -33,7 +33,8 @@ def train(
 ) -> None:
     """Train one stage of the HSENet model; validation R@k is reported on the valid split."""
     from hsenet_search.errors import HSENetError
-    from hsenet_search.train.trainer import TrainConfig, train as run
+    from hsenet_search.train.trainer import TrainConfig
+    from hsenet_search.train.trainer import train as run
 
     if epochs is None and steps is None:
         raise HSENetError("give --epochs N or --steps N")

@@ -22,7 +22,7 @@ from hsenet_search.errors import QueryError
 from .index.builder import check_model_matches
 from .index.faiss_backend import VectorIndex
 from .index.hubness import HubnessNormalizer, rerank
-from .index.store import IndexManifest, open_index_dir, read_metadata
+from .index.store import IndexManifest, open_index_dir, read_metadata, read_reports
 
 TARGETS = ("volumes", "reports")
 MAX_K = 1000
@@ -101,7 +101,7 @@ class SearchEngine:
         volumes = VectorIndex.load(index_dir / "volumes.faiss", mmap=mmap, use_gpu=use_gpu)
         reports = VectorIndex.load(index_dir / "reports.faiss", mmap=mmap, use_gpu=use_gpu)
         metadata = read_metadata(index_dir / "metadata.parquet")
-        report_table = read_metadata(index_dir / "reports.parquet")
+        report_table = read_reports(index_dir / "reports.parquet")
         hub_dir = index_dir / "hubness"
         hubness = {name: HubnessNormalizer.load(hub_dir / f"{name}.npz")
                    for name in ("text_to_volumes", "volumes_to_reports") if (hub_dir / f"{name}.npz").exists()}
@@ -227,7 +227,7 @@ class SearchEngine:
 
     def info(self) -> dict:
         """The manifest plus serving details."""
-        info = self.manifest.to_json()
+        info = self.manifest.to_dict()
         info["serving"] = {"volumes_on_gpu": self.volumes.on_gpu, "reports_on_gpu": self.reports.on_gpu,
                            "device": str(next(self.model.parameters()).device)}
         return info

@@ -52,7 +52,7 @@ def numpy_topk(x, ids, q, k, allowed=None):
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, truth)]))
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, truth, strict=True)]))
 
 
 def test_exact_flat_matches_numpy(random_set):
@@ -88,7 +88,8 @@ def test_allowed_ids_filter_runs_inside_faiss(random_set):
     np.testing.assert_array_equal(found, numpy_topk(x, ids, q[:1], 10, allowed=ids[far])[1])
     # sparse id set (batch selector) and dense id set (bitmap selector) both give the restricted top-k
     dense = VectorIndex.build(x, np.arange(len(x)))
-    for index_, id_space, allowed in ((index, ids, ids[::7]), (dense, np.arange(len(x)), np.arange(0, 2000, 3))):
+    cases = ((index, ids, ids[::7]), (dense, np.arange(len(x)), np.arange(0, 2000, 3)))
+    for index_, id_space, allowed in cases:
         _, found = index_.search(q, 8, allowed_ids=allowed)
         np.testing.assert_array_equal(found, numpy_topk(x, id_space, q, 8, allowed=allowed)[1])
 
@@ -248,7 +249,7 @@ def test_gpu_placement_errors_when_a_gpu_is_reported(random_set, monkeypatch):
     monkeypatch.setattr(faiss_backend, "gpu_count", lambda: 1)
     with pytest.raises(GpuPlacementError, match="no FAISS GPU implementation"):
         VectorIndex.build(x, ids, "HNSW16", use_gpu=True)
-    # the real copy fails on this machine (or a faiss-cpu build has no GPU API): explicit -> error, auto -> CPU
+    # the real copy fails here (or a faiss-cpu build has no GPU API): explicit -> error, auto -> CPU
     with pytest.raises(GpuPlacementError, match="could not copy"):
         VectorIndex.build(x, ids, use_gpu=True)
     with warnings.catch_warnings(record=True) as caught:

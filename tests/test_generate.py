@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from itertools import islice
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,7 @@ def llm():
 def _manual_cases(n: int) -> list[RetrievedCase]:
     """The first ``n`` real reports of the shared CT-RATE manual-label CSV as retrieved cases."""
     with MANUAL.open(newline="", encoding="utf-8") as f:
-        rows = [row for _, row in zip(range(n), csv.DictReader(f))]
+        rows = list(islice(csv.DictReader(f), n))
     return [RetrievedCase(row["AccessionNo"], 1.0 - 0.01 * i, *split_report_text(row["report_text"]),
                           tuple(label for label in LABELS if row[label] == "1")) for i, row in enumerate(rows)]
 
@@ -119,13 +120,12 @@ def test_directory_without_model_is_model_error(tmp_path):
 
 
 def test_draft_llm_with_real_model(llm, emphysema_cases):
-    result = draft_llm(emphysema_cases, llm, max_new_tokens=64)
+    result = draft(emphysema_cases, mode="llm", llm=llm, max_new_tokens=48)
     assert result.findings.strip() and result.impression.strip()
     assert result.retrieved == [c.case_id for c in emphysema_cases]
     assert result.labels == ["Emphysema"] and result.mode == "llm" and result.llm == llm.name
     assert set(result.to_json()) == {"findings", "impression", "retrieved", "labels", "llm", "mode", "warnings"}
     assert "Findings:" not in result.findings and "Impression:" not in result.impression
-    assert draft(emphysema_cases, mode="llm", llm=llm, max_new_tokens=64) == result  # deterministic
 
 
 def test_prompt_overflow_guard_trims_lowest_ranked_first(llm):
@@ -152,7 +152,7 @@ def test_prompt_overflow_guard_trims_lowest_ranked_first(llm):
 
 
 def test_draft_llm_fits_a_small_context_and_records_the_trim(llm):
-    small = load_llm("default", context_tokens=400, max_new_tokens=48)
+    small = load_llm("default", context_tokens=400, max_new_tokens=40)
     assert small.model is llm.model  # same weights, another context cap
     result = draft_llm(_manual_cases(5), small)
     assert result.findings.strip()
@@ -228,6 +228,13 @@ def test_nearest_mode_returns_the_top_report(emphysema_cases):
     assert result.llm == "none (nearest report)" and result.retrieved[0] == "train_1_a_1"
 
 
+def test_nearest_without_findings_falls_back_to_vote(emphysema_cases):
+    cases = [_case("train_0_a_1", 0.95, "  ", "Emphysema.", "Emphysema"), *emphysema_cases]
+    result = draft_nearest(cases)
+    assert result.findings == draft_vote(cases).findings and result.impression == "Emphysema."
+    assert any("no findings" in w for w in result.warnings)
+
+
 def test_vote_mode_keeps_agreed_and_drops_minority_findings(emphysema_cases):
     result = draft(emphysema_cases, mode="vote")
     assert EMPHYSEMA in result.findings  # a real sentence of the top-ranked neighbour
@@ -255,10 +262,10 @@ def test_vote_mode_template_when_no_neighbour_sentence_reports_the_label():
 
 
 def test_vote_on_real_reports_matches_the_labeler():
-    cases = _manual_cases(5)
+    cases = _manual_cases(10)[5:]
     result = draft_vote(cases)
     found = {label for label, value in label_report(result.findings).items() if value}
-    assert set(result.labels) <= found
+    assert result.labels and found == set(result.labels)
 
 
 def test_draft_rejects_no_cases_and_unknown_mode(emphysema_cases):

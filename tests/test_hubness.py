@@ -108,7 +108,8 @@ def test_batched_statistics_are_exact():
 
 def test_save_load_and_errors(tmp_path: Path):
     rng = np.random.default_rng(3)
-    normalizer = gallery_normalizer(unit(rng.standard_normal((10, 6))), unit(rng.standard_normal((9, 6))), 20.0)
+    bank, gallery = unit(rng.standard_normal((10, 6))), unit(rng.standard_normal((9, 6)))
+    normalizer = gallery_normalizer(bank, gallery, 20.0)
     normalizer.save(tmp_path / "hub.npz")
     back = HubnessNormalizer.load(tmp_path / "hub.npz")
     assert (back.beta, back.method) == (20.0, "dis")

@@ -27,7 +27,7 @@ TEXTS = ['No pleural effusion. The "heart" is normal (size).', "Mild emphysema i
 
 def _vit_shapes(width=WIDTH) -> dict[str, tuple[int, ...]]:
     """Key -> shape of the official ViT_stage1 (MONAI 1.3 names), written from the spec tables."""
-    n = math.prod(i // p for i, p in zip(IMG, PATCH))
+    n = math.prod(i // p for i, p in zip(IMG, PATCH, strict=True))
     shapes = {"cls_token": (1, 1, width), "patch_embedding.position_embeddings": (1, n, width),
               "patch_embedding.patch_embeddings.1.weight": (width, math.prod(PATCH)),
               "patch_embedding.patch_embeddings.1.bias": (width,), "norm.weight": (width,), "norm.bias": (width,)}

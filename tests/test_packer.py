@@ -46,7 +46,7 @@ def test_packer_matches_naive_window_loop(grid, kernel):
     with torch.no_grad():
         got = packer(tokens)
         want = naive_packer(packer, tokens)
-    n_windows = math.prod(g // k for g, k in zip(grid, kernel))
+    n_windows = math.prod(g // k for g, k in zip(grid, kernel, strict=True))
     assert got.shape == (2, n_windows, 40) == want.shape
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 

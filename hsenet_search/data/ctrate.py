@@ -98,11 +98,11 @@ def dataset_format(root: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- reader
-def read_ctrate(root: str | Path, *, missing: str = "error") -> list[Case]:
-    """Every case of both splits of the CT-RATE dataset at ``root`` (see module docstring)."""
+def read_ctrate(root: str | Path, *, splits: tuple[str, ...] = ("train", "valid"), missing: str = "error") -> list[Case]:
+    """The cases of ``splits`` of the CT-RATE dataset at ``root`` (see module docstring)."""
     root = Path(root)
     cases: list[Case] = []
-    for split in ("train", "valid"):
+    for split in splits:
         folder = split_folder(root, split)
         if folder is not None:
             cases.extend(_read_split(root, split, folder, missing))

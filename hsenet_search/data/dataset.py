@@ -80,17 +80,17 @@ def open_dataset(path: str | Path, split: str = "all", *, missing: str = "error"
     if missing not in MISSING_POLICIES:
         raise DatasetError(f"unknown missing-volume policy {missing!r}; expected {', '.join(MISSING_POLICIES)}")
     path = Path(path)
+    wanted = SPLITS if split == "all" else (split,)
     if not path.exists():
         raise DatasetError("no such dataset directory or manifest", path)
     if path.is_file():
         cases = manifest.read_manifest(path, missing=missing)
     elif (root := ctrate.find_root(path)) is not None:
-        cases = ctrate.read_ctrate(root, missing=missing)
+        cases = ctrate.read_ctrate(root, splits=wanted, missing=missing)
     elif (found := manifest.find_manifest(path)) is not None:
         cases = manifest.read_manifest(found, missing=missing)
     else:
         raise DatasetError("is neither a CT-RATE dataset (no radiology_text_reports/) nor a manifest", path)
-    wanted = SPLITS if split == "all" else (split,)
     return sorted((c for c in cases if c.split in wanted), key=case_sort_key)
 
 
@@ -105,6 +105,6 @@ def load_case_volume(case: Case) -> Volume:
     volume = read_volume(case.path, rescale=case.rescale)
     if case.spacing is not None:
         header = volume.spacing
-        if any(abs(h - m) > SPACING_TOLERANCE * m for h, m in zip(header, case.spacing)):
+        if any(abs(h - m) > SPACING_TOLERANCE * m for h, m in zip(header, case.spacing, strict=True)):
             volume = volume.with_spacing(case.spacing)
     return volume

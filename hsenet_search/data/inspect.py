@@ -51,7 +51,7 @@ def _inspect_dataset(path: Path, kind: str) -> dict[str, Any]:
         splits[split] = {"volumes": len(in_split), "scans": len({c.scan_id for c in in_split}),
                          "missing_files": sum(not c.path.exists() for c in in_split)}
     labelled = np.array([c.labels for c in cases if c.labels is not None], dtype=np.float64).reshape(-1, len(LABELS))
-    prevalence = ({label: round(float(v), 4) for label, v in zip(LABELS, labelled.mean(axis=0))}
+    prevalence = ({label: round(float(v), 4) for label, v in zip(LABELS, labelled.mean(axis=0), strict=True)}
                   if len(labelled) else {})
     return {"kind": "dataset", "path": str(path), "format": kind, "splits": splits,
             "labelled_volumes": int(len(labelled)), "label_prevalence": prevalence}

@@ -103,7 +103,7 @@ def _labels(row: dict[str, str], where: str, path: Path) -> tuple[int, ...] | No
     if all(c == "" for c in cells):
         return None
     values = []
-    for label, cell in zip(LABELS, cells):
+    for label, cell in zip(LABELS, cells, strict=True):
         value = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "false": 0, "true": 1}.get(cell.lower())
         if value is None:
             raise DatasetError(f"{where} has {label}={cell!r}; labels must be 0 or 1", path)

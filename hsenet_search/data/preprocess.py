@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.data.utils import affine_to_spacing
 from monai.transforms import Compose, Orientation, Resize, ResizeWithPadOrCrop, SpatialCrop, Transform
@@ -84,7 +85,7 @@ class ResampleToSpacing(Transform):
 
     def __call__(self, img: MetaTensor) -> MetaTensor:
         current = affine_to_spacing(img.affine, r=3).tolist()
-        size = [max(1, math.floor(round(n * c / t, 6))) for n, c, t in zip(img.shape[1:], current, self.pixdim)]
+        size = [max(1, math.floor(round(n * c / t, 6))) for n, c, t in zip(img.shape[1:], current, self.pixdim, strict=True)]
         if list(img.shape[1:]) == size:
             return img
         return Resize(size, mode=self.mode, align_corners=False)(img)
@@ -116,6 +117,149 @@ class MinMaxForegroundResize(Transform):
         return out.sub_(lo).mul_(1.0 / (hi - lo))
 
 
+class ResampleMinMaxForegroundResize(Transform):
+    """``ResampleToSpacing -> MinMaxForegroundResize`` (the official spacing, min-max, foreground crop and
+    resize) computed without building the full-resolution resampled volume.
+
+    Each trilinear resize is a per-axis linear map, so "resample, crop, resize" is one small matrix per
+    axis (``W_resize @ W_spacing[crop rows]``, taken from torch's own 1D weights) applied axis by axis
+    to the windowed source, shrinking it at once. The two data-dependent quantities are derived exactly:
+    - the crop box: a resampled voxel is above the minimum 0 iff one of its positive-weight source
+      neighbours is above 0, so the box follows from per-axis "any voxel > 0" profiles of the source;
+    - the min-max range: the minimum is 0 when the source minimum is 0 and some resampled voxel sees only
+      zeros (probed next to zero source voxels: air); the maximum is the resampled value next to source
+      voxels at the source maximum (bone clamped by the window), accepted within 1e-6 of that maximum.
+    Any volume that does not meet these conditions takes the explicit path, so the result always equals
+    the official order up to float rounding.
+    """
+
+    _TOLERANCE = 1e-6
+    _MAX_PROBES = 4096
+
+    def __init__(self, pixdim: tuple[float, float, float], spatial_size: tuple[int, int, int]):
+        self.pixdim = tuple(float(p) for p in pixdim)
+        self.spatial_size = tuple(int(v) for v in spatial_size)
+        self.explicit = Compose([ResampleToSpacing(self.pixdim), MinMaxForegroundResize(self.spatial_size)])
+
+    def __call__(self, img: MetaTensor) -> MetaTensor:
+        src = (img.as_tensor() if isinstance(img, MetaTensor) else img)[0]
+        affine = torch.as_tensor(img.affine, dtype=torch.float64).cpu().numpy()
+        current = affine_to_spacing(affine, r=3).tolist()
+        sizes = [max(1, math.floor(round(n * c / t, 6))) for n, c, t in zip(src.shape, current, self.pixdim,
+                                                                              strict=True)]
+        weights = [_linear_weights(n, m, src.device) for n, m in zip(src.shape, sizes, strict=True)]
+        taps = [_taps(w) for w in weights]
+        low, high = (float(v) for v in torch.aminmax(src))
+        if low != 0.0 or high <= 0.0 or not bool((self._probe(src, low, weights, taps) == 0).any()):
+            return self.explicit(img)
+        peak = float(self._probe(src, high, weights, taps).max())
+        if not high - peak <= self._TOLERANCE * high:
+            return self.explicit(img)
+        box = _foreground_box(src > 0, weights)
+        out = src
+        matrices = []
+        for axis, (start, end) in enumerate(box):
+            second = _linear_weights(end - start, self.spatial_size[axis], src.device)
+            matrices.append(second @ weights[axis][start:end])
+        for axis in sorted(range(3), key=lambda a: self.spatial_size[a] / src.shape[a]):
+            out = _apply_along(out, matrices[axis], axis)
+        out = out.mul_(1.0 / peak)
+        final = affine
+        for axis, (start, end) in enumerate(box):
+            final = _resize_affine(final, axis, src.shape[axis], sizes[axis])
+            final = _crop_affine(final, axis, start)
+            final = _resize_affine(final, axis, end - start, self.spatial_size[axis])
+        return MetaTensor(out[None], affine=torch.from_numpy(final))
+
+    def _probe(self, src: torch.Tensor, value: float, weights: list, taps: list) -> torch.Tensor:
+        """Resampled values at the grid points nearest to (a 3-strided sample of) source voxels == ``value``.
+
+        ``value`` must occur in ``src`` (it is its minimum or maximum), so at least one probe is returned."""
+        probes = torch.nonzero(src[::3, ::3, ::3] == value) * 3
+        if len(probes) > self._MAX_PROBES:
+            probes = probes[torch.linspace(0, len(probes) - 1, self._MAX_PROBES, device=src.device).long()]
+        first = torch.nonzero(src == value)[:1] if not len(probes) else probes[:0]  # at least one probe
+        probes = torch.cat([probes, first])
+        nearest = torch.stack([w.argmax(0)[probes[:, a]] for a, w in enumerate(weights)], 1)
+        return _sample(src, taps, nearest)
+
+
+def _linear_weights(n: int, m: int, device: torch.device) -> torch.Tensor:
+    """The (m, n) matrix of torch's linear resize n -> m (align_corners=False): the per-axis trilinear weights."""
+    eye = torch.eye(n, dtype=torch.float32, device=device)
+    if n == m:
+        return eye
+    return F.interpolate(eye[:, None, :], size=m, mode="linear", align_corners=False)[:, 0, :].T.contiguous()
+
+
+def _taps(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per output row: the two adjacent source indices and their weights (the second 0 at the edge)."""
+    rows = torch.arange(weights.shape[0], device=weights.device)
+    first = (weights > 0).to(torch.uint8).argmax(1)
+    second = (first + 1).clamp(max=weights.shape[1] - 1)
+    w_second = torch.where(second != first, weights[rows, second], torch.zeros_like(weights[rows, first]))
+    return torch.stack([first, second], 1), torch.stack([weights[rows, first], w_second], 1)
+
+
+def _sample(src: torch.Tensor, taps: list, points: torch.Tensor) -> torch.Tensor:
+    """Trilinear values of the resampled grid at integer ``points`` (N, 3), from the source (one gather)."""
+    (i0, w0), (i1, w1), (i2, w2) = taps
+    p0, p1, p2 = points[:, 0], points[:, 1], points[:, 2]
+    n1, n2 = src.shape[1], src.shape[2]
+    flat = ((i0[p0][:, :, None, None] * n1 + i1[p1][:, None, :, None]) * n2 + i2[p2][:, None, None, :])
+    weight = w0[p0][:, :, None, None] * w1[p1][:, None, :, None] * w2[p2][:, None, None, :]
+    return (src.reshape(-1)[flat.reshape(len(points), 8)] * weight.reshape(len(points), 8)).sum(1)
+
+
+def _foreground_box(mask: torch.Tensor, weights: list) -> list[tuple[int, int]]:
+    """Per axis, the [start, end) range of resampled indices whose positive-weight neighbours touch ``mask``."""
+    positive = [w > 0 for w in weights]
+    used = [p.any(0) for p in positive]
+    box = []
+    for axis in range(3):
+        kept = mask
+        for other in range(3):
+            if other != axis and not bool(used[other].all()):
+                kept = kept.index_select(other, used[other].nonzero()[:, 0])
+        profile = kept.any(dim=tuple(d for d in range(3) if d != axis))
+        hits = (positive[axis].to(torch.float32) @ profile.to(torch.float32)).nonzero()[:, 0]
+        box.append((int(hits[0]), int(hits[-1]) + 1))
+    return box
+
+
+def _apply_along(x: torch.Tensor, matrix: torch.Tensor, axis: int) -> torch.Tensor:
+    """``matrix`` (o, n) applied along ``axis`` of ``x``, using only its band of non-zero columns."""
+    nonzero = matrix != 0
+    n = matrix.shape[1]
+    first = nonzero.to(torch.uint8).argmax(1)
+    last = n - 1 - nonzero.flip(1).to(torch.uint8).argmax(1)
+    rows = torch.arange(matrix.shape[0], device=matrix.device)
+    shape = [1, 1, 1]
+    shape[axis] = matrix.shape[0]
+    out_shape = list(x.shape)
+    out_shape[axis] = matrix.shape[0]
+    out = torch.zeros(out_shape, dtype=x.dtype, device=x.device)
+    for step in range(int((last - first).max()) + 1):
+        cols = (first + step).clamp(max=n - 1)
+        w = torch.where(first + step <= last, matrix[rows, cols], torch.zeros_like(matrix[rows, cols]))
+        out.addcmul_(x.index_select(axis, cols), w.view(shape))
+    return out
+
+
+def _resize_affine(affine: np.ndarray, axis: int, n: int, m: int) -> np.ndarray:
+    """Affine after resizing ``axis`` from n to m voxels (align_corners=False: voxel centres rescaled)."""
+    step = np.eye(4)
+    step[axis, axis] = n / m
+    step[axis, 3] = (n / m - 1) / 2
+    return affine @ step
+
+
+def _crop_affine(affine: np.ndarray, axis: int, start: int) -> np.ndarray:
+    step = np.eye(4)
+    step[axis, 3] = start
+    return affine @ step
+
+
 def _step_transform(step: dict[str, Any]) -> Callable:
     """The MONAI transform for one JSON step."""
     op, args = step["op"], {k: v for k, v in step.items() if k != "op"}
@@ -125,6 +269,8 @@ def _step_transform(step: dict[str, Any]) -> Callable:
         "resample_to_spacing": lambda pixdim, mode="trilinear": ResampleToSpacing(tuple(pixdim), mode),
         "minmax_foreground_resize": lambda spatial_size, mode="trilinear": MinMaxForegroundResize(
             tuple(spatial_size), mode),
+        "resample_minmax_foreground_resize": lambda pixdim, spatial_size: ResampleMinMaxForegroundResize(
+            tuple(pixdim), tuple(spatial_size)),
         "center_crop_or_pad": lambda spatial_size, value: ResizeWithPadOrCrop(
             tuple(spatial_size), mode="constant", value=value),
     }
@@ -231,8 +377,7 @@ def _minmax_profile(name: str, description: str, spacing_xyz: tuple[float, float
     return Profile(name, [
         {"op": "orientation", "axcodes": "SPL"},
         {"op": "window", "a_min": -1000.0, "a_max": 200.0, "b_min": 0.0, "b_max": 1.0},
-        {"op": "resample_to_spacing", "pixdim": [z, y, x], "mode": "trilinear"},
-        {"op": "minmax_foreground_resize", "spatial_size": [d, w, h], "mode": "trilinear"},
+        {"op": "resample_minmax_foreground_resize", "pixdim": [z, y, x], "spatial_size": [d, w, h]},
         {"op": "orientation", "axcodes": "SLP"},
     ], size_dhw, description)
 

@@ -58,7 +58,7 @@ class IndexEmbeddings:
         rows = self.metadata[self.metadata["split"] == split] if split != "all" else self.metadata
         if unit == "scan":
             rows = rows.sort_values("volume_name").drop_duplicates("scan_id")
-        rows = rows.sort_values("row_id")
+        rows = rows[rows["report_id"] >= 0].sort_values("row_id")
         if len(rows) == 0:
             raise DatasetError(f"the index has no rows in split {split!r}", self.index_dir)
         ids = rows["row_id"].to_numpy()
@@ -73,7 +73,7 @@ def load_index_embeddings(index_dir: str | Path) -> IndexEmbeddings:
 
     index_dir = Path(index_dir)
     manifest = open_index_dir(index_dir)
-    return IndexEmbeddings(index_dir, manifest.to_json(), read_metadata(index_dir / "metadata.parquet"),
+    return IndexEmbeddings(index_dir, manifest.to_dict(), read_metadata(index_dir / "metadata.parquet"),
                            read_embeddings(index_dir, "volumes"), read_embeddings(index_dir, "reports"),
                            manifest.model_path())
 

@@ -36,8 +36,8 @@ _HEADER = re.compile(r"(?:\*\*|#+ *)?\b(findings?|impressions?|conclusions?)\b(?
 # Where a small model starts something other than the report: another example case, a new turn, a note.
 _CUT = re.compile(r"\bCase \d+\b|<\|im_|\n\s*(?:Note|Explanation|Reports? of)\b|\bAbnormalities most of",
                   re.IGNORECASE)
-_CHATTER = re.compile(r"^(?:sure|certainly|here is|here's|here are|i hope|i have|as an ai|please|note:|"
-                      r"let me|this report)\b", re.IGNORECASE)
+_CHATTER = re.compile(r"^(?:sure|certainly|here is|here's|here are|i hope|i have|as an ai|note:|let me)\b",
+                      re.IGNORECASE)
 _NEAR_REPEAT = 0.6
 _PROMPT_SLACK = 8  # tokens reserved for tokenisation differences at the joins of prompt pieces
 

@@ -35,7 +35,8 @@ class LLMConfig:
 
     ``context_tokens`` caps the model's own context length (``max_position_embeddings``) to keep CPU
     latency moderate; ``device`` ``None`` picks CUDA when present; ``no_repeat_ngram`` is the size of the
-    generated-text n-grams the repetition guard forbids repeating (0 turns the guard off).
+    generated-text n-grams the repetition guard forbids repeating (0 turns the guard off). Decoding is
+    greedy; ``seed`` seeds torch around each generation for models whose forward pass is stochastic.
     """
 
     spec: str = "default"
@@ -162,18 +163,19 @@ class LLM:
             )
         from transformers import LogitsProcessorList
 
-        torch.manual_seed(self.config.seed)
         pad = self.tokenizer.pad_token_id
         if pad is None:
             pad = self.tokenizer.eos_token_id
-        output = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=encoded["attention_mask"].to(self.device),
-            max_new_tokens=new,
-            do_sample=False,
-            logits_processor=LogitsProcessorList([NoRepeatNewNGrams(length, self.config.no_repeat_ngram)]),
-            pad_token_id=pad,
-        )
+        with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's CPU RNG state
+            torch.manual_seed(self.config.seed)
+            output = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=encoded["attention_mask"].to(self.device),
+                max_new_tokens=new,
+                do_sample=False,
+                logits_processor=LogitsProcessorList([NoRepeatNewNGrams(length, self.config.no_repeat_ngram)]),
+                pad_token_id=pad,
+            )
         return self.tokenizer.decode(output[0, length:], skip_special_tokens=True)
 
 

@@ -67,9 +67,12 @@ def build_prompt(cases: Sequence[RetrievedCase], agreed: Sequence[str], count_to
     texts = [(sentences(c.findings), sentences(c.impression)) for c in with_text]
     system_tokens = count_tokens(SYSTEM)
 
+    def render(parts: list[tuple[list[str], list[str]]]) -> str:
+        shown = zip(with_text, parts, strict=False)  # the first len(parts) cases
+        return _user([_example(i + 1, c, f, imp) for i, (c, (f, imp)) in enumerate(shown)], agreed)
+
     def size(parts: list[tuple[list[str], list[str]]]) -> int:
-        examples = [_example(i + 1, c, f, imp) for i, (c, (f, imp)) in enumerate(zip(with_text, parts))]
-        return system_tokens + count_tokens(_user(examples, agreed))
+        return system_tokens + count_tokens(render(parts))
 
     warnings = []
     while len(texts) > 1 and size(texts) > budget_tokens:
@@ -89,5 +92,4 @@ def build_prompt(cases: Sequence[RetrievedCase], agreed: Sequence[str], count_to
         kept = len(texts[0][0]) + len(texts[0][1])
         warnings.append(f"prompt over {budget_tokens} tokens: truncated case {with_text[0].case_id} to {kept} of "
                         f"{len(findings) + len(impression)} sentences")
-    examples = [_example(i + 1, c, f, imp) for i, (c, (f, imp)) in enumerate(zip(with_text, texts))]
-    return Prompt(SYSTEM, _user(examples, agreed), [c.case_id for c in with_text[: len(texts)]], warnings)
+    return Prompt(SYSTEM, render(texts), [c.case_id for c in with_text[: len(texts)]], warnings)

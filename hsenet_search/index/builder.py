@@ -19,7 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from hsenet_search.data.cache import PreprocessCache
 from hsenet_search.data.dataset import Case, open_dataset
@@ -34,6 +41,7 @@ from .store import (
     IndexManifest,
     ShardWriter,
     atomic_directory,
+    deduplicate_reports,
     open_index_dir,
     read_embeddings,
     read_failures,
@@ -41,6 +49,7 @@ from .store import (
     write_embeddings,
     write_failures,
     write_metadata,
+    write_reports,
 )
 
 HUBNESS_BETA = 20.0
@@ -160,7 +169,7 @@ def _read_failures_jsonl(work: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["volume_name", "path", "error"])
 
 
-def _assemble(model, work: Path, out: Path, *, cfg: BuildConfig, source: dict, progress: bool,
+def _assemble(model, model_name: str, work: Path, out: Path, *, cfg: BuildConfig, source: dict, progress: bool,
               previous: tuple[pd.DataFrame, np.ndarray, pd.DataFrame] | None = None) -> BuildSummary:
     """Turn finished shards (plus an existing index's rows, for ``add``) into the final index directory."""
     t0 = time.perf_counter()
@@ -178,20 +187,19 @@ def _assemble(model, work: Path, out: Path, *, cfg: BuildConfig, source: dict, p
     rows = rows.reset_index(drop=True)
     rows.insert(0, "row_id", np.arange(len(rows), dtype=np.int64))
     texts = (rows["findings"].fillna("") + " " + rows["impression"].fillna("")).str.strip()
-    unique_texts, report_id = np.unique(texts.to_numpy(dtype=object), return_inverse=True)
-    rows["report_id"] = report_id.astype(np.int64)
+    report_id, unique_texts = deduplicate_reports(texts.tolist())
+    rows["report_id"] = report_id
     with _progress() as bar:
         task = bar.add_task("embedding reports", total=len(unique_texts), visible=progress)
         chunks = []
         for i in range(0, len(unique_texts), 64):
-            batch = [str(t) for t in unique_texts[i:i + 64]]
+            batch = unique_texts[i:i + 64]
             with torch.no_grad():
                 chunks.append(model.encode_text(batch).float().cpu().numpy())
             bar.update(task, advance=len(batch))
     rep_emb = np.concatenate(chunks).astype(np.float32)
     vol_emb = vol_emb.astype(np.float32)
-    reports = pd.DataFrame({"report_id": np.arange(len(unique_texts), dtype=np.int64),
-                            "text": [str(t) for t in unique_texts]})
+    reports = pd.DataFrame({"report_id": np.arange(len(unique_texts), dtype=np.int64), "text": unique_texts})
     vol_index = VectorIndex.build(vol_emb, rows["row_id"].to_numpy(), cfg.factory)
     rep_index = VectorIndex.build(rep_emb, reports["report_id"].to_numpy(), cfg.factory)
     hub_text = gallery_normalizer(rep_emb, vol_emb, HUBNESS_BETA)     # bank of text queries over volumes
@@ -200,7 +208,7 @@ def _assemble(model, work: Path, out: Path, *, cfg: BuildConfig, source: dict, p
         write_embeddings(tmp, "volumes", vol_emb)
         write_embeddings(tmp, "reports", rep_emb)
         write_metadata(tmp / "metadata.parquet", rows)
-        write_metadata(tmp / "reports.parquet", reports)
+        write_reports(tmp / "reports.parquet", reports)
         write_failures(tmp / "failures.parquet", failures)
         vol_index.save(tmp / "volumes.faiss")
         rep_index.save(tmp / "reports.faiss")
@@ -210,7 +218,7 @@ def _assemble(model, work: Path, out: Path, *, cfg: BuildConfig, source: dict, p
         manifest = IndexManifest(
             format_version=FORMAT_VERSION,
             model_fingerprint=model.fingerprint,
-            model_name=str(getattr(model, "source", "") or model.config.name),
+            model_name=model_name,
             preprocessing_hash=model.profile.hash,
             preprocessing=model.profile.to_dict(),
             embedding=model.config.embedding,
@@ -251,7 +259,8 @@ def build_index(cfg: BuildConfig, model=None, progress: bool = True) -> BuildSum
     work.mkdir(parents=True, exist_ok=True)
     _check_work_model(work, model, resume=cfg.resume)
     resumed, encode_s = encode_cases(model, cases, work, cfg=cfg, resume=cfg.resume, progress=progress)
-    summary = _assemble(model, work, out, cfg=cfg, source=_source(cfg), progress=progress)
+    model_name = str(Path(cfg.model).resolve()) if cfg.model and Path(cfg.model).exists() else (cfg.model or "default")
+    summary = _assemble(model, model_name, work, out, cfg=cfg, source=_source(cfg), progress=progress)
     shutil.rmtree(work, ignore_errors=True)
     summary.seconds = time.perf_counter() - start
     summary.encode_seconds = encode_s
@@ -280,7 +289,8 @@ def add_to_index(index_dir: str | Path, data: str, *, model=None, split: str = "
     previous = (old_rows, read_embeddings(index_dir, "volumes"), read_failures(index_dir / "failures.parquet"))
     source = dict(manifest.source)
     source.setdefault("added", []).append(_source(cfg))
-    summary = _assemble(model, work, index_dir, cfg=cfg, source=source, progress=progress, previous=previous)
+    summary = _assemble(model, manifest.model_name, work, index_dir, cfg=cfg, source=source, progress=progress,
+                        previous=previous)
     shutil.rmtree(work, ignore_errors=True)
     summary.seconds = time.perf_counter() - start
     summary.encode_seconds = encode_s

@@ -5,8 +5,9 @@ Decisions (see ``indexes/README.md``):
 * Any FAISS factory string is accepted and built with ``METRIC_INNER_PRODUCT``. A factory whose index cannot
   take external ids (``Flat``, ``HNSW32``, ``SQ8``, ``...,RFlat``) is wrapped as ``IDMap2,<factory>``; IVF
   indexes store the ids themselves.
-* Vectors are always re-normalised to unit length (this also absorbs float16 rounding of the embedding
-  shards). A row whose norm is off by more than 1 % triggers one warning; NaN/inf or zero rows are errors.
+* Vectors are used as unit rows: unit rows as they are, rows within 1 % of unit norm renormalised silently
+  (float16 rounding of the embedding shards), others renormalised with a warning; NaN/inf or zero rows
+  are errors (:class:`~hsenet_search.errors.IndexFormatError` when adding, ``QueryError`` for queries).
 * Trainable factories are trained on a sample of at most ``256 * K`` vectors (K = IVF lists, or the 2^nbits
   centroids of a PQ), and need at least ``39 * K`` of them (the k-means bounds of ``faiss/Clustering.h``).
   With fewer vectors the build raises :class:`IndexTrainingError` naming a factory that fits instead of
@@ -24,9 +25,7 @@ Decisions (see ``indexes/README.md``):
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -35,10 +34,13 @@ import numpy as np
 
 from hsenet_search.errors import HSENetError, IndexFormatError, QueryError
 
+from .store import atomic_file
+
 GPU_MAX_K = 2048
 MIN_POINTS_PER_CENTROID = 39
 MAX_POINTS_PER_CENTROID = 256
 NORM_TOLERANCE = 1e-2
+UNIT_TOLERANCE = 1e-4  # squared norms this close to 1 are used as they are
 _PAD_SCORE = -np.inf
 
 
@@ -62,7 +64,7 @@ def gpu_count() -> int:
 
 
 def suggest_factory(n: int) -> str:
-    """An autofaiss-style factory for ``n`` vectors: exact below 100k, else IVF with ~4*sqrt(n) lists and SQ8."""
+    """An autofaiss-style factory for ``n`` vectors: exact below 100k, else ``IVF{~4 sqrt(n)},SQ8``."""
     if n < 100_000:
         return "IDMap2,Flat"
     nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
@@ -71,7 +73,7 @@ def suggest_factory(n: int) -> str:
 
 
 def as_unit_rows(x: np.ndarray, dim: int | None, what: str, error: type[HSENetError]) -> np.ndarray:
-    """Validate a (n, dim) matrix and return it as a new C-contiguous array of unit-norm float32 rows."""
+    """Validate a (n, dim) matrix and return it as unit-norm float32 rows (the input itself when it is)."""
     try:
         x = np.asarray(x, dtype=np.float32)
     except (TypeError, ValueError) as e:
@@ -82,13 +84,19 @@ def as_unit_rows(x: np.ndarray, dim: int | None, what: str, error: type[HSENetEr
         raise error(f"{what} must be a 2-D array (n, dim), got shape {x.shape}")
     if dim is not None and x.shape[1] != dim:
         raise error(f"{what} have dimension {x.shape[1]}, the index has {dim}")
-    squared = np.einsum("ij,ij->i", x, x)  # NaN/inf anywhere in a row makes its squared norm non-finite
-    if not np.isfinite(squared).all():
+    squared = np.einsum("ij,ij->i", x, x)
+    if len(squared):
+        lo, hi = float(squared.min()), float(squared.max())  # NaN anywhere fails both tests below
+        if 1 - UNIT_TOLERANCE <= lo and hi <= 1 + UNIT_TOLERANCE:
+            return x  # already unit rows (e.g. straight from the encoder): no copy, no cost
+        if 1 - 2 * NORM_TOLERANCE <= lo and hi <= 1 + 2 * NORM_TOLERANCE:
+            return x / np.sqrt(squared)[:, None]  # float16 rounding and the like
+    if not np.isfinite(squared).all():  # NaN/inf anywhere in a row makes its squared norm non-finite
         raise error(f"{what} contain NaN, inf or overflowing values (first in row "
                     f"{int(np.flatnonzero(~np.isfinite(squared))[0])})")
     if not squared.all():
         raise error(f"{what} contain an all-zero row (row {int(np.flatnonzero(squared == 0)[0])})")
-    if len(squared) and np.abs(squared - 1).max() > 2 * NORM_TOLERANCE:
+    if len(squared):
         warnings.warn(f"{what} were not L2-normalised; normalising them", stacklevel=3)
     return x / np.sqrt(squared)[:, None]
 
@@ -163,7 +171,8 @@ def _training_bounds(index: faiss.Index) -> tuple[int, int]:
 
 def _is_gpu_convertible(index: faiss.Index) -> bool:
     leaf = _unwrap(index)
-    return isinstance(leaf, (faiss.IndexFlat, faiss.IndexIVFFlat, faiss.IndexIVFScalarQuantizer, faiss.IndexIVFPQ))
+    return isinstance(leaf, (faiss.IndexFlat, faiss.IndexIVFFlat, faiss.IndexIVFScalarQuantizer,
+                             faiss.IndexIVFPQ))
 
 
 class _Params:
@@ -242,7 +251,8 @@ class VectorIndex:
     # ----------------------------------------------------------------- construction
     @classmethod
     def build(cls, vectors: np.ndarray, ids: np.ndarray, factory: str = "IDMap2,Flat", *,
-              train_vectors: np.ndarray | None = None, seed: int = 0, use_gpu: bool | None = None) -> VectorIndex:
+              train_vectors: np.ndarray | None = None, seed: int = 0,
+              use_gpu: bool | None = None) -> VectorIndex:
         """Train (when needed) and fill an index of ``factory`` with ``vectors`` under ``ids``."""
         x = as_unit_rows(vectors, None, "vectors", IndexFormatError)
         dim = x.shape[1]
@@ -265,7 +275,7 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path: str | Path, *, mmap: bool = False, use_gpu: bool | None = None) -> VectorIndex:
-        """Read an index file; ``mmap=True`` maps its codes read-only (for serving) instead of reading them."""
+        """Read an index file; ``mmap=True`` maps its codes read-only (for serving) instead of reading."""
         path = Path(path)
         if not path.is_file():
             raise IndexFormatError("FAISS index file not found", path)
@@ -282,18 +292,8 @@ class VectorIndex:
 
     def save(self, path: str | Path) -> None:
         """Write the (CPU) index atomically: a temporary file beside ``path``, then ``os.replace``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            faiss.write_index(self.index, tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_file(path) as tmp:
+            faiss.write_index(self.index, str(tmp))
 
     # ----------------------------------------------------------------- properties
     @property
@@ -326,10 +326,12 @@ class VectorIndex:
         n = gpu_count()
         convertible = _is_gpu_convertible(self.index)
         if use_gpu and n == 0:
-            raise GpuPlacementError("use_gpu=True but FAISS sees no GPU (faiss.get_num_gpus() == 0)", self.path)
+            raise GpuPlacementError("use_gpu=True but FAISS sees no GPU (faiss.get_num_gpus() == 0)",
+                                    self.path)
         if use_gpu and not convertible:
-            raise GpuPlacementError(f"index type {type(_unwrap(self.index)).__name__} ({self.factory}) has no "
-                                    "FAISS GPU implementation; use Flat, IVF*,Flat, IVF*,SQ* or IVF*,PQ*", self.path)
+            raise GpuPlacementError(
+                f"index type {type(_unwrap(self.index)).__name__} ({self.factory}) has no FAISS GPU "
+                "implementation; use Flat, IVF*,Flat, IVF*,SQ* or IVF*,PQ*", self.path)
         if n == 0 or not convertible:
             return
         try:
@@ -388,7 +390,8 @@ class VectorIndex:
                 sel, keep = _selector(allowed)
         kk = min(k, limit)
         if kk == 0 or len(q) == 0:
-            return np.full((len(q), k), _PAD_SCORE, dtype=np.float32), np.full((len(q), k), -1, dtype=np.int64)
+            return (np.full((len(q), k), _PAD_SCORE, dtype=np.float32),
+                    np.full((len(q), k), -1, dtype=np.int64))
         p = None
         overrides = _parse_params(params)
         if overrides or sel is not None:  # otherwise FAISS uses the index's own defaults: no per-call cost
@@ -443,7 +446,8 @@ def _train(index: faiss.Index, sample: np.ndarray, factory: str, seed: int) -> N
 
 
 def _set_search_defaults(index: faiss.Index) -> None:
-    """Saved search defaults: IVF ``nprobe = max(8, nlist/64)``, HNSW ``efSearch = 64``, RFlat ``k_factor = 8``."""
+    """Saved search defaults: IVF ``nprobe = max(8, nlist/64)``, HNSW ``efSearch = 64``, RFlat
+    ``k_factor = 8``."""
     leaf = _unwrap(index)
     try:
         ivf = faiss.extract_index_ivf(index)

@@ -5,7 +5,7 @@ Layout (documented for users in ``indexes/README.md``)::
     manifest.json        written last; lists every other file with its size and sha256
     volumes.faiss        FAISS index of volume embeddings, id == metadata.parquet row_id
     reports.faiss        FAISS index of unique report texts, id == reports.parquet report_id
-    metadata.parquet     one row per volume (row_id, names, split, path, report text, report_id, 18 labels, ...)
+    metadata.parquet     one row per volume (row_id, names, split, path, report, report_id, 18 labels, ...)
     reports.parquet      one row per unique report text (report_id, text, ...)
     failures.parquet     volumes that could not be read (volume_name, path, error)
     embeddings/volumes_00000.npy ...   float16 shards, row-aligned with metadata.parquet
@@ -49,12 +49,14 @@ METADATA_COLUMNS: dict[str, pa.DataType] = {
     "path": pa.string(), "findings": pa.string(), "impression": pa.string(), "report_id": pa.int64(),
     **{name: pa.int8() for name in LABELS},
 }
-"""Required columns of metadata.parquet. Labels are 0/1, or -1 when unknown; report_id is -1 without a report."""
+"""Required columns of metadata.parquet. Labels: 0/1, -1 when unknown; report_id: -1 without a report."""
 METADATA_OPTIONAL_COLUMNS: dict[str, pa.DataType] = {
     "spacing": pa.list_(pa.float64(), 3), "shape": pa.list_(pa.int64(), 3),
 }
 REPORT_COLUMNS: dict[str, pa.DataType] = {"report_id": pa.int64(), "text": pa.string()}
-FAILURE_COLUMNS: dict[str, pa.DataType] = {"volume_name": pa.string(), "path": pa.string(), "error": pa.string()}
+FAILURE_COLUMNS: dict[str, pa.DataType] = {
+    "volume_name": pa.string(), "path": pa.string(), "error": pa.string(),
+}
 
 
 # ----------------------------------------------------------------------------- atomic files and directories
@@ -146,8 +148,15 @@ class IndexManifest:
     hubness: dict | None = None
     files: dict = field(default_factory=dict)
 
+    def model_path(self) -> str:
+        """The model name or directory the index was built with (what ``load_model`` takes)."""
+        return self.model_name
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str, path: str | Path | None = None) -> IndexManifest:
@@ -182,11 +191,13 @@ class IndexManifest:
         for name in ("preprocessing", "dims", "counts", "source", "files"):
             need(isinstance(getattr(self, name), dict), f"{name} must be an object")
         need(self.hubness is None or isinstance(self.hubness, dict), "hubness must be an object or null")
-        need(self.embedding in EMBEDDING_STAGES, f"embedding must be one of {EMBEDDING_STAGES}, got {self.embedding!r}")
+        need(self.embedding in EMBEDDING_STAGES,
+             f"embedding must be one of {EMBEDDING_STAGES}, got {self.embedding!r}")
         need(self.metric == "inner_product", f"metric must be 'inner_product', got {self.metric!r}")
         for kind in ("volumes", "reports"):
             d = self.dims.get(kind)
-            need(isinstance(d, int) and not isinstance(d, bool) and d > 0, f"dims.{kind} must be a positive integer")
+            need(isinstance(d, int) and not isinstance(d, bool) and d > 0,
+                 f"dims.{kind} must be a positive integer")
         for key in COUNT_KEYS:
             c = self.counts.get(key)
             need(isinstance(c, int) and not isinstance(c, bool) and c >= 0,
@@ -194,10 +205,11 @@ class IndexManifest:
         for name, info in self.files.items():
             need(isinstance(info, dict) and isinstance(info.get("size"), int)
                  and isinstance(info.get("sha256", ""), str), f"files entry {name!r} needs size and sha256")
-            need(not Path(name).is_absolute() and ".." not in Path(name).parts, f"file {name!r} is outside the index")
+            need(not Path(name).is_absolute() and ".." not in Path(name).parts,
+                 f"file {name!r} is outside the index")
 
     def write(self, directory: str | Path, *, checksums: bool = True) -> Path:
-        """List every file under ``directory`` (sizes, sha256) and write ``manifest.json`` last, atomically."""
+        """List every file under ``directory`` (size, sha256), then write ``manifest.json`` atomically."""
         directory = Path(directory)
         missing = [name for name in REQUIRED_FILES if not (directory / name).is_file()]
         if missing:
@@ -276,7 +288,7 @@ def _as_float16(vectors: np.ndarray, what: str) -> np.ndarray:
 
 def write_embeddings(directory: str | Path, kind: str, vectors: np.ndarray, *,
                      rows_per_shard: int = SHARD_ROWS) -> list[Path]:
-    """Write ``vectors`` as float16 shards ``embeddings/<kind>_00000.npy`` ... (lexicographic order == row order)."""
+    """Write ``vectors`` as float16 shards ``embeddings/<kind>_00000.npy``, ... (file order == row order)."""
     _check_kind(kind)
     x = _as_float16(vectors, f"{kind} embeddings")
     out = Path(directory) / "embeddings"
@@ -299,7 +311,7 @@ def _load_shards(paths: Sequence[Path], what: str) -> np.ndarray:
         except (OSError, ValueError) as e:
             raise IndexFormatError(f"unreadable embedding shard ({e})", p) from e
         if a.ndim != 2 or (arrays and a.shape[1] != arrays[0].shape[1]):
-            raise IndexFormatError(f"embedding shard has shape {a.shape}, inconsistent with the other shards", p)
+            raise IndexFormatError(f"embedding shard has shape {a.shape}, unlike the other shards", p)
         arrays.append(a)
     if not arrays:
         raise IndexFormatError(f"no {what} embedding shards")
@@ -377,7 +389,7 @@ class ShardWriter:
         if self._dim is None:
             self._dim = emb.shape[1]
         elif emb.shape[1] != self._dim:
-            raise IndexFormatError(f"embedding dimension {emb.shape[1]} differs from earlier rows ({self._dim})")
+            raise IndexFormatError(f"embedding dimension {emb.shape[1]} differs from the earlier {self._dim}")
         self._keys.extend(str(k) for k in keys)
         self._emb.extend(emb)
         self._rows.extend(rows)
@@ -410,7 +422,7 @@ class ShardWriter:
 
     @classmethod
     def read_all(cls, directory: str | Path, kind: str = "volumes") -> tuple[pd.DataFrame, np.ndarray]:
-        """(rows, float32 embeddings) of all complete shards, in write order; rows keep ``append``'s columns."""
+        """(rows, float32 embeddings) of all complete shards in write order, rows as given to ``append``."""
         shard_dir = cls.shard_dir(directory, kind)
         parts = cls._complete_shards(shard_dir) if shard_dir.is_dir() else []
         if not parts:
@@ -432,7 +444,8 @@ def _write_table(path: str | Path, data: pd.DataFrame | pa.Table, required: dict
     if missing:
         raise IndexFormatError(f"cannot write {path.name}: missing column(s) {', '.join(missing)}", path)
     if id_column is not None and not np.array_equal(df[id_column].to_numpy(), np.arange(len(df))):
-        raise IndexFormatError(f"cannot write {path.name}: {id_column} must be 0..{len(df) - 1} in order", path)
+        raise IndexFormatError(f"cannot write {path.name}: {id_column} must be 0..{len(df) - 1} in order",
+                               path)
     types = {**required, **optional}
     arrays, names = [], []
     for col in df.columns:
@@ -486,8 +499,9 @@ def read_reports(path: str | Path) -> pd.DataFrame:
 
 def write_failures(path: str | Path, rows: pd.DataFrame | pa.Table | Sequence[dict]) -> None:
     """Write failures.parquet (volume_name, path, error); an empty table is valid."""
-    df = rows if isinstance(rows, (pd.DataFrame, pa.Table)) else pd.DataFrame(list(rows), columns=list(FAILURE_COLUMNS))
-    _write_table(path, df, FAILURE_COLUMNS, {}, None)
+    if not isinstance(rows, (pd.DataFrame, pa.Table)):
+        rows = pd.DataFrame(list(rows), columns=list(FAILURE_COLUMNS))
+    _write_table(path, rows, FAILURE_COLUMNS, {}, None)
 
 
 def read_failures(path: str | Path) -> pd.DataFrame:

@@ -27,7 +27,7 @@ def create_model(name: str = "tiny", *, text_model: str | Path | None = None,
     ``overrides`` replace :class:`ModelConfig` fields. ``text_model``: a local transformers model directory
     (e.g. bert-base-uncased) used as the text trunk instead of MiniLM (its weights and tokenizer are then saved
     with the model). ``biomedclip``: a local open_clip BiomedCLIP checkpoint whose frozen trunk becomes the 2D
-    slice tower.
+    slice tower. The config's ``preprocessing`` profile must produce tensors of its ``img_size``.
     """
     from .slice_tower import load_biomedclip_trunk
     from .text_tower import TextTower
@@ -47,12 +47,14 @@ def create_model(name: str = "tiny", *, text_model: str | Path | None = None,
         config = config.replace(text_source="config",
                                 text_configs={k: t.hf_config_dict() for k, t in text_towers.items()},
                                 text_max_length=first.max_length)
-    return HSENetCLIP(config, text_towers=text_towers, slice_trunk=slice_trunk)
+    model = HSENetCLIP(config, text_towers=text_towers, slice_trunk=slice_trunk)
+    model.check_profile()
+    return model
 
 
 def load_model(path_or_name: str | Path | None = None, **official_options: Any) -> HSENetCLIP:
     """The shipped default (None), a model directory (ours or an official HSENet CLIP checkpoint), or a fresh
-    named config (``tiny`` / ``base``). Directories are returned in eval mode."""
+    named config (``tiny`` / ``base``), in eval mode."""
     if path_or_name is None:
         if not (DEFAULT_MODEL_DIR / "config.json").exists():
             raise ModelError("no default model is shipped yet (hsenet_search/models/default/ is empty); "
@@ -62,5 +64,5 @@ def load_model(path_or_name: str | Path | None = None, **official_options: Any) 
     if path.exists():
         return HSENetCLIP.from_pretrained(path, **official_options)
     if str(path_or_name) in NAMED_CONFIGS:
-        return create_model(str(path_or_name))
+        return create_model(str(path_or_name)).eval()
     raise ModelError(f"not a model directory or a named config ({', '.join(NAMED_CONFIGS)})", path_or_name)

@@ -25,7 +25,7 @@ from hsenet_search.errors import ModelError
 
 from .configs import ModelConfig
 from .e3 import E3ViT
-from .io import FORMAT_VERSION, MODEL_TYPE, fingerprint, read_weights, write_dir_atomic
+from .io import FORMAT_VERSION, MODEL_TYPE, check_tensors, fingerprint, read_weights, write_dir_atomic
 from .packer import SpatialPacker
 from .slice_tower import SliceTower
 from .text_tower import TextTower, load_tokenizer, minilm_version
@@ -321,16 +321,7 @@ class HSENetCLIP(nn.Module):
                            for k in config.text_trunk_keys}
         model = cls(config, text_towers=text_towers)
         tensors = read_weights(path / "model.safetensors")
-        expected = model.saved_state()
-        for key, value in expected.items():
-            if key not in tensors:
-                raise ModelError(f"missing key {key!r} in model.safetensors", path)
-            if tuple(tensors[key].shape) != tuple(value.shape):
-                raise ModelError(f"key {key!r} has shape {tuple(tensors[key].shape)}, expected "
-                                 f"{tuple(value.shape)}", path)
-        extra = sorted(set(tensors) - set(expected))
-        if extra:
-            raise ModelError(f"unexpected key {extra[0]!r} in model.safetensors", path)
+        check_tensors(model.saved_state(), tensors, path / "model.safetensors")
         model.load_state_dict(tensors, strict=False)
         if meta.get("fingerprint") != model.fingerprint:
             raise ModelError("the weights do not match the fingerprint in config.json (corrupted or edited)", path)
@@ -348,8 +339,8 @@ class HSENetCLIP(nn.Module):
         """The preprocessing profile must produce tensors of the model's ``img_size``."""
         shape = tuple(self.profile.output_shape)
         if shape != tuple(self.config.img_size):
-            raise ModelError(f"preprocessing output shape {shape} does not match the model's img_size "
-                             f"{tuple(self.config.img_size)}", source)
+            raise ModelError(f"preprocessing profile {self.preprocessing.get('name')!r} produces {shape}, not the "
+                             f"model's img_size {tuple(self.config.img_size)}; choose a matching profile", source)
 
     # ------------------------------------------------------------------ internals
     def _check_tower(self, tower: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hsenet_search.errors import ModelError
@@ -73,7 +73,6 @@ class ModelConfig:
     freeze_text_trunk: bool = True
     preprocessing: str = "tiny"
     source: str = "created"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("img_size", "patch_size", "packer_kernel", "towers", "slice_mean", "slice_std"):
@@ -85,7 +84,7 @@ class ModelConfig:
     @property
     def grid(self) -> tuple[int, int, int]:
         """Patch grid (D, H, W) of the 3D ViTs; tokens are flattened row-major over it."""
-        return tuple(i // p for i, p in zip(self.img_size, self.patch_size))  # type: ignore[return-value]
+        return tuple(i // p for i, p in zip(self.img_size, self.patch_size, strict=True))  # type: ignore[return-value]
 
     @property
     def num_patches(self) -> int:
@@ -118,7 +117,7 @@ class ModelConfig:
 
         if len(self.img_size) != 3 or len(self.patch_size) != 3:
             raise bad("img_size and patch_size must have 3 entries (D, H, W)")
-        if any(i % p for i, p in zip(self.img_size, self.patch_size)):
+        if any(i % p for i, p in zip(self.img_size, self.patch_size, strict=True)):
             raise bad(f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
         if self.width % self.heads:
             raise bad(f"width {self.width} is not divisible by heads {self.heads}")
@@ -133,7 +132,7 @@ class ModelConfig:
             raise bad("slice_source 'biomedclip' needs slice_vision_cfg")
         if self.slice_source == "tower" and self.slice_image_size % self.slice_patch_size:
             raise bad("slice_image_size is not divisible by slice_patch_size")
-        if self.packer_out_dim is not None and any(g % k for g, k in zip(self.grid, self.packer_kernel)):
+        if self.packer_out_dim is not None and any(g % k for g, k in zip(self.grid, self.packer_kernel, strict=True)):
             raise bad(f"patch grid {self.grid} is not divisible by packer_kernel {self.packer_kernel}")
         if self.text_source not in TEXT_SOURCES:
             raise bad(f"text_source must be one of {TEXT_SOURCES}, got {self.text_source!r}")

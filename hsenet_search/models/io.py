@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from hsenet_search.errors import ModelError
 
@@ -44,24 +42,19 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def load_strict(module: nn.Module, state: dict[str, torch.Tensor], path, prefix: str = "",
-                source_name: Callable[[str], str] | None = None) -> None:
-    """Load ``state`` into ``module``; a missing, unexpected or mis-shaped key is a ModelError naming it.
-
-    Keys are named in errors as the checkpoint spells them: ``source_name(key)`` or ``prefix + key``.
-    """
-    name = source_name or (lambda k: prefix + k)
-    expected = module.state_dict()
+def check_tensors(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor], path,
+                  name: Callable[[str], str] = str) -> None:
+    """Strict-loading check: a missing, mis-shaped or unexpected key is a ModelError naming it as ``name(key)``
+    (the checkpoint's own spelling)."""
     for key, value in expected.items():
-        if key not in state:
+        if key not in found:
             raise ModelError(f"missing key {name(key)!r}", path)
-        if tuple(state[key].shape) != tuple(value.shape):
-            raise ModelError(f"key {name(key)!r} has shape {tuple(state[key].shape)}, "
+        if tuple(found[key].shape) != tuple(value.shape):
+            raise ModelError(f"key {name(key)!r} has shape {tuple(found[key].shape)}, "
                              f"expected {tuple(value.shape)}", path)
-    extra = sorted(set(state) - set(expected))
+    extra = sorted(set(found) - set(expected))
     if extra:
         raise ModelError(f"unexpected key {name(extra[0])!r}", path)
-    module.load_state_dict(state, strict=True)
 
 
 def fingerprint(config_json: str, tensors: dict[str, torch.Tensor]) -> str:
@@ -72,13 +65,6 @@ def fingerprint(config_json: str, tensors: dict[str, torch.Tensor]) -> str:
         digest.update(f"\0{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:FINGERPRINT_HEX]
-
-
-def is_our_model_dir(path: Path) -> bool:
-    try:
-        return json.loads((path / "config.json").read_text()).get("model_type") == MODEL_TYPE
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def write_dir_atomic(dest: str | Path, write: Callable[[Path], None]) -> Path:

@@ -33,7 +33,7 @@ from hsenet_search.errors import ModelError
 
 from .clip import OFFICIAL_MODEL_TYPES, HSENetCLIP, _read_meta
 from .configs import ModelConfig
-from .io import read_weights
+from .io import check_tensors, read_weights
 from .slice_tower import load_biomedclip_trunk
 from .text_tower import TextTower, load_tokenizer
 
@@ -210,11 +210,21 @@ def key_map(config: ModelConfig, model_type: str) -> dict[str, str]:
     return mapping
 
 
-def to_official_key(key: str, mapping: dict[str, str]) -> str | None:
-    for ours, theirs in sorted(mapping.items(), key=lambda kv: -len(kv[0])):
-        if key == ours or (ours.endswith(".") and key.startswith(ours)):
-            return theirs + key[len(ours):]
+def _translate(key: str, pairs: list[tuple[str, str]]) -> str | None:
+    for src, dst in sorted(pairs, key=lambda kv: -len(kv[0])):
+        if key == src or (src.endswith(".") and key.startswith(src)):
+            return dst + key[len(src):]
     return None
+
+
+def to_official_key(key: str, mapping: dict[str, str]) -> str | None:
+    """Our state-dict key -> the official checkpoint's key."""
+    return _translate(key, list(mapping.items()))
+
+
+def from_official_key(key: str, mapping: dict[str, str]) -> str | None:
+    """An official checkpoint key -> ours (None when it belongs to no tower we build)."""
+    return _translate(key, [(theirs, ours) for ours, theirs in mapping.items()])
 
 
 def load_official(path: str | Path, *, text_config: dict[str, Any] | str | Path | None = None,
@@ -249,23 +259,16 @@ def load_official(path: str | Path, *, text_config: dict[str, Any] | str | Path 
     mapping = key_map(config, model_type)
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith("slice_tower.")}
     mapped: dict[str, torch.Tensor] = {}
-    for key, value in expected.items():
-        source = to_official_key(key, mapping)
-        if source is None or source not in state:
-            raise ModelError(f"missing key {source or key!r}", path)
-        if tuple(state[source].shape) != tuple(value.shape):
-            raise ModelError(f"key {source!r} has shape {tuple(state[source].shape)}, expected "
-                             f"{tuple(value.shape)} from config.json", path)
-        mapped[key] = state[source]
-    used = {to_official_key(k, mapping) for k in expected}
-    for key in sorted(state):
-        if key not in used and not any(p.search(key) for p in IGNORED_KEYS):
-            raise ModelError(f"unexpected key {key!r}", path)
+    for key, value in state.items():
+        ours = from_official_key(key, mapping)
+        if ours is None:
+            if not any(p.search(key) for p in IGNORED_KEYS):
+                raise ModelError(f"unexpected key {key!r}", path)
+        elif not (ours.startswith("text_towers.") and any(p.search(key) for p in IGNORED_KEYS)):
+            mapped[ours] = value
+    check_tensors(expected, mapped, path, name=lambda k: to_official_key(k, mapping) or k)
     model.preprocessing = official_preprocessing(config.img_size)
-    missing, _ = model.load_state_dict(mapped, strict=False)
-    leftover = [k for k in missing if not k.startswith("slice_tower.")]
-    if leftover:
-        raise ModelError(f"missing key {leftover[0]!r}", path)
+    model.load_state_dict(mapped, strict=False)
     return model.eval()
 
 

@@ -24,14 +24,14 @@ class SpatialPacker(nn.Module):
         super().__init__()
         self.grid = tuple(grid)
         self.kernel = tuple(kernel)
-        if any(g % k for g, k in zip(self.grid, self.kernel)):
+        if any(g % k for g, k in zip(self.grid, self.kernel, strict=True)):
             raise ModelError(f"Spatial Packer: grid {self.grid} is not divisible by kernel {self.kernel}")
         self.resolution_attention = ResidualCrossAttention(in_dim, in_dim, dropout)
         self.proj_mpls = nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
 
     @property
     def num_windows(self) -> int:
-        return math.prod(g // k for g, k in zip(self.grid, self.kernel))
+        return math.prod(g // k for g, k in zip(self.grid, self.kernel, strict=True))
 
     def windows(self, tokens: torch.Tensor) -> torch.Tensor:
         """Members of every window: ``(B, windows, prod(kernel), C)``, windows row-major over the pooled grid."""

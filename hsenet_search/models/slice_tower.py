@@ -25,7 +25,7 @@ from torch import nn
 from hsenet_search.errors import ModelError
 
 from .configs import CLIP_MEAN, CLIP_STD, ModelConfig
-from .io import load_strict, read_weights
+from .io import check_tensors, read_weights
 
 BIOMEDCLIP_WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.safetensors",
                            "pytorch_model.bin")
@@ -84,7 +84,8 @@ def load_biomedclip_trunk(path: str | Path) -> tuple[nn.Module, dict[str, Any], 
     if not trunk_state:
         raise ModelError("no visual.trunk.* weights in the checkpoint", path)
     trunk = build_timm_trunk(vision)
-    load_strict(trunk, trunk_state, path, prefix="visual.trunk.")
+    check_tensors(trunk.state_dict(), trunk_state, path, name=lambda k: "visual.trunk." + k)
+    trunk.load_state_dict(trunk_state)
     pre = cfg.get("preprocess_cfg", {})
     mean, std = tuple(pre.get("mean", CLIP_MEAN)), tuple(pre.get("std", CLIP_STD))
     return trunk, vision, mean, std

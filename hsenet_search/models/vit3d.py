@@ -24,7 +24,7 @@ class PatchEmbedding3D(nn.Module):
     def __init__(self, in_channels: int, img_size, patch_size, width: int, dropout: float = 0.0):
         super().__init__()
         p1, p2, p3 = patch_size
-        grid = [i // p for i, p in zip(img_size, patch_size)]
+        grid = [i // p for i, p in zip(img_size, patch_size, strict=True)]
         self.patch_embeddings = nn.Sequential(
             Rearrange("b c (d p1) (h p2) (w p3) -> b (d h w) (p1 p2 p3 c)", p1=p1, p2=p2, p3=p3),
             nn.Linear(in_channels * p1 * p2 * p3, width),

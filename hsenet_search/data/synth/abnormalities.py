@@ -119,7 +119,8 @@ def _plan_medical_material(ctx: _Ctx) -> list[Finding]:
         k, _ = _snap(ctx.grid, junction[2])
         return [Finding("Medical material", kind, "right", "right internal jugular vein", None, junction, k,
                         {"path": path, "radius": 1.3, "hu": 600.0, "tip": "superior vena cava"})]
-    dev_y = float(-b_top + max(0.55 * anat.patient.fat, 6.0))
+    # Subcutaneous, on the anterior body surface at 55 % of the half width.
+    dev_y = float(-b_top * np.sqrt(1 - 0.55**2) + max(0.55 * anat.patient.fat, 6.0))
     dev = (s * 0.55 * float(a_top), dev_y, z_dev)
     k, zk = _snap(ctx.grid, z_dev)
     dev = (dev[0], dev[1], zk)
@@ -211,8 +212,8 @@ def _plan_hiatal_hernia(ctx: _Ctx) -> list[Finding]:
     rng, anat = ctx.rng, ctx.anat
     radii = (float(rng.uniform(16, 28)), float(rng.uniform(13, 20)), float(rng.uniform(18, 30)))
     y = anat.spine_y - anat.patient.vertebra_radius - 6.0 - radii[1]
-    base = float(anat.diaphragm(np.float32(0.0), np.float32(y)))
-    k, z = _snap(ctx.grid, base + 0.7 * radii[2])
+    base = float(anat.diaphragm(np.float32(0.0), np.float32(anat.heart[0][1])))  # central tendon height
+    k, z = _snap(ctx.grid, base + 0.6 * radii[2])
     centre = (0.0, y, z)
     air = bool(rng.random() < 0.6)
     return [Finding("Hiatal hernia", "sliding", None, "esophageal hiatus", round(2 * max(radii[0], radii[2])),

@@ -8,7 +8,6 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,9 +135,21 @@ def _split_patients(patients: list[list[int]], valid_fraction: float, rng: np.ra
     return split
 
 
-def plan_dataset(n: int, *, seed: int = 0, valid_fraction: float = 0.2, sources: Sequence[SourceRow] | None = None,
-                 size: SizePreset, source_name: str = "") -> list[ScanPlan]:
-    """Plan ``n`` scans (deterministic for ``seed``); ``sources`` rows condition labels and report text."""
+@dataclass(frozen=True)
+class ScanSpec:
+    """Identity of one scan before planning: ids, its patient and its conditioning row."""
+
+    index: int
+    split: str
+    patient_id: int
+    letter: str
+    patient_index: int
+    row: SourceRow | None
+
+
+def plan_specs(n: int, *, seed: int = 0, valid_fraction: float = 0.2, sources: Sequence[SourceRow] | None = None,
+               source_name: str = "") -> list[ScanSpec]:
+    """Patients, splits and conditioning rows of ``n`` scans (deterministic for ``seed``)."""
     master = np.random.default_rng([seed, 0])
     rows: list[SourceRow | None] = [None] * n
     if sources is not None:
@@ -148,18 +159,25 @@ def plan_dataset(n: int, *, seed: int = 0, valid_fraction: float = 0.2, sources:
     patients = _group_patients(n, master)
     splits = _split_patients(patients, valid_fraction, master)
     next_id = {s: 1 for s in SPLITS}
-    plans: list[ScanPlan] = []
+    specs: list[ScanSpec] = []
     for pi, (scans, split) in enumerate(zip(patients, splits)):
         pid = next_id[split]
         next_id[split] += 1
-        patient = sample_patient(np.random.default_rng([seed, 2, pi]))
-        for letter, i in zip("abcdefgh", scans):
-            plans.append(_plan_scan(i, split, pid, letter, patient, rows[i], seed, size))
-    return sorted(plans, key=lambda p: (SPLITS.index(p.split), p.patient_id, p.letter))
+        specs.extend(ScanSpec(i, split, pid, letter, pi, rows[i]) for letter, i in zip("abcdefgh", scans))
+    return sorted(specs, key=lambda sp: (SPLITS.index(sp.split), sp.patient_id, sp.letter))
 
 
-def _plan_scan(i: int, split: str, pid: int, letter: str, patient, row: SourceRow | None, seed: int,
-               size: SizePreset) -> ScanPlan:
+def plan_dataset(n: int, *, seed: int = 0, valid_fraction: float = 0.2, sources: Sequence[SourceRow] | None = None,
+                 size: SizePreset, source_name: str = "") -> list[ScanPlan]:
+    """Plan ``n`` scans (deterministic for ``seed``); ``sources`` rows condition labels and report text."""
+    specs = plan_specs(n, seed=seed, valid_fraction=valid_fraction, sources=sources, source_name=source_name)
+    return [plan_scan(spec, seed, size) for spec in specs]
+
+
+def plan_scan(spec: ScanSpec, seed: int, size: SizePreset) -> ScanPlan:
+    """Labels, anatomy, acquisition, findings and report text of one scan."""
+    i, row = spec.index, spec.row
+    patient = sample_patient(np.random.default_rng([seed, 2, spec.patient_index]))
     rng = np.random.default_rng([seed, 1, i])
     labels = row.labels if row is not None else sample_labels(rng, patient.age)
     positive = [lb for lb, v in zip(LABELS, labels) if v]
@@ -177,8 +195,8 @@ def _plan_scan(i: int, split: str, pid: int, letter: str, patient, row: SourceRo
     texts = {"ClinicalInformation_EN": clinical_information(rng, positive),
              "Technique_EN": technique(rng, acq.grid.spacing[2]),
              "Findings_EN": generated, "Impressions_EN": impression}
-    return ScanPlan(i, split, pid, letter, tuple(labels), anat, acq, findings, texts, (seed, 3, i),
-                    row.accession if row is not None else None)
+    return ScanPlan(i, spec.split, spec.patient_id, spec.letter, tuple(labels), anat, acq, findings, texts,
+                    (seed, 3, i), row.accession if row is not None else None)
 
 
 # ---- rendering -----------------------------------------------------------------------------------
@@ -202,6 +220,7 @@ def render_scan(plan: ScanPlan, slab_voxels: int = 8_000_000) -> list[np.ndarray
     acq = plan.acquisition
     g = acq.grid
     outs = [np.empty(g.shape, dtype=np.int16) for _ in acq.recons]
+    outside_fov = _outside_fov(g)
     per = max(1, slab_voxels // (g.shape[0] * g.shape[1]))
     for si, k0 in enumerate(range(0, g.shape[2], per)):
         k1 = min(g.shape[2], k0 + per)
@@ -209,8 +228,17 @@ def render_scan(plan: ScanPlan, slab_voxels: int = 8_000_000) -> list[np.ndarray
         clean = render_clean(plan.anatomy, plan.findings, slab)
         for recon, out in zip(acq.recons, outs):
             rng = np.random.default_rng([*plan.noise_key, recon.index, si])
-            out[:, :, k0:k1] = to_stored(reconstruct(clean, recon, slab, rng), acq.intercept)
+            hu = reconstruct(clean, recon, slab, rng)
+            hu[outside_fov] = -1024.0  # outside the circular reconstruction field of view
+            out[:, :, k0:k1] = to_stored(hu, acq.intercept)
     return outs
+
+
+def _outside_fov(g: Grid) -> np.ndarray:
+    """In-plane mask of the matrix corners outside the inscribed reconstruction circle."""
+    i = np.arange(g.shape[0]) - (g.shape[0] - 1) / 2
+    j = np.arange(g.shape[1]) - (g.shape[1] - 1) / 2
+    return (i[:, None] ** 2 + j[None, :] ** 2) > (min(g.shape[:2]) / 2) ** 2
 
 
 def write_nifti(path: Path, raw: np.ndarray, affine: np.ndarray) -> None:
@@ -223,11 +251,13 @@ def write_nifti(path: Path, raw: np.ndarray, affine: np.ndarray) -> None:
     nib.save(img, path)
 
 
-def _write_scan(job: tuple[ScanPlan, str, int]) -> int:
-    plan, root, slab_voxels = job
-    for recon, raw in zip(plan.acquisition.recons, render_scan(plan, slab_voxels)):
+def _build_scan(job: tuple[ScanSpec, int, SizePreset, str]) -> ScanPlan:
+    """Plan one scan and write its reconstructions (runs in a worker process)."""
+    spec, seed, size, root = job
+    plan = plan_scan(spec, seed, size)
+    for recon, raw in zip(plan.acquisition.recons, render_scan(plan, size.slab_voxels)):
         write_nifti(plan.volume_path(Path(root), recon), raw, plan.acquisition.affine())
-    return plan.index
+    return plan
 
 
 # ---- writing -------------------------------------------------------------------------------------
@@ -271,32 +301,38 @@ def _install(tmp: Path, out: Path) -> None:
     shutil.rmtree(tmp)
 
 
-def _render_all(plans: Sequence[ScanPlan], root: Path, size: SizePreset, workers: int, progress: bool) -> None:
-    jobs = [(p, str(root), size.slab_voxels) for p in plans]
+def _build_all(specs: Sequence[ScanSpec], seed: int, size: SizePreset, root: Path, workers: int,
+               progress: bool) -> list[ScanPlan]:
+    """Plan and write every scan, in ``workers`` processes; returns the plans in ``specs`` order."""
+    jobs = [(spec, seed, size, str(root)) for spec in specs]
+    plans: list[ScanPlan] = []
+    # Worker processes are forked before any progress-bar thread starts.
+    pool = None
+    if workers > 1:
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        pool = multiprocessing.get_context(method).Pool(workers)
+    results = pool.imap_unordered(_build_scan, jobs) if pool is not None else map(_build_scan, jobs)
     bar = None
-    if progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                       TimeRemainingColumn())
-        bar.start()
-        task = bar.add_task("rendering scans", total=len(jobs))
     try:
-        if workers <= 1:
-            for job in jobs:
-                _write_scan(job)
-                if bar is not None:
-                    bar.advance(task)
-        else:
-            ctx = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                for fut in as_completed([pool.submit(_write_scan, job) for job in jobs]):
-                    fut.result()
-                    if bar is not None:
-                        bar.advance(task)
+        if progress:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+            bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                           TimeRemainingColumn())
+            bar.start()
+            task = bar.add_task("synthesising scans", total=len(jobs))
+        for plan in results:
+            plans.append(plan)
+            if bar is not None:
+                bar.advance(task)
     finally:
         if bar is not None:
             bar.stop()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    order = {spec.index: k for k, spec in enumerate(specs)}
+    return sorted(plans, key=lambda p: order[p.index])
 
 
 def generate_dataset(out: Path, n: int, *, seed: int = 0, valid_fraction: float = 0.2,
@@ -318,16 +354,15 @@ def generate_dataset(out: Path, n: int, *, seed: int = 0, valid_fraction: float 
                            Path(reports_from) if reports_from else None)
     source_name = str(labels_from or reports_from or "")
     _check_output(out)
-    plans = plan_dataset(n, seed=seed, valid_fraction=valid_fraction, sources=sources, size=size_preset,
-                         source_name=source_name)
-    workers = min(workers or os.cpu_count() or 1, len(plans))
+    specs = plan_specs(n, seed=seed, valid_fraction=valid_fraction, sources=sources, source_name=source_name)
+    workers = min(workers or os.cpu_count() or 1, len(specs))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.synth-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
+        plans = _build_all(specs, seed, size_preset, tmp, workers, progress)
         _write_csvs(tmp, plans)
-        _render_all(plans, tmp, size_preset, workers, progress)
         _install(tmp, out)
     finally:
         if tmp.exists():

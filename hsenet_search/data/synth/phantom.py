@@ -8,6 +8,7 @@ and rendered on any grid. HU values follow non-contrast chest CT.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -114,7 +115,7 @@ class Anatomy:
         p = self.patient
         return a - p.fat - p.muscle - 9.0, b - 0.8 * p.fat - p.muscle - 9.0
 
-    @property
+    @cached_property
     def cavity0(self) -> tuple[float, float]:
         a, b = self.cavity_axes(np.float32(0.3 * self.H))
         return float(a), float(b)
@@ -232,6 +233,7 @@ class Anatomy:
     # ---- lungs ----------------------------------------------------------------------------------
     def lung_side(self, x, y, z):
         """0 outside the lungs, 1 right lung, 2 left lung (broadcasting arrays)."""
+        x, y, z = np.asarray(x), np.asarray(y), np.asarray(z)
         a, b = self.cavity_axes(z)
         inside = (x / a) ** 2 + (y / b) ** 2 < 1.0
         inside &= np.abs(x) > self.mediastinum_half_width(z)
@@ -247,7 +249,7 @@ class Anatomy:
         """Whether points (of the lung on ``side``) lie in ``lobe`` (broadcasting; oblique and
         horizontal fissures are planes)."""
         _, b0 = self.cavity0
-        lower = z < self.H * (0.12 + 0.25 * (y / b0 + 1.0))
+        lower = np.asarray(z) < self.H * (0.12 + 0.25 * (np.asarray(y) / b0 + 1.0))
         if lobe == "lower":
             return lower
         middle = ~lower & (z < 0.48 * self.H) if side < 0 else np.zeros_like(lower)
@@ -390,10 +392,9 @@ def _split(anat: Anatomy, node: np.ndarray, pts: np.ndarray, r_root: float, tota
 
 
 def _bronchus_offset(p0: np.ndarray, p1: np.ndarray, r: float) -> np.ndarray:
-    d = p1 - p0
-    n = np.cross(d, [0.0, 0.0, 1.0])
-    if np.linalg.norm(n) < 1e-6 * (np.linalg.norm(d) + 1e-6):
-        n = np.cross(d, [1.0, 0.0, 0.0])
+    """Offset of the bronchus beside an artery segment: horizontal and perpendicular to the segment."""
+    dx, dy, dz = (float(v) for v in p1 - p0)
+    n = np.array([dy, -dx, 0.0]) if abs(dx) + abs(dy) > 1e-6 else np.array([0.0, dz, -dy])
     return n / (np.linalg.norm(n) + 1e-9) * (1.9 * r + 1.0)
 
 
@@ -553,17 +554,17 @@ def draw_bones(scene: Scene) -> None:
         blend(sub, soft(8.0 - ring, w), 15.0)
     # Ribs: a band outside the cavity, cut into obliquely sloping ribs (posterior ends higher).
     ac, bc = anat.cavity_axes(z)
-    depth = _ellipse_depth(x, y, ac + 8.0, bc + 8.0)
+    depth = _ellipse_depth(x, y, ac + 7.0, bc + 7.0)
     ring = (depth > -1.0) & (_ellipse_depth(x, y, ac, bc) < 1.0) & (z < anat.H + 25.0) & (z > -60.0)
     idx = np.nonzero(ring)
     if idx[0].size:
         xr, yr, zr = x[idx[0], 0, 0], y[0, idx[1], 0], z[0, 0, idx[2]]
         phi = np.arctan2(np.abs(xr), yr) / np.pi  # 0 posterior midline .. 1 anterior midline
-        phase = np.mod(zr + 70.0 * phi + p.rib_phase, 24.0)
-        is_rib = (phase < 11.0) & (phi < 0.93) & (np.abs(xr) > 12.0)
+        phase = np.mod(zr + 110.0 * phi + p.rib_phase, 25.0)
+        is_rib = (phase < 10.0) & (phi < 0.93) & (np.abs(xr) > 12.0)
         cartilage = is_rib & (phi > 0.8)
         values = hu[idx]
-        values = np.where(is_rib, np.where(cartilage, 120.0, 480.0 + 250.0 * (np.abs(phase - 5.5) > 4.0)),
+        values = np.where(is_rib, np.where(cartilage, 120.0, 320.0 + 380.0 * (np.abs(phase - 5.0) > 3.5)),
                           values)
         hu[idx] = values
     # Sternum.

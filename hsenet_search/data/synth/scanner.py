@@ -136,10 +136,10 @@ def plan_acquisition(rng: np.random.Generator, anat: Anatomy, size: SizePreset, 
 def reconstruct(clean: np.ndarray, recon: Recon, grid: Grid, rng: np.random.Generator) -> np.ndarray:
     """Kernel blur (in-plane) plus correlated noise, in HU (float32)."""
     sigma = recon.blur_mm / grid.spacing[0]
-    out = gaussian_filter(clean, (sigma, sigma, 0)) if sigma >= 0.3 else clean.copy()
+    out = gaussian_filter(clean, (sigma, sigma, 0)) if sigma >= 0.45 else clean.copy()
     corr = recon.noise_mm / grid.spacing[0]
     noise = rng.standard_normal(clean.shape, dtype=np.float32)
-    if corr >= 0.3:
+    if corr >= 0.45:
         noise = gaussian_filter(noise, (corr, corr, 0))
         noise *= np.float32(1.0 / _filtered_std(corr))
     out += noise * np.float32(recon.noise_hu)
@@ -152,13 +152,14 @@ def _filtered_std(sigma: float) -> float:
     x = np.arange(-radius, radius + 1)
     k = np.exp(-0.5 * (x / sigma) ** 2)
     k /= k.sum()
-    return float((k**2).sum())  # (sum k^2) per axis, squared root over two axes -> sum k^2
+    return float((k**2).sum())  # variance factor per axis is sum(k^2); two axes multiply, std = sum(k^2)
 
 
 def to_stored(hu: np.ndarray, intercept: int, slope: float = 1.0) -> np.ndarray:
-    """v1 storage: raw integers with HU = raw * slope + intercept."""
-    raw = np.rint((hu - intercept) / slope)
-    return np.clip(raw, -32768, 32767).astype(np.int16)
+    """v1 storage: raw integers with HU = raw * slope + intercept, HU limited to the scanner's 12-bit range
+    [-1024, 3071] (so with intercept -1024 the raw values are 0..4095)."""
+    raw = np.rint((np.clip(hu, -1024.0, 3071.0) - intercept) / slope)
+    return raw.astype(np.int16)
 
 
 def _fmt_list(values) -> str:

@@ -9,6 +9,7 @@ same phantom renders at any voxel size; edges are anti-aliased over one voxel (p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -23,13 +24,23 @@ class Grid:
     spacing: tuple[float, float, float]
     origin: tuple[float, float, float]
 
+    @cached_property
+    def coords(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Voxel-centre coordinates along each axis (float32, 1D)."""
+        return tuple(  # type: ignore[return-value]
+            (o + s * np.arange(n)).astype(np.float32) for o, s, n in zip(self.origin, self.spacing, self.shape)
+        )
+
     def axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Voxel-centre coordinates as broadcastable float32 arrays shaped (nx,1,1), (1,ny,1), (1,1,nz)."""
-        nx, ny, nz = self.shape
-        x = (self.origin[0] + self.spacing[0] * np.arange(nx)).astype(np.float32).reshape(nx, 1, 1)
-        y = (self.origin[1] + self.spacing[1] * np.arange(ny)).astype(np.float32).reshape(1, ny, 1)
-        z = (self.origin[2] + self.spacing[2] * np.arange(nz)).astype(np.float32).reshape(1, 1, nz)
-        return x, y, z
+        x, y, z = self.coords
+        return x.reshape(-1, 1, 1), y.reshape(1, -1, 1), z.reshape(1, 1, -1)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "coords"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
 
     def slab(self, k0: int, k1: int) -> Grid:
         """The sub-grid of axial slices ``k0 .. k1 - 1``."""
@@ -63,12 +74,17 @@ class Grid:
 
     def sub_axes(self, win: tuple[slice, slice, slice]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Coordinates of the voxels in an index window (broadcastable, like :meth:`axes`)."""
-        return self.sub(win).axes()
+        x, y, z = self.coords
+        return x[win[0]].reshape(-1, 1, 1), y[win[1]].reshape(1, -1, 1), z[win[2]].reshape(1, 1, -1)
 
 
 def soft(signed_inside: np.ndarray, width: float) -> np.ndarray:
     """Partial-volume occupancy from a signed distance (positive inside) with an edge ``width`` mm wide."""
-    return np.clip(signed_inside / width + 0.5, 0.0, 1.0)
+    occ = signed_inside * np.float32(1.0 / width)
+    occ += np.float32(0.5)
+    np.minimum(occ, 1.0, out=occ)
+    np.maximum(occ, 0.0, out=occ)
+    return occ
 
 
 def blend(hu: np.ndarray, occ: np.ndarray, value: float | np.ndarray) -> None:
@@ -80,6 +96,9 @@ def segment_occupancy(
     grid: Grid, p0: Point, p1: Point, r0: float, r1: float
 ) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
     """Soft occupancy of a tapered tube from ``p0`` (radius ``r0``) to ``p1`` (radius ``r1``)."""
+    p0 = (float(p0[0]), float(p0[1]), float(p0[2]))
+    p1 = (float(p1[0]), float(p1[1]), float(p1[2]))
+    r0, r1 = float(r0), float(r1)
     pad = max(r0, r1) + grid.spacing[0]
     lo = tuple(min(a, b) - pad for a, b in zip(p0, p1))
     hi = tuple(max(a, b) + pad for a, b in zip(p0, p1))
@@ -87,13 +106,13 @@ def segment_occupancy(
     if win is None:
         return None
     x, y, z = grid.sub_axes(win)
-    d = np.subtract(p1, p0, dtype=np.float32)
-    length2 = float(d @ d) or 1e-6
+    dx, dy, dz = p1[0] - p0[0], p1[1] - p0[1], p1[2] - p0[2]
+    length2 = dx * dx + dy * dy + dz * dz or 1e-6
     px, py, pz = x - p0[0], y - p0[1], z - p0[2]
-    t = np.clip((px * d[0] + py * d[1] + pz * d[2]) / length2, 0.0, 1.0)
-    dist = np.sqrt((px - t * d[0]) ** 2 + (py - t * d[1]) ** 2 + (pz - t * d[2]) ** 2)
-    radius = r0 + t * (r1 - r0)
-    return win, soft(radius - dist, grid.spacing[0])
+    t = px * (dx / length2) + py * (dy / length2) + pz * (dz / length2)
+    np.clip(t, 0.0, 1.0, out=t)
+    dist = np.sqrt((px - t * dx) ** 2 + (py - t * dy) ** 2 + (pz - t * dz) ** 2)
+    return win, soft(r0 + t * (r1 - r0) - dist, grid.spacing[0])
 
 
 def ellipsoid_occupancy(
@@ -107,6 +126,8 @@ def ellipsoid_occupancy(
     )
     if win is None:
         return None
+    centre = (float(centre[0]), float(centre[1]), float(centre[2]))
+    radii = (float(radii[0]), float(radii[1]), float(radii[2]))
     x, y, z = grid.sub_axes(win)
     rho = np.sqrt(((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2
                   + ((z - centre[2]) / radii[2]) ** 2)
