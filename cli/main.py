@@ -20,7 +20,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from . import bench, data, embed, generate, index, labels, search, train
+    from . import bench, data, embed, generate, index, labels, model, search, train
 
     app.add_typer(data.app, name="data")
     app.command("train")(train.train)
@@ -29,6 +29,7 @@ def _register() -> None:
     app.add_typer(search.app, name="search")
     app.add_typer(bench.app, name="bench")
     app.add_typer(labels.app, name="labels")
+    app.add_typer(model.app, name="model")
     app.command("generate")(generate.generate)
 
 

@@ -185,12 +185,12 @@ def test_volumes_are_v1_ints_in_lps_order_matching_metadata(sampled):
             hu = raw.astype(np.float32) * row.RescaleSlope + row.RescaleIntercept
             assert np.median(hu[:6, :6, :]) == pytest.approx(-1000, abs=40)  # air in the corner
             assert raw.min() >= 0 and hu.min() >= -1024  # stored values are not HU; 12-bit CT range
-            assert ((hu > -150) & (hu < 100)).mean() > 0.15  # fat, muscle, heart, liver
+            assert ((hu > -150) & (hu < 100)).mean() > 0.1  # fat, muscle, heart, liver
             assert ((hu > -950) & (hu < -700)).mean() > 0.03  # aerated lung
 
 
 def test_reports_agree_with_labels(sampled, conditioned):
-    for root, summary in (sampled, conditioned[:2]):
+    for summary in (sampled[1], conditioned[1]):
         for plan in summary.plans:
             findings, impression = plan.texts["Findings_EN"], plan.texts["Impressions_EN"]
             positive = {lb for lb, v in zip(LABELS, plan.labels) if v}
@@ -206,6 +206,7 @@ def test_reports_agree_with_labels(sampled, conditioned):
             # Every "series S image I" reference cites a rendered finding's slice inside the volume.
             slices = {f.slice_index + 1 for f in plan.findings if f.slice_index is not None}
             for series, image in SERIES.findall(findings):
+                assert int(series) == plan.series
                 assert 1 <= int(image) <= plan.acquisition.grid.shape[2] and int(image) in slices
             for f in plan.findings:
                 if f.label in ("Lung nodule", "Pleural effusion", "Hiatal hernia"):

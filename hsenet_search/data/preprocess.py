@@ -155,7 +155,7 @@ class ResampleMinMaxForegroundResize(Transform):
         peak = float(self._probe(src, high, weights, taps).max())
         if not high - peak <= self._TOLERANCE * high:
             return self.explicit(img)
-        box = _foreground_box(src > 0, weights)
+        box = _foreground_box(src, weights)
         out = src
         matrices = []
         for axis, (start, end) in enumerate(box):
@@ -185,11 +185,14 @@ class ResampleMinMaxForegroundResize(Transform):
 
 
 def _linear_weights(n: int, m: int, device: torch.device) -> torch.Tensor:
-    """The (m, n) matrix of torch's linear resize n -> m (align_corners=False): the per-axis trilinear weights."""
-    eye = torch.eye(n, dtype=torch.float32, device=device)
+    """The (m, n) float32 matrix of torch's linear resize n -> m (align_corners=False), i.e. the per-axis
+    trilinear weights, computed in float64 like the official float64 pipeline (float32 source positions
+    near index 500 are only good to 3e-5)."""
+    eye = torch.eye(n, dtype=torch.float64, device=device)
     if n == m:
-        return eye
-    return F.interpolate(eye[:, None, :], size=m, mode="linear", align_corners=False)[:, 0, :].T.contiguous()
+        return eye.float()
+    weights = F.interpolate(eye[:, None, :], size=m, mode="linear", align_corners=False)[:, 0, :].T
+    return weights.float().contiguous()
 
 
 def _taps(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,18 +214,28 @@ def _sample(src: torch.Tensor, taps: list, points: torch.Tensor) -> torch.Tensor
     return (src.reshape(-1)[flat.reshape(len(points), 8)] * weight.reshape(len(points), 8)).sum(1)
 
 
-def _foreground_box(mask: torch.Tensor, weights: list) -> list[tuple[int, int]]:
-    """Per axis, the [start, end) range of resampled indices whose positive-weight neighbours touch ``mask``."""
+def _foreground_box(src: torch.Tensor, weights: list) -> list[tuple[int, int]]:
+    """Per axis, the [start, end) range of resampled indices with a positive-weight source neighbour > 0.
+
+    ``src`` is >= 0, so "some voxel > 0" along an index is "the max over the other axes > 0". Source
+    indices that carry no weight on an axis (downsampling by more than 2x) are left out of the others.
+    """
     positive = [w > 0 for w in weights]
     used = [p.any(0) for p in positive]
+    if all(bool(u.all()) for u in used):
+        plane = src.amax(0)
+        profiles = [src.flatten(1).amax(1) > 0, plane.amax(1) > 0, plane.amax(0) > 0]
+    else:
+        profiles = []
+        for axis in range(3):
+            kept = src
+            for other in range(3):
+                if other != axis and not bool(used[other].all()):
+                    kept = kept.index_select(other, used[other].nonzero()[:, 0])
+            profiles.append(kept.amax(dim=tuple(d for d in range(3) if d != axis)) > 0)
     box = []
     for axis in range(3):
-        kept = mask
-        for other in range(3):
-            if other != axis and not bool(used[other].all()):
-                kept = kept.index_select(other, used[other].nonzero()[:, 0])
-        profile = kept.any(dim=tuple(d for d in range(3) if d != axis))
-        hits = (positive[axis].to(torch.float32) @ profile.to(torch.float32)).nonzero()[:, 0]
+        hits = (positive[axis].to(torch.float32) @ profiles[axis].to(torch.float32)).nonzero()[:, 0]
         box.append((int(hits[0]), int(hits[-1]) + 1))
     return box
 

@@ -88,7 +88,6 @@ def read_volume(path: str | Path, *, rescale: tuple[float, float] | None = None)
         raise VolumeError("is a single DICOM slice; pass the folder holding the whole series", path)
     else:
         raise VolumeError("unsupported file type (expected .nii, .nii.gz, .npy or a DICOM folder)", path)
-    check_finite(volume.array, path)
     return volume
 
 
@@ -101,6 +100,7 @@ def _read_nifti(path: Path, rescale: tuple[float, float] | None) -> Volume:
         raw = _raw_voxels(path, image)
         scaling = rescale if rescale is not None else _header_scaling(image)
         array = apply_rescale(raw, scaling).reshape(shape, order="F")
+        check_finite(raw, path)  # integer voxels are always finite: no pass over them
     except (nib.filebasedimages.ImageFileError, gzip.BadGzipFile) as exc:
         raise VolumeError(f"is not a NIfTI image ({_first_line(exc)})", path) from exc
     except (EOFError, zlib.error) as exc:
@@ -146,6 +146,7 @@ def _read_npy(path: Path, rescale: tuple[float, float] | None) -> Volume:
     if not (np.issubdtype(array.dtype, np.number) and not np.iscomplexobj(array)):
         raise VolumeError(f"npy array has non-numeric dtype {array.dtype}", path)
     _spatial_shape(array.shape, path)
+    check_finite(array, path)
     array = apply_rescale(array, rescale) if rescale else array.astype(np.float32, copy=False)
     return Volume(array, _npy_sidecar_affine(path), str(path))
 

@@ -12,7 +12,17 @@ from functools import cached_property
 
 import numpy as np
 
-from .shapes import Grid, Point, blend, ellipsoid_occupancy, paint, segment_occupancy, soft
+from .shapes import (
+    Grid,
+    Point,
+    blend,
+    blend_flat,
+    ellipsoid_occupancy,
+    paint,
+    segment_occupancy,
+    soft,
+    tubes_occupancy,
+)
 
 HU_AIR = -1000.0
 HU_FAT = -95.0
@@ -98,7 +108,8 @@ class Anatomy:
 
     # ---- body outline ---------------------------------------------------------------------------
     @property
-    def H(self) -> float:  # noqa: N802 - the lung height is a length symbol
+    def H(self) -> float:
+        """Lung height: right hemidiaphragm dome to lung apex (mm)."""
         return self.patient.lung_height
 
     def _taper(self, z):
@@ -429,39 +440,56 @@ def _polyline(grid: Grid, path: list[tuple[Point, float]], extra: float = 0.0):
 
 
 def draw_body(anat: Anatomy, grid: Grid) -> Scene:
-    """Air, table, body wall, upper abdomen, mediastinal fat and aerated lungs (no vessels yet)."""
-    x, y, z = grid.axes()
+    """Air, table, body wall, upper abdomen, mediastinal fat and aerated lungs (no vessels yet).
+
+    Work is confined to bounding boxes (table, body, abdomen) to keep large volumes fast."""
     w = grid.spacing[0]
     p = anat.patient
-    a, b = anat.body_axes(z)
+    big = 1e6
     hu = np.full(grid.shape, HU_AIR, dtype=np.float32)
+    lung = np.zeros(grid.shape, dtype=np.uint8)
+    scene = Scene(grid, anat, hu, lung)
     # Patient table: a curved carbon plate under the back.
-    table_y = 0.9 * p.half_depth + 14.0 + 0.0007 * x**2
-    plate = soft(3.5 - np.abs(y - table_y), w) * (np.abs(x) < p.half_width + 45.0)
-    blend(hu, np.broadcast_to(plate, hu.shape[:2] + (1,)), 180.0)
-    body = soft(np.minimum(_ellipse_depth(x, y, a, b), 0.9 * b - y), w)
-    blend(hu, body, HU_FAT)
-    muscle = soft(np.minimum(_ellipse_depth(x, y, a - p.fat, b - 0.8 * p.fat), 0.86 * b - 4.0 - y), w)
-    blend(hu, muscle, HU_MUSCLE)
+    ty, half = 0.9 * p.half_depth + 14.0, p.half_width + 45.0
+    win = grid.window((-half, ty - 5.0, -big), (half, ty + 0.0007 * half**2 + 5.0, big))
+    if win is not None:
+        x, y, _ = grid.sub_axes(win)
+        blend(hu[win], soft(3.5 - np.abs(y - ty - 0.0007 * x**2), w), 180.0)
+    win = grid.window((-p.half_width - w, -p.half_depth - w, -big), (p.half_width + w, 0.9 * p.half_depth + w, big))
+    if win is None:
+        return scene
+    x, y, z = grid.sub_axes(win)
+    sub = hu[win]
+    a, b = anat.body_axes(z)
+    blend(sub, soft(np.minimum(_ellipse_depth(x, y, a, b), 0.9 * b - y), w), HU_FAT)
+    blend(sub, soft(np.minimum(_ellipse_depth(x, y, a - p.fat, b - 0.8 * p.fat), 0.86 * b - 4.0 - y), w),
+          HU_MUSCLE)
     ac, bc = anat.cavity_axes(z)
     cavity = _ellipse_depth(x, y, ac, bc) > 0
-    # Below the diaphragm: liver on the right, stomach in front and spleen behind on the left.
-    below = cavity & (z < anat.diaphragm(x, y))
-    organ = np.where(x < 18.0 - 0.25 * y, HU_LIVER, np.where(y < 0.1 * bc, 22.0, HU_SPLEEN))
-    hu = np.where(below, organ, np.where(cavity, HU_FAT + 10.0, hu)).astype(np.float32)
-    gas = below & (x > 35.0) & (y < 0.0) & (z > anat.diaphragm(x, y) - 22.0)
-    hu[gas] = HU_AIR + 20.0
-    lung = anat.lung_side(x, y, z)
+    sub[cavity] = HU_FAT + 10.0
+    # Below the diaphragm (which lies below z = 0): liver on the right, stomach in front and spleen behind.
+    nk = int(np.searchsorted(z.ravel(), 1.0))
+    if nk:
+        dia = anat.diaphragm(x, y)  # (nx, ny, 1)
+        below = cavity[..., :nk] & (z[..., :nk] < dia)
+        _, b0 = anat.cavity0
+        organ = np.where(x < 18.0 - 0.25 * y, HU_LIVER, np.where(y < 0.1 * b0, 22.0, HU_SPLEEN))
+        part = sub[..., :nk]
+        part[below] = np.broadcast_to(organ, below.shape)[below]
+        gas = below & ((x > 35.0) & (y < 0.0)) & (z[..., :nk] > dia - 22.0)
+        part[gas] = HU_AIR + 20.0
+    lung_sub = anat.lung_side(x, y, z)
+    lung[win] = lung_sub
     for path in [anat.aorta_path(), anat.svc_path(), anat.esophagus_path(), *anat.pulmonary_artery_paths(),
                  *anat.airway_paths()]:
         for occ in _polyline(grid, path, extra=2.0):
             if occ is not None:
-                win, o = occ
-                lung[win] = np.where(o > 0.5, 0, lung[win])
-    inside = lung > 0
+                tw, o = occ
+                lung[tw][o > 0.5] = 0
+    inside = lung[win] > 0
     base = HU_LUNG + 30.0 * np.clip(y / bc, -1, 1)  # dependent lung is a little denser
-    hu[inside] = np.broadcast_to(base, hu.shape)[inside]
-    return Scene(grid, anat, hu, lung)
+    sub[inside] = np.broadcast_to(base, inside.shape)[inside]
+    return scene
 
 
 @dataclass(frozen=True)
@@ -476,29 +504,27 @@ class AirwayStyle:
 def draw_lung_trees(scene: Scene, style: AirwayStyle) -> None:
     """Pulmonary vessels (tapering towards the periphery) and the bronchi beside the arteries."""
     t = scene.anatomy.trees
-    hu, lung = scene.hu, scene.lung > 0
-    grid = scene.grid
-    for i in range(len(t.r0)):
-        paint(hu, segment_occupancy(grid, t.p0[i], t.p1[i], t.r0[i], t.r1[i]), HU_BLOOD, where=lung)
-    for i in range(len(t.r0)):
-        if np.isnan(t.b0[i, 0]):
-            continue
-        key = (int(t.side[i]), str(t.lobe[i]))
-        dilated, thick = key in style.dilated, key in style.thick_walls
-        in_consolidation = any(_inside_ellipsoid(t.b1[i], c, r) for c, r in style.bronchogram_regions)
-        rv0, rv1 = t.r0[i], t.r1[i]
-        if not (rv1 >= 2.2 or dilated or in_consolidation or (thick and rv1 >= 1.4)):
-            continue
-        k = 1.7 if dilated else 0.62
-        l0, l1 = k * rv0, k * rv1
-        wall = (0.45 if thick else 0.2 if not dilated else 0.3) * max(l1, 1.0) + (1.0 if thick else 0.4)
-        if not in_consolidation or dilated or thick:
-            paint(hu, segment_occupancy(grid, t.b0[i], t.b1[i], l0 + wall, l1 + wall), 30.0, where=lung)
-        paint(hu, segment_occupancy(grid, t.b0[i], t.b1[i], l0, l1), HU_AIR + 30.0, where=lung)
-
-
-def _inside_ellipsoid(p, centre, radii) -> bool:
-    return sum(((p[j] - centre[j]) / radii[j]) ** 2 for j in range(3)) < 1.0
+    hu, grid = scene.hu, scene.grid
+    lung = (scene.lung > 0).reshape(-1)
+    idx, occ = tubes_occupancy(grid, t.p0, t.p1, t.r0, t.r1)
+    blend_flat(hu, idx, occ * lung[idx], HU_BLOOD)
+    art = ~np.isnan(t.b0[:, 0])
+    keys = list(zip(t.side.tolist(), t.lobe.tolist()))
+    dilated = art & np.array([k in style.dilated for k in keys], dtype=bool)
+    thick = art & np.array([k in style.thick_walls for k in keys], dtype=bool)
+    in_cons = np.zeros(len(keys), dtype=bool)
+    for c, r in style.bronchogram_regions:
+        in_cons |= (((np.nan_to_num(t.b1) - c) / r) ** 2).sum(axis=1) < 1.0
+    in_cons &= art
+    visible = art & ((t.r1 >= 2.2) | dilated | in_cons | (thick & (t.r1 >= 1.4)))
+    k = np.where(dilated, 1.7, 0.62)
+    l0, l1 = k * t.r0, k * t.r1
+    wall = np.where(thick, 0.45, np.where(dilated, 0.3, 0.2)) * np.maximum(l1, 1.0) + np.where(thick, 1.0, 0.4)
+    walled = visible & (~in_cons | dilated | thick)
+    idx, occ = tubes_occupancy(grid, t.b0[walled], t.b1[walled], (l0 + wall)[walled], (l1 + wall)[walled])
+    blend_flat(hu, idx, occ * lung[idx], 30.0)
+    idx, occ = tubes_occupancy(grid, t.b0[visible], t.b1[visible], l0[visible], l1[visible])
+    blend_flat(hu, idx, occ * lung[idx], HU_AIR + 30.0)
 
 
 def draw_heart(scene: Scene) -> None:
@@ -553,10 +579,14 @@ def draw_bones(scene: Scene) -> None:
         blend(sub, spinous, 420.0)
         blend(sub, soft(8.0 - ring, w), 15.0)
     # Ribs: a band outside the cavity, cut into obliquely sloping ribs (posterior ends higher).
-    ac, bc = anat.cavity_axes(z)
-    depth = _ellipse_depth(x, y, ac + 7.0, bc + 7.0)
-    ring = (depth > -1.0) & (_ellipse_depth(x, y, ac, bc) < 1.0) & (z < anat.H + 25.0) & (z > -60.0)
-    idx = np.nonzero(ring)
+    a0, b0 = anat.cavity_axes(np.float32(-60.0))
+    win = g.window((-a0 - 12.0, -b0 - 12.0, -60.0), (a0 + 12.0, b0 + 12.0, anat.H + 25.0))
+    idx: tuple[np.ndarray, ...] = (np.zeros(0, dtype=int),)
+    if win is not None:
+        xw, yw, zw = g.sub_axes(win)
+        ac, bc = anat.cavity_axes(zw)
+        ring = (_ellipse_depth(xw, yw, ac + 7.0, bc + 7.0) > -1.0) & (_ellipse_depth(xw, yw, ac, bc) < 1.0)
+        idx = tuple(i + w_.start for i, w_ in zip(np.nonzero(ring), win))
     if idx[0].size:
         xr, yr, zr = x[idx[0], 0, 0], y[0, idx[1], 0], z[0, 0, idx[2]]
         phi = np.arctan2(np.abs(xr), yr) / np.pi  # 0 posterior midline .. 1 anterior midline

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
+from scipy.special import ndtri
 
 from ...errors import DatasetError
 from .phantom import Anatomy
@@ -133,17 +134,27 @@ def plan_acquisition(rng: np.random.Generator, anat: Anatomy, size: SizePreset, 
     )
 
 
+# Inverse-CDF table: a uniform 16-bit integer indexes an exact standard-normal quantile (tails to +-4.3 sd).
+_NORMAL_TABLE = ndtri((np.arange(65536) + 0.5) / 65536).astype(np.float32)
+
+
+def gaussian_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Standard-normal float32 noise by inverse-transform sampling (several times faster than Ziggurat)."""
+    return _NORMAL_TABLE[rng.integers(0, 65536, size=shape, dtype=np.uint16)]
+
+
 def reconstruct(clean: np.ndarray, recon: Recon, grid: Grid, rng: np.random.Generator) -> np.ndarray:
-    """Kernel blur (in-plane) plus correlated noise, in HU (float32)."""
-    sigma = recon.blur_mm / grid.spacing[0]
-    out = gaussian_filter(clean, (sigma, sigma, 0)) if sigma >= 0.45 else clean.copy()
+    """Kernel blur (in-plane) plus correlated noise, in HU (a new float32 array)."""
+    noise = gaussian_noise(rng, clean.shape)
     corr = recon.noise_mm / grid.spacing[0]
-    noise = rng.standard_normal(clean.shape, dtype=np.float32)
     if corr >= 0.45:
         noise = gaussian_filter(noise, (corr, corr, 0))
-        noise *= np.float32(1.0 / _filtered_std(corr))
-    out += noise * np.float32(recon.noise_hu)
-    return out
+        noise *= np.float32(recon.noise_hu / _filtered_std(corr))
+    else:
+        noise *= np.float32(recon.noise_hu)
+    sigma = recon.blur_mm / grid.spacing[0]
+    noise += gaussian_filter(clean, (sigma, sigma, 0)) if sigma >= 0.45 else clean
+    return noise
 
 
 def _filtered_std(sigma: float) -> float:
@@ -155,11 +166,13 @@ def _filtered_std(sigma: float) -> float:
     return float((k**2).sum())  # variance factor per axis is sum(k^2); two axes multiply, std = sum(k^2)
 
 
-def to_stored(hu: np.ndarray, intercept: int, slope: float = 1.0) -> np.ndarray:
-    """v1 storage: raw integers with HU = raw * slope + intercept, HU limited to the scanner's 12-bit range
-    [-1024, 3071] (so with intercept -1024 the raw values are 0..4095)."""
-    raw = np.rint((np.clip(hu, -1024.0, 3071.0) - intercept) / slope)
-    return raw.astype(np.int16)
+def to_stored(hu: np.ndarray, intercept: int) -> np.ndarray:
+    """v1 storage (slope 1): raw integers with HU = raw + intercept, HU limited to the scanner's 12-bit range
+    [-1024, 3071] (so with intercept -1024 the raw values are 0..4095). Overwrites ``hu``."""
+    np.clip(hu, -1024.0, 3071.0, out=hu)
+    hu -= np.float32(intercept)
+    np.rint(hu, out=hu)
+    return hu.astype(np.int16)
 
 
 def _fmt_list(values) -> str:
