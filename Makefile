@@ -7,7 +7,7 @@ DEMO    ?= runs/demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test lint bench clean-demo
+.PHONY: install demo test lint default-model
 
 install: $(STAMP)
 
@@ -42,6 +42,3 @@ demo: $(STAMP)
 # Re-train the shipped default model (tiny config, stage 1 then stage 2) on synthetic data.
 default-model: $(STAMP)
 	$(PY) -m hsenet_search.train.default_recipe --work runs/default-model --ship hsenet_search/models/default
-
-bench: $(STAMP)
-	$(PY) benchmarks/run_all.py

@@ -45,8 +45,11 @@ REAL_CT = ROOT.parent / "shared" / "data" / "real-ct" / "example_ct.nii.gz"
 RESULT = ROOT / "benchmarks" / "results" / "preprocess_cpu.json"
 INTERCEPT = -1024.0  # v1-style storage: raw = HU - INTERCEPT
 # (shape, spacing mm) of the synthetic inputs: CT-RATE-like in-plane 512 x 512, 280-320 slices.
-FULL_INPUTS = [((512, 512, 300), (0.72, 0.72, 1.0)), ((512, 512, 280), (0.78, 0.78, 1.5)),
-               ((512, 512, 320), (0.65, 0.65, 1.25))]
+FULL_INPUTS = [
+    ((512, 512, 300), (0.72, 0.72, 1.0)),
+    ((512, 512, 280), (0.78, 0.78, 1.5)),
+    ((512, 512, 320), (0.65, 0.65, 1.25)),
+]
 QUICK_INPUTS = [((256, 256, 120), (1.4, 1.4, 2.5))]
 
 
@@ -57,8 +60,9 @@ def reference_hsenet(path: Path, rescale: tuple[float, float] | None, device: st
     if rescale is not None:
         data = rescale[0] * data + rescale[1]
     data = np.clip(data, -1000, 200)
-    ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(image.affine),
-                                           nib.orientations.axcodes2ornt("LPS"))
+    ornt = nib.orientations.ornt_transform(
+        nib.orientations.io_orientation(image.affine), nib.orientations.axcodes2ornt("LPS")
+    )
     data = nib.orientations.apply_orientation(data, ornt)
     affine = image.affine @ nib.orientations.inv_ornt_aff(ornt, image.shape)
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
@@ -98,7 +102,7 @@ def make_phantom(shape: tuple[int, int, int], seed: int) -> np.ndarray:
         plane[(lungs & (t > 0.1) & (t < 0.95))] = -860
         plane[heart & (t > 0.15) & (t < 0.6)] = 45
         plane[spine] = 650
-        plane[:, int(ny * 0.93):int(ny * 0.95)] = 200  # table
+        plane[:, int(ny * 0.93) : int(ny * 0.95)] = 200  # table
         hu[:, :, k] = plane
     noise = rng.normal(0.0, 15.0, size=shape).astype(np.float32)
     return np.clip(hu + noise, -1024, 3071).astype(np.int16)
@@ -114,8 +118,13 @@ def write_inputs(folder: Path, quick: bool) -> list[dict]:
         affine = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])  # LPS voxel order, like CT-RATE
         path = folder / f"synthetic_{i}.nii.gz"
         nib.save(nib.Nifti1Image(raw, affine), str(path))
-        inputs.append({"name": f"synthetic {shape[0]}x{shape[1]}x{shape[2]} LPS", "path": path,
-                       "rescale": (1.0, INTERCEPT)})
+        inputs.append(
+            {
+                "name": f"synthetic {shape[0]}x{shape[1]}x{shape[2]} LPS",
+                "path": path,
+                "rescale": (1.0, INTERCEPT),
+            }
+        )
     return inputs
 
 
@@ -124,19 +133,31 @@ def machine() -> dict:
     model = platform.processor() or "unknown"
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
         model = names[0] if names else model
     try:
         import isal  # noqa: F401
+
         gunzip = "isal"
     except ImportError:
         gunzip = "zlib"
     return {
-        "cpu_model": model, "logical_cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
-        "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "monai": monai.__version__,
-        "numpy": np.__version__, "nibabel": nib.__version__, "python": platform.python_version(),
-        "platform": platform.platform(), "gzip_decoder_ours": gunzip,
+        "cpu_model": model,
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "numpy": np.__version__,
+        "nibabel": nib.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "gzip_decoder_ours": gunzip,
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),  # other work sharing the cores adds noise
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 
@@ -165,21 +186,26 @@ def run(args: argparse.Namespace) -> dict:
                         progress.advance(task)
                 ref_s, our_s = statistics.median(times["reference"]), statistics.median(times["ours"])
                 volume = read_volume(item["path"])
-                rows.append({
-                    "input": item["name"], "shape": list(volume.array.shape),
-                    "spacing_mm": [round(s, 4) for s in volume.spacing],
-                    "file_mb": round(item["path"].stat().st_size / 2**20, 1),
-                    "reference_s": round(ref_s, 3), "hsenet_profile_s": round(our_s, 3),
-                    "ratio": round(ref_s / our_s, 2),
-                    "max_abs_diff": float(np.abs(outputs["reference"] - outputs["ours"]).max()),
-                    "output_shape": list(outputs["ours"].shape),
-                })
+                rows.append(
+                    {
+                        "input": item["name"],
+                        "shape": list(volume.array.shape),
+                        "spacing_mm": [round(s, 4) for s in volume.spacing],
+                        "file_mb": round(item["path"].stat().st_size / 2**20, 1),
+                        "reference_s": round(ref_s, 3),
+                        "hsenet_profile_s": round(our_s, 3),
+                        "ratio": round(ref_s / our_s, 2),
+                        "max_abs_diff": float(np.abs(outputs["reference"] - outputs["ours"]).max()),
+                        "output_shape": list(outputs["ours"].shape),
+                    }
+                )
     ctrate_like = [r for r in rows if r["input"].startswith("synthetic")]
     ref_total = sum(r["reference_s"] for r in ctrate_like)
     our_total = sum(r["hsenet_profile_s"] for r in ctrate_like)
     result = {
         "benchmark": "preprocessing throughput, hsenet profile vs CT-CLIP/HSENet-style reference",
-        "profile": PROFILE.name, "profile_hash": PROFILE.hash,
+        "profile": PROFILE.name,
+        "profile_hash": PROFILE.hash,
         "settings": {"quick": args.quick, "repeats": args.repeats, "device": args.device},
         "machine": machine(),
         "cases": rows,
@@ -196,11 +222,18 @@ def run(args: argparse.Namespace) -> dict:
     for column in ("input", "reference s", "hsenet s", "ratio", "max |diff|"):
         table.add_column(column)
     for r in rows:
-        table.add_row(r["input"], f"{r['reference_s']:.2f}", f"{r['hsenet_profile_s']:.2f}", f"{r['ratio']:.2f}x",
-                      f"{r['max_abs_diff']:.2e}")
+        table.add_row(
+            r["input"],
+            f"{r['reference_s']:.2f}",
+            f"{r['hsenet_profile_s']:.2f}",
+            f"{r['ratio']:.2f}x",
+            f"{r['max_abs_diff']:.2e}",
+        )
     console.print(table)
-    console.print(f"CT-RATE-like volumes: {result['summary']['ratio']:.2f}x faster "
-                  f"(target 2x), max abs diff {result['summary']['max_abs_diff']:.2e}")
+    console.print(
+        f"CT-RATE-like volumes: {result['summary']['ratio']:.2f}x faster "
+        f"(target 2x), max abs diff {result['summary']['max_abs_diff']:.2e}"
+    )
     return result
 
 
@@ -208,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small synthetic volume (a smoke run)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per implementation and input (median)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads for both sides (0: torch default)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads for both sides (0: torch default)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the interpolation runs there)")
     parser.add_argument("--out", type=Path, default=RESULT, help="result JSON path")
     args = parser.parse_args(argv)

@@ -33,10 +33,10 @@ def synth(
 
 @app.command("inspect")
 def inspect(
-    path: Path = typer.Argument(..., help="A NIfTI file, a DICOM series folder, an .npy file or a dataset directory."),
+    path: Path = typer.Argument(..., help="A NIfTI/.npy file, a DICOM series folder or a dataset."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Describe a volume (shape, spacing, orientation, HU statistics) or a dataset (counts, label prevalence)."""
+    """Describe a volume (shape, spacing, orientation, HU statistics) or a dataset (counts, labels)."""
     from hsenet_search.data.inspect import inspect_path, render_inspection
 
     info = inspect_path(path)

@@ -17,7 +17,7 @@ def generate(
     k: int = typer.Option(5, "-k", "--k", help="Number of similar cases to ground the draft in."),
     mode: str = typer.Option("llm", "--mode", help="llm | nearest (nearest report) | vote (label-vote composer)."),
     llm: str = typer.Option("default", "--llm", help="default (SmolLM2-135M-Instruct, offline) | HF id | path."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=16),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=32),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Retrieve the k most similar cases and draft Findings and Impression citing them."""

@@ -46,8 +46,4 @@ def train(
                       loss=loss, epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                       workers=workers, augment=augment, text_field=text_field, prompt_loss_weight=prompt_loss,
                       consistency_decay_steps=consistency_steps, eval_every=eval_every, device=device)
-    try:
-        result = run(cfg)
-    except ValueError as exc:
-        raise HSENetError(str(exc)) from exc
-    console.print(result.describe())
+    console.print(run(cfg).describe())

@@ -50,7 +50,9 @@ def chest_hu(shape: tuple[int, int, int] = (24, 20, 12), seed: int = 0) -> np.nd
     hu = np.full(shape, -1000.0)
     body = np.broadcast_to((x / 0.8) ** 2 + (y / 0.7) ** 2 < 1, shape)
     hu[body] = 40.0
-    hu[np.broadcast_to(((np.abs(x) - 0.35) / 0.25) ** 2 + (y / 0.45) ** 2 + (z / 1.2) ** 2 < 1, shape)] = -850.0
+    hu[
+        np.broadcast_to(((np.abs(x) - 0.35) / 0.25) ** 2 + (y / 0.45) ** 2 + (z / 1.2) ** 2 < 1, shape)
+    ] = -850.0
     hu[np.broadcast_to((x / 0.15) ** 2 + ((y - 0.5) / 0.15) ** 2 < 1, shape)] = 700.0
     return (hu + rng.normal(0, 10, shape)).round().astype(np.int16)
 
@@ -67,9 +69,17 @@ def make_ctrate() -> Callable[..., Path]:
     from hsenet_search.data import ctrate
     from hsenet_search.data.labels import LABELS
 
-    def make(root: Path, *, fixed: bool = False, scans: dict[str, dict[str, int]] | None = None,
-             metadata_spacing: tuple[float, float] | None = (0.75, 1.5)) -> Path:
-        scans = scans or {"train": {"train_1_a": 2, "train_2_a": 1, "train_10_b": 1}, "valid": {"valid_3_a": 2}}
+    def make(
+        root: Path,
+        *,
+        fixed: bool = False,
+        scans: dict[str, dict[str, int]] | None = None,
+        metadata_spacing: tuple[float, float] | None = (0.75, 1.5),
+    ) -> Path:
+        scans = scans or {
+            "train": {"train_1_a": 2, "train_2_a": 1, "train_10_b": 1},
+            "valid": {"valid_3_a": 2},
+        }
         seed = 0
         for split, split_scans in scans.items():
             reports, labels, metadata = [], [], []
@@ -83,13 +93,25 @@ def make_ctrate() -> Callable[..., Path]:
                     path = folder / ctrate.volume_relpath(file_name)
                     path.parent.mkdir(parents=True, exist_ok=True)
                     nib.save(nib.Nifti1Image(stored, LPS_AFFINE), str(path))
-                    reports.append({"VolumeName": name, "Findings_EN": f"Findings of {scan}.",
-                                    "Impressions_EN": "Not given." if recon == 2 else f"Impression {scan}."})
-                    labels.append({"VolumeName": name, **{lab: int((seed + i) % 3 == 0) for i, lab in enumerate(LABELS)}})
+                    reports.append(
+                        {
+                            "VolumeName": name,
+                            "Findings_EN": f"Findings of {scan}.",
+                            "Impressions_EN": "Not given." if recon == 2 else f"Impression {scan}.",
+                        }
+                    )
+                    labels.append(
+                        {
+                            "VolumeName": name,
+                            **{lab: int((seed + i) % 3 == 0) for i, lab in enumerate(LABELS)},
+                        }
+                    )
                     row = {"VolumeName": name, "RescaleSlope": 1, "RescaleIntercept": -1024}
                     if metadata_spacing is not None:
-                        row |= {"XYSpacing": f"[{metadata_spacing[0]}, {metadata_spacing[0]}]",
-                                "ZSpacing": metadata_spacing[1]}
+                        row |= {
+                            "XYSpacing": f"[{metadata_spacing[0]}, {metadata_spacing[0]}]",
+                            "ZSpacing": metadata_spacing[1],
+                        }
                     metadata.append(row)
                     seed += 1
             ctrate.write_reports_csv(ctrate.reports_csv(root, split), reports)

@@ -17,28 +17,44 @@ from hsenet_search.data.labels import LABELS
 from hsenet_search.errors import DatasetError, VolumeError
 
 
-@pytest.mark.parametrize(("name", "scan"), [
-    ("valid_53_a_1.nii.gz", "valid_53_a"),
-    ("train_1_a_2_fixed.nii.gz", "train_1_a"),
-    ("train_12_bc_10.nii", "train_12_bc"),
-    ("dataset/valid/valid_1/valid_1_a/valid_1_a_1.nii.gz", "valid_1_a"),
-    ("patient42.nii.gz", "patient42"),
-    ("scan_x.npy", "scan_x"),
-])
+@pytest.mark.parametrize(
+    ("name", "scan"),
+    [
+        ("valid_53_a_1.nii.gz", "valid_53_a"),
+        ("train_1_a_2_fixed.nii.gz", "train_1_a"),
+        ("train_12_bc_10.nii", "train_12_bc"),
+        ("dataset/valid/valid_1/valid_1_a/valid_1_a_1.nii.gz", "valid_1_a"),
+        ("patient42.nii.gz", "patient42"),
+        ("scan_x.npy", "scan_x"),
+    ],
+)
 def test_scan_id_of(name: str, scan: str) -> None:
     assert scan_id_of(name) == scan
 
 
 def test_writers_produce_ctrate_headers(tmp_path: Path) -> None:
-    reports = ctrate.write_reports_csv(tmp_path / "r.csv", [{"VolumeName": "valid_1_a_1.nii.gz", "Findings_EN": "x"}])
-    labels = ctrate.write_labels_csv(tmp_path / "l.csv", [{"VolumeName": "valid_1_a_1.nii.gz", **dict.fromkeys(LABELS, 0)}])
-    meta = ctrate.write_metadata_csv(tmp_path / "m.csv", [{"VolumeName": "valid_1_a_1.nii.gz", "RescaleSlope": 1}])
+    reports = ctrate.write_reports_csv(
+        tmp_path / "r.csv", [{"VolumeName": "valid_1_a_1.nii.gz", "Findings_EN": "x"}]
+    )
+    labels = ctrate.write_labels_csv(
+        tmp_path / "l.csv", [{"VolumeName": "valid_1_a_1.nii.gz", **dict.fromkeys(LABELS, 0)}]
+    )
+    meta = ctrate.write_metadata_csv(
+        tmp_path / "m.csv", [{"VolumeName": "valid_1_a_1.nii.gz", "RescaleSlope": 1}]
+    )
     rows = {p: list(csv.reader(p.open())) for p in (reports, labels, meta)}
     assert rows[reports][0] == list(ctrate.REPORT_COLUMNS)
     assert rows[reports][1] == ["valid_1_a_1.nii.gz", "Not given.", "Not given.", "x", "Not given."]
     assert rows[labels][0] == ["VolumeName", *LABELS]
-    assert rows[meta][0][37:44] == ["XYSpacing", "RescaleIntercept", "RescaleSlope", "RescaleType",
-                                    "NumberofSlices", "ZSpacing", "StudyDate"]
+    assert rows[meta][0][37:44] == [
+        "XYSpacing",
+        "RescaleIntercept",
+        "RescaleSlope",
+        "RescaleType",
+        "NumberofSlices",
+        "ZSpacing",
+        "StudyDate",
+    ]
     with pytest.raises(ValueError, match="lacks"):
         ctrate.write_labels_csv(tmp_path / "bad.csv", [{"VolumeName": "v.nii.gz", "Emphysema": 1}])
     assert ctrate.volume_relpath("train_7_b_3.nii.gz") == Path("train_7/train_7_b/train_7_b_3.nii.gz")
@@ -48,9 +64,22 @@ def test_v1_dataset_cases_and_rescale_applied_once(tmp_path: Path, make_ctrate) 
     root = make_ctrate(tmp_path / "ds")
     cases = open_dataset(root)
     names = [c.volume_name for c in cases]
-    assert names == ["train_1_a_1.nii.gz", "train_1_a_2.nii.gz", "train_2_a_1.nii.gz", "train_10_b_1.nii.gz",
-                     "valid_3_a_1.nii.gz", "valid_3_a_2.nii.gz"]
-    assert [c.scan_id for c in cases] == ["train_1_a", "train_1_a", "train_2_a", "train_10_b", "valid_3_a", "valid_3_a"]
+    assert names == [
+        "train_1_a_1.nii.gz",
+        "train_1_a_2.nii.gz",
+        "train_2_a_1.nii.gz",
+        "train_10_b_1.nii.gz",
+        "valid_3_a_1.nii.gz",
+        "valid_3_a_2.nii.gz",
+    ]
+    assert [c.scan_id for c in cases] == [
+        "train_1_a",
+        "train_1_a",
+        "train_2_a",
+        "train_10_b",
+        "valid_3_a",
+        "valid_3_a",
+    ]
     assert [c.split for c in cases] == ["train"] * 4 + ["valid"] * 2
     assert len(open_dataset(root, "valid")) == 2 and len(open_dataset(root, "train")) == 4
 
@@ -105,17 +134,36 @@ def test_csv_missing_a_row_names_csv_and_volume(tmp_path: Path, make_ctrate) -> 
     assert str(info.value) == f"{reports}: has no row for VolumeName valid_3_a_2.nii.gz"
 
 
-@pytest.mark.parametrize(("csv_of", "transform", "problem"), [
-    (ctrate.reports_csv, lambda f: f.drop(columns=["Findings_EN"]), "has no column 'Findings_EN'"),
-    (ctrate.labels_csv, lambda f: f.drop(columns=["Emphysema"]), "has no column 'Emphysema'"),
-    (ctrate.labels_csv, lambda f: f.rename(columns={"Emphysema": "Emphysem"}), "'Emphysem', which is not one"),
-    (ctrate.labels_csv, lambda f: f[f.VolumeName != "train_2_a_1.nii.gz"], "has no row for VolumeName train_2_a_1"),
-    (ctrate.labels_csv, lambda f: f.assign(Emphysema="2"), "label other than 0/1"),
-    (ctrate.metadata_csv, lambda f: f[f.VolumeName != "train_1_a_1.nii.gz"], "has no row for VolumeName train_1_a_1"),
-    (ctrate.metadata_csv, lambda f: f.drop(columns=["RescaleSlope"]), "has no column 'RescaleSlope'"),
-    (ctrate.metadata_csv, lambda f: f.assign(RescaleIntercept="abc"), "RescaleIntercept 'abc' is not a number"),
-    (ctrate.metadata_csv, lambda f: f.assign(XYSpacing="[oops]"), "XYSpacing '[oops]'"),
-])
+@pytest.mark.parametrize(
+    ("csv_of", "transform", "problem"),
+    [
+        (ctrate.reports_csv, lambda f: f.drop(columns=["Findings_EN"]), "has no column 'Findings_EN'"),
+        (ctrate.labels_csv, lambda f: f.drop(columns=["Emphysema"]), "has no column 'Emphysema'"),
+        (
+            ctrate.labels_csv,
+            lambda f: f.rename(columns={"Emphysema": "Emphysem"}),
+            "'Emphysem', which is not one",
+        ),
+        (
+            ctrate.labels_csv,
+            lambda f: f[f.VolumeName != "train_2_a_1.nii.gz"],
+            "has no row for VolumeName train_2_a_1",
+        ),
+        (ctrate.labels_csv, lambda f: f.assign(Emphysema="2"), "label other than 0/1"),
+        (
+            ctrate.metadata_csv,
+            lambda f: f[f.VolumeName != "train_1_a_1.nii.gz"],
+            "has no row for VolumeName train_1_a_1",
+        ),
+        (ctrate.metadata_csv, lambda f: f.drop(columns=["RescaleSlope"]), "has no column 'RescaleSlope'"),
+        (
+            ctrate.metadata_csv,
+            lambda f: f.assign(RescaleIntercept="abc"),
+            "RescaleIntercept 'abc' is not a number",
+        ),
+        (ctrate.metadata_csv, lambda f: f.assign(XYSpacing="[oops]"), "XYSpacing '[oops]'"),
+    ],
+)
 def test_bad_csvs_raise_dataset_errors(tmp_path: Path, make_ctrate, csv_of, transform, problem: str) -> None:
     root = make_ctrate(tmp_path / "ds")
     path = csv_of(root, "train")
@@ -174,15 +222,17 @@ def _manifest_volumes(tmp_path: Path) -> list[Path]:
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_manifest_csv_and_parquet(tmp_path: Path, suffix: str) -> None:
     paths = _manifest_volumes(tmp_path)
-    frame = pd.DataFrame({
-        "volume_path": ["vols/case0.nii.gz", str(paths[1]), "vols/case2.nii.gz"],  # relative and absolute
-        "findings": ["Lungs clear.", "Nodule in the right upper lobe.", None],
-        "impression": ["Normal.", "Nodule.", "Effusion."],
-        "scan_id": ["s1", "s1", ""],
-        "split": ["train", "validation", ""],
-        "patient": ["p1", "p1", "p2"],  # other columns are ignored
-        **{label: [0, int(label == "Lung nodule"), 0] for label in LABELS},
-    })
+    frame = pd.DataFrame(
+        {
+            "volume_path": ["vols/case0.nii.gz", str(paths[1]), "vols/case2.nii.gz"],  # relative and absolute
+            "findings": ["Lungs clear.", "Nodule in the right upper lobe.", None],
+            "impression": ["Normal.", "Nodule.", "Effusion."],
+            "scan_id": ["s1", "s1", ""],
+            "split": ["train", "validation", ""],
+            "patient": ["p1", "p1", "p2"],  # other columns are ignored
+            **{label: [0, int(label == "Lung nodule"), 0] for label in LABELS},
+        }
+    )
     manifest = tmp_path / f"manifest{suffix}"
     frame.to_csv(manifest, index=False) if suffix == ".csv" else frame.to_parquet(manifest)
 
@@ -199,17 +249,47 @@ def test_manifest_csv_and_parquet(tmp_path: Path, suffix: str) -> None:
     assert len(open_dataset(tmp_path)) == 3  # a folder holding manifest.csv/.parquet
 
 
-@pytest.mark.parametrize(("frame", "problem"), [
-    (pd.DataFrame({"path": ["a"], "findings": ["x"], "impression": ["y"]}), "has no column 'volume_path'"),
-    (pd.DataFrame({"volume_path": ["vols/case0.nii.gz"], "findings": ["x"], "impression": ["y"], "Emphysema": [1]}),
-     "has 1 of the 18 label columns"),
-    (pd.DataFrame({"volume_path": ["vols/case0.nii.gz"], "findings": ["x"], "impression": ["y"], "split": ["test"]}),
-     "row 2 has split 'test'"),
-    (pd.DataFrame({"volume_path": ["vols/absent.nii.gz"], "findings": ["x"], "impression": ["y"]}),
-     "row 2: volume_path vols/absent.nii.gz does not exist"),
-    (pd.DataFrame({"volume_path": ["vols/case0.nii.gz"] * 2, "findings": ["x"] * 2, "impression": ["y"] * 2}),
-     "row 3 repeats volume_path"),
-])
+@pytest.mark.parametrize(
+    ("frame", "problem"),
+    [
+        (
+            pd.DataFrame({"path": ["a"], "findings": ["x"], "impression": ["y"]}),
+            "has no column 'volume_path'",
+        ),
+        (
+            pd.DataFrame(
+                {
+                    "volume_path": ["vols/case0.nii.gz"],
+                    "findings": ["x"],
+                    "impression": ["y"],
+                    "Emphysema": [1],
+                }
+            ),
+            "has 1 of the 18 label columns",
+        ),
+        (
+            pd.DataFrame(
+                {
+                    "volume_path": ["vols/case0.nii.gz"],
+                    "findings": ["x"],
+                    "impression": ["y"],
+                    "split": ["test"],
+                }
+            ),
+            "row 2 has split 'test'",
+        ),
+        (
+            pd.DataFrame({"volume_path": ["vols/absent.nii.gz"], "findings": ["x"], "impression": ["y"]}),
+            "row 2: volume_path vols/absent.nii.gz does not exist",
+        ),
+        (
+            pd.DataFrame(
+                {"volume_path": ["vols/case0.nii.gz"] * 2, "findings": ["x"] * 2, "impression": ["y"] * 2}
+            ),
+            "row 3 repeats volume_path",
+        ),
+    ],
+)
 def test_bad_manifests(tmp_path: Path, frame: pd.DataFrame, problem: str) -> None:
     _manifest_volumes(tmp_path)
     manifest = tmp_path / "m.csv"

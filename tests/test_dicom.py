@@ -9,16 +9,21 @@ import numpy as np
 import pydicom
 import pytest
 
-from hsenet_search.data.volume import read_volume
+from hsenet_search.data.volume import Volume, read_volume
 from hsenet_search.errors import VolumeError
+
+
+@pytest.fixture(scope="module")
+def real_series(real_ct_dicom: Path) -> Volume:
+    return read_volume(real_ct_dicom)
 
 
 def _slices(folder: Path) -> list[pydicom.Dataset]:
     return [pydicom.dcmread(p) for p in sorted(folder.glob("*.dcm"))]
 
 
-def test_real_series_geometry_and_hu(real_ct_dicom: Path) -> None:
-    volume = read_volume(real_ct_dicom)
+def test_real_series_geometry_and_hu(real_series: Volume) -> None:
+    volume = real_series
     assert volume.array.shape == (512, 512, 20)
     assert volume.array.dtype == np.float32
     # 3 mm thick slices 2 mm apart: the spacing comes from the positions, not SliceThickness.
@@ -29,8 +34,8 @@ def test_real_series_geometry_and_hu(real_ct_dicom: Path) -> None:
     assert p1 < -900 and 0 < p99 < 1500
 
 
-def test_slices_sorted_by_position_along_the_normal(real_ct_dicom: Path) -> None:
-    volume = read_volume(real_ct_dicom)
+def test_slices_sorted_by_position_along_the_normal(real_ct_dicom: Path, real_series: Volume) -> None:
+    volume = real_series
     slices = sorted(_slices(real_ct_dicom), key=lambda ds: float(ds.ImagePositionPatient[2]))
     for k in (0, 7, 19):  # ascending z: axis 2 runs inferior -> superior
         ds = slices[k]
@@ -41,12 +46,14 @@ def test_slices_sorted_by_position_along_the_normal(real_ct_dicom: Path) -> None
     assert volume.affine[:3, 3] == pytest.approx([-lowest[0], -lowest[1], lowest[2]])
 
 
-def test_order_ignores_file_names_and_other_files(real_ct_dicom: Path, tmp_path: Path) -> None:
+def test_order_ignores_file_names_and_other_files(
+    real_ct_dicom: Path, real_series: Volume, tmp_path: Path
+) -> None:
     files = sorted(real_ct_dicom.glob("*.dcm"))
     for i, path in enumerate(files):  # reversed names: name order is now opposite to position order
         shutil.copy(path, tmp_path / f"{len(files) - i:03d}.dcm")
     (tmp_path / "README.txt").write_text("export notes")
-    np.testing.assert_array_equal(read_volume(tmp_path).array, read_volume(real_ct_dicom).array)
+    np.testing.assert_array_equal(read_volume(tmp_path).array, real_series.array)
 
 
 def test_rescale_argument_overrides_slice_tags(real_ct_dicom: Path, tmp_path: Path) -> None:
@@ -94,7 +101,9 @@ def test_single_slice_and_duplicates_are_rejected(real_ct_dicom: Path, tmp_path:
 def test_missing_slices_and_empty_folder_are_rejected(real_ct_dicom: Path, tmp_path: Path) -> None:
     gappy = tmp_path / "gappy"
     gappy.mkdir()
-    files = sorted(real_ct_dicom.glob("*.dcm"), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    files = sorted(
+        real_ct_dicom.glob("*.dcm"), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2])
+    )
     for path in files[:3] + files[8:10]:  # a 5-slice hole in the middle
         shutil.copy(path, gappy / path.name)
     with pytest.raises(VolumeError, match="irregular slice spacing"):

@@ -1,4 +1,4 @@
-"""Preprocessing profiles (shapes, ranges, orientation, equality with the official pipeline, hashes) and the cache."""
+"""Preprocessing profiles (shape, range, orientation, equality with the official pipeline, hash) and cache."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from hsenet_search.errors import ModelError
 
 
 def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("bench_preprocess", REPO_ROOT / "benchmarks" / "bench_preprocess.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_preprocess", REPO_ROOT / "benchmarks" / "bench_preprocess.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -31,8 +33,14 @@ def real_volume(real_ct_nifti: Path) -> Volume:
     return read_volume(real_ct_nifti)
 
 
-@pytest.mark.parametrize(("name", "shape", "low"), [("tiny", (1, 32, 64, 64), 0.0), ("hsenet", (1, 32, 256, 256), 0.0),
-                                                     ("ctclip", (1, 240, 480, 480), -1.0)])
+@pytest.mark.parametrize(
+    ("name", "shape", "low"),
+    [
+        ("tiny", (1, 32, 64, 64), 0.0),
+        ("hsenet", (1, 32, 256, 256), 0.0),
+        ("ctclip", (1, 240, 480, 480), -1.0),
+    ],
+)
 def test_profiles_on_real_ct(real_volume: Volume, name: str, shape: tuple, low: float) -> None:
     profile = get_profile(name)
     out = profile(real_volume)
@@ -55,17 +63,22 @@ def test_ctclip_pads_with_minus_one_and_divides_by_1000(real_volume: Volume) -> 
 def test_hsenet_profile_equals_the_official_pipeline(real_ct_nifti: Path, tmp_path: Path) -> None:
     bench = _load_benchmark()
     small = tmp_path / "small.nii.gz"  # v1-style raw + intercept, LPS, CT-RATE-like spacing
-    nib.save(nib.Nifti1Image((chest_hu((48, 40, 20)).astype(np.int32) + 1024).astype(np.int16), LPS_AFFINE * [
-        [1.4], [1.4], [2.0], [1]]), str(small))
+    nib.save(
+        nib.Nifti1Image(
+            (chest_hu((48, 40, 20)).astype(np.int32) + 1024).astype(np.int16),
+            LPS_AFFINE * [[1.4], [1.4], [2.0], [1]],
+        ),
+        str(small),
+    )
     for path, rescale in ((real_ct_nifti, None), (small, (1.0, -1024.0))):
         ours = preprocess_file(path, "hsenet", rescale=rescale)
         reference = bench.reference_hsenet(path, rescale, "cpu")
         assert reference.shape == ours.shape
-        assert np.abs(ours - reference).max() < 1e-4
+        assert np.abs(ours - reference).max() < 1e-5
 
 
 def _marker_volume() -> tuple[np.ndarray, np.ndarray]:
-    """Air around soft tissue with a bright block at the patient's left, posterior, superior corner (RAS order)."""
+    """Air around soft tissue, a bright block at the patient's left-posterior-superior corner (RAS order)."""
     hu = np.full((40, 40, 40), -1000.0, np.float32)
     hu[2:38, 2:38, 2:38] = 40.0
     hu[3:10, 3:10, 30:37] = 700.0  # RAS voxel order: low i = Left, low j = Posterior, high k = Superior
@@ -115,12 +128,15 @@ def test_profile_hash_is_stable_and_json_round_trips(tmp_path: Path) -> None:
     assert Profile.from_dict(changed).hash != hsenet.hash
 
 
-@pytest.mark.parametrize(("config", "problem"), [
-    ({"hash": "0" * 16}, "does not match its steps"),
-    ({"steps": [{"op": "sharpen"}]}, "unknown preprocessing step 'sharpen'"),
-    ({"steps": [{"op": "window", "a_min": 1}]}, "bad arguments"),
-    ({"format_version": 99}, "format_version 99"),
-])
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        ({"hash": "0" * 16}, "does not match its steps"),
+        ({"steps": [{"op": "sharpen"}]}, "unknown preprocessing step 'sharpen'"),
+        ({"steps": [{"op": "window", "a_min": 1}]}, "bad arguments"),
+        ({"format_version": 99}, "format_version 99"),
+    ],
+)
 def test_bad_profile_configs(config: dict, problem: str) -> None:
     stored = {**get_profile("tiny").to_dict(), **config}
     if "steps" in config:
@@ -149,7 +165,9 @@ def test_cache_never_decodes_a_file_twice(tmp_path: Path, counted_reads: list[st
     nib.save(nib.Nifti1Image(chest_hu(), LPS_AFFINE), str(path))
     cache = PreprocessCache(tmp_path / "cache")
     first = preprocess_file(path, "tiny", cache=cache)
-    second = preprocess_file(path, "tiny", cache=PreprocessCache(tmp_path / "cache"))  # a new process, same disk
+    second = preprocess_file(
+        path, "tiny", cache=PreprocessCache(tmp_path / "cache")
+    )  # a new process, same disk
     assert len(counted_reads) == 1
     np.testing.assert_array_equal(first, second)
     entries = list((tmp_path / "cache").rglob("*.npy"))
@@ -201,13 +219,16 @@ def _windowed(hu: np.ndarray, affine: np.ndarray):
     return head(preprocess._as_metatensor(Volume(hu.astype(np.float32), affine, "test")))
 
 
-@pytest.mark.parametrize(("case", "spacing", "fast"), [
-    ("chest", (0.7, 0.7, 1.0), True),         # air corners and a bone plateau: computed separably
-    ("chest", (0.3, 0.3, 0.5), True),         # downsampling > 2x: some source voxels carry no weight
-    ("chest", (2.0, 2.0, 3.0), True),         # upsampling
-    ("no_air", (0.7, 0.7, 1.0), False),       # minimum above the window floor: explicit path
-    ("no_plateau", (0.7, 0.7, 1.0), False),   # single brightest voxel: explicit path
-])
+@pytest.mark.parametrize(
+    ("case", "spacing", "fast"),
+    [
+        ("chest", (0.7, 0.7, 1.0), True),  # air corners and a bone plateau: computed separably
+        ("chest", (0.3, 0.3, 0.5), True),  # downsampling > 2x: some source voxels carry no weight
+        ("chest", (2.0, 2.0, 3.0), True),  # upsampling
+        ("no_air", (0.7, 0.7, 1.0), False),  # minimum above the window floor: explicit path
+        ("no_plateau", (0.7, 0.7, 1.0), False),  # single brightest voxel: explicit path
+    ],
+)
 def test_separable_resampling_equals_the_explicit_chain(case: str, spacing: tuple, fast: bool) -> None:
     hu = chest_hu((40, 36, 24), seed=3).astype(np.float32)
     if case == "no_air":
@@ -225,5 +246,5 @@ def test_separable_resampling_equals_the_explicit_chain(case: str, spacing: tupl
     reference = explicit(image)
     assert (not calls) == fast
     assert fused.shape == reference.shape == (1, 32, 256, 256)
-    np.testing.assert_allclose(fused.as_tensor().numpy(), reference.as_tensor().numpy(), atol=2e-6)
+    np.testing.assert_allclose(fused.as_tensor().numpy(), reference.as_tensor().numpy(), atol=1e-5)
     np.testing.assert_allclose(fused.affine.numpy(), reference.affine.numpy(), atol=1e-6)

@@ -231,7 +231,7 @@ def test_labels_csv_matches_source_rows_and_rendered_findings(conditioned):
     plan = by_acc["effusion"]
     hu = _hu(root, plan)
     for f in [f for f in plan.findings if f.label == "Pleural effusion"]:
-        assert -40 < _patch(hu, plan, f.centre).mean() < 60
+        assert -40 < np.median(_patch(hu, plan, f.centre)) < 60
         assert f"image {f.slice_index + 1}" in plan.texts["Findings_EN"]
 
     # Emphysema: more lung below -950 HU in the upper half than in the normal scan.
@@ -241,7 +241,8 @@ def test_labels_csv_matches_source_rows_and_rendered_findings(conditioned):
         upper = lung & (z > 0.5 * p.anatomy.H)
         return float((h[upper] < -950).mean())
     emph = by_acc["emphysema"]
-    assert low_fraction(emph, _hu(root, emph)) > 0.08 > 0.02 > low_fraction(by_acc["normal"], normal)
+    normal_fraction = low_fraction(by_acc["normal"], normal)
+    assert normal_fraction < 0.01 and low_fraction(emph, _hu(root, emph)) > max(0.03, 10 * normal_fraction)
 
     # Nodules: dense at the slice the report cites.
     hu = _hu(root, emph)

@@ -155,22 +155,25 @@ def _missing(tmp_path: Path) -> Path:
     return tmp_path / "absent.nii.gz"
 
 
-@pytest.mark.parametrize(("make", "problem"), [
-    (_truncated, "truncated"),
-    (_truncated_plain, "cannot be read"),
-    (_text_as_nifti, "not a NIfTI image"),
-    (_gzipped_text, "not a NIfTI image"),
-    (_text_file, "unsupported file type"),
-    (_image_2d, "2D image"),
-    (_image_flat, "2D image"),
-    (_image_4d, "4D image"),
-    (_all_nan, "entirely NaN"),
-    (_some_nan, "1 NaN"),
-    (_npy_2d, "expected (D, H, W)"),
-    (_npy_5d, "expected (D, H, W)"),
-    (_npy_garbage, "not a readable .npy"),
-    (_missing, "no such file"),
-])
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (_truncated, "truncated"),
+        (_truncated_plain, "cannot be read"),
+        (_text_as_nifti, "not a NIfTI image"),
+        (_gzipped_text, "not a NIfTI image"),
+        (_text_file, "unsupported file type"),
+        (_image_2d, "2D image"),
+        (_image_flat, "2D image"),
+        (_image_4d, "4D image"),
+        (_all_nan, "entirely NaN"),
+        (_some_nan, "1 NaN"),
+        (_npy_2d, "expected (D, H, W)"),
+        (_npy_5d, "expected (D, H, W)"),
+        (_npy_garbage, "not a readable .npy"),
+        (_missing, "no such file"),
+    ],
+)
 def test_bad_volumes_raise_one_line_volume_errors(tmp_path: Path, make, problem: str) -> None:
     path = make(tmp_path)
     with pytest.raises(VolumeError) as info:

@@ -68,8 +68,13 @@ class PreprocessCache:
             self._hashes[memo] = content_hash(path)
         return self._hashes[memo]
 
-    def entry_path(self, path: str | Path, profile: Profile, rescale: tuple[float, float] | None = None,
-                   spacing: tuple[float, float, float] | None = None) -> Path:
+    def entry_path(
+        self,
+        path: str | Path,
+        profile: Profile,
+        rescale: tuple[float, float] | None = None,
+        spacing: tuple[float, float, float] | None = None,
+    ) -> Path:
         """Where the tensor of ``path`` under ``profile`` (with these overrides) is stored."""
         path = Path(path)
         if not path.exists():
@@ -78,9 +83,14 @@ class PreprocessCache:
         key = hashlib.sha256(f"{self._content_hash(path)}|{profile.hash}|{extras}".encode()).hexdigest()[:32]
         return self.root / profile.hash / key[:2] / f"{key}.npy"
 
-    def get_or_compute(self, path: str | Path, profile: Profile, compute: Callable[[], np.ndarray],
-                       rescale: tuple[float, float] | None = None,
-                       spacing: tuple[float, float, float] | None = None) -> np.ndarray:
+    def get_or_compute(
+        self,
+        path: str | Path,
+        profile: Profile,
+        compute: Callable[[], np.ndarray],
+        rescale: tuple[float, float] | None = None,
+        spacing: tuple[float, float, float] | None = None,
+    ) -> np.ndarray:
         """The cached tensor if present (and readable), else ``compute()`` stored atomically and returned."""
         entry = self.entry_path(path, profile, rescale, spacing)
         if entry.is_file():

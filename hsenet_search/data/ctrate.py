@@ -2,8 +2,8 @@
 
 Layout (under the root, or under ``<root>/dataset``)::
 
-    train/ valid/                     v1 volumes: stored values are raw; HU = RescaleSlope * v + RescaleIntercept
-    train_fixed/ valid_fixed/         v2 volumes (``*_fixed.nii.gz`` or plain names): already HU, never rescaled
+    train/ valid/                v1 volumes: stored values are raw; HU = RescaleSlope * v + RescaleIntercept
+    train_fixed/ valid_fixed/    v2 volumes (``*_fixed.nii.gz`` or plain names): already HU, never rescaled
         <split>_<pid>/<split>_<pid>_<scan>/<split>_<pid>_<scan>_<recon>.nii.gz
     radiology_text_reports/{train,validation}_reports.csv
     multi_abnormality_labels/{train,valid}_predicted_labels.csv
@@ -35,15 +35,50 @@ from .labels import LABELS
 REPORT_COLUMNS = ("VolumeName", "ClinicalInformation_EN", "Technique_EN", "Findings_EN", "Impressions_EN")
 LABEL_COLUMNS = ("VolumeName", *LABELS)
 METADATA_COLUMNS = (
-    "VolumeName", "Manufacturer", "SeriesDescription", "ManufacturerModelName", "PatientSex", "PatientAge",
-    "ReconstructionDiameter", "DistanceSourceToDetector", "DistanceSourceToPatient", "GantryDetectorTilt",
-    "TableHeight", "RotationDirection", "ExposureTime", "XRayTubeCurrent", "Exposure", "FilterType",
-    "GeneratorPower", "FocalSpots", "ConvolutionKernel", "PatientPosition", "RevolutionTime",
-    "SingleCollimationWidth", "TotalCollimationWidth", "TableSpeed", "TableFeedPerRotation",
-    "SpiralPitchFactor", "DataCollectionCenterPatient", "ReconstructionTargetCenterPatient",
-    "ExposureModulationType", "CTDIvol", "ImagePositionPatient", "ImageOrientationPatient", "SliceLocation",
-    "SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns", "XYSpacing", "RescaleIntercept",
-    "RescaleSlope", "RescaleType", "NumberofSlices", "ZSpacing", "StudyDate",
+    "VolumeName",
+    "Manufacturer",
+    "SeriesDescription",
+    "ManufacturerModelName",
+    "PatientSex",
+    "PatientAge",
+    "ReconstructionDiameter",
+    "DistanceSourceToDetector",
+    "DistanceSourceToPatient",
+    "GantryDetectorTilt",
+    "TableHeight",
+    "RotationDirection",
+    "ExposureTime",
+    "XRayTubeCurrent",
+    "Exposure",
+    "FilterType",
+    "GeneratorPower",
+    "FocalSpots",
+    "ConvolutionKernel",
+    "PatientPosition",
+    "RevolutionTime",
+    "SingleCollimationWidth",
+    "TotalCollimationWidth",
+    "TableSpeed",
+    "TableFeedPerRotation",
+    "SpiralPitchFactor",
+    "DataCollectionCenterPatient",
+    "ReconstructionTargetCenterPatient",
+    "ExposureModulationType",
+    "CTDIvol",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "SliceLocation",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "Rows",
+    "Columns",
+    "XYSpacing",
+    "RescaleIntercept",
+    "RescaleSlope",
+    "RescaleType",
+    "NumberofSlices",
+    "ZSpacing",
+    "StudyDate",
 )
 NOT_GIVEN = "Not given."
 _CSV_STEM = {"train": "train", "valid": "validation"}  # reports and metadata CSVs say "validation"
@@ -93,12 +128,16 @@ def split_folder(root: Path, split: str) -> Path | None:
 
 def dataset_format(root: Path) -> str:
     """``"ct-rate v2"`` when any split uses a ``_fixed`` folder, else ``"ct-rate v1"``."""
-    fixed = any((f := split_folder(root, s)) is not None and f.name.endswith("_fixed") for s in ("train", "valid"))
+    fixed = any(
+        (f := split_folder(root, s)) is not None and f.name.endswith("_fixed") for s in ("train", "valid")
+    )
     return "ct-rate v2" if fixed else "ct-rate v1"
 
 
 # ---------------------------------------------------------------------------------------------- reader
-def read_ctrate(root: str | Path, *, splits: tuple[str, ...] = ("train", "valid"), missing: str = "error") -> list[Case]:
+def read_ctrate(
+    root: str | Path, *, splits: tuple[str, ...] = ("train", "valid"), missing: str = "error"
+) -> list[Case]:
     """The cases of ``splits`` of the CT-RATE dataset at ``root`` (see module docstring)."""
     root = Path(root)
     cases: list[Case] = []
@@ -124,7 +163,9 @@ def _read_split(root: Path, split: str, folder: Path, missing: str) -> list[Case
     if absent and missing == "error":
         raise DatasetError(
             f"{len(absent)} volume(s) listed in {reports_path.name} are missing under {folder} "
-            f"(first: {absent[0]}); pass missing='skip' or 'keep' to read the rest", reports_path)
+            f"(first: {absent[0]}); pass missing='skip' or 'keep' to read the rest",
+            reports_path,
+        )
 
     labels_path, meta_path = labels_csv(root, split), metadata_csv(root, split)
     labels = _read_labels(labels_path) if labels_path.exists() else None
@@ -145,17 +186,19 @@ def _read_split(root: Path, split: str, folder: Path, missing: str) -> list[Case
         if not fixed and meta_row is None:
             problem = f"has no row for VolumeName {name}" if metadata is not None else "is missing"
             raise DatasetError(f"{problem} (v1 volumes need RescaleSlope/RescaleIntercept)", meta_path)
-        cases.append(Case(
-            volume_name=name,
-            scan_id=scan_id_of(name),
-            split=split,
-            path=path,
-            findings=_section(row["Findings_EN"]),
-            impression=_section(row["Impressions_EN"]),
-            labels=labels[key] if labels is not None else None,
-            rescale=None if fixed else _rescale(meta_row, meta_path),
-            spacing=_spacing(meta_row, meta_path) if meta_row is not None else None,
-        ))
+        cases.append(
+            Case(
+                volume_name=name,
+                scan_id=scan_id_of(name),
+                split=split,
+                path=path,
+                findings=_section(row["Findings_EN"]),
+                impression=_section(row["Impressions_EN"]),
+                labels=labels[key] if labels is not None else None,
+                rescale=None if fixed else _rescale(meta_row, meta_path),
+                spacing=_spacing(meta_row, meta_path) if meta_row is not None else None,
+            )
+        )
     return cases
 
 
@@ -221,7 +264,9 @@ def _number(row: Mapping[str, str], column: str, path: Path) -> float:
     try:
         return float(row[column])
     except ValueError as exc:
-        raise DatasetError(f"VolumeName {row['VolumeName']}: {column} {row[column]!r} is not a number", path) from exc
+        raise DatasetError(
+            f"VolumeName {row['VolumeName']}: {column} {row[column]!r} is not a number", path
+        ) from exc
 
 
 def _rescale(row: Mapping[str, str], path: Path) -> tuple[float, float]:
@@ -229,12 +274,14 @@ def _rescale(row: Mapping[str, str], path: Path) -> tuple[float, float]:
 
 
 def _spacing(row: Mapping[str, str], path: Path) -> tuple[float, float, float] | None:
-    """(x, y, z) mm from ``XYSpacing`` ("[row, col]" as DICOM PixelSpacing) and ``ZSpacing``; None if absent."""
+    """(x, y, z) mm from ``XYSpacing`` ("[row, col]", DICOM PixelSpacing) and ``ZSpacing``; None if absent."""
     if not row.get("XYSpacing") or not row.get("ZSpacing"):
         return None
     xy = [float(v) for v in _NUMBER.findall(row["XYSpacing"])]
     if len(xy) not in (1, 2) or min(xy) <= 0:
-        raise DatasetError(f"VolumeName {row['VolumeName']}: XYSpacing {row['XYSpacing']!r} is not [row, col]", path)
+        raise DatasetError(
+            f"VolumeName {row['VolumeName']}: XYSpacing {row['XYSpacing']!r} is not [row, col]", path
+        )
     z = _number(row, "ZSpacing", path)
     if z <= 0:
         raise DatasetError(f"VolumeName {row['VolumeName']}: ZSpacing {z} is not positive", path)
@@ -258,12 +305,13 @@ def write_labels_csv(path: str | Path, rows: Iterable[Mapping[str, object]]) -> 
 
 
 def write_metadata_csv(path: str | Path, rows: Iterable[Mapping[str, object]]) -> Path:
-    """Write a metadata CSV with CT-RATE's full header; each row maps ``VolumeName`` + any columns (else "")."""
+    """Write a metadata CSV with CT-RATE's full header; rows map ``VolumeName`` + any columns (else "")."""
     return _write_csv(path, METADATA_COLUMNS, rows, default="")
 
 
-def _write_csv(path: str | Path, columns: tuple[str, ...], rows: Iterable[Mapping[str, object]],
-               default: str | None) -> Path:
+def _write_csv(
+    path: str | Path, columns: tuple[str, ...], rows: Iterable[Mapping[str, object]], default: str | None
+) -> Path:
     """Write rows atomically (temp file + rename); unknown keys and, without a default, absent keys fail."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

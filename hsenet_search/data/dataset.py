@@ -42,7 +42,9 @@ class Case:
     impression: str
     labels: tuple[int, ...] | None
     rescale: tuple[float, float] | None
-    spacing: tuple[float, float, float] | None = None  # CT-RATE metadata (XYSpacing, ZSpacing), file axis order
+    spacing: tuple[float, float, float] | None = (
+        None  # CT-RATE metadata (XYSpacing, ZSpacing), file axis order
+    )
 
     @property
     def report(self) -> str:
@@ -78,7 +80,9 @@ def open_dataset(path: str | Path, split: str = "all", *, missing: str = "error"
     if split not in (*SPLITS, "all"):
         raise DatasetError(f"unknown split {split!r}; expected train, valid or all")
     if missing not in MISSING_POLICIES:
-        raise DatasetError(f"unknown missing-volume policy {missing!r}; expected {', '.join(MISSING_POLICIES)}")
+        raise DatasetError(
+            f"unknown missing-volume policy {missing!r}; expected {', '.join(MISSING_POLICIES)}"
+        )
     path = Path(path)
     wanted = SPLITS if split == "all" else (split,)
     if not path.exists():

@@ -45,7 +45,9 @@ def read_dicom_series(folder: str | Path, *, rescale: tuple[float, float] | None
         raise VolumeError("DICOM slices have no valid PixelSpacing", slices[0][0]) from exc
     rows, cols = int(first.Rows), int(first.Columns)
 
-    array = np.empty((cols, rows, len(slices)), dtype=np.float32, order="F")  # each slice one contiguous block
+    array = np.empty(
+        (cols, rows, len(slices)), dtype=np.float32, order="F"
+    )  # each slice one contiguous block
     for k, (path, ds) in enumerate(slices):
         if (int(ds.Rows), int(ds.Columns)) != (rows, cols):
             raise VolumeError(f"slice is {ds.Rows}x{ds.Columns}, the series is {rows}x{cols}", path)
@@ -78,11 +80,15 @@ def _read_slices(folder: Path) -> list[tuple[Path, pydicom.Dataset]]:
         if "PixelData" in ds and "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
             slices.append((path, ds))
     if not slices:
-        raise VolumeError("holds no DICOM image slices (not a DICOM series folder, CT-RATE dataset or manifest folder)", folder)
+        raise VolumeError(
+            "holds no DICOM image slices (not a DICOM series folder, CT-RATE dataset or manifest folder)",
+            folder,
+        )
     frames = int(slices[0][1].get("NumberOfFrames", 1) or 1)
     if frames > 1:
-        raise VolumeError(f"multi-frame DICOM ({frames} frames) is not supported; export single slices",
-                          slices[0][0])
+        raise VolumeError(
+            f"multi-frame DICOM ({frames} frames) is not supported; export single slices", slices[0][0]
+        )
     if len(slices) == 1:
         raise VolumeError("holds a single 2D DICOM slice, not a 3D series", folder)
     return slices
@@ -93,7 +99,9 @@ def _check_one_series(slices: list[tuple[Path, pydicom.Dataset]], folder: Path) 
     if len(series) > 1:
         raise VolumeError(
             f"mixes {len(series)} DICOM series (SeriesInstanceUID {', '.join(series[:3])}"
-            f"{', ...' if len(series) > 3 else ''}); put each series in its own folder", folder)
+            f"{', ...' if len(series) > 3 else ''}); put each series in its own folder",
+            folder,
+        )
 
 
 def _directions(slices: list[tuple[Path, pydicom.Dataset]], folder: Path) -> tuple[np.ndarray, ...]:
@@ -114,14 +122,17 @@ def _slice_spacing(along_normal: np.ndarray, folder: Path) -> float:
         raise VolumeError("two slices share one ImagePositionPatient (duplicate slices?)", folder)
     if np.abs(gaps - spacing).max() > 0.1 * spacing + 0.01:
         raise VolumeError(
-            f"irregular slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm; missing slices?)", folder)
+            f"irregular slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm; missing slices?)", folder
+        )
     return spacing
 
 
 def _slice_rescale(ds: pydicom.Dataset) -> tuple[float, float]:
     slope = ds.get("RescaleSlope", 1.0)
     intercept = ds.get("RescaleIntercept", 0.0)
-    return float(slope if slope not in (None, "") else 1.0), float(intercept if intercept not in (None, "") else 0.0)
+    return float(slope if slope not in (None, "") else 1.0), float(
+        intercept if intercept not in (None, "") else 0.0
+    )
 
 
 def _pixels(path: Path, ds: pydicom.Dataset) -> np.ndarray:
@@ -130,7 +141,9 @@ def _pixels(path: Path, ds: pydicom.Dataset) -> np.ndarray:
     except Exception as exc:  # pydicom raises many types for missing codecs and corrupt pixel data
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VolumeError(f"pixel data cannot be decoded (transfer syntax {syntax}: {message})", path) from exc
+        raise VolumeError(
+            f"pixel data cannot be decoded (transfer syntax {syntax}: {message})", path
+        ) from exc
     if pixels.ndim != 2:
         raise VolumeError(f"pixel data has shape {pixels.shape}; expected one 2D slice", path)
     return pixels

@@ -1,4 +1,4 @@
-"""``hsenet-search data inspect``: describe a volume (geometry, HU statistics) or a dataset (counts, labels)."""
+"""``hsenet-search data inspect``: describe a volume (geometry, HU) or a dataset (counts, labels)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from rich.table import Table
 from . import ctrate, manifest
 from .dataset import SPLITS, open_dataset
 from .labels import LABELS
+from .lookup import rescale_for_path
 from .volume import read_volume
 
 
@@ -29,7 +30,8 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
 
 
 def _inspect_volume(path: Path) -> dict[str, Any]:
-    volume = read_volume(path)
+    rescale = rescale_for_path(path)  # a CT-RATE v1 file inside its dataset: stored values -> HU
+    volume = read_volume(path, rescale=rescale)
     values = volume.array
     p1, p99 = np.percentile(values, [1, 99])
     return {
@@ -38,8 +40,14 @@ def _inspect_volume(path: Path) -> dict[str, Any]:
         "shape": list(values.shape),
         "spacing_mm": [round(s, 4) for s in volume.spacing],
         "orientation": volume.orientation,
-        "hu": {"min": float(values.min()), "max": float(values.max()), "mean": round(float(values.mean()), 2),
-               "p1": float(p1), "p99": float(p99)},
+        "rescale": list(rescale) if rescale else None,
+        "hu": {
+            "min": float(values.min()),
+            "max": float(values.max()),
+            "mean": round(float(values.mean()), 2),
+            "p1": float(p1),
+            "p99": float(p99),
+        },
     }
 
 
@@ -48,13 +56,27 @@ def _inspect_dataset(path: Path, kind: str) -> dict[str, Any]:
     splits = {}
     for split in SPLITS:
         in_split = [c for c in cases if c.split == split]
-        splits[split] = {"volumes": len(in_split), "scans": len({c.scan_id for c in in_split}),
-                         "missing_files": sum(not c.path.exists() for c in in_split)}
-    labelled = np.array([c.labels for c in cases if c.labels is not None], dtype=np.float64).reshape(-1, len(LABELS))
-    prevalence = ({label: round(float(v), 4) for label, v in zip(LABELS, labelled.mean(axis=0), strict=True)}
-                  if len(labelled) else {})
-    return {"kind": "dataset", "path": str(path), "format": kind, "splits": splits,
-            "labelled_volumes": int(len(labelled)), "label_prevalence": prevalence}
+        splits[split] = {
+            "volumes": len(in_split),
+            "scans": len({c.scan_id for c in in_split}),
+            "missing_files": sum(not c.path.exists() for c in in_split),
+        }
+    labelled = np.array([c.labels for c in cases if c.labels is not None], dtype=np.float64).reshape(
+        -1, len(LABELS)
+    )
+    prevalence = (
+        {label: round(float(v), 4) for label, v in zip(LABELS, labelled.mean(axis=0), strict=True)}
+        if len(labelled)
+        else {}
+    )
+    return {
+        "kind": "dataset",
+        "path": str(path),
+        "format": kind,
+        "splits": splits,
+        "labelled_volumes": int(len(labelled)),
+        "label_prevalence": prevalence,
+    }
 
 
 def render_inspection(info: dict[str, Any]) -> Group | Table:
@@ -64,6 +86,8 @@ def render_inspection(info: dict[str, Any]) -> Group | Table:
         table.add_row("shape", " x ".join(map(str, info["shape"])))
         table.add_row("spacing (mm)", " x ".join(f"{s:g}" for s in info["spacing_mm"]))
         table.add_row("orientation", info["orientation"])
+        if info.get("rescale"):
+            table.add_row("rescale (CT-RATE metadata)", "HU = {:g} * stored + {:g}".format(*info["rescale"]))
         hu = info["hu"]
         table.add_row("HU min / max", f"{hu['min']:g} / {hu['max']:g}")
         table.add_row("HU mean", f"{hu['mean']:g}")

@@ -19,7 +19,7 @@ from hsenet_search.errors import HSENetError
 
 from .cache import PreprocessCache
 from .dataset import Case
-from .preprocess import Profile, preprocess_file
+from .preprocess import Profile, preprocess_case
 
 
 @dataclass
@@ -45,7 +45,7 @@ class VolumeDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str | None]:
         case = self.cases[i]
         try:
-            x = preprocess_file(case.path, self.profile, rescale=case.rescale, cache=self.cache)
+            x = preprocess_case(case, self.profile, cache=self.cache)
         except HSENetError as exc:
             return i, None, str(exc)
         except Exception as exc:  # noqa: BLE001 - a batch job records any decode failure and carries on

@@ -37,12 +37,14 @@ def find_manifest(folder: Path) -> Path | None:
 
 
 def read_manifest(path: str | Path, *, missing: str = "error") -> list[Case]:
-    """The cases of a manifest CSV/Parquet (``missing`` as in :func:`~hsenet_search.data.dataset.open_dataset`)."""
+    """The cases of a manifest CSV/Parquet (``missing`` as in :func:`.dataset.open_dataset`)."""
     path = Path(path)
     frame = _read_table(path)
     for column in REQUIRED_COLUMNS:
         if column not in frame.columns:
-            raise DatasetError(f"has no column {column!r} (a manifest needs {', '.join(REQUIRED_COLUMNS)})", path)
+            raise DatasetError(
+                f"has no column {column!r} (a manifest needs {', '.join(REQUIRED_COLUMNS)})", path
+            )
     label_columns = [c for c in LABELS if c in frame.columns]
     if label_columns and len(label_columns) != len(LABELS):
         absent = next(c for c in LABELS if c not in frame.columns)
@@ -67,16 +69,18 @@ def read_manifest(path: str | Path, *, missing: str = "error") -> list[Case]:
         split = _SPLIT_ALIASES.get(row.get("split", "").lower())
         if split is None:
             raise DatasetError(f"{where} has split {row['split']!r}; expected train or valid", path)
-        cases.append(Case(
-            volume_name=volume.name,
-            scan_id=row.get("scan_id") or volume_stem(volume.name),
-            split=split,
-            path=volume,
-            findings=" ".join(row["findings"].split()),
-            impression=" ".join(row["impression"].split()),
-            labels=_labels(row, where, path) if label_columns else None,
-            rescale=None,
-        ))
+        cases.append(
+            Case(
+                volume_name=volume.name,
+                scan_id=row.get("scan_id") or volume_stem(volume.name),
+                split=split,
+                path=volume,
+                findings=" ".join(row["findings"].split()),
+                impression=" ".join(row["impression"].split()),
+                labels=_labels(row, where, path) if label_columns else None,
+                rescale=None,
+            )
+        )
     return cases
 
 

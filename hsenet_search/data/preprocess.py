@@ -35,6 +35,7 @@ no whitespace) without ``name`` and ``description``: two profiles with the same 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -44,7 +45,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.data.utils import affine_to_spacing
 from monai.transforms import Compose, Orientation, Resize, ResizeWithPadOrCrop, SpatialCrop, Transform
@@ -63,7 +63,7 @@ _AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # nibabel's convention: the
 
 
 class Window(Transform):
-    """Map [a_min, a_max] linearly onto [b_min, b_max] and clip there: MONAI ``ScaleIntensityRange(clip=True)``."""
+    """Map [a_min, a_max] linearly onto [b_min, b_max] and clip: MONAI ``ScaleIntensityRange(clip=True)``."""
 
     def __init__(self, a_min: float, a_max: float, b_min: float, b_max: float):
         if a_max <= a_min:
@@ -73,22 +73,29 @@ class Window(Transform):
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         scale = (self.b_max - self.b_min) / (self.a_max - self.a_min)
         offset = torch.tensor(self.b_min - self.a_min * scale, dtype=img.dtype, device=img.device)
-        return torch.add(offset, img, alpha=scale).clamp_(self.b_min, self.b_max)  # two passes, one new tensor
+        return torch.add(offset, img, alpha=scale).clamp_(
+            self.b_min, self.b_max
+        )  # two passes, one new tensor
 
 
 class ResampleToSpacing(Transform):
-    """Trilinear resize to a target voxel spacing with sizes ``floor(n * spacing / target)`` (official rule)."""
+    """Trilinear resize to a target spacing, sizes ``floor(n * spacing / target)`` (the official rule)."""
 
     def __init__(self, pixdim: tuple[float, float, float], mode: str = "trilinear"):
         self.pixdim = tuple(float(p) for p in pixdim)
         self.mode = mode
 
     def __call__(self, img: MetaTensor) -> MetaTensor:
-        current = affine_to_spacing(img.affine, r=3).tolist()
-        size = [max(1, math.floor(round(n * c / t, 6))) for n, c, t in zip(img.shape[1:], current, self.pixdim, strict=True)]
+        size = spacing_sizes(img.shape[1:], img.affine, self.pixdim)
         if list(img.shape[1:]) == size:
             return img
         return Resize(size, mode=self.mode, align_corners=False)(img)
+
+
+def spacing_sizes(shape: tuple[int, ...], affine: Any, pixdim: tuple[float, ...]) -> list[int]:
+    """``floor(n * spacing / target)`` per axis (rounded to 1e-6 first, so 299.9999999 counts as 300)."""
+    current = affine_to_spacing(torch.as_tensor(affine, dtype=torch.float64).cpu(), r=len(pixdim)).tolist()
+    return [max(1, math.floor(round(n * c / t, 6))) for n, c, t in zip(shape, current, pixdim, strict=True)]
 
 
 class MinMaxForegroundResize(Transform):
@@ -122,15 +129,17 @@ class ResampleMinMaxForegroundResize(Transform):
     resize) computed without building the full-resolution resampled volume.
 
     Each trilinear resize is a per-axis linear map, so "resample, crop, resize" is one small matrix per
-    axis (``W_resize @ W_spacing[crop rows]``, taken from torch's own 1D weights) applied axis by axis
-    to the windowed source, shrinking it at once. The two data-dependent quantities are derived exactly:
+    axis (``W_resize @ W_spacing[crop rows]``, with torch's own linear weights computed in float64 like
+    the official float64 pipeline) applied axis by axis to the windowed source, shrinking it at once.
+    The two data-dependent quantities are derived exactly:
     - the crop box: a resampled voxel is above the minimum 0 iff one of its positive-weight source
-      neighbours is above 0, so the box follows from per-axis "any voxel > 0" profiles of the source;
+      neighbours is above 0, so the box follows from per-axis "max over the other axes > 0" profiles;
     - the min-max range: the minimum is 0 when the source minimum is 0 and some resampled voxel sees only
       zeros (probed next to zero source voxels: air); the maximum is the resampled value next to source
       voxels at the source maximum (bone clamped by the window), accepted within 1e-6 of that maximum.
     Any volume that does not meet these conditions takes the explicit path, so the result always equals
-    the official order up to float rounding.
+    the official order up to float rounding. Matrix bookkeeping is numpy; torch runs only the few passes
+    over the volume (this keeps the step fast on shared, oversubscribed CPUs as well).
     """
 
     _TOLERANCE = 1e-6
@@ -144,119 +153,144 @@ class ResampleMinMaxForegroundResize(Transform):
     def __call__(self, img: MetaTensor) -> MetaTensor:
         src = (img.as_tensor() if isinstance(img, MetaTensor) else img)[0]
         affine = torch.as_tensor(img.affine, dtype=torch.float64).cpu().numpy()
-        current = affine_to_spacing(affine, r=3).tolist()
-        sizes = [max(1, math.floor(round(n * c / t, 6))) for n, c, t in zip(src.shape, current, self.pixdim,
-                                                                              strict=True)]
-        weights = [_linear_weights(n, m, src.device) for n, m in zip(src.shape, sizes, strict=True)]
-        taps = [_taps(w) for w in weights]
-        low, high = (float(v) for v in torch.aminmax(src))
-        if low != 0.0 or high <= 0.0 or not bool((self._probe(src, low, weights, taps) == 0).any()):
+        shape = tuple(src.shape)
+        sizes = spacing_sizes(shape, affine, self.pixdim)
+        weights = [linear_resize_weights(n, m) for n, m in zip(shape, sizes, strict=True)]
+        slice_max = src.flatten(1).amax(1)  # the range's top and the crop profile along axis 0
+        low, high = float(src.amin()), float(slice_max.max())
+        if low != 0.0 or high <= 0.0 or not self._sees_only_zeros(src, weights, sizes):
             return self.explicit(img)
-        peak = float(self._probe(src, high, weights, taps).max())
+        peak = float(self._probe(src, high, weights).max())
         if not high - peak <= self._TOLERANCE * high:
             return self.explicit(img)
-        box = _foreground_box(src, weights)
+        box = _foreground_box(src, weights, slice_max)
+        matrices = [
+            _compose(linear_resize_weights(end - start, self.spatial_size[axis]), weights[axis][start:end])
+            for axis, (start, end) in enumerate(box)
+        ]
         out = src
-        matrices = []
-        for axis, (start, end) in enumerate(box):
-            second = _linear_weights(end - start, self.spatial_size[axis], src.device)
-            matrices.append(second @ weights[axis][start:end])
-        for axis in sorted(range(3), key=lambda a: self.spatial_size[a] / src.shape[a]):
+        for axis in sorted(
+            range(3), key=lambda a: self.spatial_size[a] / shape[a]
+        ):  # biggest reduction first
             out = _apply_along(out, matrices[axis], axis)
-        out = out.mul_(1.0 / peak)
+        out = out.contiguous().mul_(1.0 / peak)
         final = affine
         for axis, (start, end) in enumerate(box):
-            final = _resize_affine(final, axis, src.shape[axis], sizes[axis])
+            final = _resize_affine(final, axis, shape[axis], sizes[axis])
             final = _crop_affine(final, axis, start)
             final = _resize_affine(final, axis, end - start, self.spatial_size[axis])
         return MetaTensor(out[None], affine=torch.from_numpy(final))
 
-    def _probe(self, src: torch.Tensor, value: float, weights: list, taps: list) -> torch.Tensor:
-        """Resampled values at the grid points nearest to (a 3-strided sample of) source voxels == ``value``.
+    def _sees_only_zeros(self, src: torch.Tensor, weights: list[np.ndarray], sizes: list[int]) -> bool:
+        """Whether some resampled voxel is exactly 0: a grid corner (CT padding), else one next to zeros."""
+        corners = np.array(
+            [[i, j, k] for i in (0, sizes[0] - 1) for j in (0, sizes[1] - 1) for k in (0, sizes[2] - 1)]
+        )
+        return bool(
+            (_sample(src, weights, corners) == 0).any() or (self._probe(src, 0.0, weights) == 0).any()
+        )
 
-        ``value`` must occur in ``src`` (it is its minimum or maximum), so at least one probe is returned."""
-        probes = torch.nonzero(src[::3, ::3, ::3] == value) * 3
+    def _probe(self, src: torch.Tensor, value: float, weights: list[np.ndarray]) -> np.ndarray:
+        """Resampled values at the grid points nearest to (a 3-strided sample of) source voxels == ``value``;
+        ``value`` occurs in ``src`` (its minimum or maximum), so at least one probe is made."""
+        probes = torch.nonzero(src[::3, ::3, ::3] == value).cpu().numpy() * 3
         if len(probes) > self._MAX_PROBES:
-            probes = probes[torch.linspace(0, len(probes) - 1, self._MAX_PROBES, device=src.device).long()]
-        first = torch.nonzero(src == value)[:1] if not len(probes) else probes[:0]  # at least one probe
-        probes = torch.cat([probes, first])
-        nearest = torch.stack([w.argmax(0)[probes[:, a]] for a, w in enumerate(weights)], 1)
-        return _sample(src, taps, nearest)
+            probes = probes[np.linspace(0, len(probes) - 1, self._MAX_PROBES).astype(np.int64)]
+        if not len(probes):
+            probes = torch.nonzero(src == value)[:1].cpu().numpy()
+        nearest = np.stack([w.argmax(0)[probes[:, a]] for a, w in enumerate(weights)], 1)
+        return _sample(src, weights, nearest)
 
 
-def _linear_weights(n: int, m: int, device: torch.device) -> torch.Tensor:
-    """The (m, n) float32 matrix of torch's linear resize n -> m (align_corners=False), i.e. the per-axis
-    trilinear weights, computed in float64 like the official float64 pipeline (float32 source positions
-    near index 500 are only good to 3e-5)."""
-    eye = torch.eye(n, dtype=torch.float64, device=device)
+@functools.lru_cache(maxsize=64)
+def linear_resize_weights(n: int, m: int) -> np.ndarray:
+    """The (m, n) float64 matrix of torch's linear resize n -> m (align_corners=False), read off torch itself
+    (its source positions use fused multiply-adds, so a re-derivation can differ in the last bit). Cached
+    and read-only: a dataset's volumes mostly share their shapes."""
     if n == m:
-        return eye.float()
-    weights = F.interpolate(eye[:, None, :], size=m, mode="linear", align_corners=False)[:, 0, :].T
-    return weights.float().contiguous()
+        weights = np.eye(n)
+    else:
+        eye = torch.eye(n, dtype=torch.float64)[:, None, :]
+        weights = torch.nn.functional.interpolate(eye, size=m, mode="linear", align_corners=False)[
+            :, 0, :
+        ].T.numpy()
+    weights.flags.writeable = False
+    return weights
 
 
-def _taps(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per output row: the two adjacent source indices and their weights (the second 0 at the edge)."""
-    rows = torch.arange(weights.shape[0], device=weights.device)
-    first = (weights > 0).to(torch.uint8).argmax(1)
-    second = (first + 1).clamp(max=weights.shape[1] - 1)
-    w_second = torch.where(second != first, weights[rows, second], torch.zeros_like(weights[rows, first]))
-    return torch.stack([first, second], 1), torch.stack([weights[rows, first], w_second], 1)
+def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """``outer @ inner`` for a linear-resize ``outer`` (at most two non-zeros per row)."""
+    rows, cols = np.nonzero(outer)
+    out = np.zeros((outer.shape[0], inner.shape[1]))
+    np.add.at(out, rows, outer[rows, cols][:, None] * inner[cols])
+    return out
 
 
-def _sample(src: torch.Tensor, taps: list, points: torch.Tensor) -> torch.Tensor:
+def _sample(src: torch.Tensor, weights: list[np.ndarray], points: np.ndarray) -> np.ndarray:
     """Trilinear values of the resampled grid at integer ``points`` (N, 3), from the source (one gather)."""
-    (i0, w0), (i1, w1), (i2, w2) = taps
-    p0, p1, p2 = points[:, 0], points[:, 1], points[:, 2]
+    taps, tap_weights = [], []
+    for axis, w in enumerate(weights):
+        rows = w[points[:, axis]]  # (N, n_axis)
+        first = np.argmax(rows > 0, axis=1)
+        second = np.minimum(first + 1, w.shape[1] - 1)
+        w_second = np.where(second != first, rows[np.arange(len(rows)), second], 0.0)
+        taps.append(np.stack([first, second], 1))
+        tap_weights.append(np.stack([rows[np.arange(len(rows)), first], w_second], 1))
     n1, n2 = src.shape[1], src.shape[2]
-    flat = ((i0[p0][:, :, None, None] * n1 + i1[p1][:, None, :, None]) * n2 + i2[p2][:, None, None, :])
-    weight = w0[p0][:, :, None, None] * w1[p1][:, None, :, None] * w2[p2][:, None, None, :]
-    return (src.reshape(-1)[flat.reshape(len(points), 8)] * weight.reshape(len(points), 8)).sum(1)
+    flat = (taps[0][:, :, None, None] * n1 + taps[1][:, None, :, None]) * n2 + taps[2][:, None, None, :]
+    weight = (
+        tap_weights[0][:, :, None, None] * tap_weights[1][:, None, :, None] * tap_weights[2][:, None, None, :]
+    )
+    values = src.reshape(-1)[torch.from_numpy(flat.reshape(-1)).to(src.device)].double().cpu().numpy()
+    return (values.reshape(len(points), 8) * weight.reshape(len(points), 8)).sum(1)
 
 
-def _foreground_box(src: torch.Tensor, weights: list) -> list[tuple[int, int]]:
+def _foreground_box(
+    src: torch.Tensor, weights: list[np.ndarray], slice_max: torch.Tensor
+) -> list[tuple[int, int]]:
     """Per axis, the [start, end) range of resampled indices with a positive-weight source neighbour > 0.
 
-    ``src`` is >= 0, so "some voxel > 0" along an index is "the max over the other axes > 0". Source
-    indices that carry no weight on an axis (downsampling by more than 2x) are left out of the others.
+    ``src`` is >= 0, so "some voxel > 0" along an index is "the max over the other axes > 0" (``slice_max``
+    is that for axis 0). Source indices that carry no weight on an axis (downsampling by more than 2x)
+    are left out of the others.
     """
     positive = [w > 0 for w in weights]
     used = [p.any(0) for p in positive]
-    if all(bool(u.all()) for u in used):
+    if all(u.all() for u in used):
         plane = src.amax(0)
-        profiles = [src.flatten(1).amax(1) > 0, plane.amax(1) > 0, plane.amax(0) > 0]
+        profiles = [slice_max > 0, plane.amax(1) > 0, plane.amax(0) > 0]
     else:
         profiles = []
         for axis in range(3):
             kept = src
             for other in range(3):
-                if other != axis and not bool(used[other].all()):
-                    kept = kept.index_select(other, used[other].nonzero()[:, 0])
+                if other != axis and not used[other].all():
+                    kept = kept.index_select(
+                        other, torch.from_numpy(np.flatnonzero(used[other])).to(src.device)
+                    )
             profiles.append(kept.amax(dim=tuple(d for d in range(3) if d != axis)) > 0)
     box = []
     for axis in range(3):
-        hits = (positive[axis].to(torch.float32) @ profiles[axis].to(torch.float32)).nonzero()[:, 0]
+        hits = np.flatnonzero(positive[axis] @ profiles[axis].cpu().numpy())
         box.append((int(hits[0]), int(hits[-1]) + 1))
     return box
 
 
-def _apply_along(x: torch.Tensor, matrix: torch.Tensor, axis: int) -> torch.Tensor:
-    """``matrix`` (o, n) applied along ``axis`` of ``x``, using only its band of non-zero columns."""
-    nonzero = matrix != 0
-    n = matrix.shape[1]
-    first = nonzero.to(torch.uint8).argmax(1)
-    last = n - 1 - nonzero.flip(1).to(torch.uint8).argmax(1)
-    rows = torch.arange(matrix.shape[0], device=matrix.device)
-    shape = [1, 1, 1]
-    shape[axis] = matrix.shape[0]
-    out_shape = list(x.shape)
-    out_shape[axis] = matrix.shape[0]
-    out = torch.zeros(out_shape, dtype=x.dtype, device=x.device)
-    for step in range(int((last - first).max()) + 1):
-        cols = (first + step).clamp(max=n - 1)
-        w = torch.where(first + step <= last, matrix[rows, cols], torch.zeros_like(matrix[rows, cols]))
-        out.addcmul_(x.index_select(axis, cols), w.view(shape))
-    return out
+def _apply_along(x: torch.Tensor, matrix: np.ndarray, axis: int) -> torch.Tensor:
+    """``matrix`` (o, n) applied along ``axis`` of ``x`` as one sparse x dense product (few taps a row)."""
+    n, rest = matrix.shape[1], x.shape[:axis] + x.shape[axis + 1 :]
+    rows, cols = np.nonzero(matrix)
+    sparse = torch.sparse_coo_tensor(
+        torch.from_numpy(np.stack([rows, cols])),
+        torch.from_numpy(matrix[rows, cols].astype(np.float32)),
+        size=matrix.shape,
+        device=x.device,
+        check_invariants=False,
+        is_coalesced=True,
+    )  # np.nonzero: sorted, unique indices
+    front = x.movedim(axis, 0).reshape(n, -1)
+    out = torch.sparse.mm(sparse, front).reshape(matrix.shape[0], *rest)
+    return out.movedim(0, axis)
 
 
 def _resize_affine(affine: np.ndarray, axis: int, n: int, m: int) -> np.ndarray:
@@ -281,11 +315,14 @@ def _step_transform(step: dict[str, Any]) -> Callable:
         "window": Window,
         "resample_to_spacing": lambda pixdim, mode="trilinear": ResampleToSpacing(tuple(pixdim), mode),
         "minmax_foreground_resize": lambda spatial_size, mode="trilinear": MinMaxForegroundResize(
-            tuple(spatial_size), mode),
+            tuple(spatial_size), mode
+        ),
         "resample_minmax_foreground_resize": lambda pixdim, spatial_size: ResampleMinMaxForegroundResize(
-            tuple(pixdim), tuple(spatial_size)),
+            tuple(pixdim), tuple(spatial_size)
+        ),
         "center_crop_or_pad": lambda spatial_size, value: ResizeWithPadOrCrop(
-            tuple(spatial_size), mode="constant", value=value),
+            tuple(spatial_size), mode="constant", value=value
+        ),
     }
     if op not in builders:
         raise ModelError(f"unknown preprocessing step {op!r}; known: {', '.join(builders)}")
@@ -298,8 +335,14 @@ def _step_transform(step: dict[str, Any]) -> Callable:
 class Profile:
     """A named MONAI preprocessing chain with a stable hash; stored as a model's ``preprocessing.json``."""
 
-    def __init__(self, name: str, steps: list[dict[str, Any]], output_shape: tuple[int, int, int],
-                 description: str = "", orientation: str = "LPS"):
+    def __init__(
+        self,
+        name: str,
+        steps: list[dict[str, Any]],
+        output_shape: tuple[int, int, int],
+        description: str = "",
+        orientation: str = "LPS",
+    ):
         self.name = name
         self.description = description
         self.orientation = orientation
@@ -317,15 +360,18 @@ class Profile:
         return self._output_shape
 
     def __call__(self, volume: Volume, *, device: str | torch.device | None = None) -> np.ndarray:
-        """The model tensor of ``volume``: float32, shape ``(1, D, H, W)``; ``device`` runs the chain there."""
+        """The model tensor of ``volume``: float32 ``(1, D, H, W)``; ``device`` runs the chain there."""
         with torch.inference_mode():
             image = _as_metatensor(volume)
             out = self._transform(image.to(device) if device is not None else image)
         tensor = out.as_tensor() if isinstance(out, MetaTensor) else out
         array = np.ascontiguousarray(tensor.cpu().numpy(), dtype=np.float32)
         if array.shape != (1, *self.output_shape):
-            raise ModelError(f"profile {self.name!r} produced shape {array.shape}, "
-                             f"declared (1, {', '.join(map(str, self.output_shape))})", volume.source)
+            raise ModelError(
+                f"profile {self.name!r} produced shape {array.shape}, "
+                f"declared (1, {', '.join(map(str, self.output_shape))})",
+                volume.source,
+            )
         return array
 
     def _config(self) -> dict[str, Any]:
@@ -349,8 +395,13 @@ class Profile:
         if d.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
             raise ModelError(f"preprocessing format_version {d['format_version']} is not {FORMAT_VERSION}")
         try:
-            profile = cls(d["name"], d["steps"], tuple(d["output_shape"]), d.get("description", ""),
-                          d.get("orientation", "LPS"))
+            profile = cls(
+                d["name"],
+                d["steps"],
+                tuple(d["output_shape"]),
+                d.get("description", ""),
+                d.get("orientation", "LPS"),
+            )
         except (KeyError, TypeError) as exc:
             raise ModelError(f"preprocessing config is malformed (missing or bad {exc})") from exc
         if "hash" in d and d["hash"] != profile.hash:
@@ -382,34 +433,53 @@ def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def _minmax_profile(name: str, description: str, spacing_xyz: tuple[float, float, float],
-                    size_dhw: tuple[int, int, int]) -> Profile:
+def _minmax_profile(
+    name: str, description: str, spacing_xyz: tuple[float, float, float], size_dhw: tuple[int, int, int]
+) -> Profile:
     """The HSENet chain: window [-1000, 200], resample, min-max + foreground crop + resize."""
     x, y, z = spacing_xyz
     d, h, w = size_dhw
-    return Profile(name, [
-        {"op": "orientation", "axcodes": "SPL"},
-        {"op": "window", "a_min": -1000.0, "a_max": 200.0, "b_min": 0.0, "b_max": 1.0},
-        {"op": "resample_minmax_foreground_resize", "pixdim": [z, y, x], "spatial_size": [d, w, h]},
-        {"op": "orientation", "axcodes": "SLP"},
-    ], size_dhw, description)
+    return Profile(
+        name,
+        [
+            {"op": "orientation", "axcodes": "SPL"},
+            {"op": "window", "a_min": -1000.0, "a_max": 200.0, "b_min": 0.0, "b_max": 1.0},
+            {"op": "resample_minmax_foreground_resize", "pixdim": [z, y, x], "spatial_size": [d, w, h]},
+            {"op": "orientation", "axcodes": "SLP"},
+        ],
+        size_dhw,
+        description,
+    )
 
 
 def _builtin(name: str) -> Profile:
     if name == "hsenet":
-        return _minmax_profile("hsenet", "HSENet: [-1000,200] HU, 0.75x0.75x1.5 mm, min-max, foreground crop, "
-                               "32x256x256", (0.75, 0.75, 1.5), (32, 256, 256))
+        return _minmax_profile(
+            "hsenet",
+            "HSENet: [-1000,200] HU, 0.75x0.75x1.5 mm, min-max, foreground crop, 32x256x256",
+            (0.75, 0.75, 1.5),
+            (32, 256, 256),
+        )
     if name == "tiny":
-        return _minmax_profile("tiny", "hsenet chain at 1.5x1.5x3 mm, 32x64x64 (CPU-sized default model)",
-                               (1.5, 1.5, 3.0), (32, 64, 64))
+        return _minmax_profile(
+            "tiny",
+            "hsenet chain at 1.5x1.5x3 mm, 32x64x64 (CPU-sized default model)",
+            (1.5, 1.5, 3.0),
+            (32, 64, 64),
+        )
     if name == "ctclip":
-        return Profile("ctclip", [
-            {"op": "orientation", "axcodes": "SPL"},
-            {"op": "window", "a_min": -1000.0, "a_max": 1000.0, "b_min": -1.0, "b_max": 1.0},
-            {"op": "resample_to_spacing", "pixdim": [1.5, 0.75, 0.75], "mode": "trilinear"},
-            {"op": "center_crop_or_pad", "spatial_size": [240, 480, 480], "value": -1.0},
-            {"op": "orientation", "axcodes": "SLP"},
-        ], (240, 480, 480), "CT-CLIP: [-1000,1000] HU / 1000, 0.75x0.75x1.5 mm, centre crop/pad 480x480x240 with -1")
+        return Profile(
+            "ctclip",
+            [
+                {"op": "orientation", "axcodes": "SPL"},
+                {"op": "window", "a_min": -1000.0, "a_max": 1000.0, "b_min": -1.0, "b_max": 1.0},
+                {"op": "resample_to_spacing", "pixdim": [1.5, 0.75, 0.75], "mode": "trilinear"},
+                {"op": "center_crop_or_pad", "spatial_size": [240, 480, 480], "value": -1.0},
+                {"op": "orientation", "axcodes": "SLP"},
+            ],
+            (240, 480, 480),
+            "CT-CLIP: [-1000,1000] HU / 1000, 0.75x0.75x1.5 mm, centre crop/pad 480x480x240 with -1",
+        )
     raise ModelError(f"unknown preprocessing profile {name!r}; built in: {', '.join(BUILTIN_PROFILES)}")
 
 
@@ -422,8 +492,13 @@ def get_profile(name_or_dict: str | dict | Profile) -> Profile:
     return _builtin(name_or_dict)
 
 
-def preprocess_file(path: str | Path, profile: str | dict | Profile, *, rescale: tuple[float, float] | None = None,
-                    cache: PreprocessCache | None = None) -> np.ndarray:
+def preprocess_file(
+    path: str | Path,
+    profile: str | dict | Profile,
+    *,
+    rescale: tuple[float, float] | None = None,
+    cache: PreprocessCache | None = None,
+) -> np.ndarray:
     """Read ``path`` and apply ``profile``; with a cache, a file already done is never decoded again."""
     profile = get_profile(profile)
 
@@ -433,7 +508,9 @@ def preprocess_file(path: str | Path, profile: str | dict | Profile, *, rescale:
     return cache.get_or_compute(path, profile, compute, rescale=rescale) if cache is not None else compute()
 
 
-def preprocess_case(case: Case, profile: str | dict | Profile, *, cache: PreprocessCache | None = None) -> np.ndarray:
+def preprocess_case(
+    case: Case, profile: str | dict | Profile, *, cache: PreprocessCache | None = None
+) -> np.ndarray:
     """Like :func:`preprocess_file` for a dataset case: its rescale and CT-RATE metadata spacing apply."""
     profile = get_profile(profile)
 

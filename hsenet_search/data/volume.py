@@ -123,8 +123,10 @@ def _raw_voxels(path: Path, image: nib.Nifti1Image) -> np.ndarray:
     offset = int(image.dataobj.offset)
     buffer = _gunzip(path.read_bytes())
     if len(buffer) < offset + count * dtype.itemsize:
-        raise VolumeError(f"is truncated: {len(buffer)} bytes of image data, "
-                          f"{offset + count * dtype.itemsize} expected", path)
+        raise VolumeError(
+            f"is truncated: {len(buffer)} bytes of image data, {offset + count * dtype.itemsize} expected",
+            path,
+        )
     return np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(image.shape, order="F")
 
 
@@ -160,7 +162,9 @@ def _npy_sidecar_affine(path: Path) -> np.ndarray:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise VolumeError(f"sidecar has no valid 'affine' ({_first_line(exc)})", sidecar) from exc
     if affine.shape != (4, 4) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise VolumeError(f"sidecar 'affine' must be an invertible 4x4 matrix, got shape {affine.shape}", sidecar)
+        raise VolumeError(
+            f"sidecar 'affine' must be an invertible 4x4 matrix, got shape {affine.shape}", sidecar
+        )
     return affine
 
 

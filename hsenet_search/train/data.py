@@ -12,7 +12,7 @@ from torch.utils.data import Dataset, Sampler
 
 from hsenet_search.data.cache import PreprocessCache
 from hsenet_search.data.dataset import Case
-from hsenet_search.data.preprocess import Profile, preprocess_file
+from hsenet_search.data.preprocess import Profile, preprocess_case
 
 AUGMENTATIONS = ("none", "intensity", "official")
 
@@ -78,7 +78,7 @@ class ScanDataset(Dataset):
         scan = self.scans[i]
         rng = np.random.default_rng([self.seed, epoch, i])
         case = scan.cases[int(rng.integers(len(scan.cases)))]
-        x = preprocess_file(case.path, self.profile, rescale=case.rescale, cache=self.cache)
+        x = preprocess_case(case, self.profile, cache=self.cache)
         chain = augmentation(self.augment, int(rng.integers(2**31)))
         if chain is not None:
             x = np.asarray(chain(x), dtype=np.float32)

@@ -23,10 +23,10 @@ from torch.utils.data import DataLoader
 
 from hsenet_search.data.cache import PreprocessCache
 from hsenet_search.data.dataset import open_dataset
-from hsenet_search.errors import DatasetError, ModelError
+from hsenet_search.errors import DatasetError, HSENetError, ModelError
 from hsenet_search.eval.retrieval import recall_at_k
 
-from .data import EpochOrder, ScanDataset, batches_per_epoch, group_scans
+from .data import AUGMENTATIONS, EpochOrder, ScanDataset, batches_per_epoch, group_scans
 from .losses import (
     consistency_weight,
     contrastive_loss,
@@ -91,7 +91,7 @@ def _text_of(field_name: str):
         return lambda case: case.report
     if field_name == "findings":
         return lambda case: case.findings or case.report
-    raise ValueError(f"unknown text field {field_name!r} (expected report or findings)")
+    raise HSENetError(f"unknown text field {field_name!r} (expected report or findings)")
 
 
 def _device(name: str) -> torch.device:
@@ -130,9 +130,13 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig):
         if cfg.stage not in TOWER:
-            raise ValueError(f"--stage must be 1 or 2, got {cfg.stage}")
+            raise HSENetError(f"--stage must be 1 or 2, got {cfg.stage}")
         if (cfg.epochs is None) == (cfg.steps is None):
-            raise ValueError("give exactly one of --epochs or --steps")
+            raise HSENetError("give exactly one of --epochs or --steps")
+        if cfg.loss not in ("clip", "siglip"):
+            raise HSENetError(f"unknown loss {cfg.loss!r}; expected clip or siglip")
+        if cfg.augment not in AUGMENTATIONS:
+            raise HSENetError(f"unknown augmentation {cfg.augment!r}; expected one of {', '.join(AUGMENTATIONS)}")
         self.cfg = cfg
         self.tower = TOWER[cfg.stage]
         self.out = Path(cfg.out)
@@ -262,7 +266,7 @@ class Trainer:
         dataset = ScanDataset(self.valid_scans, self.profile, self.cache, augment="none", seed=self.cfg.seed)
         img = []
         for i in range(len(dataset)):
-            x, _, _ = dataset[(i, -1)]
+            x, _, _ = dataset[(i, 0)]
             img.append(x)
         feats = []
         for i in range(0, len(img), self.cfg.batch_size):
@@ -316,6 +320,8 @@ class Trainer:
                     bar.update(task, completed=step, loss=record["loss"])
                     if step % eval_every == 0 or step == self.total_steps:
                         record.update(self.validate())
+                        if self.rank == 0 and progress:
+                            bar.console.print(_describe_record(record))
                     history.append(record)
                     if step % cfg.save_every == 0 or step == self.total_steps:
                         self._save_checkpoint(step, history)
@@ -367,6 +373,11 @@ class Trainer:
             if p.grad is not None:
                 torch.distributed.all_reduce(p.grad)
                 p.grad /= self.world
+
+
+def _describe_record(record: dict) -> str:
+    recalls = "  ".join(f"{k} {v:.1f}" for k, v in record.items() if k.startswith(("t2v", "v2t")))
+    return f"step {record['step']}: loss {record['loss']:.3f}  {recalls}"
 
 
 class _null:

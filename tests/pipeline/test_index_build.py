@@ -86,11 +86,11 @@ def test_killed_build_resumes_where_it_stopped(tmp_path, synth_data, model_dir):
     proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and len(list(partial.glob("**/volumes_*.npy"))) < 2:
+    while time.time() < deadline and len(list(partial.glob("volumes_shards/shard_*.parquet"))) < 2:
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    shards_before = len(list(partial.glob("**/volumes_*.npy")))
+    shards_before = len(list(partial.glob("volumes_shards/shard_*.parquet")))
     assert shards_before >= 2 and not (out / "manifest.json").exists()
     res = run_cli("index", "build", synth_data, "--out", out, "--model", model_dir, "--resume", "--workers", "0",
                   "--shard-size", "4")

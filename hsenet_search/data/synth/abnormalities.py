@@ -109,7 +109,7 @@ def _plan_medical_material(ctx: _Ctx) -> list[Finding]:
     junction = (float(bx), float(by), float(bz))
     if kind == "sternotomy wires":
         _, bc = anat.cavity_axes(np.float32(0.6 * H))
-        levels = np.linspace(0.4 * H, 0.85 * H, int(rng.integers(4, 7)))
+        levels = [_snap(ctx.grid, zl)[1] for zl in np.linspace(0.4 * H, 0.85 * H, int(rng.integers(4, 7)))]
         wires = [(float(zl), float(-bc - 4.0)) for zl in levels]
         k, _ = _snap(ctx.grid, float(levels[len(levels) // 2]))
         return [Finding("Medical material", kind, None, "sternum", None, (0.0, -float(bc), float(levels[0])), k,
@@ -186,14 +186,14 @@ def _plan_pericardial_effusion(ctx: _Ctx) -> list[Finding]:
 _CORONARY_PATHS = {
     "left anterior descending": ((0.45, -0.85, 0.55), (0.35, -0.9, -0.6)),
     "circumflex": ((0.5, 0.2, 0.75), (0.95, 0.35, 0.2)),
-    "right coronary": ((-0.75, -0.55, 0.45), (-0.9, 0.1, -0.45)),
+    "right": ((-0.75, -0.55, 0.45), (-0.9, 0.1, -0.45)),
 }
 
 
 def _plan_coronary_calcification(ctx: _Ctx) -> list[Finding]:
     rng = ctx.rng
     (cx, cy, cz), radii = ctx.anat.heart
-    arteries = ["left anterior descending"] + [a for a in ("circumflex", "right coronary") if rng.random() < 0.5]
+    arteries = ["left anterior descending"] + [a for a in ("circumflex", "right") if rng.random() < 0.5]
     spots = []
     for art in arteries:
         d0, d1 = (np.asarray(v) for v in _CORONARY_PATHS[art])
@@ -382,7 +382,7 @@ def _plan_pleural_effusion(ctx: _Ctx) -> list[Finding]:
         ctx.effusion[s] = (t, z_top, z_ref)
         a, _ = anat.cavity_axes(np.float32(z_ref))
         x = s * 0.45 * float(a)
-        y = float(anat.posterior_depth(x, 0.0, z_ref)) - t / 3.0
+        y = float(anat.posterior_depth(x, 0.0, z_ref)) - t / 2.0
         name = "right" if s < 0 else "left"
         out.append(Finding("Pleural effusion", "minimal" if t < 15 else "moderate" if t < 35 else "large", name,
                            f"{name} hemithorax", t, (x, y, z_ref), k, {"z_top": z_top, "z_ref": z_ref}))
@@ -611,7 +611,7 @@ def _draw_material(scene: Scene, f: Finding) -> None:
     if "wires" in f.params:
         for z, y in f.params["wires"]:
             for dy in (-5.0, 5.0):
-                paint(scene.hu, segment_occupancy(g, (-13.0, y + dy, z), (13.0, y + dy, z), 0.9, 0.9), 3000.0)
+                paint(scene.hu, segment_occupancy(g, (-13.0, y + dy, z), (13.0, y + dy, z), 1.4, 1.4), 3000.0)
         return
     path, r, value = f.params["path"], f.params["radius"], f.params["hu"]
     for p0, p1 in zip(path[:-1], path[1:]):

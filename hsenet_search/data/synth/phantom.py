@@ -325,8 +325,9 @@ class Anatomy:
                         (0, 0, -margin)]
         found: list[np.ndarray] = []
         total = 0
-        for _ in range(64):
-            pts = rng.uniform(lo, hi, size=(4096, 3))
+        batch = max(512, 12 * count)
+        for _ in range(256):
+            pts = rng.uniform(lo, hi, size=(batch, 3))
             if heights is not None:
                 pts[:, 2] = rng.choice(heights, size=len(pts))
             x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
@@ -359,54 +360,63 @@ def build_anatomy(
 
 def _grow_trees(anat: Anatomy, rng: np.random.Generator) -> TreeSegments:
     """Arterial (with bronchi) and venous trees of both lungs, grown by recursive target splitting."""
-    rows: list[tuple] = []
+    parts = []
     (hx, hy, hz), (rx, ry, rz) = anat.heart
     for side in (-1, 1):
         arteries = anat.sample_lung_points(rng, side, 72, margin=6.0)
-        _split(anat, np.asarray(anat.hilum(side)), arteries, 6.5, len(arteries), side, rows, True,
-               np.asarray(anat.bronchus_hilum(side)))
+        p0, p1, r0, r1, parent = _branch(np.asarray(anat.hilum(side)), arteries, 6.5)
+        # Each bronchus runs beside its artery: horizontal offset perpendicular to the segment.
+        d = p1 - p0
+        n = np.stack([d[:, 1], -d[:, 0], np.zeros(len(d))], axis=1)
+        n /= np.linalg.norm(n, axis=1, keepdims=True) + 1e-9
+        b1 = p1 + n * (1.9 * r1 + 1.0)[:, None]
+        b0 = np.where((parent >= 0)[:, None], b1[np.maximum(parent, 0)], np.asarray(anat.bronchus_hilum(side)))
+        parts.append((p0, p1, r0, r1, side, b0, b1))
         vein_root = np.array([hx + side * (0.55 * rx) - (6.0 if side > 0 else 0.0), hy + 0.75 * ry,
                               hz + 0.25 * rz])
-        veins = anat.sample_lung_points(rng, side, 56, margin=6.0)
-        _split(anat, vein_root, veins, 6.0, len(veins), side, rows, False, None)
-    cols = list(zip(*rows))
+        p0, p1, r0, r1, _ = _branch(vein_root, anat.sample_lung_points(rng, side, 56, margin=6.0), 6.0)
+        nan = np.full(p0.shape, np.nan)
+        parts.append((p0, p1, r0, r1, side, nan, nan))
+    p1 = np.concatenate([q[1] for q in parts])
+    side = np.concatenate([np.full(len(q[0]), q[4]) for q in parts])
+    lobe = np.full(len(p1), "upper", dtype=object)
+    for s_ in (-1, 1):
+        for name in ("lower", "middle"):
+            lobe[(side == s_) & anat.in_lobe(s_, name, p1[:, 0], p1[:, 1], p1[:, 2])] = name
     return TreeSegments(
-        p0=np.array(cols[0]), p1=np.array(cols[1]), r0=np.array(cols[2]), r1=np.array(cols[3]),
-        side=np.array(cols[4]), lobe=np.array(cols[5]), b0=np.array(cols[6]), b1=np.array(cols[7]),
+        p0=np.concatenate([q[0] for q in parts]), p1=p1, r0=np.concatenate([q[2] for q in parts]),
+        r1=np.concatenate([q[3] for q in parts]), side=side, lobe=lobe.astype(str),
+        b0=np.concatenate([q[5] for q in parts]), b1=np.concatenate([q[6] for q in parts]),
     )
 
 
-def _split(anat: Anatomy, node: np.ndarray, pts: np.ndarray, r_root: float, total: int, side: int,
-           rows: list, with_bronchus: bool, bnode: np.ndarray | None) -> None:
-    """Add segments from ``node`` towards the clusters of ``pts`` and recurse."""
-    r_node = r_root * (len(pts) / total) ** 0.45
-    if len(pts) == 1:
-        halves = [pts]
-    else:
-        centred = pts - pts.mean(axis=0)
-        axis = np.linalg.eigh(centred.T @ centred)[1][:, -1]
-        order = np.argsort(centred @ axis)
-        halves = [pts[order[: len(pts) // 2]], pts[order[len(pts) // 2:]]]
-    for half in halves:
-        target = half[0] if len(half) == 1 else node + 0.6 * (half.mean(axis=0) - node)
-        r_child = max(r_root * (len(half) / total) ** 0.45, 0.7)
-        lobe = anat.lobe(side, *target)
-        if with_bronchus:
-            bchild = target + _bronchus_offset(node, target, r_child)
-            rows.append((node, target, r_node, r_child, side, lobe, bnode, bchild))
+def _branch(root: np.ndarray, pts: np.ndarray, r_root: float):
+    """A tree from ``root`` to the target points: each node splits its points in two along their principal
+    axis and steps 60 % of the way to each half's centroid; radii follow Murray-like ``n ** 0.45`` scaling.
+
+    Returns segment starts, ends, start / end radii and the parent segment index (-1 at the root)."""
+    total = len(pts)
+    p0, p1, r0, r1, parent = [], [], [], [], []
+    stack = [(root, pts, -1)]
+    while stack:
+        node, cluster, up = stack.pop()
+        r_node = r_root * (len(cluster) / total) ** 0.45
+        if len(cluster) == 1:
+            halves = [cluster]
         else:
-            nan = np.full(3, np.nan)
-            rows.append((node, target, r_node, r_child, side, lobe, nan, nan))
-        if len(half) > 1:
-            _split(anat, target, half, r_root, total, side, rows, with_bronchus,
-                   bchild if with_bronchus else None)
-
-
-def _bronchus_offset(p0: np.ndarray, p1: np.ndarray, r: float) -> np.ndarray:
-    """Offset of the bronchus beside an artery segment: horizontal and perpendicular to the segment."""
-    dx, dy, dz = (float(v) for v in p1 - p0)
-    n = np.array([dy, -dx, 0.0]) if abs(dx) + abs(dy) > 1e-6 else np.array([0.0, dz, -dy])
-    return n / (np.linalg.norm(n) + 1e-9) * (1.9 * r + 1.0)
+            centred = cluster - cluster.mean(axis=0)
+            order = np.argsort(centred @ np.linalg.eigh(centred.T @ centred)[1][:, -1])
+            halves = [cluster[order[: len(cluster) // 2]], cluster[order[len(cluster) // 2:]]]
+        for half in halves:
+            target = half[0] if len(half) == 1 else node + 0.6 * (half.mean(axis=0) - node)
+            p0.append(node)
+            p1.append(target)
+            r0.append(r_node)
+            r1.append(max(r_root * (len(half) / total) ** 0.45, 0.7))
+            parent.append(up)
+            if len(half) > 1:
+                stack.append((target, half, len(p1) - 1))
+    return np.array(p0), np.array(p1), np.array(r0), np.array(r1), np.array(parent)
 
 
 # ---- rendering -----------------------------------------------------------------------------------

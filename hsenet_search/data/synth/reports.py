@@ -206,7 +206,7 @@ def compose_findings(findings: Sequence[Finding], rng: np.random.Generator, seri
         f = by["Coronary artery wall calcification"][0]
         arts = f.params["arteries"]
         aorta.append(w.pick(["Calcific plaques are observed in the {arts} coronary {word}.",
-                             "Coronary artery wall calcifications are present along the {arts} {word}."],
+                             "Coronary artery wall calcifications are present along the {arts} coronary {word}."],
                             arts=_join(arts), word="artery" if len(arts) == 1 else "arteries"))
     elif rng.random() < 0.5:
         aorta.append("No calcification was observed in the coronary arteries.")
