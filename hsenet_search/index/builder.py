@@ -34,8 +34,6 @@ from hsenet_search.data.labels import LABELS
 from hsenet_search.data.loading import iterate_volumes
 from hsenet_search.errors import DatasetError, IndexMismatchError
 
-from .faiss_backend import VectorIndex
-from .hubness import gallery_normalizer
 from .store import (
     FORMAT_VERSION,
     IndexManifest,
@@ -172,6 +170,9 @@ def _read_failures_jsonl(work: Path) -> pd.DataFrame:
 def _assemble(model, model_name: str, work: Path, out: Path, *, cfg: BuildConfig, source: dict, progress: bool,
               previous: tuple[pd.DataFrame, np.ndarray, pd.DataFrame] | None = None) -> BuildSummary:
     """Turn finished shards (plus an existing index's rows, for ``add``) into the final index directory."""
+    from .faiss_backend import VectorIndex  # imported here: encoding volumes needs no FAISS
+    from .hubness import gallery_normalizer
+
     t0 = time.perf_counter()
     rows, vol_emb = ShardWriter.read_all(work, kind="volumes")
     failures = _read_failures_jsonl(work)

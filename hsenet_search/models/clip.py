@@ -189,11 +189,12 @@ class HSENetCLIP(nn.Module):
         """All tokens of ``tower``'s 3D encoder after its final norm: ``(B, 1 + N, width)``, CLS first."""
         self._check_tower(tower)
         x = self._volume(x)
+        centred = (x - self.config.input_mean) / self.config.input_std
         if tower == "stage2":
             if slice_features is None:
                 slice_features = self.slice_features(x)
-            return self.stages[tower].vision_encoder(x, slice_features.to(x.device))
-        return self.stages[tower].vision_encoder(x)
+            return self.stages[tower].vision_encoder(centred, slice_features.to(x.device))
+        return self.stages[tower].vision_encoder(centred)
 
     def vision_features(self, x: torch.Tensor, tower: str, slice_features: torch.Tensor | None = None
                         ) -> torch.Tensor:

@@ -38,6 +38,11 @@ class ModelConfig:
     img_size: tuple[int, int, int] = (32, 64, 64)
     patch_size: tuple[int, int, int] = (4, 16, 16)
     in_channels: int = 1
+    # The 3D encoders see (x - input_mean) / input_std. The official models take [0, 1] volumes as they are
+    # (0 / 1). The tiny default centres them: with all-positive inputs, LayerNorm maps a uniform patch of
+    # intensity c to the same vector for every c > 0, so air and fluid look alike until the patch bias grows.
+    input_mean: float = 0.0
+    input_std: float = 1.0
     width: int = 128
     layers: int = 4
     heads: int = 4
@@ -168,7 +173,7 @@ class ModelConfig:
 
 
 def _tiny() -> ModelConfig:
-    return ModelConfig(name="tiny")
+    return ModelConfig(name="tiny", input_mean=0.5, input_std=0.5)
 
 
 def _base() -> ModelConfig:

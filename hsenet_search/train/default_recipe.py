@@ -24,15 +24,15 @@ SHIPPED_FILES = ("config.json", "model.safetensors", "preprocessing.json")
 class Recipe:
     """The settings of the shipped model (kept here so the result is reproducible)."""
 
-    scans: int = 800
-    valid_fraction: float = 0.15
+    scans: int = 3000
+    valid_fraction: float = 0.1
     data_seed: int = 0
-    stage1_epochs: int = 15
-    stage2_epochs: int = 5
+    stage1_epochs: int = 8
+    stage2_epochs: int = 3
     batch_size: int = 32
-    lr_stage1: float = 1e-3
-    lr_stage2: float = 5e-4
-    prompt_loss: float = 0.5
+    lr_stage1: float = 5e-4
+    lr_stage2: float = 3e-4
+    prompt_loss: float = 1.0
     seed: int = 0
     workers: int = 2
 

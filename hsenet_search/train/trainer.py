@@ -36,6 +36,7 @@ from .losses import (
 )
 
 TOWER = {1: "stage1", 2: "stage2"}
+_FROZEN_TEXT_CACHE: dict[tuple, dict[str, torch.Tensor]] = {}  # pooled outputs of the packaged frozen MiniLM
 
 
 @dataclass
@@ -209,11 +210,17 @@ class Trainer:
 
     @torch.no_grad()
     def _pooled_texts(self, texts: list[str], tower: str) -> torch.Tensor | None:
-        """Cache text-trunk outputs when the trunk is frozen (the tiny default); None when it trains."""
+        """Text-trunk outputs, computed once per process when the trunk is frozen; None when it trains."""
         if not self.model.text_trunk_frozen(tower):
             return None
-        chunks = [self.model.text_pooled(texts[i:i + 64], tower) for i in range(0, len(texts), 64)]
-        return torch.cat(chunks).to(self.device) if chunks else None
+        cfg = self.model.config
+        key = (cfg.text_source, cfg.text_trunk_key(tower), cfg.text_pooling, cfg.text_max_length)
+        store = _FROZEN_TEXT_CACHE.setdefault(key, {}) if cfg.text_source == "minilm" else {}
+        missing = [t for t in dict.fromkeys(texts) if t not in store]
+        for i in range(0, len(missing), 64):
+            batch = missing[i:i + 64]
+            store.update(zip(batch, self.model.text_pooled(batch, tower).cpu()))
+        return torch.stack([store[t] for t in texts]).to(self.device) if texts else None
 
     def _text_features(self, text_idx: torch.Tensor, texts: list[str], cache: torch.Tensor | None,
                        tower: str) -> torch.Tensor:
@@ -273,8 +280,10 @@ class Trainer:
             x = torch.stack(img[i:i + self.cfg.batch_size]).to(self.device)
             feats.append(self.model.vision_features(x, self.tower).float().cpu())
         vol = torch.cat(feats)
-        txt = self.model.encode_text(
-            [self.valid_texts[s.text_index] for s in self.valid_scans], embedding=self.tower).float().cpu()
+        texts = [self.valid_texts[s.text_index] for s in self.valid_scans]
+        pooled = self._pooled_texts(texts, self.tower)
+        txt = (self.model.text_features_from_pooled(pooled, self.tower) if pooled is not None
+               else self.model.encode_text(texts, embedding=self.tower)).float().cpu()
         scores = (vol @ txt.T).numpy()
         self.model.train()
         out = {f"t2v_R@{k}": v for k, v in recall_at_k(scores.T, self.cfg.ks).items()}
