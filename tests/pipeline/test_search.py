@@ -110,10 +110,15 @@ def test_cli_json_contract(index_dir, synth_data):
     assert res.returncode == 2 and "empty" in res.stderr and "Traceback" not in res.stderr
 
 
-def test_hubness_flag_reranks(engine):
-    plain = engine.search_text("Right lower lobe consolidation.", k=5)
-    corrected = engine.search_text("Right lower lobe consolidation.", k=5, hubness=True)
+def test_hubness_flag_applies_the_stored_querybank_normaliser(engine):
+    from hsenet_search.index.hubness import rerank
+
+    text = "Right lower lobe consolidation."
+    corrected = engine.search_text(text, k=5, hubness=True)
     assert len(corrected.hits) == 5 and len({h.scan_id for h in corrected.hits}) == 5
-    scores = [h.score for h in corrected.hits]
-    assert scores == sorted(scores, reverse=True)
-    assert [h.score for h in plain.hits] != scores  # corrected scores are querybank-normalised, not cosines
+    n = engine.volumes.ntotal
+    raw_scores, raw_ids = engine.volumes.search(engine.encode_text(text), n)
+    scores, ids = rerank(engine.hubness["text_to_volumes"], raw_scores, raw_ids, n)
+    scans = list(dict.fromkeys(engine.metadata.iloc[ids[0]]["scan_id"]))
+    assert [h.scan_id for h in corrected.hits] == scans[:5]
+    assert [h.score for h in corrected.hits] == sorted((h.score for h in corrected.hits), reverse=True)
