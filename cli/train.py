@@ -28,17 +28,17 @@ def train(
     consistency_steps: int = typer.Option(5000, "--consistency-steps", help="Stage 2: steps over which the "
                                           "consistency weight decays from 0.1 to 0 (official: 5000)."),
     eval_every: int = typer.Option(0, "--eval-every", help="Validate every N steps (0 = every epoch)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/training/checkpoint.pt."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/training/stage{N}/checkpoint.pt."),
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Train one stage of the HSENet model; validation R@k is reported on the valid split."""
     from hsenet_search.errors import HSENetError
-    from hsenet_search.train.trainer import TrainConfig
+    from hsenet_search.train.trainer import TrainConfig, state_dir
     from hsenet_search.train.trainer import train as run
 
     if epochs is None and steps is None:
         raise HSENetError("give --epochs N or --steps N")
-    ckpt = out / "training" / "checkpoint.pt"
+    ckpt = state_dir(out, stage) / "checkpoint.pt"
     if ckpt.exists() and not resume:
         raise HSENetError("a training checkpoint exists here; pass --resume to continue or choose another --out",
                           out)

@@ -51,7 +51,6 @@ def run(work: Path, ship: Path | None, recipe: Recipe, progress: bool = True) ->
                   workers=recipe.workers, prompt_loss_weight=recipe.prompt_loss, cache_dir=str(work / "cache"))
     stage1 = train(TrainConfig(stage=1, config="tiny", epochs=recipe.stage1_epochs, lr=recipe.lr_stage1, **common),
                    progress=progress)
-    shutil.rmtree(model_dir / "training", ignore_errors=True)
     steps2 = recipe.stage2_epochs * (stage1.steps // recipe.stage1_epochs)
     stage2 = train(TrainConfig(stage=2, epochs=recipe.stage2_epochs, lr=recipe.lr_stage2,
                                consistency_decay_steps=max(1, steps2 // 2), **common), progress=progress)

@@ -1,6 +1,6 @@
 """Two-stage HSENet training: stage 1 (global contrastive), stage 2 (2E3 + semantic consistency).
 
-Resumable (``training/checkpoint.pt`` inside the output model directory, loaded with
+Resumable (``training/stage{N}/checkpoint.pt`` inside the output model directory, loaded with
 ``weights_only=True``), seeded, with periodic validation R@k on the valid split, CUDA/bf16 when
 present and multi-process data parallelism under ``torchrun`` (gathered features for the
 contrastive loss, gradients averaged by all-reduce).
@@ -87,6 +87,11 @@ class TrainResult:
                 f" -> {self.out}" + (f"\nvalidation R@k: {recalls}" if recalls else ""))
 
 
+def state_dir(out: str | Path, stage: int) -> Path:
+    """Where a stage's resumable state lives: ``OUT/training/stage{N}/`` (checkpoint, history, config)."""
+    return Path(out) / "training" / f"stage{stage}"
+
+
 def _text_of(field_name: str):
     if field_name == "report":
         return lambda case: case.report
@@ -141,7 +146,7 @@ class Trainer:
         self.cfg = cfg
         self.tower = TOWER[cfg.stage]
         self.out = Path(cfg.out)
-        self.state_dir = self.out / "training"
+        self.state_dir = state_dir(self.out, cfg.stage)
         self.rank, self.world = _distributed()
         self.device = _device(cfg.device)
         if self.device.type == "cuda" and self.world > 1:
@@ -292,10 +297,13 @@ class Trainer:
         return out
 
     # ----------------------------------------------------------------- loop
-    def train(self, progress: bool = True) -> TrainResult:
+    def train(self, progress: bool = True, stop_after: int | None = None) -> TrainResult:
+        """Train to ``total_steps`` (resuming from the checkpoint); ``stop_after`` ends this call early after
+        that many steps, with the checkpoint saved, as a preempted job would."""
         cfg = self.cfg
         start = time.time()
         step, history = self._load_checkpoint() if (self.state_dir / "checkpoint.pt").exists() else (0, [])
+        last = self.total_steps if stop_after is None else min(self.total_steps, step + stop_after)
         pooled = self._pooled_texts(self.train_texts, self.tower)
         pooled_s1 = self._pooled_texts(self.train_texts, "stage1") if cfg.stage == 2 else None
         prompts_pos, prompts_neg = disease_prompts()
@@ -308,7 +316,7 @@ class Trainer:
                    TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn()]
         with Progress(*columns, disable=not progress or self.rank != 0) as bar:
             task = bar.add_task("train", total=self.total_steps, completed=step, loss=float("nan"))
-            while step < self.total_steps:
+            while step < last:
                 epoch, offset = divmod(step, self.per_epoch)
                 order = EpochOrder(len(self.train_scans), seed=cfg.seed, epoch=epoch, batch_size=cfg.batch_size,
                                    start_batch=offset, rank=self.rank, world_size=self.world)
@@ -332,9 +340,9 @@ class Trainer:
                         if self.rank == 0 and progress:
                             bar.console.print(_describe_record(record))
                     history.append(record)
-                    if step % cfg.save_every == 0 or step == self.total_steps:
+                    if step % cfg.save_every == 0 or step == last:
                         self._save_checkpoint(step, history)
-                    if step >= self.total_steps:
+                    if step >= last:
                         break
         if self.rank == 0:
             self._save_checkpoint(step, history)
