@@ -28,6 +28,8 @@ def train(
     consistency_steps: int = typer.Option(5000, "--consistency-steps", help="Stage 2: steps over which the "
                                           "consistency weight decays from 0.1 to 0 (official: 5000)."),
     eval_every: int = typer.Option(0, "--eval-every", help="Validate every N steps (0 = every epoch)."),
+    keep_stage2: bool = typer.Option(False, "--keep-stage2", help="Stage 2: fine-tune the model's 2E3 tower "
+                                     "instead of initialising it from the stage-1 ViT."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/training/stage{N}/checkpoint.pt."),
     device: str = typer.Option("auto", "--device"),
 ) -> None:
@@ -45,5 +47,6 @@ def train(
     cfg = TrainConfig(data=str(data), out=str(out), stage=stage, config=config, init=str(init) if init else None,
                       loss=loss, epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                       workers=workers, augment=augment, text_field=text_field, prompt_loss_weight=prompt_loss,
-                      consistency_decay_steps=consistency_steps, eval_every=eval_every, device=device)
+                      consistency_decay_steps=consistency_steps, eval_every=eval_every, device=device,
+                      keep_stage2=keep_stage2)
     console.print(run(cfg).describe())

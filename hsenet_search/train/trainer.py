@@ -61,6 +61,7 @@ class TrainConfig:
     text_field: str = "report"        # report (findings + impression) | findings (the official choice)
     prompt_loss_weight: float = 0.0   # RadFinder-style disease-prompt loss from the 18 labels
     consistency_decay_steps: int = 5000
+    keep_stage2: bool = False         # stage 2: keep the model's 2E3 weights (fine-tuning) instead of copying stage 1
     eval_every: int = 0               # steps; 0 = once per epoch
     save_every: int = 50
     ks: tuple[int, ...] = (1, 5, 10)
@@ -189,7 +190,7 @@ class Trainer:
         model = load_model(source)
         if "stage2" not in model.towers:
             raise ModelError("the model has no 2E3 (stage-2) tower to train", source)
-        if not (self.state_dir / "checkpoint.pt").exists():
+        if not (self.state_dir / "checkpoint.pt").exists() and not cfg.keep_stage2:
             model.init_stage2_from_stage1()
         return model
 
