@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+DIRECTIONS = {"text_to_volume": "text → volume", "volume_to_text": "volume → text"}
+
 
 def write_json(path: Path, obj) -> None:
     """Atomic JSON write."""
@@ -29,7 +31,7 @@ def retrieval_markdown(result: dict, title: str = "Retrieval") -> str:
     for name in ("text_to_volume", "volume_to_text"):
         row = result[name]
         cells = [_fmt_ci(row["recall"][k]) for k in ks]
-        lines.append(f"| {name.replace('_', '→', 1).replace('_', ' ')} | " + " | ".join(cells)
+        lines.append(f"| {DIRECTIONS[name]} | " + " | ".join(cells)
                      + f" | {row['mrr']:.3f} | {row['median_rank']:.0f} |")
     lines.append("| random baseline | " + " | ".join(f"{result['random'][k]:.1f}" for k in ks) + " | | |")
     v2v = result.get("volume_to_volume")
@@ -47,7 +49,8 @@ def retrieval_markdown(result: dict, title: str = "Retrieval") -> str:
                   "| direction | " + " | ".join(f"R@{k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
         for name in ("text_to_volume", "volume_to_text"):
             for variant in ("without", "with"):
-                lines.append(f"| {name} {variant} | " + " | ".join(f"{hub[name][variant][k]:.1f}" for k in ks) + " |")
+                lines.append(f"| {DIRECTIONS[name]}, {variant} | "
+                             + " | ".join(f"{hub[name][variant][k]:.1f}" for k in ks) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -79,7 +82,7 @@ def plot_recall(results: dict[str, dict], path: Path) -> None:
         ks = [int(k) for k in result["ks"]]
         for name, style in (("text_to_volume", "-o"), ("volume_to_text", "--s")):
             ys = [result[name]["recall"][str(k)]["estimate"] for k in ks]
-            ax.plot(ks, ys, style, label=f"{label}: {name.replace('_', ' ')}")
+            ax.plot(ks, ys, style, label=f"{label}: {DIRECTIONS[name]}")
         ax.plot(ks, [result["random"][str(k)] for k in ks], ":", color="gray", label=f"{label}: random")
     ax.set_xscale("log")
     ax.set_xlabel("k")

@@ -53,9 +53,9 @@ def create_model(name: str = "tiny", *, text_model: str | Path | None = None,
 
 
 def load_model(path_or_name: str | Path | None = None, **official_options: Any) -> HSENetCLIP:
-    """The shipped default (None), a model directory (ours or an official HSENet CLIP checkpoint), or a fresh
-    named config (``tiny`` / ``base``), in eval mode."""
-    if path_or_name is None:
+    """The shipped default (None or ``"default"``), a model directory (ours or an official HSENet CLIP
+    checkpoint), or a fresh named config (``tiny`` / ``base``), in eval mode."""
+    if path_or_name is None or str(path_or_name) == "default":
         if not (DEFAULT_MODEL_DIR / "config.json").exists():
             raise ModelError("no default model is shipped yet (hsenet_search/models/default/ is empty); "
                              "train one with `hsenet-search train` or pass --model DIR", DEFAULT_MODEL_DIR)
@@ -65,4 +65,5 @@ def load_model(path_or_name: str | Path | None = None, **official_options: Any) 
         return HSENetCLIP.from_pretrained(path, **official_options)
     if str(path_or_name) in NAMED_CONFIGS:
         return create_model(str(path_or_name)).eval()
-    raise ModelError(f"not a model directory or a named config ({', '.join(NAMED_CONFIGS)})", path_or_name)
+    raise ModelError(f"not a model directory, 'default' or a named config ({', '.join(NAMED_CONFIGS)})",
+                     path_or_name)
