@@ -28,6 +28,7 @@ TARGETS = ("volumes", "reports")
 MAX_K = 1000
 MAX_QUERY_CHARS = 20000
 HUBNESS_CANDIDATES = 10
+HIT_COLUMNS = ("volume_name", "scan_id", "findings", "impression", "split", "path", "report_id")
 
 
 @dataclass
@@ -63,10 +64,6 @@ class SearchResult:
         return {"query": self.query, "target": self.target, "hits": [h.to_json() for h in self.hits]}
 
 
-def _positive_labels(row: pd.Series) -> list[str]:
-    return [name for name in LABELS if name in row and int(row[name]) == 1]
-
-
 class SearchEngine:
     """Queries one index directory with the model that built it."""
 
@@ -83,6 +80,9 @@ class SearchEngine:
         self.hubness = hubness
         self._by_report = metadata.groupby("report_id").indices
         self._max_recons = int(metadata.groupby("scan_id").size().max()) if len(metadata) else 1
+        # plain column arrays: building k hits must cost microseconds, not pandas row look-ups
+        self._col = {c: metadata[c].to_numpy() for c in HIT_COLUMNS}
+        self._label_matrix = metadata[list(LABELS)].to_numpy(dtype=np.int8) if len(metadata) else np.zeros((0, 18))
 
     @classmethod
     def open(cls, index_dir: str | Path, model=None, *, mmap: bool = True, use_gpu: bool | None = None,
@@ -196,33 +196,34 @@ class SearchEngine:
         ids = rows["row_id"] if target == "volumes" else rows["report_id"].drop_duplicates()
         return ids.to_numpy(dtype=np.int64)
 
+    def _hit(self, rank: int, score: float, row: int, **extra) -> Hit:
+        col = self._col
+        labels = [LABELS[j] for j in np.flatnonzero(self._label_matrix[row] == 1)]
+        return Hit(rank, score, col["volume_name"][row], col["scan_id"][row], col["findings"][row],
+                   col["impression"][row], labels, col["split"][row], col["path"][row], row,
+                   int(col["report_id"][row]), **extra)
+
     def _volume_hits(self, scores: np.ndarray, ids: np.ndarray, k: int, collapse: bool) -> list[Hit]:
         hits: list[Hit] = []
         seen: set[str] = set()
-        for score, rid in zip(scores, ids):
-            if rid < 0:
+        scan_ids = self._col["scan_id"]
+        for score, rid in zip(scores.tolist(), ids.tolist()):
+            if rid < 0 or (collapse and scan_ids[rid] in seen):
                 continue
-            row = self.metadata.iloc[int(rid)]
-            if collapse and row["scan_id"] in seen:
-                continue
-            seen.add(row["scan_id"])
-            hits.append(Hit(len(hits) + 1, float(score), row["volume_name"], row["scan_id"], row["findings"],
-                            row["impression"], _positive_labels(row), row["split"], row["path"], int(rid),
-                            int(row["report_id"])))
+            seen.add(scan_ids[rid])
+            hits.append(self._hit(len(hits) + 1, score, rid))
             if len(hits) == k:
                 break
         return hits
 
     def _report_hits(self, scores: np.ndarray, ids: np.ndarray, k: int) -> list[Hit]:
         hits = []
-        for score, rid in zip(scores[:k], ids[:k]):
+        names = self._col["volume_name"]
+        for score, rid in zip(scores[:k].tolist(), ids[:k].tolist()):
             if rid < 0:
                 continue
-            rows = self.metadata.iloc[self._by_report[int(rid)]]
-            first = rows.iloc[0]
-            hits.append(Hit(len(hits) + 1, float(score), first["volume_name"], first["scan_id"], first["findings"],
-                            first["impression"], _positive_labels(first), first["split"], first["path"],
-                            int(first["row_id"]), int(rid), volumes=rows["volume_name"].tolist()))
+            rows = self._by_report[rid]
+            hits.append(self._hit(len(hits) + 1, score, int(rows[0]), volumes=names[rows].tolist()))
         return hits
 
     def info(self) -> dict:
