@@ -144,7 +144,8 @@ def test_vit_matches_monai_blocks(model, volumes):
         assert missing == ["norm_cross_attn.weight", "norm_cross_attn.bias"] and unexpected == []
         blocks.append(block)
     with torch.no_grad():
-        x = torch.cat([sd["cls_token"].expand(2, -1, -1), embed(volumes)], dim=1)
+        centred = (volumes - cfg.input_mean) / cfg.input_std  # what the 3D encoders see (tiny centres)
+        x = torch.cat([sd["cls_token"].expand(2, -1, -1), embed(centred)], dim=1)
         for block in blocks:
             x = block(x)
         expected = F.layer_norm(x, (cfg.width,), sd["norm.weight"], sd["norm.bias"])
@@ -238,7 +239,7 @@ def test_user_errors(model, tmp_path):
         model.encode_text(["x"], embedding="both")
     with pytest.raises(ModelError, match="no 'stage3' tower"):
         model.vision_features(torch.rand(1, 1, 32, 64, 64), "stage3")
-    with pytest.raises(ModelError, match="not a model directory or a named config"):
+    with pytest.raises(ModelError, match="not a model directory, 'default' or a named config"):
         load_model(str(tmp_path / "missing-model"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="no config.json"):
