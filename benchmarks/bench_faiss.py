@@ -125,7 +125,7 @@ def search_engine_searcher(index: VectorIndex) -> Searcher:
     meta = pd.DataFrame({"row_id": np.arange(n), "volume_name": names, "scan_id": [x[:-9] for x in names],
                          "split": "train", "path": names, "findings": "", "impression": "",
                          "report_id": np.arange(n), **{name: np.zeros(n, dtype=np.int8) for name in LABELS}})
-    engine = SearchEngine(Path("."), None, None, index, index, meta, pd.DataFrame(), {})
+    engine = SearchEngine(Path("."), None, None, index, index, meta, {})
     return lambda q, k: engine.search_embedding(q, k)
 
 

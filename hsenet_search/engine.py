@@ -22,7 +22,7 @@ from hsenet_search.errors import QueryError
 from .index.builder import check_model_matches
 from .index.faiss_backend import VectorIndex
 from .index.hubness import HubnessNormalizer, rerank
-from .index.store import IndexManifest, open_index_dir, read_metadata, read_reports
+from .index.store import IndexManifest, open_index_dir, read_metadata
 
 TARGETS = ("volumes", "reports")
 MAX_K = 1000
@@ -68,15 +68,13 @@ class SearchEngine:
     """Queries one index directory with the model that built it."""
 
     def __init__(self, index_dir: Path, manifest: IndexManifest, model, volumes: VectorIndex,
-                 reports: VectorIndex, metadata: pd.DataFrame, report_table: pd.DataFrame,
-                 hubness: dict[str, HubnessNormalizer]):
+                 reports: VectorIndex, metadata: pd.DataFrame, hubness: dict[str, HubnessNormalizer]):
         self.index_dir = index_dir
         self.manifest = manifest
         self.model = model
         self.volumes = volumes
         self.reports = reports
         self.metadata = metadata
-        self.report_table = report_table
         self.hubness = hubness
         self._by_report = metadata.groupby("report_id").indices
         self._max_recons = int(metadata.groupby("scan_id").size().max()) if len(metadata) else 1
@@ -101,11 +99,10 @@ class SearchEngine:
         volumes = VectorIndex.load(index_dir / "volumes.faiss", mmap=mmap, use_gpu=use_gpu)
         reports = VectorIndex.load(index_dir / "reports.faiss", mmap=mmap, use_gpu=use_gpu)
         metadata = read_metadata(index_dir / "metadata.parquet")
-        report_table = read_reports(index_dir / "reports.parquet")
         hub_dir = index_dir / "hubness"
         hubness = {name: HubnessNormalizer.load(hub_dir / f"{name}.npz")
                    for name in ("text_to_volumes", "volumes_to_reports") if (hub_dir / f"{name}.npz").exists()}
-        return cls(index_dir, manifest, model, volumes, reports, metadata, report_table, hubness)
+        return cls(index_dir, manifest, model, volumes, reports, metadata, hubness)
 
     # ------------------------------------------------------------------ encoding
     def encode_text(self, text: str) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +50,6 @@ class IndexEmbeddings:
     volumes: np.ndarray
     reports: np.ndarray
     model_dir: str
-    extra: dict = field(default_factory=dict)
 
     def split(self, split: str, unit: str) -> SplitEmbeddings:
         if unit not in UNITS:
