@@ -23,6 +23,7 @@ from hsenet_search.data.dataset import open_dataset
 from hsenet_search.data.loading import iterate_volumes
 from hsenet_search.data.synth import generate_dataset
 from hsenet_search.eval.bootstrap import recall_at_k_ci
+from hsenet_search.eval.generation_bench import one_case_per_scan
 from hsenet_search.eval.retrieval import random_baseline_recall
 from hsenet_search.models import load_model
 
@@ -49,11 +50,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "heldout"
         generate_dataset(data, args.n, seed=args.seed, valid_fraction=1.0, size="tiny")
-        cases, seen = [], set()
-        for case in open_dataset(data, split="valid"):
-            if case.scan_id not in seen:
-                seen.add(case.scan_id)
-                cases.append(case)
+        cases = one_case_per_scan(open_dataset(data, split="valid"))
         embeddings = {name: [] for name in ("stage1", "stage2", "fusion")}
         with torch.no_grad():
             for batch in iterate_volumes(cases, model.profile, batch_size=16, workers=2):

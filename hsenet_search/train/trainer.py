@@ -8,6 +8,7 @@ contrastive loss, gradients averaged by all-reduce).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -312,7 +313,7 @@ class Trainer:
         dataset = ScanDataset(self.train_scans, self.profile, self.cache, cfg.augment, cfg.seed)
         eval_every = cfg.eval_every or self.per_epoch
         self.model.train()
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else _null()
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
         columns = [TextColumn(f"stage {cfg.stage}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn()]
         with Progress(*columns, disable=not progress or self.rank != 0) as bar:
@@ -396,14 +397,6 @@ class Trainer:
 def _describe_record(record: dict) -> str:
     recalls = "  ".join(f"{k} {v:.1f}" for k, v in record.items() if k.startswith(("t2v", "v2t")))
     return f"step {record['step']}: loss {record['loss']:.3f}  {recalls}"
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _write_json(path: Path, obj) -> None:
