@@ -38,7 +38,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from hsenet_search.data.preprocess import get_profile
-from hsenet_search.data.volume import read_volume
+from hsenet_search.data.readers import read_volume
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_CT = ROOT.parent / "shared" / "data" / "real-ct" / "example_ct.nii.gz"

@@ -12,7 +12,8 @@ import pytest
 from conftest import chest_hu
 
 from hsenet_search.data import ctrate
-from hsenet_search.data.dataset import load_case_volume, open_dataset, scan_id_of
+from hsenet_search.data.cases import scan_id_of
+from hsenet_search.data.dataset import load_case_volume, open_dataset
 from hsenet_search.data.labels import LABELS
 from hsenet_search.errors import DatasetError, VolumeError
 

@@ -9,7 +9,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from hsenet_search.data.volume import Volume, read_volume
+from hsenet_search.data.readers import read_volume
+from hsenet_search.data.volume import Volume
 from hsenet_search.errors import VolumeError
 
 

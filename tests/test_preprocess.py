@@ -15,7 +15,8 @@ from hsenet_search.data import preprocess
 from hsenet_search.data.cache import PreprocessCache, default_cache_root
 from hsenet_search.data.dataset import open_dataset
 from hsenet_search.data.preprocess import Profile, get_profile, preprocess_case, preprocess_file
-from hsenet_search.data.volume import Volume, read_volume
+from hsenet_search.data.readers import read_volume
+from hsenet_search.data.volume import Volume
 from hsenet_search.errors import ModelError
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from conftest import LPS_AFFINE, chest_hu
 
-from hsenet_search.data.volume import Volume, read_volume
+from hsenet_search.data.readers import read_volume
+from hsenet_search.data.volume import Volume
 from hsenet_search.errors import HSENetError, VolumeError
 
 

@@ -19,6 +19,7 @@ spacing (``XYSpacing``, ``ZSpacing``) of every volume it lists.
 from __future__ import annotations
 
 import csv
+import math
 import os
 import re
 import tempfile
@@ -29,8 +30,8 @@ import pandas as pd
 
 from hsenet_search.errors import DatasetError
 
-from .dataset import Case, scan_id_of, volume_key, volume_stem
-from .labels import LABELS
+from .cases import Case, scan_id_of, volume_key, volume_stem
+from .labels import LABELS, parse_label
 
 REPORT_COLUMNS = ("VolumeName", "ClinicalInformation_EN", "Technique_EN", "Findings_EN", "Impressions_EN")
 LABEL_COLUMNS = ("VolumeName", *LABELS)
@@ -215,7 +216,8 @@ def _volume_files(folder: Path) -> list[Path]:
 
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> dict[str, dict[str, str]]:
-    """Rows keyed by :func:`volume_key` of ``VolumeName`` (first row wins), all values as stripped strings."""
+    """Rows keyed by :func:`volume_key` of ``VolumeName``, all values as stripped strings, plus ``_row`` (the
+    1-based file line); an empty or repeated ``VolumeName`` is an error naming the row."""
     if not path.is_file():
         raise DatasetError("is missing", path)
     try:
@@ -227,19 +229,23 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> dict[str, dict[str, str]
         if column not in frame.columns:
             raise DatasetError(f"has no column {column!r}", path)
     rows: dict[str, dict[str, str]] = {}
-    for record in frame.to_dict("records"):
+    first_row: dict[str, int] = {}
+    for number, record in enumerate(frame.to_dict("records"), start=2):  # row 1 is the header
         name = str(record["VolumeName"]).strip()
         if not name:
-            raise DatasetError("has a row with an empty VolumeName", path)
-        record = {k: str(v).strip() for k, v in record.items()}
-        rows.setdefault(volume_key(name), record)
+            raise DatasetError(f"row {number} has an empty VolumeName", path)
+        key = volume_key(name)
+        if key in first_row:
+            raise DatasetError(f"row {number} repeats VolumeName {name} (first on row {first_row[key]})", path)
+        first_row[key] = number
+        rows[key] = {k: str(v).strip() for k, v in record.items()} | {"_row": str(number)}
     return rows
 
 
 def _read_labels(path: Path) -> dict[str, tuple[int, ...]]:
     """The 18 labels of each volume, in :data:`LABELS` order; the columns must be exactly those labels."""
     rows = _read_csv(path, ("VolumeName",))
-    columns = list(next(iter(rows.values())).keys()) if rows else list(pd.read_csv(path, nrows=0).columns)
+    columns = [c for c in next(iter(rows.values())) if c != "_row"] if rows else _header(path)
     unknown = [c for c in columns if c not in LABEL_COLUMNS]
     if unknown:
         raise DatasetError(f"has column {unknown[0]!r}, which is not one of the 18 CT-RATE labels", path)
@@ -248,14 +254,25 @@ def _read_labels(path: Path) -> dict[str, tuple[int, ...]]:
         raise DatasetError(f"has no column {absent[0]!r} (label CSVs need all 18 CT-RATE labels)", path)
     labels = {}
     for key, row in rows.items():
-        try:
-            values = tuple(int(float(row[label])) for label in LABELS)
-        except ValueError as exc:
-            raise DatasetError(f"VolumeName {row['VolumeName']} has a non-numeric label", path) from exc
-        if any(v not in (0, 1) for v in values):
-            raise DatasetError(f"VolumeName {row['VolumeName']} has a label other than 0/1", path)
-        labels[key] = values
+        values = []
+        for label in LABELS:
+            value = parse_label(row[label])
+            if value is None:
+                raise DatasetError(
+                    f"row {row['_row']} (VolumeName {row['VolumeName']}) has {label}={row[label]!r}; "
+                    "labels must be 0 or 1",
+                    path,
+                )
+            values.append(value)
+        labels[key] = tuple(values)
     return labels
+
+
+def _header(path: Path) -> list[str]:
+    try:
+        return [str(c).strip() for c in pd.read_csv(path, nrows=0).columns]
+    except (OSError, ValueError, pd.errors.EmptyDataError) as exc:
+        raise DatasetError(f"is not a readable CSV ({str(exc).strip().splitlines()[0]})", path) from exc
 
 
 def _number(row: Mapping[str, str], column: str, path: Path) -> float:
@@ -265,7 +282,8 @@ def _number(row: Mapping[str, str], column: str, path: Path) -> float:
         return float(row[column])
     except ValueError as exc:
         raise DatasetError(
-            f"VolumeName {row['VolumeName']}: {column} {row[column]!r} is not a number", path
+            f"row {row['_row']} (VolumeName {row['VolumeName']}): {column} {row[column]!r} is not a number",
+            path,
         ) from exc
 
 
@@ -278,13 +296,16 @@ def _spacing(row: Mapping[str, str], path: Path) -> tuple[float, float, float] |
     if not row.get("XYSpacing") or not row.get("ZSpacing"):
         return None
     xy = [float(v) for v in _NUMBER.findall(row["XYSpacing"])]
-    if len(xy) not in (1, 2) or min(xy) <= 0:
+    if len(xy) not in (1, 2) or not all(0 < v < math.inf for v in xy):
         raise DatasetError(
-            f"VolumeName {row['VolumeName']}: XYSpacing {row['XYSpacing']!r} is not [row, col]", path
+            f"row {row['_row']} (VolumeName {row['VolumeName']}): XYSpacing {row['XYSpacing']!r} is not "
+            "[row, col] of positive numbers",
+            path,
         )
     z = _number(row, "ZSpacing", path)
-    if z <= 0:
-        raise DatasetError(f"VolumeName {row['VolumeName']}: ZSpacing {z} is not positive", path)
+    if not 0 < z < math.inf:
+        raise DatasetError(f"row {row['_row']} (VolumeName {row['VolumeName']}): ZSpacing {z} is not a "
+                           "positive number", path)
     return (xy[-1], xy[0], z)
 
 

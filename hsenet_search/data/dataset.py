@@ -14,69 +14,22 @@ download of CT-RATE).
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from hsenet_search.errors import DatasetError
 
-from .volume import Volume, read_volume
+from . import ctrate, manifest
+from .cases import SPLITS, Case, case_sort_key
+from .readers import read_volume
+from .volume import Volume
 
-SPLITS = ("train", "valid")
 MISSING_POLICIES = ("error", "keep", "skip")
-_CTRATE_NAME = re.compile(r"^((?:train|valid)_\d+_[A-Za-z0-9]+)_\d+$")
-_EXTENSIONS = (".nii.gz", ".nii", ".npy")
 # Relative difference above which CT-RATE metadata spacing replaces the NIfTI header's spacing.
 SPACING_TOLERANCE = 0.01
 
 
-@dataclass(frozen=True)
-class Case:
-    """One volume with its report and labels; reconstructions of one scan share ``scan_id``."""
-
-    volume_name: str
-    scan_id: str
-    split: str
-    path: Path
-    findings: str
-    impression: str
-    labels: tuple[int, ...] | None
-    rescale: tuple[float, float] | None
-    spacing: tuple[float, float, float] | None = (
-        None  # CT-RATE metadata (XYSpacing, ZSpacing), file axis order
-    )
-
-    @property
-    def report(self) -> str:
-        """Findings and impression joined by one space."""
-        return f"{self.findings} {self.impression}".strip()
-
-
-def volume_stem(volume_name: str) -> str:
-    """The file name without its volume extension (``.nii.gz``, ``.nii``, ``.npy``)."""
-    for ext in _EXTENSIONS:
-        if volume_name.lower().endswith(ext):
-            return volume_name[: -len(ext)]
-    return volume_name
-
-
-def volume_key(volume_name: str) -> str:
-    """A CT-RATE name without extension and v2 ``_fixed`` suffix: the key that joins files and CSV rows."""
-    stem = volume_stem(Path(volume_name).name)
-    return stem[: -len("_fixed")] if stem.endswith("_fixed") else stem
-
-
-def scan_id_of(volume_name: str) -> str:
-    """``valid_53_a_1.nii.gz`` -> ``valid_53_a`` (also for ``_fixed`` names); other names -> their stem."""
-    key = volume_key(volume_name)
-    match = _CTRATE_NAME.match(key)
-    return match.group(1) if match else key
-
-
 def open_dataset(path: str | Path, split: str = "all", *, missing: str = "error") -> list[Case]:
     """The cases of a CT-RATE directory or a manifest, sorted by split then natural volume-name order."""
-    from . import ctrate, manifest  # imported here: both modules build on Case defined above
-
     if split not in (*SPLITS, "all"):
         raise DatasetError(f"unknown split {split!r}; expected train, valid or all")
     if missing not in MISSING_POLICIES:
@@ -96,12 +49,6 @@ def open_dataset(path: str | Path, split: str = "all", *, missing: str = "error"
     else:
         raise DatasetError("is neither a CT-RATE dataset (no radiology_text_reports/) nor a manifest", path)
     return sorted((c for c in cases if c.split in wanted), key=case_sort_key)
-
-
-def case_sort_key(case: Case) -> tuple:
-    """Split order, then natural order of the volume name (``train_2`` before ``train_10``)."""
-    parts = re.split(r"(\d+)", case.volume_name)
-    return (SPLITS.index(case.split), [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts])
 
 
 def load_case_volume(case: Case) -> Volume:

@@ -12,6 +12,7 @@ The affine is built in DICOM's LPS world and converted to nibabel's RAS+ world.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from pydicom.errors import InvalidDicomError
 
 from hsenet_search.errors import VolumeError
 
-from .volume import Volume
+from .volume import Volume, check_finite, check_memory, check_rescale, rescale_is_finite
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -28,6 +29,14 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 def read_dicom_series(folder: str | Path, *, rescale: tuple[float, float] | None = None) -> Volume:
     """Read the single DICOM series in ``folder``; ``rescale`` overrides every slice's slope/intercept."""
     folder = Path(folder)
+    try:
+        return _read_series(folder, rescale)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError, OverflowError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise VolumeError(f"has malformed DICOM tags ({message})", folder) from exc
+
+
+def _read_series(folder: Path, rescale: tuple[float, float] | None) -> Volume:
     slices = _read_slices(folder)
     _check_one_series(slices, folder)
     row_dir, col_dir, normal = _directions(slices, folder)
@@ -44,7 +53,9 @@ def read_dicom_series(folder: str | Path, *, rescale: tuple[float, float] | None
     except (AttributeError, TypeError, ValueError) as exc:
         raise VolumeError("DICOM slices have no valid PixelSpacing", slices[0][0]) from exc
     rows, cols = int(first.Rows), int(first.Columns)
+    check_memory((cols, rows, len(slices)), "DICOM series", folder)
 
+    finite = True
     array = np.empty(
         (cols, rows, len(slices)), dtype=np.float32, order="F"
     )  # each slice one contiguous block
@@ -52,7 +63,8 @@ def read_dicom_series(folder: str | Path, *, rescale: tuple[float, float] | None
         if (int(ds.Rows), int(ds.Columns)) != (rows, cols):
             raise VolumeError(f"slice is {ds.Rows}x{ds.Columns}, the series is {rows}x{cols}", path)
         pixels = _pixels(path, ds)
-        slope, intercept = rescale if rescale is not None else _slice_rescale(ds)
+        slope, intercept = rescale if rescale is not None else _slice_rescale(ds, path)
+        finite = finite and rescale_is_finite(pixels.dtype, (slope, intercept))
         plane = array[:, :, k]
         plane[...] = pixels.T
         if slope != 1.0:
@@ -60,6 +72,8 @@ def read_dicom_series(folder: str | Path, *, rescale: tuple[float, float] | None
         if intercept != 0.0:
             plane += np.float32(intercept)
 
+    if not finite:
+        check_finite(array, folder)
     affine_lps = np.eye(4)
     affine_lps[:3, 0] = row_dir * col_spacing
     affine_lps[:3, 1] = col_dir * row_spacing
@@ -70,14 +84,23 @@ def read_dicom_series(folder: str | Path, *, rescale: tuple[float, float] | None
 
 def _read_slices(folder: Path) -> list[tuple[Path, pydicom.Dataset]]:
     """Every DICOM image slice directly inside ``folder`` (other files are skipped)."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    try:
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    except OSError as exc:
+        raise VolumeError(f"cannot be listed ({exc.strerror or exc})", folder) from exc
     slices = []
     for path in files:
+        if not os.access(path, os.R_OK):
+            raise VolumeError("cannot be read (permission denied)", path)
         try:
             ds = pydicom.dcmread(path)
+        except PermissionError as exc:
+            raise VolumeError("cannot be read (permission denied)", path) from exc
         except (InvalidDicomError, EOFError, OSError, ValueError, TypeError):
             continue
-        if "PixelData" in ds and "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
+        if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
+            if "PixelData" not in ds:
+                raise VolumeError("DICOM image slice has no pixel data (incomplete series?)", path)
             slices.append((path, ds))
     if not slices:
         raise VolumeError(
@@ -127,12 +150,18 @@ def _slice_spacing(along_normal: np.ndarray, folder: Path) -> float:
     return spacing
 
 
-def _slice_rescale(ds: pydicom.Dataset) -> tuple[float, float]:
-    slope = ds.get("RescaleSlope", 1.0)
-    intercept = ds.get("RescaleIntercept", 0.0)
-    return float(slope if slope not in (None, "") else 1.0), float(
-        intercept if intercept not in (None, "") else 0.0
-    )
+def _slice_rescale(ds: pydicom.Dataset, path: Path) -> tuple[float, float]:
+    """The slice's (RescaleSlope, RescaleIntercept), default (1, 0); both must be finite, the slope non-zero."""
+    try:
+        slope, intercept = ds.get("RescaleSlope", 1.0), ds.get("RescaleIntercept", 0.0)
+        rescale = (
+            float(slope if slope not in (None, "") else 1.0),
+            float(intercept if intercept not in (None, "") else 0.0),
+        )
+    except (TypeError, ValueError) as exc:
+        raise VolumeError(f"has an unreadable RescaleSlope/RescaleIntercept ({exc})", path) from exc
+    check_rescale(rescale, path, "RescaleSlope/RescaleIntercept")
+    return rescale
 
 
 def _pixels(path: Path, ds: pydicom.Dataset) -> np.ndarray:

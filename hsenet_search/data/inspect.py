@@ -10,10 +10,11 @@ from rich.console import Group
 from rich.table import Table
 
 from . import ctrate, manifest
-from .dataset import SPLITS, open_dataset
+from .cases import SPLITS
+from .dataset import open_dataset
 from .labels import LABELS
 from .lookup import rescale_for_path
-from .volume import read_volume
+from .readers import read_volume
 
 
 def inspect_path(path: str | Path) -> dict[str, Any]:

@@ -49,6 +49,14 @@ LABELS: tuple[str, ...] = (
     "Interlobular septal thickening",
 )
 
+_LABEL_VALUES = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "false": 0, "true": 1}
+
+
+def parse_label(cell: str) -> int | None:
+    """A label cell as 0 or 1 (``0``/``1``, ``0.0``/``1.0``, ``false``/``true``); None for anything else,
+    such as a fractional value (``0.7``) or an empty cell."""
+    return _LABEL_VALUES.get(str(cell).strip().lower())
+
 _EMPTY_SECTION = "not given."
 
 

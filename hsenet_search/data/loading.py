@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from hsenet_search.errors import HSENetError
 
 from .cache import PreprocessCache
-from .dataset import Case
+from .cases import Case
 from .preprocess import Profile, preprocess_case
 
 

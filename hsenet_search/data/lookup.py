@@ -11,8 +11,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from .cases import volume_key
 from .ctrate import find_root, metadata_csv
-from .dataset import volume_key
 
 
 def rescale_for_path(path: str | Path) -> tuple[float, float] | None:

@@ -5,6 +5,8 @@ Columns:
   to the manifest's folder. Volumes are already in HU (no rescale is applied).
 - ``findings``, ``impression`` (required; empty cells are allowed).
 - ``scan_id`` (optional): groups several volumes of one scan; default the volume's file stem.
+  Volume file names must be unique within a manifest (``a/scan.nii.gz`` and ``b/scan.nii.gz`` are refused):
+  the file name is the volume's name in an index and its default scan id, so two such files would merge.
 - ``split`` (optional): ``train`` or ``valid`` (``validation`` is accepted); an absent column or an empty
   cell means ``train``, so a manifest without splits is one training/indexing set.
 - label columns (optional): all 18 named exactly as :data:`~hsenet_search.data.labels.LABELS`, 0/1; a row
@@ -19,8 +21,8 @@ import pandas as pd
 
 from hsenet_search.errors import DatasetError
 
-from .dataset import Case, volume_stem
-from .labels import LABELS
+from .cases import Case, volume_stem
+from .labels import LABELS, parse_label
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.parquet")
 REQUIRED_COLUMNS = ("volume_path", "findings", "impression")
@@ -50,7 +52,9 @@ def read_manifest(path: str | Path, *, missing: str = "error") -> list[Case]:
         absent = next(c for c in LABELS if c not in frame.columns)
         raise DatasetError(f"has {len(label_columns)} of the 18 label columns; {absent!r} is missing", path)
 
-    cases, seen = [], set()
+    cases: list[Case] = []
+    seen: set[Path] = set()
+    names: dict[str, str] = {}  # volume file name -> the row that has it
     for number, row in enumerate(frame.to_dict("records"), start=2):  # row 1 is the header
         where = f"row {number}"
         raw_path = row["volume_path"]
@@ -60,7 +64,14 @@ def read_manifest(path: str | Path, *, missing: str = "error") -> list[Case]:
         volume = volume if volume.is_absolute() else path.parent / volume
         if volume in seen:
             raise DatasetError(f"{where} repeats volume_path {raw_path}", path)
+        if volume.name in names:
+            raise DatasetError(
+                f"{where}: volume file name {volume.name} is also used on {names[volume.name]}; volume names "
+                "must be unique in a manifest (rename one of the files)",
+                path,
+            )
         seen.add(volume)
+        names[volume.name] = where
         if not volume.exists():
             if missing == "error":
                 raise DatasetError(f"{where}: volume_path {raw_path} does not exist", path)
@@ -108,7 +119,7 @@ def _labels(row: dict[str, str], where: str, path: Path) -> tuple[int, ...] | No
         return None
     values = []
     for label, cell in zip(LABELS, cells, strict=True):
-        value = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "false": 0, "true": 1}.get(cell.lower())
+        value = parse_label(cell)
         if value is None:
             raise DatasetError(f"{where} has {label}={cell!r}; labels must be 0 or 1", path)
         values.append(value)

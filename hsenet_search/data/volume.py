@@ -1,35 +1,40 @@
-"""CT volumes: one reader for NIfTI files, DICOM series folders and preprocessed ``.npy`` arrays.
+"""The :class:`Volume` record (HU array + voxel -> world affine) and the checks every volume passes.
 
 A :class:`Volume` holds Hounsfield units as float32 in the source's own voxel order together with the
 4x4 voxel -> world affine in nibabel's RAS+ convention, so ``orientation`` and ``spacing`` come from
 the affine. Nothing is resampled or reoriented here; preprocessing profiles do that explicitly.
 NIfTI and DICOM arrays keep the memory layout of the file (Fortran order: axis 0 varies fastest), so
-reading never pays for a transposing copy.
+reading never pays for a transposing copy. The readers live in :mod:`hsenet_search.data.readers`.
 
-``.npy`` files hold already-preprocessed arrays, shaped ``(D, H, W)`` or ``(1, D, H, W)``. Their values
-are taken as they are (``rescale`` still applies when given). The affine is the identity (1 mm voxels,
-axis codes "RAS") unless a JSON sidecar ``<file stem>.json`` next to the file holds ``{"affine": 4x4}``.
+Every volume a reader returns is checked where it enters (:func:`check_volume`): a 3D shape with no empty
+axis, a finite non-degenerate affine, voxel sizes within :data:`SPACING_RANGE_MM`, finite HU after the
+rescale, and a decoded size within the memory budget (:func:`memory_budget_bytes`). A constant volume is
+accepted with a :class:`VolumeWarning`.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
-import zlib
+import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-try:  # ISA-L's gzip is about twice as fast as zlib's; optional
-    from isal.igzip import decompress as _gunzip
-except ImportError:  # pragma: no cover - depends on the environment
-    from gzip import decompress as _gunzip
-
 from hsenet_search.errors import VolumeError
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
+SPACING_RANGE_MM = (0.05, 50.0)
+"""Accepted voxel size along each axis, in mm (clinical CT is about 0.2 to 10 mm)."""
+MEMORY_BUDGET_ENV = "HSENET_MAX_VOLUME_MB"
+DEFAULT_MEMORY_BUDGET_MB = 2048
+"""Largest float32 volume (decoded or resampled) one read or preprocessing step may allocate, in MiB;
+about four times a large chest CT (512 x 512 x 1000). Override with ``HSENET_MAX_VOLUME_MB``."""
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class VolumeWarning(UserWarning):
+    """A volume is readable but suspicious (e.g. constant): indexed, with a warning naming the file."""
 
 
 @dataclass
@@ -56,121 +61,40 @@ class Volume:
         affine = np.array(self.affine, dtype=np.float64)
         current = np.asarray(self.spacing)
         affine[:3, :3] = affine[:3, :3] / np.where(current > 0, current, 1.0) * np.asarray(spacing)
-        return Volume(self.array, affine, self.source)
+        volume = Volume(self.array, affine, self.source)
+        check_affine(volume.affine, volume.source)
+        return volume
 
 
-def is_nifti(path: str | Path) -> bool:
-    """True for ``.nii`` and ``.nii.gz`` file names."""
-    return str(path).lower().endswith(NIFTI_SUFFIXES)
-
-
-def read_volume(path: str | Path, *, rescale: tuple[float, float] | None = None) -> Volume:
-    """Read a NIfTI file, a DICOM series folder or an ``.npy`` array as a :class:`Volume` of float32 HU.
-
-    ``rescale=(slope, intercept)`` is applied to the raw stored values instead of the file's own scaling
-    (the NIfTI header's scl_slope/scl_inter or the DICOM RescaleSlope/RescaleIntercept), as CT-RATE v1
-    volumes require. Raises :class:`VolumeError` naming the file for anything that is not a readable,
-    finite, single 3D image.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise VolumeError("no such file or folder", path)
-    if path.is_dir():
-        from .dicom import read_dicom_series
-
-        return read_dicom_series(path, rescale=rescale)
-    name = path.name.lower()
-    if is_nifti(name):
-        volume = _read_nifti(path, rescale)
-    elif name.endswith(".npy"):
-        volume = _read_npy(path, rescale)
-    elif name.endswith(".dcm"):
-        raise VolumeError("is a single DICOM slice; pass the folder holding the whole series", path)
-    else:
-        raise VolumeError("unsupported file type (expected .nii, .nii.gz, .npy or a DICOM folder)", path)
-    return volume
-
-
-def _read_nifti(path: Path, rescale: tuple[float, float] | None) -> Volume:
+def memory_budget_bytes() -> int:
+    """The memory budget for one volume in bytes: ``HSENET_MAX_VOLUME_MB`` MiB, default 2048."""
+    raw = os.environ.get(MEMORY_BUDGET_ENV, "").strip()
     try:
-        image = nib.load(str(path))
-        if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
-            raise VolumeError(f"is not a NIfTI image ({type(image).__name__})", path)
-        shape = _spatial_shape(image.shape, path)
-        raw = _raw_voxels(path, image)
-        scaling = rescale if rescale is not None else _header_scaling(image)
-        array = apply_rescale(raw, scaling).reshape(shape, order="F")
-        check_finite(raw, path)  # integer voxels are always finite: no pass over them
-    except (nib.filebasedimages.ImageFileError, gzip.BadGzipFile) as exc:
-        raise VolumeError(f"is not a NIfTI image ({_first_line(exc)})", path) from exc
-    except (EOFError, zlib.error) as exc:
-        raise VolumeError(f"is truncated or corrupt ({_first_line(exc)})", path) from exc
-    except (OSError, ValueError, MemoryError) as exc:
-        raise VolumeError(f"cannot be read ({_first_line(exc)})", path) from exc
-    return Volume(array, image.affine.astype(np.float64), str(path))
+        mib = float(raw) if raw else DEFAULT_MEMORY_BUDGET_MB
+    except ValueError as exc:
+        raise VolumeError(f"{MEMORY_BUDGET_ENV}={raw!r} is not a number of MiB") from exc
+    if not mib > 0:
+        raise VolumeError(f"{MEMORY_BUDGET_ENV}={raw!r} must be a positive number of MiB")
+    return int(mib * 2**20)
 
 
-def _raw_voxels(path: Path, image: nib.Nifti1Image) -> np.ndarray:
-    """The stored voxel values (Fortran order, as on disk), unscaled.
-
-    A ``.nii.gz`` is decompressed in one call (ISA-L when the ``isal`` package is installed, else zlib)
-    and viewed in place, which is much faster than nibabel's streamed reads of large CT volumes.
-    """
-    if not str(path).lower().endswith(".gz"):
-        return np.asanyarray(image.dataobj.get_unscaled())
-    dtype = image.get_data_dtype()
-    count = int(np.prod(image.shape))
-    offset = int(image.dataobj.offset)
-    buffer = _gunzip(path.read_bytes())
-    if len(buffer) < offset + count * dtype.itemsize:
+def check_memory(shape: tuple[int, ...], what: str, path: str | Path | None) -> None:
+    """Refuse, before allocating, a float32 array of ``shape`` larger than the memory budget."""
+    budget = memory_budget_bytes()
+    needed = 4 * int(np.prod([int(n) for n in shape], dtype=object))
+    if needed > budget:
         raise VolumeError(
-            f"is truncated: {len(buffer)} bytes of image data, {offset + count * dtype.itemsize} expected",
+            f"{what} of shape {tuple(int(n) for n in shape)} needs {needed / 2**30:.1f} GiB, over the "
+            f"{budget / 2**30:.1f} GiB volume budget (raise {MEMORY_BUDGET_ENV} to allow it)",
             path,
         )
-    return np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(image.shape, order="F")
 
 
-def _header_scaling(image: nib.Nifti1Image) -> tuple[float, float] | None:
-    """The header's scl_slope/scl_inter as nibabel interprets them (None when there is no scaling)."""
-    slope, inter = image.dataobj.slope, image.dataobj.inter
-    return None if (slope, inter) == (1.0, 0.0) else (float(slope), float(inter))
-
-
-def _read_npy(path: Path, rescale: tuple[float, float] | None) -> Volume:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise VolumeError(f"is not a readable .npy array ({_first_line(exc)})", path) from exc
-    if array.ndim == 4 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 3:
-        raise VolumeError(f"npy array has shape {array.shape}; expected (D, H, W) or (1, D, H, W)", path)
-    if not (np.issubdtype(array.dtype, np.number) and not np.iscomplexobj(array)):
-        raise VolumeError(f"npy array has non-numeric dtype {array.dtype}", path)
-    _spatial_shape(array.shape, path)
-    check_finite(array, path)
-    array = apply_rescale(array, rescale) if rescale else array.astype(np.float32, copy=False)
-    return Volume(array, _npy_sidecar_affine(path), str(path))
-
-
-def _npy_sidecar_affine(path: Path) -> np.ndarray:
-    sidecar = path.with_suffix(".json")
-    if not sidecar.is_file():
-        return np.eye(4)
-    try:
-        affine = np.asarray(json.loads(sidecar.read_text())["affine"], dtype=np.float64)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise VolumeError(f"sidecar has no valid 'affine' ({_first_line(exc)})", sidecar) from exc
-    if affine.shape != (4, 4) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise VolumeError(
-            f"sidecar 'affine' must be an invertible 4x4 matrix, got shape {affine.shape}", sidecar
-        )
-    return affine
-
-
-def _spatial_shape(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
-    """The 3D shape of an image; trailing length-1 axes (X, Y, Z, 1) are dropped, 2D and 4D rejected."""
-    dims = list(shape)
+def spatial_shape(shape: tuple[int, ...], path: str | Path) -> tuple[int, int, int]:
+    """The 3D shape of an image; trailing length-1 axes (X, Y, Z, 1) are dropped, 2D, 4D and empty rejected."""
+    dims = [int(n) for n in shape]
+    if any(n <= 0 for n in dims):
+        raise VolumeError(f"has an empty axis (shape {tuple(shape)}); expected a 3D volume", path)
     while len(dims) > 3 and dims[-1] == 1:
         dims.pop()
     if len(dims) > 3:
@@ -178,6 +102,51 @@ def _spatial_shape(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
     if len(dims) < 3 or min(dims) == 1:
         raise VolumeError(f"is a 2D image (shape {tuple(shape)}); expected a 3D volume", path)
     return dims[0], dims[1], dims[2]
+
+
+def check_affine(affine: np.ndarray, path: str | Path) -> None:
+    """A finite, non-degenerate voxel -> world affine whose voxel sizes lie within :data:`SPACING_RANGE_MM`."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise VolumeError("has a non-finite (NaN or infinite) voxel-to-world affine", path)
+    sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    low, high = SPACING_RANGE_MM
+    for axis, size in enumerate(sizes):
+        if not low <= size <= high:
+            raise VolumeError(
+                f"has voxel spacing {size:.6g} mm on axis {axis}, outside the accepted {low}-{high} mm", path
+            )
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-6 * float(np.prod(sizes)):
+        raise VolumeError("has a degenerate voxel-to-world affine (axes are parallel)", path)
+
+
+def check_voxel_type(dtype: np.dtype, path: str | Path) -> None:
+    """Voxels must be plain integers or real floats (no complex, RGB, structured or boolean values)."""
+    dtype = np.dtype(dtype)
+    if dtype.fields is not None or dtype.kind not in "iuf":
+        raise VolumeError(f"has voxel type {dtype} (expected integer or real float values)", path)
+
+
+def rescale_is_finite(dtype: np.dtype, rescale: tuple[float, float] | None) -> bool:
+    """Whether ``slope * v + intercept`` is finite in float32 for every value ``v`` of integer ``dtype``
+    (decided from the dtype's range, without a pass over the data); False for float data."""
+    slope, intercept = (1.0, 0.0) if rescale is None else (float(rescale[0]), float(rescale[1]))
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iu":
+        return False
+    info = np.iinfo(dtype)
+    reach = abs(slope) * max(abs(int(info.min)), abs(int(info.max))) + abs(intercept)
+    return bool(np.isfinite(reach) and reach < _FLOAT32_MAX)
+
+
+def check_rescale(rescale: tuple[float, float] | None, path: str | Path, what: str = "rescale") -> None:
+    """The slope and intercept must be finite numbers and the slope non-zero."""
+    if rescale is None:
+        return
+    slope, intercept = rescale
+    if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
+        raise VolumeError(f"has {what} slope {slope:g} / intercept {intercept:g}; expected finite numbers, "
+                          "slope non-zero", path)
 
 
 def apply_rescale(raw: np.ndarray, rescale: tuple[float, float] | None) -> np.ndarray:
@@ -197,10 +166,21 @@ def check_finite(array: np.ndarray, path: str | Path) -> None:
         return
     bad = ~np.isfinite(array)
     if bad.all():
-        raise VolumeError("volume is entirely NaN/non-finite", path)
-    raise VolumeError(f"volume holds {int(bad.sum())} NaN/non-finite voxels", path)
+        raise VolumeError("volume is entirely NaN/non-finite (after the rescale)", path)
+    raise VolumeError(f"volume holds {int(bad.sum())} NaN/non-finite voxels (after the rescale)", path)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+def check_volume(volume: Volume) -> Volume:
+    """The checks every read volume passes (see module docstring); warns about a constant volume."""
+    spatial_shape(volume.array.shape, volume.source)
+    check_affine(volume.affine, volume.source)
+    array = volume.array
+    sample = array[::7, ::7, ::7]  # a varied sample proves the volume is not constant without a full pass
+    if sample.size and sample.min() == sample.max() and array.min() == array.max():
+        warnings.warn(
+            f"{volume.source}: volume is constant ({float(array.flat[0]):g} everywhere); its embedding "
+            "carries no image content",
+            VolumeWarning,
+            stacklevel=3,
+        )
+    return volume

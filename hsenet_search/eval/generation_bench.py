@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from rich.progress import Progress
 
-from hsenet_search.data.dataset import Case, open_dataset
+from hsenet_search.data.cases import Case
+from hsenet_search.data.dataset import open_dataset
 
 
 @dataclass

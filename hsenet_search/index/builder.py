@@ -29,7 +29,8 @@ from rich.progress import (
 )
 
 from hsenet_search.data.cache import PreprocessCache
-from hsenet_search.data.dataset import Case, open_dataset
+from hsenet_search.data.cases import Case
+from hsenet_search.data.dataset import open_dataset
 from hsenet_search.data.labels import LABELS
 from hsenet_search.data.loading import iterate_volumes
 from hsenet_search.errors import DatasetError, IndexMismatchError

@@ -329,10 +329,9 @@ class HSENetCLIP(nn.Module):
         pre_path = path / "preprocessing.json"
         if not pre_path.exists():
             raise ModelError("no preprocessing.json in the model directory", path)
-        try:
-            model.preprocessing = json.loads(pre_path.read_text())
-        except ValueError as exc:
-            raise ModelError(f"malformed preprocessing.json ({exc})", pre_path) from exc
+        from hsenet_search.data.preprocess import load_profile
+
+        model.preprocessing = load_profile(pre_path).to_dict()
         model.check_profile(pre_path)
         return model.eval()
 

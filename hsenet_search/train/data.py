@@ -11,7 +11,7 @@ from monai.transforms import Compose, RandFlip, RandRotate90, RandScaleIntensity
 from torch.utils.data import Dataset, Sampler
 
 from hsenet_search.data.cache import PreprocessCache
-from hsenet_search.data.dataset import Case
+from hsenet_search.data.cases import Case
 from hsenet_search.data.preprocess import Profile, preprocess_case
 
 AUGMENTATIONS = ("none", "intensity", "official")
