@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 
@@ -36,8 +37,14 @@ def _register() -> None:
 _register()
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (e.g. a constant volume) as one line on stderr, without the source line."""
+    err_console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     """Run the CLI; user errors print one line on stderr and exit with status 2."""
+    warnings.showwarning = _show_warning
     try:
         app()
     except HSENetError as exc:

@@ -258,9 +258,9 @@ def _read_labels(path: Path) -> dict[str, tuple[int, ...]]:
         for label in LABELS:
             value = parse_label(row[label])
             if value is None:
+                kind = "label other than 0/1" if _NUMBER.fullmatch(row[label]) else "non-numeric label"
                 raise DatasetError(
-                    f"row {row['_row']} (VolumeName {row['VolumeName']}) has {label}={row[label]!r}; "
-                    "labels must be 0 or 1",
+                    f"row {row['_row']} (VolumeName {row['VolumeName']}) has a {kind} ({label}={row[label]!r})",
                     path,
                 )
             values.append(value)

@@ -67,10 +67,11 @@ def _read_series(folder: Path, rescale: tuple[float, float] | None) -> Volume:
         finite = finite and rescale_is_finite(pixels.dtype, (slope, intercept))
         plane = array[:, :, k]
         plane[...] = pixels.T
-        if slope != 1.0:
-            plane *= np.float32(slope)
-        if intercept != 0.0:
-            plane += np.float32(intercept)
+        with np.errstate(all="ignore"):  # an overflow to inf is caught by check_finite below
+            if slope != 1.0:
+                plane *= np.float32(slope)
+            if intercept != 0.0:
+                plane += np.float32(intercept)
 
     if not finite:
         check_finite(array, folder)

@@ -17,9 +17,12 @@ from .ctrate import find_root, metadata_csv
 
 def rescale_for_path(path: str | Path) -> tuple[float, float] | None:
     """(slope, intercept) from the CT-RATE metadata CSV for a v1 volume inside its dataset, else None."""
-    path = Path(path).resolve()
+    path = Path(path)
+    if not path.is_file():  # also a symlink loop, which resolve() would raise on
+        return None
+    path = path.resolve()
     split = path.name.split("_")[0]
-    if not path.is_file() or split not in ("train", "valid") or "_fixed" in path.name or len(path.parents) < 4:
+    if split not in ("train", "valid") or "_fixed" in path.name or len(path.parents) < 4:
         return None
     root = find_root(path.parents[3])
     meta = metadata_csv(root, split) if root is not None else None

@@ -15,7 +15,9 @@ from __future__ import annotations
 import errno
 import gzip
 import json
+import logging
 import os
+import warnings
 import zlib
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -126,6 +128,17 @@ class NiftiReader(VolumeReader):
         return path.is_file() and is_nifti(path.name)
 
     def read(self, path: Path, rescale: tuple[float, float] | None) -> Volume:
+        # nibabel and numpy warn about odd headers and overflows; the checks in _read make those errors
+        logger, level = nib.imageglobals.logger, nib.imageglobals.logger.level
+        logger.setLevel(logging.CRITICAL + 1)  # its header checks log fixes ("setting 0 dims to 1") to stderr
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                return self._read(path, rescale)
+        finally:
+            logger.setLevel(level)
+
+    def _read(self, path: Path, rescale: tuple[float, float] | None) -> Volume:
         try:
             image = nib.load(str(path))
             if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
@@ -138,7 +151,7 @@ class NiftiReader(VolumeReader):
             check_rescale(scaling, path, "scl_slope/scl_inter" if rescale is None else "rescale")
             raw = _raw_voxels(path, image)
             array = apply_rescale(raw, scaling).reshape(shape, order="F")
-        except (nib.filebasedimages.ImageFileError, gzip.BadGzipFile) as exc:
+        except (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, gzip.BadGzipFile) as exc:
             raise VolumeError(f"is not a NIfTI image ({first_line(exc)})", path) from exc
         except (EOFError, zlib.error) as exc:
             raise VolumeError(f"is truncated or corrupt ({first_line(exc)})", path) from exc
@@ -211,7 +224,8 @@ class NpyReader(VolumeReader):
         check_memory(array.shape, "volume", path)
         finite = rescale_is_finite(array.dtype, rescale)  # integers in range: no pass over the data
         array = np.array(array)  # into memory, now that its size is known to fit
-        array = apply_rescale(array, rescale) if rescale else array.astype(np.float32, copy=False)
+        with np.errstate(all="ignore"):  # overflows are caught just below
+            array = apply_rescale(array, rescale) if rescale else array.astype(np.float32, copy=False)
         if not finite:
             check_finite(array, path)
         return Volume(array, _npy_sidecar_affine(path), str(path))
