@@ -33,7 +33,9 @@ def synth(
 
 @app.command("inspect")
 def inspect(
-    path: Path = typer.Argument(..., help="A NIfTI/.npy file, a DICOM series folder or a dataset."),
+    path: Path = typer.Argument(
+        ..., readable=False, help="A NIfTI/.npy file, a DICOM series folder or a dataset."
+    ),  # unreadable paths get the reader's one-line error, not click's usage box
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Describe a volume (shape, spacing, orientation, HU statistics) or a dataset (counts, labels)."""

@@ -20,7 +20,7 @@ from hsenet_search.errors import DatasetError
 
 from . import ctrate, manifest
 from .cases import SPLITS, Case, case_sort_key
-from .readers import read_volume
+from .readers import check_path, read_volume
 from .volume import Volume
 
 MISSING_POLICIES = ("error", "keep", "skip")
@@ -38,8 +38,9 @@ def open_dataset(path: str | Path, split: str = "all", *, missing: str = "error"
         )
     path = Path(path)
     wanted = SPLITS if split == "all" else (split,)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise DatasetError("no such dataset directory or manifest", path)
+    check_path(path, DatasetError)
     if path.is_file():
         cases = manifest.read_manifest(path, missing=missing)
     elif (root := ctrate.find_root(path)) is not None:

@@ -12,6 +12,7 @@ The affine is built in DICOM's LPS world and converted to nibabel's RAS+ world.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from pydicom.errors import InvalidDicomError
 
 from hsenet_search.errors import VolumeError
 
-from .volume import Volume, check_finite, check_memory, check_rescale, rescale_is_finite
+from .volume import Volume, check_finite, check_memory, check_rescale, rescale_is_finite, silenced
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -30,7 +31,8 @@ def read_dicom_series(folder: str | Path, *, rescale: tuple[float, float] | None
     """Read the single DICOM series in ``folder``; ``rescale`` overrides every slice's slope/intercept."""
     folder = Path(folder)
     try:
-        return _read_series(folder, rescale)
+        with silenced(logging.getLogger("pydicom")):  # pydicom warns and logs about invalid tag values
+            return _read_series(folder, rescale)
     except (AttributeError, IndexError, KeyError, TypeError, ValueError, OverflowError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise VolumeError(f"has malformed DICOM tags ({message})", folder) from exc
@@ -67,11 +69,10 @@ def _read_series(folder: Path, rescale: tuple[float, float] | None) -> Volume:
         finite = finite and rescale_is_finite(pixels.dtype, (slope, intercept))
         plane = array[:, :, k]
         plane[...] = pixels.T
-        with np.errstate(all="ignore"):  # an overflow to inf is caught by check_finite below
-            if slope != 1.0:
-                plane *= np.float32(slope)
-            if intercept != 0.0:
-                plane += np.float32(intercept)
+        if slope != 1.0:  # an overflow to inf is caught by check_finite below
+            plane *= np.float32(slope)
+        if intercept != 0.0:
+            plane += np.float32(intercept)
 
     if not finite:
         check_finite(array, folder)

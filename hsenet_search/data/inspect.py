@@ -14,12 +14,13 @@ from .cases import SPLITS
 from .dataset import open_dataset
 from .labels import LABELS
 from .lookup import rescale_for_path
-from .readers import read_volume
+from .readers import check_path, read_volume
 
 
 def inspect_path(path: str | Path) -> dict[str, Any]:
     """A JSON-ready description of a NIfTI/``.npy`` file, a DICOM folder, a CT-RATE dir or a manifest."""
     path = Path(path)
+    check_path(path)
     if path.is_file() and path.suffix.lower() in (".csv", ".parquet", ".pq"):
         return _inspect_dataset(path, "manifest")
     if path.is_dir():

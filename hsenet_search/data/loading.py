@@ -20,6 +20,7 @@ from hsenet_search.errors import HSENetError
 from .cache import PreprocessCache
 from .cases import Case
 from .preprocess import Profile, preprocess_case
+from .readers import first_line
 
 
 @dataclass
@@ -49,7 +50,7 @@ class VolumeDataset(Dataset):
         except HSENetError as exc:
             return i, None, str(exc)
         except Exception as exc:  # noqa: BLE001 - a batch job records any decode failure and carries on
-            return i, None, f"{case.path}: {type(exc).__name__}: {exc}"
+            return i, None, f"{case.path}: cannot be read ({type(exc).__name__}: {first_line(exc)})"
         return i, np.ascontiguousarray(x, dtype=np.float32), None
 
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 import errno
 import gzip
 import json
-import logging
 import os
-import warnings
 import zlib
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -31,7 +29,7 @@ try:  # ISA-L's inflate is about twice as fast as zlib's; optional
 except ImportError:  # pragma: no cover - depends on the environment
     _inflate = zlib
 
-from hsenet_search.errors import VolumeError
+from hsenet_search.errors import HSENetError, VolumeError
 
 from .dicom import read_dicom_series
 from .volume import (
@@ -43,6 +41,7 @@ from .volume import (
     check_volume,
     check_voxel_type,
     rescale_is_finite,
+    silenced,
     spatial_shape,
 )
 
@@ -101,21 +100,21 @@ def read_volume(path: str | Path, *, rescale: tuple[float, float] | None = None)
     raise VolumeError("unsupported file type (expected .nii, .nii.gz, .npy or a DICOM folder)", path)
 
 
-def check_path(path: Path) -> None:
-    """An existing, readable file or folder; a symlink loop or a permission problem is one clear error."""
+def check_path(path: Path, error: type[HSENetError] = VolumeError) -> None:
+    """An existing, readable file or folder; a symlink loop or a permission problem is one clear ``error``."""
     try:
         os.stat(path)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise VolumeError("is a symbolic link loop", path) from exc
+            raise error("is a symbolic link loop", path) from exc
         if exc.errno in (errno.EACCES, errno.EPERM):
-            raise VolumeError("cannot be read (permission denied)", path) from exc
+            raise error("cannot be read (permission denied)", path) from exc
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            raise VolumeError("no such file or folder", path) from exc
-        raise VolumeError(f"cannot be read ({exc.strerror or exc})", path) from exc
+            raise error("no such file or folder", path) from exc
+        raise error(f"cannot be read ({exc.strerror or exc})", path) from exc
     mode = os.R_OK | (os.X_OK if path.is_dir() else 0)
     if not os.access(path, mode):
-        raise VolumeError("cannot be read (permission denied)", path)
+        raise error("cannot be read (permission denied)", path)
 
 
 @register_reader
@@ -128,15 +127,8 @@ class NiftiReader(VolumeReader):
         return path.is_file() and is_nifti(path.name)
 
     def read(self, path: Path, rescale: tuple[float, float] | None) -> Volume:
-        # nibabel and numpy warn about odd headers and overflows; the checks in _read make those errors
-        logger, level = nib.imageglobals.logger, nib.imageglobals.logger.level
-        logger.setLevel(logging.CRITICAL + 1)  # its header checks log fixes ("setting 0 dims to 1") to stderr
-        try:
-            with warnings.catch_warnings(), np.errstate(all="ignore"):
-                warnings.simplefilter("ignore")
-                return self._read(path, rescale)
-        finally:
-            logger.setLevel(level)
+        with silenced(nib.imageglobals.logger):  # its header checks log repairs ("setting 0 dims to 1")
+            return self._read(path, rescale)
 
     def _read(self, path: Path, rescale: tuple[float, float] | None) -> Volume:
         try:

@@ -14,8 +14,11 @@ accepted with a :class:`VolumeWarning`.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +67,22 @@ class Volume:
         volume = Volume(self.array, affine, self.source)
         check_affine(volume.affine, volume.source)
         return volume
+
+
+@contextlib.contextmanager
+def silenced(*loggers: logging.Logger) -> Iterator[None]:
+    """Mute library warnings, numpy floating-point warnings and ``loggers`` while a file is decoded: a
+    reader turns what they complain about into one :class:`VolumeError` (or accepts it) itself."""
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def memory_budget_bytes() -> int:
