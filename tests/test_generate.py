@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from hsenet_search.data.labels import LABELS, label_report
+from hsenet_search.data.report_text import split_report_text
 from hsenet_search.errors import ModelError, QueryError
-from hsenet_search.generate.compose import NORMAL_IMPRESSION, SYSTEMS, split_report_text
+from hsenet_search.generate.compose import NORMAL_IMPRESSION, SYSTEMS
 from hsenet_search.generate.draft import (
     Draft,
     RetrievedCase,

@@ -32,6 +32,7 @@ from hsenet_search.errors import DatasetError
 
 from .cases import Case, scan_id_of, volume_key, volume_stem
 from .labels import LABELS, parse_label
+from .report_text import NOT_GIVEN, clean_section
 
 REPORT_COLUMNS = ("VolumeName", "ClinicalInformation_EN", "Technique_EN", "Findings_EN", "Impressions_EN")
 LABEL_COLUMNS = ("VolumeName", *LABELS)
@@ -81,7 +82,6 @@ METADATA_COLUMNS = (
     "ZSpacing",
     "StudyDate",
 )
-NOT_GIVEN = "Not given."
 _CSV_STEM = {"train": "train", "valid": "validation"}  # reports and metadata CSVs say "validation"
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
@@ -310,8 +310,7 @@ def _spacing(row: Mapping[str, str], path: Path) -> tuple[float, float, float] |
 
 
 def _section(text: str) -> str:
-    text = " ".join(str(text).split())
-    return "" if text in ("", NOT_GIVEN, "nan") else text
+    return clean_section(" ".join(str(text).split()))
 
 
 # ---------------------------------------------------------------------------------------------- writers

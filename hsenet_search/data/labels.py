@@ -28,6 +28,8 @@ import numpy as np
 
 from hsenet_search.errors import DatasetError
 
+from .report_text import clean_section, sentences
+
 LABELS: tuple[str, ...] = (
     "Medical material",
     "Arterial wall calcification",
@@ -57,7 +59,6 @@ def parse_label(cell: str) -> int | None:
     such as a fractional value (``0.7``) or an empty cell."""
     return _LABEL_VALUES.get(str(cell).strip().lower())
 
-_EMPTY_SECTION = "not given."
 
 
 def _rx(*alternatives: str) -> re.Pattern[str]:
@@ -255,12 +256,11 @@ _QUESTIONED = re.compile(r"[\w-]*[\s)]*\?")
 # ---------------------------------------------------------------------------------------------- text units
 
 _CLAUSE_SPLIT = re.compile(r"[;:•·]|(?<=\?)|\s(?:but|however|whereas|although|apart from (?:this|these))\s")
-_SENTENCE_SPLIT = re.compile(r'(?<=[.!?])\s+|["“”]|\n+|\s[•·]\s*')
 
 
 def split_sentences(text: str) -> list[str]:
     """Split a report into sentences (quotes separate the findings and impression sections in CT-RATE)."""
-    return [s.strip(" .") for s in _SENTENCE_SPLIT.split(text) if s and s.strip(" .")]
+    return [s.strip(" .") for s in sentences(text) if s.strip(" .")]
 
 
 def _clauses(sentence: str) -> list[str]:
@@ -362,11 +362,6 @@ def cv_folds(n: int, k: int = 5, seed: int = 0) -> np.ndarray:
 _ID_COLUMNS = ("AccessionNo", "VolumeName")
 
 
-def _section(value: str | None) -> str:
-    value = (value or "").strip()
-    return "" if value.lower() == _EMPTY_SECTION else value
-
-
 def read_reports_csv(path: str | Path) -> tuple[str, list[str], list[str]]:
     """Read a reports CSV; returns ``(id column name, ids, texts)`` in file order.
 
@@ -385,11 +380,11 @@ def read_reports_csv(path: str | Path) -> tuple[str, list[str], list[str]]:
     if id_column is None:
         raise DatasetError(f"no id column: expected one of {', '.join(_ID_COLUMNS)}; found {columns}", path)
     if "report_text" in columns:
-        texts = [_section(r["report_text"]) for r in rows]
+        texts = [clean_section(r["report_text"]) for r in rows]
     elif "Findings_EN" in columns or "Impressions_EN" in columns:
         texts = []
         for r in rows:
-            parts = [_section(r.get("Findings_EN")), _section(r.get("Impressions_EN"))]
+            parts = [clean_section(r.get("Findings_EN")), clean_section(r.get("Impressions_EN"))]
             texts.append(" \" ".join(p for p in parts if p))
     else:
         raise DatasetError(f"no report column: expected report_text or Findings_EN/Impressions_EN; found {columns}",

@@ -147,7 +147,7 @@ class NiftiReader(VolumeReader):
             raise VolumeError(f"is not a NIfTI image ({first_line(exc)})", path) from exc
         except (EOFError, zlib.error) as exc:
             raise VolumeError(f"is truncated or corrupt ({first_line(exc)})", path) from exc
-        except (OSError, ValueError, MemoryError, TypeError) as exc:
+        except (OSError, ValueError, MemoryError, TypeError, OverflowError) as exc:
             raise VolumeError(f"cannot be read ({first_line(exc)})", path) from exc
         if not rescale_is_finite(raw.dtype, scaling):  # integer voxels in range need no pass over the data
             check_finite(array, path)

@@ -14,6 +14,7 @@ from rich.progress import Progress
 
 from hsenet_search.data.cases import Case
 from hsenet_search.data.dataset import open_dataset
+from hsenet_search.data.report_text import join_report
 
 
 @dataclass
@@ -65,7 +66,7 @@ def run_generation(engine, data: str, *, split: str = "valid", mode: str = "vote
             result = draft(retrieved, mode=mode, llm=llm)
             secs.append(time.perf_counter() - t0)
             refs.append(case.report)
-            hyps.append(f"{result.findings} {result.impression}".strip())
+            hyps.append(join_report(result.findings, result.impression))
             ids.append(case.scan_id)
             bar.update(task, advance=1)
     return GenerationRun(mode, getattr(llm, "name", "none"), refs, hyps, secs, ids)

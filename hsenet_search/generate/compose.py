@@ -5,10 +5,10 @@ Retrieved cases arrive in rank order (most similar first), as the search engine 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from hsenet_search.data.report_text import sentences
 from hsenet_search.errors import QueryError
 
 NORMAL_IMPRESSION = "Thoracic CT examination within normal limits."
@@ -62,9 +62,6 @@ SYSTEMS: tuple[tuple[tuple[str, ...], str | None], ...] = (
     (("Pleural effusion",), "Pleural effusion-thickening was not detected."),
 )
 
-_SENTENCE_END = re.compile(r'(?<=[.!?])\s+|\s*["“”•·]\s*|\n+')
-
-
 @dataclass(frozen=True)
 class RetrievedCase:
     """One retrieved neighbour: its id, similarity score, report sections and positive label names."""
@@ -90,21 +87,6 @@ class Draft:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def sentences(text: str) -> list[str]:
-    """Split report text into sentences, keeping their punctuation (quotes and bullets also separate)."""
-    return [s.strip() for s in _SENTENCE_END.split(text or "") if s and s.strip(" .;,")]
-
-
-def split_report_text(text: str) -> tuple[str, str]:
-    """Split a CT-RATE ``report_text`` into (findings, impression): the impression starts at the first quote
-    or bullet; without one the whole text is findings."""
-    match = re.search(r'["“”•·]', text or "")
-    if match is None:
-        return (text or "").strip(), ""
-    impression = " ".join(sentences(text[match.start():]))
-    return text[: match.start()].strip(), impression
 
 
 def check_cases(cases: Sequence[RetrievedCase]) -> None:

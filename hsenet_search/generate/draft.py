@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from hsenet_search.data.report_text import sentences, split_report_text
 from hsenet_search.errors import QueryError
 
 from .compose import (
@@ -22,8 +23,6 @@ from .compose import (
     check_cases,
     draft_nearest,
     draft_vote,
-    sentences,
-    split_report_text,
 )
 from .llm import LLM, load_llm
 from .prompt import build_prompt

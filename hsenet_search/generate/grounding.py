@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hsenet_search.data.report_text import join_report
+
 
 def retrieved_cases(hits) -> list:
     """Search hits -> the drafting module's ``RetrievedCase`` records (case id = scan id)."""
@@ -19,5 +21,5 @@ def ground(engine, path: str | Path, k: int, *, rescale: tuple[float, float] | N
     fetch = min(engine.volumes.ntotal, k + 10) if (exclude_scan or exclude_text) else k
     hits = engine.search_embedding(vector, fetch, target="volumes").hits
     own = (exclude_text or "").strip()
-    kept = [h for h in hits if h.scan_id != exclude_scan and not (own and f"{h.findings} {h.impression}".strip() == own)]
+    kept = [h for h in hits if h.scan_id != exclude_scan and not (own and join_report(h.findings, h.impression) == own)]
     return retrieved_cases(kept[:k])

@@ -33,6 +33,7 @@ from hsenet_search.data.cases import Case
 from hsenet_search.data.dataset import open_dataset
 from hsenet_search.data.labels import LABELS
 from hsenet_search.data.loading import iterate_volumes
+from hsenet_search.data.report_text import join_report
 from hsenet_search.errors import DatasetError, IndexMismatchError
 
 from .store import (
@@ -188,8 +189,8 @@ def _assemble(model, model_name: str, work: Path, out: Path, *, cfg: BuildConfig
         raise DatasetError("no volume could be read; see the failures listed above", cfg.data)
     rows = rows.reset_index(drop=True)
     rows.insert(0, "row_id", np.arange(len(rows), dtype=np.int64))
-    texts = (rows["findings"].fillna("") + " " + rows["impression"].fillna("")).str.strip()
-    report_id, unique_texts = deduplicate_reports(texts.tolist())
+    texts = [join_report(f, i) for f, i in zip(rows["findings"].fillna(""), rows["impression"].fillna(""))]
+    report_id, unique_texts = deduplicate_reports(texts)
     rows["report_id"] = report_id
     with _progress() as bar:
         task = bar.add_task("embedding reports", total=len(unique_texts), visible=progress)

@@ -15,9 +15,18 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 
 from ...errors import DatasetError
+from ..cases import SPLITS
+from ..ctrate import (
+    labels_csv,
+    metadata_csv,
+    reports_csv,
+    volume_relpath,
+    write_labels_csv,
+    write_metadata_csv,
+    write_reports_csv,
+)
 from ..labels import LABELS
 from .abnormalities import Finding, airway_style, draw_findings, plan_findings
 from .phantom import (
@@ -32,7 +41,6 @@ from .phantom import (
 )
 from .reports import clinical_information, compose_findings, compose_impression, technique
 from .scanner import (
-    METADATA_COLUMNS,
     Acquisition,
     Recon,
     SizePreset,
@@ -45,12 +53,6 @@ from .scanner import (
 from .shapes import Grid
 from .sources import SourceRow, load_sources, sample_labels, split_report
 
-REPORT_COLUMNS = ("VolumeName", "ClinicalInformation_EN", "Technique_EN", "Findings_EN", "Impressions_EN")
-SPLITS = ("train", "valid")
-_CSV_NAMES = {
-    "train": ("train_reports.csv", "train_predicted_labels.csv", "train_metadata.csv"),
-    "valid": ("validation_reports.csv", "valid_predicted_labels.csv", "validation_metadata.csv"),
-}
 _DATASET_ENTRIES = ("train", "valid", "radiology_text_reports", "multi_abnormality_labels", "metadata")
 SECOND_SCAN_RATE = 0.08  # share of scans that are a patient's follow-up scan "b"
 TWO_RECON_RATE = 0.25  # share of scans with a second reconstruction
@@ -81,7 +83,7 @@ class ScanPlan:
         return f"{self.scan_id}_{recon.index}.nii.gz"
 
     def volume_path(self, root: Path, recon: Recon) -> Path:
-        return root / self.split / f"{self.split}_{self.patient_id}" / self.scan_id / self.volume_name(recon)
+        return root / self.split / volume_relpath(self.volume_name(recon))
 
 
 @dataclass
@@ -273,6 +275,7 @@ def _build_scan(job: tuple[ScanSpec, int, SizePreset, str]) -> ScanPlan:
 
 # ---- writing -------------------------------------------------------------------------------------
 def _write_csvs(root: Path, plans: Sequence[ScanPlan]) -> None:
+    """The reports, labels and metadata CSVs of each split, through the CT-RATE writers."""
     for split in SPLITS:
         reports, labels, meta = [], [], []
         for p in plans:
@@ -283,12 +286,9 @@ def _write_csvs(root: Path, plans: Sequence[ScanPlan]) -> None:
                 reports.append({"VolumeName": name, **p.texts})
                 labels.append({"VolumeName": name, **dict(zip(LABELS, p.labels))})
                 meta.append(metadata_row(name, p.acquisition, recon, p.anatomy.patient.sex, p.anatomy.patient.age))
-        names = _CSV_NAMES[split]
-        for folder, fname, rows, cols in (("radiology_text_reports", names[0], reports, REPORT_COLUMNS),
-                                          ("multi_abnormality_labels", names[1], labels, ("VolumeName", *LABELS)),
-                                          ("metadata", names[2], meta, METADATA_COLUMNS)):
-            (root / folder).mkdir(parents=True, exist_ok=True)
-            pd.DataFrame(rows, columns=list(cols)).to_csv(root / folder / fname, index=False)
+        write_reports_csv(reports_csv(root, split), reports)
+        write_labels_csv(labels_csv(root, split), labels)
+        write_metadata_csv(metadata_csv(root, split), meta)
         (root / split).mkdir(parents=True, exist_ok=True)
 
 

@@ -13,18 +13,6 @@ from ...errors import DatasetError
 from .phantom import Anatomy
 from .shapes import Grid
 
-METADATA_COLUMNS: tuple[str, ...] = (
-    "VolumeName", "Manufacturer", "SeriesDescription", "ManufacturerModelName", "PatientSex", "PatientAge",
-    "ReconstructionDiameter", "DistanceSourceToDetector", "DistanceSourceToPatient", "GantryDetectorTilt",
-    "TableHeight", "RotationDirection", "ExposureTime", "XRayTubeCurrent", "Exposure", "FilterType",
-    "GeneratorPower", "FocalSpots", "ConvolutionKernel", "PatientPosition", "RevolutionTime",
-    "SingleCollimationWidth", "TotalCollimationWidth", "TableSpeed", "TableFeedPerRotation", "SpiralPitchFactor",
-    "DataCollectionCenterPatient", "ReconstructionTargetCenterPatient", "ExposureModulationType", "CTDIvol",
-    "ImagePositionPatient", "ImageOrientationPatient", "SliceLocation", "SamplesPerPixel",
-    "PhotometricInterpretation", "Rows", "Columns", "XYSpacing", "RescaleIntercept", "RescaleSlope", "RescaleType",
-    "NumberofSlices", "ZSpacing", "StudyDate",
-)
-
 
 @dataclass(frozen=True)
 class SizePreset:
@@ -180,7 +168,7 @@ def _fmt_list(values) -> str:
 
 
 def metadata_row(volume_name: str, acq: Acquisition, recon: Recon, sex: str, age: int) -> dict[str, object]:
-    """One CT-RATE metadata row (all of :data:`METADATA_COLUMNS`) for a reconstruction."""
+    """One CT-RATE metadata row (the columns of :data:`..ctrate.METADATA_COLUMNS`) for a reconstruction."""
     g = acq.grid
     sx, sy, sz = g.spacing
     first = np.add(g.origin, acq.world_offset)
