@@ -92,6 +92,11 @@ def export(ref: str, into: Path) -> Path:
     return into
 
 
+def _commit(ref: str) -> str:
+    return subprocess.run(["git", "rev-parse", "--short", ref], cwd=ROOT, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
 def run_side(package_root: Path, data: Path, passes: int) -> list[float]:
     env = {**os.environ, "PYTHONPATH": str(package_root), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", WORKER, str(data), str(passes)], cwd=package_root, env=env,
@@ -143,7 +148,7 @@ def main() -> None:
         "load_avg_after": [round(v, 2) for v in os.getloadavg()],
         "inputs": {"volumes": len(shapes), "shapes": [list(s) for s in shapes], "dtype": "int16 .nii.gz",
                    "spacing_mm": [0.75, 0.75, 1.5]},
-        "refs": {"ours": args.ours, "baseline": args.baseline},
+        "refs": {side: _commit(ref) for side, ref in (("ours", args.ours), ("baseline", args.baseline))},
         "rounds": rounds,
         "passes_per_round": args.passes,
         "wall_s": round(wall, 1),

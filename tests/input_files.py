@@ -7,6 +7,7 @@ NIfTI files are written byte by byte from an edited nibabel header, so a test ca
 from __future__ import annotations
 
 import gzip
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,6 +85,14 @@ def write_dicom_series(folder: Path, n: int = 4, rows: int = 8, cols: int = 10) 
 def edit_dicom(path: Path, **tags: object) -> None:
     """Set (value) or delete (None) tags of one DICOM file in place, without value validation."""
     ds = pydicom.dcmread(path)
+    with warnings.catch_warnings():  # pydicom warns about the invalid values these tests write on purpose
+        warnings.simplefilter("ignore")
+        _set_tags(ds, tags)
+    with pydicom.config.disable_value_validation():
+        ds.save_as(path)
+
+
+def _set_tags(ds: pydicom.Dataset, tags: dict[str, object]) -> None:
     for keyword, value in tags.items():
         if value is None:
             delattr(ds, keyword)
@@ -91,5 +100,3 @@ def edit_dicom(path: Path, **tags: object) -> None:
             ds.add_new(0x7FE00010, "OW", value)
         else:
             setattr(ds, keyword, value)
-    with pydicom.config.disable_value_validation():
-        ds.save_as(path)
