@@ -38,8 +38,11 @@ def train(
     from hsenet_search.train.trainer import TrainConfig, state_dir
     from hsenet_search.train.trainer import train as run
 
+    from hsenet_search.outputs import OutputKind, check_output
+
     if epochs is None and steps is None:
         raise HSENetError("give --epochs N or --steps N")
+    check_output(out, OutputKind.MODEL, inputs=[data], replace_ok=True)
     ckpt = state_dir(out, stage) / "checkpoint.pt"
     if ckpt.exists() and not resume:
         raise HSENetError("a training checkpoint exists here; pass --resume to continue or choose another --out",

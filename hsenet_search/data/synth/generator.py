@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ...errors import DatasetError
+from ...outputs import mark_dataset
 from ..labels import LABELS
 from .abnormalities import Finding, airway_style, draw_findings, plan_findings
 from .phantom import (
@@ -309,6 +310,7 @@ def _install(tmp: Path, out: Path) -> None:
         if (out / name).exists():
             shutil.rmtree(out / name)
         os.replace(tmp / name, out / name)
+    mark_dataset(out)
     shutil.rmtree(tmp)
 
 
