@@ -9,6 +9,7 @@ into place only when the caller's block succeeds (and an optional ``check`` pass
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -129,6 +130,10 @@ def atomic_directory(final: str | Path, *, check: Callable[[Path], object] | Non
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if final.exists() and _exchange(tmp, final):  # one atomic step: no moment without ``final``
+        fsync_dir(final.parent)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}") if final.exists() else None
     if old is not None:
         os.replace(final, old)
@@ -142,3 +147,14 @@ def atomic_directory(final: str | Path, *, check: Callable[[Path], object] | Non
     fsync_dir(final.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0

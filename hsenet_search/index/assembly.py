@@ -178,12 +178,14 @@ def publish(out: Path, parts: Assembled, *, model, model_name: str, factory: str
     rows are written as further shards.
     """
     with atomic_directory(out, check=open_index_dir) as tmp:
+        carried: dict = {}
         for kind, vectors in (("volumes", parts.volume_vectors), ("reports", parts.report_vectors)):
             start = 0
             if previous is not None:
                 old = sorted((previous.directory / "embeddings").glob(f"{kind}_*.npy"))
                 for p in old:
                     _link_or_copy(p, tmp / "embeddings" / p.name)
+                    carried[f"embeddings/{p.name}"] = previous.manifest.files.get(f"embeddings/{p.name}")
                 start = len(previous.volume_vectors if kind == "volumes" else previous.report_vectors)
                 if start < len(vectors):
                     write_embeddings(tmp, kind, vectors[start:], first_shard=len(old))
@@ -214,5 +216,5 @@ def publish(out: Path, parts: Assembled, *, model, model_name: str, factory: str
             hubness={"beta": HUBNESS_BETA, "method": parts.banks["text_to_volumes"].method},
             trained_on={"volumes": parts.volume_index.trained_on, "reports": parts.report_index.trained_on},
         )
-        manifest.write(tmp)
+        manifest.write(tmp, known={k: v for k, v in carried.items() if v})
     return manifest

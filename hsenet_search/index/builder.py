@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import filecmp
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -233,12 +234,14 @@ def _disk_errors(work: Path, action: str) -> Iterator[None]:
     """Disk full, quota and permission errors while writing: one line, the partial work kept."""
     try:
         yield
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO):
+    except OSError as e:  # pyarrow's write errors carry the errno only in their text
+        codes = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO)
+        code = e.errno if e.errno in codes else next((c for c in codes if os.strerror(c) in str(e)), None)
+        if code is None:
             raise
-        where = e.filename or work
-        raise HSENetError(f"{e.strerror or 'write error'} while writing ({where}); nothing already written is "
-                          f"lost: {action}", work) from e
+        where = f" ({e.filename})" if e.filename else ""
+        raise HSENetError(f"{os.strerror(code)} while writing{where}; nothing already written is lost: "
+                          f"{action}", work) from e
 
 
 def build_index(cfg: BuildConfig, model=None, progress: bool = True) -> BuildSummary:
@@ -247,17 +250,16 @@ def build_index(cfg: BuildConfig, model=None, progress: bool = True) -> BuildSum
 
     start = time.perf_counter()
     out = Path(cfg.out)
+    work = out.with_name(out.name + ".partial")
     check_output(out, OutputKind.INDEX, inputs=[cfg.data], overwrite=cfg.overwrite)
     if model is None:
         check_trained_model(cfg.model, cfg.random_weights)
-        model = load_model(cfg.model)
-    model = model.to(_device(cfg.device)).eval()
-    cases = open_dataset(cfg.data, split=cfg.split, missing="keep")
-    if not cases:
-        raise DatasetError(f"no cases in split {cfg.split!r}", cfg.data)
-    fingerprint = build_fingerprint(cases, model, dataset=cfg.data, split=cfg.split, factory=cfg.factory)
-    work = out.with_name(out.name + ".partial")
     with IndexLock(out, "build"), _disk_errors(work, "free space and rerun with --resume"):
+        model = (model if model is not None else load_model(cfg.model)).to(_device(cfg.device)).eval()
+        cases = open_dataset(cfg.data, split=cfg.split, missing="keep")
+        if not cases:
+            raise DatasetError(f"no cases in split {cfg.split!r}", cfg.data)
+        fingerprint = build_fingerprint(cases, model, dataset=cfg.data, split=cfg.split, factory=cfg.factory)
         resume = cfg.resume and work.exists()
         if resume:
             check_resume(work, fingerprint)

@@ -142,8 +142,12 @@ class IndexManifest:
             need(not Path(name).is_absolute() and ".." not in Path(name).parts,
                  f"file {name!r} is outside the index")
 
-    def write(self, directory: str | Path, *, checksums: bool = True) -> Path:
-        """List every file under ``directory`` (size, sample digest, sha256), then write ``manifest.json``."""
+    def write(self, directory: str | Path, *, checksums: bool = True, known: dict | None = None) -> Path:
+        """List every file under ``directory`` (size, sample digest, sha256), then write ``manifest.json``.
+
+        ``known``: records of files carried over unchanged (hard links of a previous index's shards), reused
+        instead of re-hashing when the size matches.
+        """
         directory = Path(directory)
         missing = [name for name in REQUIRED_FILES if not (directory / name).is_file()]
         if missing:
@@ -152,7 +156,9 @@ class IndexManifest:
         for p in sorted(directory.rglob("*")):
             rel = p.relative_to(directory).as_posix()
             if p.is_file() and rel != MANIFEST and not p.name.startswith("."):
-                listed[rel] = file_record(p, full=checksums)
+                old = (known or {}).get(rel)
+                same = old is not None and old.get("size") == p.stat().st_size and old.get("sample")
+                listed[rel] = dict(old) if same else file_record(p, full=checksums)
         self.files = listed
         self.validate(directory)
         return write_text(directory / MANIFEST, self.to_json() + "\n")

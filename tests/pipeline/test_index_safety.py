@@ -148,7 +148,7 @@ def test_sigkill_at_a_random_point_of_build_resume_and_add(tmp_path, synth_data,
     first.wait()
     # kill the resumed build at a random moment: the partial build stays resumable or the index is whole
     resumed = start_build(synth_data, out, model_dir, "--split", "train", "--resume")
-    time.sleep(rng.uniform(0.0, 8.0))
+    time.sleep(rng.uniform(0.0, 30.0))
     resumed.send_signal(signal.SIGKILL)
     resumed.wait()
     if not (out / "manifest.json").exists():
@@ -161,7 +161,7 @@ def test_sigkill_at_a_random_point_of_build_resume_and_add(tmp_path, synth_data,
     cmd = [sys.executable, "-m", "hsenet_search.cli.main", "index", "add", str(out), str(synth_data),
            "--split", "valid", "--workers", "0", "--batch-size", "2"]
     adding = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(rng.uniform(0.0, 10.0))
+    time.sleep(rng.uniform(0.0, 40.0))
     adding.send_signal(signal.SIGKILL)
     adding.wait()
     assert open_index_dir(out, verify="full").counts["volumes"] in (n_train, len(open_dataset(synth_data)))
