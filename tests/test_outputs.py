@@ -146,3 +146,44 @@ def test_lock_refuses_a_second_writer_and_is_freed_when_the_holder_dies(tmp_path
             IndexLock(index, "build").acquire()
     with IndexLock(index, "build"):
         pass
+
+
+def cli(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hsenet_search.cli.main", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd or REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
+
+
+def refused(res: subprocess.CompletedProcess, needle: str) -> None:
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert needle in res.stderr, res.stderr
+
+
+def test_every_writing_command_guards_its_out(tmp_path: Path):
+    reports = tmp_path / "reports.csv"
+    reports.write_text("VolumeName,Findings_EN,Impressions_EN\nv_1_a_1.nii.gz,No effusion.,Normal.\n")
+    folder = user_folder(tmp_path / "folder")
+    refused(cli("labels", "extract", reports, "--out", folder), "refusing to overwrite")
+    refused(cli("labels", "extract", reports, "--out", reports, "--overwrite"), "overlaps the input")
+    labels = tmp_path / "labels.csv"
+    assert cli("labels", "extract", reports, "--out", labels).returncode == 0
+    refused(cli("labels", "extract", reports, "--out", labels), "--overwrite")
+    assert cli("labels", "extract", reports, "--out", labels, "--overwrite").returncode == 0
+    refused(cli("data", "synth", "--n", "1", "--out", folder, "--overwrite"), "refusing to overwrite")
+    refused(cli("data", "synth", "--n", "1", "--out", ".", "--overwrite", cwd=folder), "current directory")
+    results = tmp_path / "r.json"
+    results.write_text("{}")
+    refused(cli("bench", "zeroshot", "--index", tmp_path / "none", "--out", tmp_path / "r"), "--overwrite")
+    refused(cli("train", "--data", tmp_path / "nodata", "--out", folder, "--steps", "1"), "not a model directory")
+    assert sorted(p.name for p in folder.iterdir()) == ["thesis.docx"]
+    assert results.read_text() == "{}"
+
+
+def test_synth_output_is_marked_and_replaced_only_with_overwrite(tmp_path: Path):
+    out = tmp_path / "synth"
+    assert cli("data", "synth", "--n", "2", "--out", out).returncode == 0
+    assert (out / DATASET_MARKER).is_file()
+    refused(cli("data", "synth", "--n", "2", "--out", out), "--overwrite")
+    res = cli("data", "synth", "--n", "2", "--seed", "1", "--out", out, "--overwrite")
+    assert res.returncode == 0, res.stderr
+    assert (out / DATASET_MARKER).is_file() and (out / "train").is_dir()

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ...errors import DatasetError
-from ...outputs import mark_dataset
+from ...outputs import DATASET_MARKER, mark_dataset
 from ..labels import LABELS
 from .abnormalities import Finding, airway_style, draw_findings, plan_findings
 from .phantom import (
@@ -297,7 +297,7 @@ def _check_output(out: Path) -> None:
     if out.exists():
         if not out.is_dir():
             raise DatasetError("output path exists and is not a directory", out)
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in _DATASET_ENTRIES)
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in (*_DATASET_ENTRIES, DATASET_MARKER))
         if foreign:
             raise DatasetError(f"output directory is not empty and is not a CT-RATE dataset (found {foreign[0]!r})",
                                out)
