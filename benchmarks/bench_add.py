@@ -36,8 +36,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100, help="scans in the dataset")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--out", type=Path,
-                    default=Path(__file__).resolve().parent / "results" / "add_vs_rebuild_cpu.json")
+    ap.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "add_vs_rebuild_cpu.json"
+    )
     args = ap.parse_args()
     model = load_model().eval()
     load_before = list(os.getloadavg())
@@ -47,8 +48,11 @@ def main() -> None:
         generate_dataset(data, args.n, seed=3, valid_fraction=0.09, size="tiny")
         n_base, n_new = len(open_dataset(data, split="train")), len(open_dataset(data, split="valid"))
         base = tmp / "base"
-        build_index(BuildConfig(data=str(data), out=str(base), split="train", workers=args.workers),
-                    model=model, progress=False)
+        build_index(
+            BuildConfig(data=str(data), out=str(base), split="train", workers=args.workers),
+            model=model,
+            progress=False,
+        )
         add_s, full_s = [], []
         for i in range(args.repeats):
             grown = tmp / f"grown{i}"
@@ -57,20 +61,32 @@ def main() -> None:
             add_to_index(grown, str(data), model=model, split="valid", workers=args.workers, progress=False)
             add_s.append(time.perf_counter() - t)
             t = time.perf_counter()
-            build_index(BuildConfig(data=str(data), out=str(tmp / f"full{i}"), split="all", workers=args.workers),
-                        model=model, progress=False)
+            build_index(
+                BuildConfig(data=str(data), out=str(tmp / f"full{i}"), split="all", workers=args.workers),
+                model=model,
+                progress=False,
+            )
             full_s.append(time.perf_counter() - t)
     ratio = statistics.median(add_s) / statistics.median(full_s)
     result = {
         "benchmark": "index add of the new volumes vs full rebuild (cold preprocessing, same model)",
-        "base_volumes": n_base, "added_volumes": n_new, "added_fraction": n_new / (n_base + n_new),
-        "repeats": args.repeats, "add_seconds": spread(add_s), "rebuild_seconds": spread(full_s),
-        "ratio_add_vs_rebuild": ratio, "target": "add <= 0.15 x rebuild",
+        "base_volumes": n_base,
+        "added_volumes": n_new,
+        "added_fraction": n_new / (n_base + n_new),
+        "repeats": args.repeats,
+        "add_seconds": spread(add_s),
+        "rebuild_seconds": spread(full_s),
+        "ratio_add_vs_rebuild": ratio,
+        "target": "add <= 0.15 x rebuild",
         "machine": {**machine(), "load_avg_before": load_before},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("base_volumes", "added_volumes", "ratio_add_vs_rebuild")}, indent=2))
+    print(
+        json.dumps(
+            {k: result[k] for k in ("base_volumes", "added_volumes", "ratio_add_vs_rebuild")}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

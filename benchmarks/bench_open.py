@@ -36,10 +36,21 @@ MODES = ("size", "fast", "full")
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "platform": platform.platform(),
-            "load_avg_1_5_15": list(os.getloadavg()), "shared": "2-core machine shared with 7 other sessions"}
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_avg_1_5_15": list(os.getloadavg()),
+        "shared": "2-core machine shared with 7 other sessions",
+    }
 
 
 def spread(times: list[float]) -> dict:
@@ -50,7 +61,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "open_verify_cpu.json")
+    ap.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "open_verify_cpu.json"
+    )
     args = ap.parse_args()
     model = load_model()
     load_before = list(os.getloadavg())
@@ -74,7 +87,10 @@ def main() -> None:
     base = statistics.median(engine["size"])
     result = {
         "benchmark": "SearchEngine.open time by verification mode (warm page cache, model object passed in)",
-        "vectors": args.n, "dim": model.embedding_dim, "index_bytes": size_bytes, "write_seconds": write_s,
+        "vectors": args.n,
+        "dim": model.embedding_dim,
+        "index_bytes": size_bytes,
+        "write_seconds": write_s,
         "repeats": args.repeats,
         "verify_seconds": {m: spread(v) for m, v in check.items()},
         "open_seconds": {m: spread(v) for m, v in engine.items()},

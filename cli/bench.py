@@ -82,7 +82,8 @@ def retrieval(index: Path | None = INDEX, data: Path | None = DATA, model: str |
 
 @app.command("zeroshot")
 def zeroshot(index: Path | None = INDEX, data: Path | None = DATA, model: str | None = MODEL,
-             split: str = SPLIT, unit: str = UNIT, out: Path | None = OUT, overwrite: bool = OVERWRITE) -> None:
+             split: str = SPLIT, unit: str = UNIT, out: Path | None = OUT,
+             overwrite: bool = OVERWRITE) -> None:
     """Zero-shot 18-label classification: per-label and macro AUC, weighted F1 / accuracy / precision."""
     _check_out(out, overwrite, index, data)
     from hsenet_search.eval.bench import temporary_workdir, zeroshot_tables

@@ -15,7 +15,8 @@ app = typer.Typer(help="Build and manage FAISS index directories.", no_args_is_h
 def build(
     data: Path = typer.Argument(..., help="CT-RATE-layout dataset directory or manifest CSV/Parquet."),
     out: Path = typer.Option(..., "--out", help="Index directory to write, e.g. indexes/NAME."),
-    model: str | None = typer.Option(None, "--model", help="Trained model dir or 'default' (the shipped model)."),
+    model: str | None = typer.Option(None, "--model",
+                                     help="Trained model dir or 'default' (the shipped model)."),
     split: str = typer.Option("all", "--split", help="train | valid | all"),
     factory: str = typer.Option("IDMap2,Flat", "--factory", help="FAISS factory string (inner product)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
@@ -24,9 +25,10 @@ def build(
     shard_size: int = typer.Option(256, "--shard-size", min=1, help="Volumes per embedding shard (resume unit)."),
     device: str = typer.Option("auto", "--device"),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Preprocessed-tensor cache directory."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index directory at --out."),
-    random_weights: bool = typer.Option(False, "--random-weights",
-                                        help="Testing only: allow a config name (tiny, base) with random weights."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace an existing index directory at --out."),
+    random_weights: bool = typer.Option(
+        False, "--random-weights", help="Testing only: allow a config name (random weights)."),
 ) -> None:
     """Embed every volume and report of DATA and write the index directory atomically."""
     from hsenet_search.index.builder import BuildConfig, build_index
@@ -64,7 +66,8 @@ def verify(index_dir: Path = typer.Argument(..., help="Index directory.")) -> No
 
     manifest = open_index_dir(index_dir, verify="full")
     total = sum(info["size"] for info in manifest.files.values())
-    console.print(f"{index_dir}: OK, {len(manifest.files)} files ({total / 1e6:.1f} MB) match the manifest's sha256")
+    console.print(f"{index_dir}: OK, {len(manifest.files)} files ({total / 1e6:.1f} MB) "
+                  "match the manifest's sha256")
 
 
 @app.command("info")

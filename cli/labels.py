@@ -36,7 +36,6 @@ def extract(
         read_reports_csv,
         write_labels_csv,
     )
-
     from hsenet_search.outputs import OutputKind, check_output
 
     check_output(out, OutputKind.FILE, inputs=[reports], overwrite=overwrite, suffixes=(".csv",))

@@ -35,10 +35,9 @@ def train(
 ) -> None:
     """Train one stage of the HSENet model; validation R@k is reported on the valid split."""
     from hsenet_search.errors import HSENetError
+    from hsenet_search.outputs import OutputKind, check_output
     from hsenet_search.train.trainer import TrainConfig, state_dir
     from hsenet_search.train.trainer import train as run
-
-    from hsenet_search.outputs import OutputKind, check_output
 
     if epochs is None and steps is None:
         raise HSENetError("give --epochs N or --steps N")

@@ -64,7 +64,7 @@ def atomic_path(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
 
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "w", *, durable: bool = True, **kwargs: Any) -> Iterator[IO]:
-    """``open()`` a temporary file beside ``path`` (``mode`` "w" or "wb"); renamed onto ``path`` on success."""
+    """``open()`` a temporary file beside ``path`` (mode "w" or "wb"); renamed onto ``path`` on success."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes whole files: mode must be 'w' or 'wb', got {mode!r}")
     if mode == "w":

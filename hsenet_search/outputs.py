@@ -68,8 +68,15 @@ def _within(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
-def check_output(out: str | Path, kind: OutputKind | str, *, inputs: Sequence[str | Path] = (),
-                 overwrite: bool = False, suffixes: Sequence[str] = (), replace_ok: bool = False) -> Path:
+def check_output(
+    out: str | Path,
+    kind: OutputKind | str,
+    *,
+    inputs: Sequence[str | Path] = (),
+    overwrite: bool = False,
+    suffixes: Sequence[str] = (),
+    replace_ok: bool = False,
+) -> Path:
     """Refuse ``out`` unless writing it destroys nothing of the user's; returns ``out`` resolved.
 
     ``inputs``: files or folders the command reads (never overwritten, never inside or around ``out``).
@@ -81,8 +88,11 @@ def check_output(out: str | Path, kind: OutputKind | str, *, inputs: Sequence[st
     target = given.resolve()
     cwd = Path.cwd().resolve()
     if _within(cwd, target):
-        raise OutputError("refusing to write over the current directory or one of its parents; "
-                          "give a new path such as indexes/NAME", given)
+        raise OutputError(
+            "refusing to write over the current directory or one of its parents; "
+            "give a new path such as indexes/NAME",
+            given,
+        )
     for src in inputs:
         src_path = Path(src).resolve()
         if _within(src_path, target) or _within(target, src_path):
@@ -92,10 +102,12 @@ def check_output(out: str | Path, kind: OutputKind | str, *, inputs: Sequence[st
     if given.is_dir() and not given.is_symlink() and not any(given.iterdir()):
         return target
     if not _is_ours(given, kind, suffixes):
-        what = {OutputKind.INDEX: "an index directory (no valid manifest.json)",
-                OutputKind.DATASET: f"a dataset written by `data synth` (no {DATASET_MARKER})",
-                OutputKind.MODEL: "a model directory written by hsenet-search",
-                OutputKind.FILE: f"a {'/'.join(suffixes) or 'regular'} file"}[kind]
+        what = {
+            OutputKind.INDEX: "an index directory (no valid manifest.json)",
+            OutputKind.DATASET: f"a dataset written by `data synth` (no {DATASET_MARKER})",
+            OutputKind.MODEL: "a model directory written by hsenet-search",
+            OutputKind.FILE: f"a {'/'.join(suffixes) or 'regular'} file",
+        }[kind]
         raise OutputError(f"exists and is not {what}; refusing to overwrite it (choose a new path)", given)
     if not (overwrite or replace_ok):
         raise OutputError("already exists; pass --overwrite to replace it", given)

@@ -149,8 +149,14 @@ def test_lock_refuses_a_second_writer_and_is_freed_when_the_holder_dies(tmp_path
 
 
 def cli(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hsenet_search.cli.main", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd or REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "hsenet_search.cli.main", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+    )
 
 
 def refused(res: subprocess.CompletedProcess, needle: str) -> None:
@@ -174,7 +180,9 @@ def test_every_writing_command_guards_its_out(tmp_path: Path):
     results = tmp_path / "r.json"
     results.write_text("{}")
     refused(cli("bench", "zeroshot", "--index", tmp_path / "none", "--out", tmp_path / "r"), "--overwrite")
-    refused(cli("train", "--data", tmp_path / "nodata", "--out", folder, "--steps", "1"), "not a model directory")
+    refused(
+        cli("train", "--data", tmp_path / "nodata", "--out", folder, "--steps", "1"), "not a model directory"
+    )
     assert sorted(p.name for p in folder.iterdir()) == ["thesis.docx"]
     assert results.read_text() == "{}"
 

@@ -84,7 +84,7 @@ def _encode_texts(model, texts: list[str], progress) -> np.ndarray:
     chunks = []
     task = progress.add_task("embedding reports", total=len(texts)) if progress is not None else None
     for i in range(0, len(texts), REPORT_BATCH):
-        batch = texts[i:i + REPORT_BATCH]
+        batch = texts[i : i + REPORT_BATCH]
         with torch.no_grad():
             chunks.append(model.encode_text(batch).float().cpu().numpy())
         if task is not None:
@@ -94,8 +94,9 @@ def _encode_texts(model, texts: list[str], progress) -> np.ndarray:
     return np.concatenate(chunks).astype(np.float32)
 
 
-def embed_new_reports(model, rows: pd.DataFrame, previous: Previous | None,
-                      progress=None) -> tuple[pd.DataFrame, np.ndarray, int]:
+def embed_new_reports(
+    model, rows: pd.DataFrame, previous: Previous | None, progress=None
+) -> tuple[pd.DataFrame, np.ndarray, int]:
     """Set ``rows["report_id"]``; returns (reports table, report vectors, number of texts encoded now).
 
     Report ids follow first appearance over all rows, so the ids of the previous index stay valid and
@@ -108,8 +109,9 @@ def embed_new_reports(model, rows: pd.DataFrame, previous: Previous | None,
     if previous is not None:
         known = len(previous.reports)
         if unique[:known] != previous.reports["text"].tolist():
-            raise IndexFormatError("reports.parquet does not match the report texts of metadata.parquet",
-                                   previous.directory)
+            raise IndexFormatError(
+                "reports.parquet does not match the report texts of metadata.parquet", previous.directory
+            )
         old_vectors = previous.report_vectors
     new = _encode_texts(model, unique[known:], progress)
     vectors = np.concatenate([old_vectors, new]) if known else new
@@ -117,17 +119,20 @@ def embed_new_reports(model, rows: pd.DataFrame, previous: Previous | None,
     return reports, vectors.astype(np.float32), len(unique) - known
 
 
-def extend_faiss(vectors: np.ndarray, factory: str, previous: VectorIndex | None, trained_on: int,
-                 what: str) -> FaissResult:
-    """A FAISS index over all ``vectors`` (ids 0..N-1), reusing ``previous`` (its first rows) when possible."""
+def extend_faiss(
+    vectors: np.ndarray, factory: str, previous: VectorIndex | None, trained_on: int, what: str
+) -> FaissResult:
+    """A FAISS index over all ``vectors`` (ids 0..N-1), reusing ``previous`` (its first rows) if it can."""
     ids = np.arange(len(vectors), dtype=np.int64)
     if previous is not None:
         trainable = not faiss_is_flat(previous)
         if not trainable or len(vectors) <= RETRAIN_GROWTH * max(trained_on, 1):
-            previous.add(vectors[previous.ntotal:], ids[previous.ntotal:])
+            previous.add(vectors[previous.ntotal :], ids[previous.ntotal :])
             return FaissResult(previous, trained_on if trainable else len(vectors))
-        note = (f"retrained the {what} FAISS index ({factory}): it now holds {len(vectors)} vectors, more than "
-                f"{RETRAIN_GROWTH:g}x the {trained_on} it was trained on")
+        note = (
+            f"retrained the {what} FAISS index ({factory}): it now holds {len(vectors)} vectors, more than "
+            f"{RETRAIN_GROWTH:g}x the {trained_on} it was trained on"
+        )
         return FaissResult(VectorIndex.build(vectors, ids, factory), len(vectors), note)
     return FaissResult(VectorIndex.build(vectors, ids, factory), len(vectors))
 
@@ -144,8 +149,17 @@ def faiss_is_flat(index: VectorIndex) -> bool:
 
 def hubness_banks(volume_vectors: np.ndarray, report_vectors: np.ndarray) -> dict[str, HubnessNormalizer]:
     """Querybank statistics: text queries over volumes, volume queries over reports."""
-    return {"text_to_volumes": gallery_normalizer(report_vectors, volume_vectors, HUBNESS_BETA),
-            "volumes_to_reports": gallery_normalizer(volume_vectors, report_vectors, HUBNESS_BETA)}
+    return {
+        "text_to_volumes": gallery_normalizer(report_vectors, volume_vectors, HUBNESS_BETA),
+        "volumes_to_reports": gallery_normalizer(volume_vectors, report_vectors, HUBNESS_BETA),
+    }
+
+
+def clear_stale(out: Path) -> None:
+    """Remove temporary directories a killed writer of ``out`` left beside it (call under the index lock)."""
+    for pattern in (f".{out.name}.tmp-*", f".{out.name}.old-*"):
+        for stray in out.parent.glob(pattern):
+            shutil.rmtree(stray, ignore_errors=True)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -170,8 +184,16 @@ class Assembled:
     banks: dict[str, HubnessNormalizer]
 
 
-def publish(out: Path, parts: Assembled, *, model, model_name: str, factory: str, source: dict,
-            previous: Previous | None = None) -> IndexManifest:
+def publish(
+    out: Path,
+    parts: Assembled,
+    *,
+    model,
+    model_name: str,
+    factory: str,
+    source: dict,
+    previous: Previous | None = None,
+) -> IndexManifest:
     """Write the index directory through a temporary directory, manifest last, and rename it into place.
 
     With ``previous`` its embedding shards are hard-linked (copied across file systems) and only the new
@@ -206,11 +228,18 @@ def publish(out: Path, parts: Assembled, *, model, model_name: str, factory: str
             preprocessing_hash=model.profile.hash,
             preprocessing=model.profile.to_dict(),
             embedding=model.config.embedding,
-            dims={"volumes": int(parts.volume_vectors.shape[1]), "reports": int(parts.report_vectors.shape[1])},
+            dims={
+                "volumes": int(parts.volume_vectors.shape[1]),
+                "reports": int(parts.report_vectors.shape[1]),
+            },
             metric="inner_product",
             factory=factory,
-            counts={"volumes": len(rows), "scans": int(rows["scan_id"].nunique()),
-                    "reports": len(parts.reports), "failures": len(parts.failures)},
+            counts={
+                "volumes": len(rows),
+                "scans": int(rows["scan_id"].nunique()),
+                "reports": len(parts.reports),
+                "failures": len(parts.failures),
+            },
             source=source,
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             hubness={"beta": HUBNESS_BETA, "method": parts.banks["text_to_volumes"].method},

@@ -41,12 +41,21 @@ from hsenet_search.data.loading import iterate_volumes
 from hsenet_search.errors import DatasetError, HSENetError, IndexMismatchError, ModelError
 from hsenet_search.outputs import OutputKind, check_output
 
+from .assembly import (
+    Assembled,
+    Previous,
+    clear_stale,
+    embed_new_reports,
+    extend_faiss,
+    hubness_banks,
+    merge_rows,
+    publish,
+)
+from .compat import check_model_matches
 from .locks import IndexLock
 from .partial import build_fingerprint, check_resume, record
 from .shards import ShardWriter
 from .store import open_index_dir, read_embeddings, read_failures, read_metadata, read_reports
-from .assembly import Assembled, Previous, embed_new_reports, extend_faiss, hubness_banks, merge_rows, publish
-from .compat import check_model_matches
 
 
 @dataclass
@@ -201,7 +210,8 @@ def _assemble(model, model_name: str, work: Path, out: Path, *, cfg: BuildConfig
                              trained.get("reports", old_counts.get("reports", 0)), "report")
     parts = Assembled(rows, vol_emb, reports, rep_emb, failures, vol_index, rep_index,
                       hubness_banks(vol_emb, rep_emb))
-    publish(out, parts, model=model, model_name=model_name, factory=cfg.factory, source=source, previous=previous)
+    publish(out, parts, model=model, model_name=model_name, factory=cfg.factory, source=source,
+            previous=previous)
     return BuildSummary(str(out), len(rows), int(rows["scan_id"].nunique()), len(reports), len(failures),
                         0.0, time.perf_counter() - t0, cfg.factory,
                         notes=[n for n in (vol_index.note, rep_index.note) if n],
@@ -225,8 +235,9 @@ def check_trained_model(name: str | None, random_weights: bool) -> None:
     if name is None or name == "default" or Path(name).exists() or random_weights:
         return
     if name in NAMED_CONFIGS:
-        raise ModelError(f"{name!r} is a model config with random weights, not a trained model: its index could "
-                         "never be queried; give a model directory or 'default' (--random-weights for tests)")
+        raise ModelError(f"{name!r} is a model config with random weights, not a trained model: its index "
+                         "could never be queried; give a model directory or 'default' (--random-weights for "
+                         "tests)")
 
 
 @contextmanager
@@ -260,6 +271,7 @@ def build_index(cfg: BuildConfig, model=None, progress: bool = True) -> BuildSum
         if not cases:
             raise DatasetError(f"no cases in split {cfg.split!r}", cfg.data)
         fingerprint = build_fingerprint(cases, model, dataset=cfg.data, split=cfg.split, factory=cfg.factory)
+        clear_stale(out)
         resume = cfg.resume and work.exists()
         if resume:
             check_resume(work, fingerprint)
@@ -289,8 +301,9 @@ def _new_cases(cases: Sequence[Case], old_rows: pd.DataFrame, index_dir: Path) -
         elif Path(old_path) != Path(case.path) and not (
                 Path(old_path).is_file() and Path(case.path).is_file()
                 and filecmp.cmp(old_path, case.path, shallow=False)):
-            raise IndexMismatchError(f"volume {case.volume_name} is already indexed from {old_path}; {case.path} "
-                                     "is a different file under the same name (rename it or rebuild)", index_dir)
+            raise IndexMismatchError(f"volume {case.volume_name} is already indexed from {old_path}; "
+                                     f"{case.path} is a different file under the same name (rename it or "
+                                     "rebuild)", index_dir)
     return new
 
 
@@ -308,6 +321,7 @@ def add_to_index(index_dir: str | Path, data: str, *, model=None, split: str = "
     index_dir = Path(index_dir)
     work = index_dir.with_name(index_dir.name + ".add.partial")
     with IndexLock(index_dir, "add"), _disk_errors(work, "free space and rerun index add"):
+        clear_stale(index_dir)
         manifest = open_index_dir(index_dir)
         model = model if model is not None else load_model(manifest.model_path())
         check_model_matches(manifest, model, index_dir)
@@ -324,7 +338,8 @@ def add_to_index(index_dir: str | Path, data: str, *, model=None, split: str = "
         work.mkdir(parents=True)
         _, encode_s = encode_cases(model, cases, work, cfg=cfg, resume=False, progress=progress)
         previous = Previous(index_dir, manifest, old_rows, read_embeddings(index_dir, "volumes"),
-                            read_reports(index_dir / "reports.parquet"), read_embeddings(index_dir, "reports"),
+                            read_reports(index_dir / "reports.parquet"),
+                            read_embeddings(index_dir, "reports"),
                             read_failures(index_dir / "failures.parquet"))
         source = dict(manifest.source)
         source["added"] = [*source.get("added", []), _source(cfg)]

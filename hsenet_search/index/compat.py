@@ -15,11 +15,15 @@ def check_model_matches(manifest: IndexManifest, model, index_dir: str | Path) -
         raise IndexMismatchError(
             f"model fingerprint {model.fingerprint[:12]} does not match the index's "
             f"{manifest.model_fingerprint[:12]} (built with {manifest.model_name}); use the same model or rebuild",
-            index_dir)
+            index_dir,
+        )
     if model.profile.hash != manifest.preprocessing_hash:
         raise IndexMismatchError(
-            f"preprocessing {model.profile.hash} differs from the index's {manifest.preprocessing_hash}", index_dir)
+            f"preprocessing {model.profile.hash} differs from the index's {manifest.preprocessing_hash}",
+            index_dir,
+        )
     if model.embedding_dim != manifest.dims["volumes"]:
         raise IndexMismatchError(
             f"model embedding size {model.embedding_dim} differs from the index's {manifest.dims['volumes']}",
-            index_dir)
+            index_dir,
+        )

@@ -35,7 +35,6 @@ import numpy as np
 from hsenet_search.atomic import atomic_path
 from hsenet_search.errors import HSENetError, IndexFormatError, QueryError
 
-
 GPU_MAX_K = 2048
 MIN_POINTS_PER_CENTROID = 39
 MAX_POINTS_PER_CENTROID = 256

@@ -53,7 +53,11 @@ def sample_digest(path: Path) -> str:
 
 def file_record(path: Path, *, full: bool = True) -> dict:
     """The manifest entry of one file: size, sample digest and (``full``) sha256."""
-    return {"size": path.stat().st_size, "sample": sample_digest(path), "sha256": sha256_file(path) if full else ""}
+    return {
+        "size": path.stat().st_size,
+        "sample": sample_digest(path),
+        "sha256": sha256_file(path) if full else "",
+    }
 
 
 def check_file(path: Path, record: dict, mode: str) -> str | None:

@@ -53,10 +53,17 @@ class IndexLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise IndexLockedError(f"another writer holds this index ({_holder(self.path)}); wait for it to "
-                                   f"finish (a killed writer releases the lock at once)", self.index_dir) from None
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "action": self.action,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            raise IndexLockedError(
+                f"another writer holds this index ({_holder(self.path)}); wait for it to "
+                f"finish (a killed writer releases the lock at once)",
+                self.index_dir,
+            ) from None
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "action": self.action,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         self._fd = fd

@@ -19,8 +19,13 @@ from hsenet_search.errors import IndexMismatchError
 
 RECORD = "build.json"
 LABELS_OF = {
-    "dataset": "dataset", "split": "split", "cases": "case list", "reports": "report text",
-    "model_fingerprint": "model", "preprocessing_hash": "preprocessing", "factory": "--factory",
+    "dataset": "dataset",
+    "split": "split",
+    "cases": "case list",
+    "reports": "report text",
+    "model_fingerprint": "model",
+    "preprocessing_hash": "preprocessing",
+    "factory": "--factory",
 }
 
 
@@ -36,8 +41,12 @@ def build_fingerprint(cases: Sequence[Case], model, *, dataset: str, split: str,
     return {
         "dataset": str(Path(dataset).resolve()),
         "split": split,
-        "cases": _digest([f"{c.volume_name}|{c.scan_id}|{c.split}|{c.path}|{c.rescale}|{c.spacing}|{c.labels}"
-                          for c in cases]),
+        "cases": _digest(
+            [
+                f"{c.volume_name}|{c.scan_id}|{c.split}|{c.path}|{c.rescale}|{c.spacing}|{c.labels}"
+                for c in cases
+            ]
+        ),
         "reports": _digest([c.report for c in cases]),
         "model_fingerprint": model.fingerprint,
         "preprocessing_hash": model.profile.hash,
@@ -55,9 +64,17 @@ def check_resume(work: Path, fingerprint: dict) -> None:
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise IndexMismatchError("cannot resume: the partial build records no readable build.json; rerun "
-                                 "without --resume to start over", work) from e
-    differs = [LABELS_OF.get(k, k) for k in fingerprint if not isinstance(old, dict) or old.get(k) != fingerprint[k]]
+        raise IndexMismatchError(
+            "cannot resume: the partial build records no readable build.json; rerun "
+            "without --resume to start over",
+            work,
+        ) from e
+    differs = [
+        LABELS_OF.get(k, k) for k in fingerprint if not isinstance(old, dict) or old.get(k) != fingerprint[k]
+    ]
     if differs:
-        raise IndexMismatchError(f"cannot resume: the partial build was made with a different "
-                                 f"{', '.join(differs)}; rerun without --resume to start over", work)
+        raise IndexMismatchError(
+            f"cannot resume: the partial build was made with a different "
+            f"{', '.join(differs)}; rerun without --resume to start over",
+            work,
+        )

@@ -106,7 +106,8 @@ class IndexManifest:
             raise IndexFormatError(f"index format {version} is newer than this hsenet-search supports "
                                    f"({FORMAT_VERSION}); upgrade hsenet-search", path)
         known = {f.name: f for f in fields(cls)}
-        missing = [name for name, f in known.items() if name not in data and name not in ("hubness", "files", "trained_on")]
+        optional = ("hubness", "files", "trained_on")
+        missing = [name for name in known if name not in data and name not in optional]
         if missing:
             raise IndexFormatError(f"manifest lacks {', '.join(missing)}", path)
         manifest = cls(**{k: v for k, v in data.items() if k in known})
@@ -123,7 +124,8 @@ class IndexManifest:
         for name in ("preprocessing", "dims", "counts", "source", "files"):
             need(isinstance(getattr(self, name), dict), f"{name} must be an object")
         need(self.hubness is None or isinstance(self.hubness, dict), "hubness must be an object or null")
-        need(self.trained_on is None or isinstance(self.trained_on, dict), "trained_on must be an object or null")
+        need(self.trained_on is None or isinstance(self.trained_on, dict),
+             "trained_on must be an object or null")
         need(self.embedding in EMBEDDING_STAGES,
              f"embedding must be one of {EMBEDDING_STAGES}, got {self.embedding!r}")
         need(self.metric == "inner_product", f"metric must be 'inner_product', got {self.metric!r}")

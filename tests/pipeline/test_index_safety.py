@@ -48,7 +48,9 @@ def assert_same_index(a: Path, b: Path) -> None:
     assert sorted(ea) == sorted(eb)
     for name in ea:
         np.testing.assert_allclose(ea[name], eb[name], atol=2e-3)
-    assert sorted(read_reports(a / "reports.parquet")["text"]) == sorted(read_reports(b / "reports.parquet")["text"])
+    assert sorted(read_reports(a / "reports.parquet")["text"]) == sorted(
+        read_reports(b / "reports.parquet")["text"]
+    )
     meta = read_metadata(a / "metadata.parquet")
     index = VectorIndex.load(a / "volumes.faiss")
     _, ids = index.search(read_embeddings(a, "volumes")[:5], 1)
@@ -57,10 +59,28 @@ def assert_same_index(a: Path, b: Path) -> None:
 
 
 def start_build(data: Path, out: Path, model_dir: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "hsenet_search.cli.main", "index", "build", str(data), "--out", str(out),
-           "--model", str(model_dir), *BUILD, *extra]
-    return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "hsenet_search.cli.main",
+        "index",
+        "build",
+        str(data),
+        "--out",
+        str(out),
+        "--model",
+        str(model_dir),
+        *BUILD,
+        *extra,
+    ]
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(cond, proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -84,10 +104,27 @@ def test_out_that_is_not_ours_is_refused_before_any_encoding(tmp_path, synth_dat
     one_line_refusal(res, str(user), "refusing to overwrite")
     assert (user / "draft.tex").read_text() == "mine"
     for out in (dataset_copy, dataset_copy / "index", dataset_copy.parent):
-        one_line_refusal(run_cli("index", "build", dataset_copy, "--out", out, "--model", model_dir), "overlaps")
+        one_line_refusal(
+            run_cli("index", "build", dataset_copy, "--out", out, "--model", model_dir), "overlaps"
+        )
     assert len(open_dataset(dataset_copy)) == len(open_dataset(synth_data))
-    res = subprocess.run([sys.executable, "-m", "hsenet_search.cli.main", "index", "build", str(synth_data),
-                          "--out", ".", "--model", str(model_dir)], cwd=user, capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hsenet_search.cli.main",
+            "index",
+            "build",
+            str(synth_data),
+            "--out",
+            ".",
+            "--model",
+            str(model_dir),
+        ],
+        cwd=user,
+        capture_output=True,
+        text=True,
+    )
     one_line_refusal(res, "current directory")
     assert sorted(p.name for p in user.iterdir()) == ["draft.tex"]
 
@@ -96,7 +133,9 @@ def test_an_existing_index_is_replaced_only_with_overwrite(tmp_path, index_dir, 
     copy = tmp_path / "idx"
     shutil.copytree(index_dir, copy)
     before = (copy / "manifest.json").read_text()
-    one_line_refusal(run_cli("index", "build", synth_data, "--out", copy, "--model", model_dir), "--overwrite")
+    one_line_refusal(
+        run_cli("index", "build", synth_data, "--out", copy, "--model", model_dir), "--overwrite"
+    )
     assert (copy / "manifest.json").read_text() == before
 
 
@@ -109,15 +148,17 @@ def test_index_build_refuses_a_config_name_with_random_weights(tmp_path, synth_d
 
 # ----------------------------------------------------------------------------- 2, 3. locks and resume
 def test_concurrent_build_is_refused_then_a_killed_build_resumes_only_its_own_data(
-        tmp_path, synth_data, dataset_copy, index_dir, model_dir):
+    tmp_path, synth_data, dataset_copy, index_dir, model_dir
+):
     out = tmp_path / "idx"
     first = start_build(synth_data, out, model_dir)
     try:
         wait_for(lambda: shards(out) >= 1, first)
         second = run_cli("index", "build", synth_data, "--out", out, "--model", model_dir, *BUILD)
         one_line_refusal(second, "another writer holds this index", f"pid {first.pid} on ")
-        resume_while_running = run_cli("index", "build", synth_data, "--out", out, "--model", model_dir,
-                                       "--resume", *BUILD)
+        resume_while_running = run_cli(
+            "index", "build", synth_data, "--out", out, "--model", model_dir, "--resume", *BUILD
+        )
         one_line_refusal(resume_while_running, f"pid {first.pid}")
     finally:
         first.send_signal(signal.SIGKILL)
@@ -126,12 +167,46 @@ def test_concurrent_build_is_refused_then_a_killed_build_resumes_only_its_own_da
     # resume with another dataset (one report edited) or other options: refused, naming what differs
     reports = dataset_copy / "radiology_text_reports" / "train_reports.csv"
     reports.write_text(reports.read_text().replace("pleural", "pleurral", 1))
-    one_line_refusal(run_cli("index", "build", dataset_copy, "--out", out, "--model", model_dir, "--resume", *BUILD),
-                     "cannot resume", "dataset", "report text")
-    one_line_refusal(run_cli("index", "build", synth_data, "--out", out, "--model", model_dir, "--resume",
-                             "--factory", "HNSW32", *BUILD), "cannot resume", "--factory")
-    one_line_refusal(run_cli("index", "build", synth_data, "--out", out, "--model", model_dir, "--resume",
-                             "--split", "train", *BUILD), "split", "case list")
+    one_line_refusal(
+        run_cli("index", "build", dataset_copy, "--out", out, "--model", model_dir, "--resume", *BUILD),
+        "cannot resume",
+        "dataset",
+        "report text",
+    )
+    one_line_refusal(
+        run_cli(
+            "index",
+            "build",
+            synth_data,
+            "--out",
+            out,
+            "--model",
+            model_dir,
+            "--resume",
+            "--factory",
+            "HNSW32",
+            *BUILD,
+        ),
+        "cannot resume",
+        "--factory",
+    )
+    one_line_refusal(
+        run_cli(
+            "index",
+            "build",
+            synth_data,
+            "--out",
+            out,
+            "--model",
+            model_dir,
+            "--resume",
+            "--split",
+            "train",
+            *BUILD,
+        ),
+        "split",
+        "case list",
+    )
     res = run_cli("index", "build", synth_data, "--out", out, "--model", model_dir, "--resume", *BUILD)
     assert res.returncode == 0, res.stderr
     assert "resumed after" in res.stdout
@@ -152,14 +227,38 @@ def test_sigkill_at_a_random_point_of_build_resume_and_add(tmp_path, synth_data,
     resumed.send_signal(signal.SIGKILL)
     resumed.wait()
     if not (out / "manifest.json").exists():
-        res = run_cli("index", "build", synth_data, "--out", out, "--model", model_dir, "--split", "train",
-                      "--resume", *BUILD)
+        res = run_cli(
+            "index",
+            "build",
+            synth_data,
+            "--out",
+            out,
+            "--model",
+            model_dir,
+            "--split",
+            "train",
+            "--resume",
+            *BUILD,
+        )
         assert res.returncode == 0, res.stderr
     n_train = len(open_dataset(synth_data, split="train"))
     assert open_index_dir(out, verify="full").counts["volumes"] == n_train
     # kill an add at a random moment: the index is the old one or the new one, never half of either
-    cmd = [sys.executable, "-m", "hsenet_search.cli.main", "index", "add", str(out), str(synth_data),
-           "--split", "valid", "--workers", "0", "--batch-size", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hsenet_search.cli.main",
+        "index",
+        "add",
+        str(out),
+        str(synth_data),
+        "--split",
+        "valid",
+        "--workers",
+        "0",
+        "--batch-size",
+        "2",
+    ]
     adding = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(rng.uniform(0.0, 40.0))
     adding.send_signal(signal.SIGKILL)
@@ -190,7 +289,8 @@ def test_a_swapped_faiss_file_of_the_same_size_is_refused(tmp_path, index_dir):
 
 # ----------------------------------------------------------------------------- add: validated, incremental
 def test_add_refuses_a_different_file_under_an_indexed_name_and_reports_nothing_new(
-        tmp_path, index_dir, dataset_copy):
+    tmp_path, index_dir, dataset_copy
+):
     copy = tmp_path / "idx"
     shutil.copytree(index_dir, copy)
     cases = open_dataset(dataset_copy)
@@ -206,29 +306,41 @@ def test_add_refuses_a_different_file_under_an_indexed_name_and_reports_nothing_
     assert (copy / "manifest.json").read_text() == before
 
 
-def test_add_encodes_only_new_volumes_and_reports_and_equals_a_full_build(tmp_path, synth_data, index_dir,
-                                                                          model_dir, monkeypatch):
+def test_add_encodes_only_new_volumes_and_reports_and_equals_a_full_build(
+    tmp_path, synth_data, index_dir, model_dir, monkeypatch
+):
     from hsenet_search.models import load_model
 
     model = load_model(model_dir)
     out = tmp_path / "idx"
-    build_index(BuildConfig(data=str(synth_data), out=str(out), model=str(model_dir), split="train", workers=0),
-                model=model, progress=False)
+    build_index(
+        BuildConfig(data=str(synth_data), out=str(out), model=str(model_dir), split="train", workers=0),
+        model=model,
+        progress=False,
+    )
     old_reports = read_reports(out / "reports.parquet")
     old_shard = out / "embeddings" / "volumes_00000.npy"
     old_inode = old_shard.stat().st_ino
     encoded_texts: list[str] = []
     encoded_volumes = [0]
     encode_text, encode_volume = model.encode_text, model.encode_volume
-    monkeypatch.setattr(model, "encode_text", lambda texts: (encoded_texts.extend(texts), encode_text(texts))[1])
-    monkeypatch.setattr(model, "encode_volume",
-                        lambda x: (encoded_volumes.__setitem__(0, encoded_volumes[0] + len(x)), encode_volume(x))[1])
+    monkeypatch.setattr(
+        model, "encode_text", lambda texts: (encoded_texts.extend(texts), encode_text(texts))[1]
+    )
+    monkeypatch.setattr(
+        model,
+        "encode_volume",
+        lambda x: (encoded_volumes.__setitem__(0, encoded_volumes[0] + len(x)), encode_volume(x))[1],
+    )
     summary = add_to_index(out, str(synth_data), model=model, split="valid", workers=0, progress=False)
     n_valid = len(open_dataset(synth_data, split="valid"))
     assert encoded_volumes[0] == n_valid and summary.added == n_valid
     assert not set(encoded_texts) & set(old_reports["text"])
     assert len(encoded_texts) == open_index_dir(out).counts["reports"] - len(old_reports)
-    assert read_reports(out / "reports.parquet")["text"][: len(old_reports)].tolist() == old_reports["text"].tolist()
+    assert (
+        read_reports(out / "reports.parquet")["text"][: len(old_reports)].tolist()
+        == old_reports["text"].tolist()
+    )
     assert old_shard.stat().st_ino == old_inode  # the stored shard is reused (hard link), not rewritten
     assert (out / "embeddings" / "volumes_00001.npy").exists()
     assert_same_index(out, index_dir)
@@ -238,15 +350,19 @@ def test_add_encodes_only_new_volumes_and_reports_and_equals_a_full_build(tmp_pa
 def _mount_tmpfs(path: Path, size: str) -> bool:
     path.mkdir(parents=True, exist_ok=True)
     try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                              capture_output=True, timeout=30)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+            capture_output=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0
 
 
-def test_disk_full_is_one_line_keeps_the_partial_build_and_resumes(tmp_path, synth_data, index_dir, model_dir,
-                                                                   monkeypatch, capsys):
+def test_disk_full_is_one_line_keeps_the_partial_build_and_resumes(
+    tmp_path, synth_data, index_dir, model_dir, monkeypatch, capsys
+):
     disk = tmp_path / "disk"
     out = disk / "idx"
     if _mount_tmpfs(disk, "96k"):
@@ -256,7 +372,9 @@ def test_disk_full_is_one_line_keeps_the_partial_build_and_resumes(tmp_path, syn
             kept = shards(out)
             assert kept >= 1 and not (out / "manifest.json").exists()
             subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
-            res = run_cli("index", "build", synth_data, "--out", out, "--model", model_dir, "--resume", *BUILD)
+            res = run_cli(
+                "index", "build", synth_data, "--out", out, "--model", model_dir, "--resume", *BUILD
+            )
             assert res.returncode == 0, res.stderr
             assert "resumed after" in res.stdout
             assert_same_index(out, index_dir)
@@ -265,6 +383,7 @@ def test_disk_full_is_one_line_keeps_the_partial_build_and_resumes(tmp_path, syn
         return
     # no mount permitted here: the file system fills up at the write layer after three shards
     from hsenet_search.cli import main as cli_main
+
     from hsenet_search.index import shards as shard_module
 
     real = shard_module.write_parquet
@@ -285,7 +404,17 @@ def test_disk_full_is_one_line_keeps_the_partial_build_and_resumes(tmp_path, syn
     assert exit_info.value.code == 2 and "No space left on device" in err and "Traceback" not in err
     assert shards(out) == 3 and not (out / "manifest.json").exists()
     monkeypatch.setattr(shard_module, "write_parquet", real)
-    summary = build_index(BuildConfig(data=str(synth_data), out=str(out), model=str(model_dir), resume=True,
-                                      workers=0, batch_size=2, shard_size=2), progress=False)
+    summary = build_index(
+        BuildConfig(
+            data=str(synth_data),
+            out=str(out),
+            model=str(model_dir),
+            resume=True,
+            workers=0,
+            batch_size=2,
+            shard_size=2,
+        ),
+        progress=False,
+    )
     assert summary.resumed_from == 6
     assert_same_index(out, index_dir)
