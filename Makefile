@@ -34,6 +34,7 @@ demo: $(STAMP)
 	$(CLI) data inspect $(DEMO)/data
 	$(CLI) index build $(DEMO)/data --out $(DEMO)/index
 	$(CLI) index info $(DEMO)/index
+	$(CLI) index verify $(DEMO)/index
 	$(CLI) search text "Right pleural effusion with adjacent atelectasis." --index $(DEMO)/index -k 5
 	$(CLI) search text "Emphysematous changes in both upper lobes." --index $(DEMO)/index -k 5 --label "Lung nodule"
 	$(CLI) search volume $$(ls $(DEMO)/query/train/*/*/*.nii.gz | head -n 1) --index $(DEMO)/index -k 5

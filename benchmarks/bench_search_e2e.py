@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hsenet_search.atomic import atomic_directory
 from hsenet_search.data.labels import LABELS
 from hsenet_search.engine import SearchEngine
 from hsenet_search.index.faiss_backend import VectorIndex
 from hsenet_search.index.store import (
     FORMAT_VERSION,
     IndexManifest,
-    atomic_directory,
     write_embeddings,
     write_failures,
     write_metadata,

@@ -16,6 +16,18 @@ MODEL = typer.Option(None, "--model", help="Model for --data (default: the shipp
 SPLIT = typer.Option("valid", "--split", help="Split to evaluate.")
 UNIT = typer.Option("scan", "--unit", help="scan (one reconstruction per scan) or reconstruction.")
 OUT = typer.Option(None, "--out", help="Write FILE.json, FILE.md (and FILE.png) here.")
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace existing result files at --out.")
+
+
+def _check_out(out: Path | None, overwrite: bool, *inputs: Path | None) -> None:
+    """Refuse --out files this command would clobber (before any work)."""
+    from hsenet_search.outputs import OutputKind, check_output
+
+    if out is None:
+        return
+    for suffix in (".json", ".md", ".png"):
+        check_output(out.with_suffix(suffix), OutputKind.FILE, inputs=[p for p in inputs if p is not None],
+                     overwrite=overwrite, suffixes=(suffix,))
 
 
 def _embeddings(index: Path | None, data: Path | None, model: str | None, tmp: str):
@@ -35,12 +47,13 @@ def _bank(emb, split: str, unit: str):
 
 
 def _write(out: Path | None, payload: dict, markdown: str) -> None:
+    from hsenet_search.atomic import write_text
     from hsenet_search.eval.report import write_json
 
     console.print(markdown)
     if out is not None:
         write_json(out.with_suffix(".json"), payload)
-        out.with_suffix(".md").write_text(markdown)
+        write_text(out.with_suffix(".md"), markdown)
         console.print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
 
 
@@ -49,8 +62,9 @@ def retrieval(index: Path | None = INDEX, data: Path | None = DATA, model: str |
               split: str = SPLIT, unit: str = UNIT,
               ks: str = typer.Option("1,5,10,50,100", "--ks", help="Comma-separated k values."),
               bootstrap: int = typer.Option(1000, "--bootstrap", min=1, help="Bootstrap resamples for 95 % CIs."),
-              out: Path | None = OUT) -> None:
+              out: Path | None = OUT, overwrite: bool = OVERWRITE) -> None:
     """Text→volume, volume→text and volume→volume tables with CIs, random baseline and hubness rows."""
+    _check_out(out, overwrite, index, data)
     from hsenet_search.eval.bench import retrieval_tables, temporary_workdir
     from hsenet_search.eval.report import plot_recall, retrieval_markdown
 
@@ -68,8 +82,10 @@ def retrieval(index: Path | None = INDEX, data: Path | None = DATA, model: str |
 
 @app.command("zeroshot")
 def zeroshot(index: Path | None = INDEX, data: Path | None = DATA, model: str | None = MODEL,
-             split: str = SPLIT, unit: str = UNIT, out: Path | None = OUT) -> None:
+             split: str = SPLIT, unit: str = UNIT, out: Path | None = OUT,
+             overwrite: bool = OVERWRITE) -> None:
     """Zero-shot 18-label classification: per-label and macro AUC, weighted F1 / accuracy / precision."""
+    _check_out(out, overwrite, index, data)
     from hsenet_search.eval.bench import temporary_workdir, zeroshot_tables
     from hsenet_search.eval.report import zeroshot_markdown
     from hsenet_search.models import load_model
@@ -92,8 +108,10 @@ def generation(
     limit: int | None = typer.Option(None, "--limit", help="Draft only the first N scans (LLM mode is slow on CPU)."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
     out: Path | None = OUT,
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """BLEU-1..4, METEOR, ROUGE-L, HSENet n-gram precision and clinical efficacy of drafted reports."""
+    _check_out(out, overwrite, index, data)
     from hsenet_search.engine import SearchEngine
     from hsenet_search.eval.generation_bench import generation_markdown, run_generation
     from hsenet_search.generate.llm import load_llm

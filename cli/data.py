@@ -20,9 +20,13 @@ def synth(
     labels_from: Path | None = typer.Option(None, "--labels-from", help="Condition volumes on this labels CSV."),
     reports_from: Path | None = typer.Option(None, "--reports-from", help="Pair volumes with this CSV's report text."),
     size: str = typer.Option("tiny", "--size", help="Volume size: tiny (fast, CPU) or ctrate (512x512, CT-RATE-like)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset written earlier by data synth."),
 ) -> None:
     """Write a complete synthetic CT-RATE dataset (volumes, reports, labels, metadata)."""
     from hsenet_search.data.synth import generate_dataset
+    from hsenet_search.outputs import OutputKind, check_output
+
+    check_output(out, OutputKind.DATASET, inputs=[p for p in (labels_from, reports_from) if p], overwrite=overwrite)
 
     summary = generate_dataset(
         out, n, seed=seed, valid_fraction=valid_fraction, labels_from=labels_from,

@@ -15,7 +15,8 @@ app = typer.Typer(help="Build and manage FAISS index directories.", no_args_is_h
 def build(
     data: Path = typer.Argument(..., help="CT-RATE-layout dataset directory or manifest CSV/Parquet."),
     out: Path = typer.Option(..., "--out", help="Index directory to write, e.g. indexes/NAME."),
-    model: str | None = typer.Option(None, "--model", help="Model dir or name (default: the shipped model)."),
+    model: str | None = typer.Option(None, "--model",
+                                     help="Trained model dir or 'default' (the shipped model)."),
     split: str = typer.Option("all", "--split", help="train | valid | all"),
     factory: str = typer.Option("IDMap2,Flat", "--factory", help="FAISS factory string (inner product)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
@@ -23,13 +24,20 @@ def build(
     resume: bool = typer.Option(False, "--resume", help="Continue a killed build from its shards."),
     shard_size: int = typer.Option(256, "--shard-size", min=1, help="Volumes per embedding shard (resume unit)."),
     device: str = typer.Option("auto", "--device"),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Preprocessed-tensor cache directory."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace an existing index directory at --out."),
+    random_weights: bool = typer.Option(
+        False, "--random-weights", help="Testing only: allow a config name (random weights)."),
 ) -> None:
     """Embed every volume and report of DATA and write the index directory atomically."""
     from hsenet_search.index.builder import BuildConfig, build_index
 
     summary = build_index(BuildConfig(data=str(data), out=str(out), model=model, split=split, factory=factory,
                                       batch_size=batch_size, workers=workers, resume=resume,
-                                      shard_size=shard_size, device=device))
+                                      shard_size=shard_size, device=device,
+                                      cache_dir=str(cache_dir) if cache_dir else None, overwrite=overwrite,
+                                      random_weights=random_weights))
     console.print(summary.describe())
 
 
@@ -39,13 +47,27 @@ def add(
     data: Path = typer.Argument(..., help="Dataset or manifest with the new cases."),
     split: str = typer.Option("all", "--split"),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
-    workers: int = typer.Option(2, "--workers", min=0),
+    workers: int = typer.Option(2, "--workers", min=0, help="Decode/preprocess worker processes."),
+    device: str = typer.Option("auto", "--device"),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Preprocessed-tensor cache directory."),
 ) -> None:
-    """Append the cases of DATA that the index does not hold yet."""
+    """Add the cases of DATA that the index does not hold yet (encodes only what is new)."""
     from hsenet_search.index.builder import add_to_index
 
-    summary = add_to_index(index_dir, str(data), split=split, batch_size=batch_size, workers=workers)
+    summary = add_to_index(index_dir, str(data), split=split, batch_size=batch_size, workers=workers,
+                           device=device, cache_dir=str(cache_dir) if cache_dir else None)
     console.print(summary.describe())
+
+
+@app.command("verify")
+def verify(index_dir: Path = typer.Argument(..., help="Index directory.")) -> None:
+    """Re-hash every file of the index (sha256) against its manifest; exit 2 on any difference."""
+    from hsenet_search.index.store import open_index_dir
+
+    manifest = open_index_dir(index_dir, verify="full")
+    total = sum(info["size"] for info in manifest.files.values())
+    console.print(f"{index_dir}: OK, {len(manifest.files)} files ({total / 1e6:.1f} MB) "
+                  "match the manifest's sha256")
 
 
 @app.command("info")

@@ -25,6 +25,7 @@ def extract(
     out: Path = typer.Option(..., "--out", help="Output labels CSV: the id column + the 18 CT-RATE labels."),
     explain: bool = typer.Option(False, "--explain", help="Print the sentence that triggered each positive label."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing labels CSV at --out."),
 ) -> None:
     """Label every report of REPORTS and write LABELS.csv (rows in input order)."""
     from hsenet_search.data.labels import (
@@ -35,7 +36,9 @@ def extract(
         read_reports_csv,
         write_labels_csv,
     )
+    from hsenet_search.outputs import OutputKind, check_output
 
+    check_output(out, OutputKind.FILE, inputs=[reports], overwrite=overwrite, suffixes=(".csv",))
     start = time.perf_counter()
     id_column, ids, texts = read_reports_csv(reports)
     labels = extract_labels(texts, progress=not json_out)

@@ -35,11 +35,13 @@ def train(
 ) -> None:
     """Train one stage of the HSENet model; validation R@k is reported on the valid split."""
     from hsenet_search.errors import HSENetError
+    from hsenet_search.outputs import OutputKind, check_output
     from hsenet_search.train.trainer import TrainConfig, state_dir
     from hsenet_search.train.trainer import train as run
 
     if epochs is None and steps is None:
         raise HSENetError("give --epochs N or --steps N")
+    check_output(out, OutputKind.MODEL, inputs=[data], replace_ok=True)
     ckpt = state_dir(out, stage) / "checkpoint.pt"
     if ckpt.exists() and not resume:
         raise HSENetError("a training checkpoint exists here; pass --resume to continue or choose another --out",

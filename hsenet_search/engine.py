@@ -19,7 +19,7 @@ import torch
 from hsenet_search.data.labels import LABELS
 from hsenet_search.errors import QueryError
 
-from .index.builder import check_model_matches
+from .index.compat import check_model_matches
 from .index.faiss_backend import VectorIndex
 from .index.hubness import HubnessNormalizer, rerank
 from .index.store import IndexManifest, open_index_dir, read_metadata
@@ -84,12 +84,16 @@ class SearchEngine:
 
     @classmethod
     def open(cls, index_dir: str | Path, model=None, *, mmap: bool = True, use_gpu: bool | None = None,
-             device: str = "auto") -> SearchEngine:
-        """Open ``index_dir``; ``model`` (object or path) defaults to the model recorded in the manifest."""
+             device: str = "auto", verify: str = "fast") -> SearchEngine:
+        """Open ``index_dir``; ``model`` (object or path) defaults to the model recorded in the manifest.
+
+        Every file is checked against the manifest first (``verify``: ``"fast"`` sizes and sample digests,
+        ``"full"`` sha256 of every byte; see :func:`~hsenet_search.index.store.open_index_dir`).
+        """
         from hsenet_search.models import load_model
 
         index_dir = Path(index_dir)
-        manifest = open_index_dir(index_dir)
+        manifest = open_index_dir(index_dir, verify=verify)
         if model is None or isinstance(model, (str, Path)):
             model = load_model(model if model is not None else manifest.model_path())
         check_model_matches(manifest, model, index_dir)

@@ -12,14 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hsenet_search.atomic import atomic_directory
 from hsenet_search.data.labels import LABELS
 from hsenet_search.errors import IndexFormatError
 from hsenet_search.index.faiss_backend import VectorIndex
+from hsenet_search.index.shards import ShardWriter
 from hsenet_search.index.store import (
     FORMAT_VERSION,
     IndexManifest,
-    ShardWriter,
-    atomic_directory,
     deduplicate_reports,
     is_complete_index,
     open_index_dir,
@@ -139,11 +139,11 @@ def test_incomplete_or_corrupt_index_is_refused(tmp_path: Path):
     with pytest.raises(IndexFormatError, match="volumes_00001.npy has"):
         open_index_dir(idx)
     shard.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # same size, flipped bits
-    assert is_complete_index(idx)
-    with pytest.raises(IndexFormatError, match="checksum of embeddings/volumes_00001.npy"):
+    assert not is_complete_index(idx)  # every open checks the sample digest
+    with pytest.raises(IndexFormatError, match="embeddings/volumes_00001.npy does not match the .*checksum"):
         open_index_dir(idx, verify=True)
     (idx / "reports.faiss").unlink()
-    with pytest.raises(IndexFormatError, match="reports.faiss is missing"):
+    with pytest.raises(IndexFormatError, match="incomplete or modified index: reports.faiss is missing"):
         open_index_dir(idx)
     for path, message in ((tmp_path / "nope", "not found"), (idx / "metadata.parquet", "not a directory")):
         with pytest.raises(IndexFormatError, match=message):
@@ -159,23 +159,23 @@ def test_manifest_refuses_missing_required_files(tmp_path: Path):
 
 def test_atomic_directory_replaces_only_on_success(tmp_path: Path):
     final = tmp_path / "indexes" / "ctrate"
-    with atomic_directory(final) as tmp:
+    with atomic_directory(final, check=open_index_dir) as tmp:
         assert tmp.parent == final.parent and tmp != final
         first = write_index(tmp, seed=0)
     assert is_complete_index(final)
     # a build that fails half-way leaves the previous index untouched and no temporary directory behind
     with pytest.raises(RuntimeError, match="encoder crashed"):
-        with atomic_directory(final) as tmp:
+        with atomic_directory(final, check=open_index_dir) as tmp:
             write_embeddings(tmp, "volumes", np.zeros((3, 16)))
             raise RuntimeError("encoder crashed")
     # a block that "succeeds" without writing a manifest is not published either
     with pytest.raises(IndexFormatError, match="no manifest.json"):
-        with atomic_directory(final) as tmp:
+        with atomic_directory(final, check=open_index_dir) as tmp:
             write_embeddings(tmp, "volumes", np.zeros((3, 16)))
     assert is_complete_index(final)
     np.testing.assert_allclose(read_embeddings(final, "volumes"), first, atol=1e-3)
     assert sorted(p.name for p in final.parent.iterdir()) == ["ctrate"]
-    with atomic_directory(final) as tmp:
+    with atomic_directory(final, check=open_index_dir) as tmp:
         second = write_index(tmp, seed=1)
     np.testing.assert_allclose(read_embeddings(final, "volumes"), second, atol=1e-3)
     assert sorted(p.name for p in final.parent.iterdir()) == ["ctrate"]
@@ -201,7 +201,7 @@ def test_shard_writer_resumes_after_a_crash(tmp_path: Path):
     """A process killed mid-build keeps its complete shards; the reopened writer continues after them."""
     script = textwrap.dedent(f"""
         import os, numpy as np
-        from hsenet_search.index.store import ShardWriter
+        from hsenet_search.index.shards import ShardWriter
         w = ShardWriter({str(tmp_path)!r}, kind="volumes", shard_size=4)
         for i in range(14):   # 3 full shards of 4, 2 rows still buffered
             w.append([f"vol{{i}}"], np.full((1, 6), i, dtype=np.float32),

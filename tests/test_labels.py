@@ -263,7 +263,7 @@ def test_cli_extract(tmp_path: Path) -> None:
         rows = list(csv.DictReader(f))
     assert [r["VolumeName"] for r in rows] == ["valid_7_a_1.nii.gz", "valid_3_a_1.nii.gz"]
 
-    table = CliRunner().invoke(app, ["extract", str(reports), "--out", str(out), "--explain"])
+    table = CliRunner().invoke(app, ["extract", str(reports), "--out", str(out), "--explain", "--overwrite"])
     assert table.exit_code == 0 and "Lung nodule" in table.output and "1 empty" in table.output
 
 

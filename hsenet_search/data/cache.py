@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hsenet_search.atomic import write_npy
 from hsenet_search.errors import VolumeError
 
 if TYPE_CHECKING:
@@ -99,15 +99,7 @@ class PreprocessCache:
             except (OSError, ValueError, EOFError):
                 entry.unlink(missing_ok=True)  # unreadable entry (e.g. disk error): recompute it
         array = np.ascontiguousarray(compute(), dtype=np.float32)
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=f".{entry.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.save(handle, array, allow_pickle=False)
-            os.replace(tmp, entry)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_npy(entry, array, durable=False)  # a lost entry is only recomputed
         return array
 
 

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
 
+from hsenet_search.atomic import atomic_open
 from hsenet_search.errors import DatasetError
 
 from .cases import Case, scan_id_of, volume_key, volume_stem
@@ -334,23 +333,16 @@ def _write_csv(
 ) -> Path:
     """Write rows atomically (temp file + rename); unknown keys and, without a default, absent keys fail."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            for row in rows:
-                unknown = set(row) - set(columns)
-                if unknown:
-                    raise ValueError(f"{path.name}: unknown column(s) {sorted(unknown)}")
-                if "VolumeName" not in row or (default is None and any(c not in row for c in columns)):
-                    raise ValueError(f"{path.name}: row lacks {[c for c in columns if c not in row]}")
-                writer.writerow([_cell(row.get(c, default)) for c in columns])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in rows:
+            unknown = set(row) - set(columns)
+            if unknown:
+                raise ValueError(f"{path.name}: unknown column(s) {sorted(unknown)}")
+            if "VolumeName" not in row or (default is None and any(c not in row for c in columns)):
+                raise ValueError(f"{path.name}: row lacks {[c for c in columns if c not in row]}")
+            writer.writerow([_cell(row.get(c, default)) for c in columns])
     return path
 
 

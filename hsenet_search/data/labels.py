@@ -17,15 +17,14 @@ radiologist labels of the CT-RATE manual set. No parameters are learned from dat
 from __future__ import annotations
 
 import csv
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from hsenet_search.atomic import atomic_open
 from hsenet_search.errors import DatasetError
 
 from .report_text import clean_section, sentences
@@ -398,17 +397,10 @@ def write_labels_csv(path: str | Path, id_column: str, ids: Sequence[str], label
     labels = np.asarray(labels)
     if labels.shape != (len(ids), len(LABELS)):
         raise DatasetError(f"labels shape {labels.shape} does not match {len(ids)} ids x {len(LABELS)} labels", path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow([id_column, *LABELS])
-            writer.writerows([i, *map(int, row)] for i, row in zip(ids, labels, strict=True))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([id_column, *LABELS])
+        writer.writerows([i, *map(int, row)] for i, row in zip(ids, labels, strict=True))
 
 
 def prevalence(labels: np.ndarray) -> dict[str, float]:

@@ -3,16 +3,22 @@
 Volumes are decoded and preprocessed in DataLoader workers (through the preprocessed-tensor
 cache) while the main process encodes them. Embeddings are written as float16 shards into
 ``<out>.partial/`` as the build goes, so a killed build resumes where it stopped
-(``--resume``). Unreadable volumes go to ``failures.parquet`` and the build carries on. The
-finished index is assembled in a temporary directory and renamed into place atomically.
+(``--resume``, validated against the partial build's ``build.json``: :mod:`.partial`). Unreadable
+volumes go to ``failures.parquet`` and the build carries on. Writers hold the index's lock
+(:mod:`.locks`); the output is checked before any encoding (:mod:`hsenet_search.outputs`). The
+finished index is assembled by the steps of :mod:`.assembly` and published atomically.
 """
 
 from __future__ import annotations
 
+import errno
+import filecmp
 import json
+import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,26 +39,24 @@ from hsenet_search.data.cases import Case
 from hsenet_search.data.dataset import open_dataset
 from hsenet_search.data.labels import LABELS
 from hsenet_search.data.loading import iterate_volumes
-from hsenet_search.data.report_text import join_report
-from hsenet_search.errors import DatasetError, IndexMismatchError
+from hsenet_search.errors import DatasetError, HSENetError, IndexMismatchError, ModelError
+from hsenet_search.outputs import OutputKind, check_output
 
-from .store import (
-    FORMAT_VERSION,
-    IndexManifest,
-    ShardWriter,
-    atomic_directory,
-    deduplicate_reports,
-    open_index_dir,
-    read_embeddings,
-    read_failures,
-    read_metadata,
-    write_embeddings,
-    write_failures,
-    write_metadata,
-    write_reports,
+from .assembly import (
+    Assembled,
+    Previous,
+    clear_stale,
+    embed_new_reports,
+    extend_faiss,
+    hubness_banks,
+    merge_rows,
+    publish,
 )
-
-HUBNESS_BETA = 20.0
+from .compat import check_model_matches
+from .locks import IndexLock
+from .partial import build_fingerprint, check_resume, record
+from .shards import ShardWriter
+from .store import open_index_dir, read_embeddings, read_failures, read_metadata, read_reports
 
 
 @dataclass
@@ -70,6 +74,8 @@ class BuildConfig:
     shard_size: int = 256
     cache_dir: str | None = None
     device: str = "auto"
+    overwrite: bool = False
+    random_weights: bool = False
 
 
 @dataclass
@@ -85,6 +91,8 @@ class BuildSummary:
     encode_seconds: float
     factory: str
     resumed_from: int = 0
+    added: int | None = None
+    notes: list[str] = field(default_factory=list)
     failure_examples: list[str] = field(default_factory=list)
 
     @property
@@ -92,11 +100,15 @@ class BuildSummary:
         return self.volumes / self.seconds if self.seconds > 0 else 0.0
 
     def describe(self) -> str:
+        if self.added == 0 and not self.failure_examples:
+            return f"index {self.out}: nothing new to add ({self.volumes} volumes already indexed); unchanged"
         lines = [
             f"index {self.out}: {self.volumes} volumes ({self.scans} scans), {self.reports} unique reports, "
             f"{self.failures} failures, factory {self.factory}",
             f"{self.seconds:.1f}s total, {self.volumes_per_second:.2f} volumes/s"
-            + (f", resumed after {self.resumed_from} volumes" if self.resumed_from else ""),
+            + (f", resumed after {self.resumed_from} volumes" if self.resumed_from else "")
+            + (f", {self.added} volumes added" if self.added else ""),
+            *self.notes,
         ]
         lines += [f"  failed: {msg}" for msg in self.failure_examples[:5]]
         return "\n".join(lines)
@@ -169,80 +181,79 @@ def _read_failures_jsonl(work: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["volume_name", "path", "error"])
 
 
-def _assemble(model, model_name: str, work: Path, out: Path, *, cfg: BuildConfig, source: dict, progress: bool,
-              previous: tuple[pd.DataFrame, np.ndarray, pd.DataFrame] | None = None) -> BuildSummary:
-    """Turn finished shards (plus an existing index's rows, for ``add``) into the final index directory."""
-    from .faiss_backend import VectorIndex  # imported here: encoding volumes needs no FAISS
-    from .hubness import gallery_normalizer
+def _failure_examples(failures: pd.DataFrame) -> list[str]:
+    return [f"{r.path}: {r.error}" if str(r.path) not in str(r.error) else str(r.error)
+            for r in failures.itertuples()]
 
+
+def _assemble(model, model_name: str, work: Path, out: Path, *, cfg: BuildConfig, source: dict,
+              progress: bool, previous: Previous | None = None) -> BuildSummary:
+    """Turn finished shards (plus, for ``add``, the index they extend) into the published index directory."""
     t0 = time.perf_counter()
-    rows, vol_emb = ShardWriter.read_all(work, kind="volumes")
+    new_rows, new_vectors = ShardWriter.read_all(work, kind="volumes")
     failures = _read_failures_jsonl(work)
-    if previous is not None:
-        old_rows, old_emb, old_failures = previous
-        keep = ~rows["volume_name"].isin(old_rows["volume_name"])
-        rows = pd.concat([old_rows.drop(columns=["row_id", "report_id"], errors="ignore"), rows[keep]],
-                         ignore_index=True)
-        vol_emb = np.concatenate([old_emb, vol_emb[keep.to_numpy()]])
-        failures = pd.concat([old_failures, failures], ignore_index=True)
-    if len(rows) == 0:
+    if previous is None and len(new_rows) == 0:
         raise DatasetError("no volume could be read; see the failures listed above", cfg.data)
-    rows = rows.reset_index(drop=True)
-    rows.insert(0, "row_id", np.arange(len(rows), dtype=np.int64))
-    texts = [join_report(f, i) for f, i in zip(rows["findings"].fillna(""), rows["impression"].fillna(""))]
-    report_id, unique_texts = deduplicate_reports(texts)
-    rows["report_id"] = report_id
+    if previous is not None:
+        failures = pd.concat([previous.failures, failures], ignore_index=True)
+        if len(new_rows) == 0:
+            new_rows, new_vectors = previous.rows.iloc[:0], previous.volume_vectors[:0]
+    rows = merge_rows(new_rows, previous)
+    vol_emb = (np.concatenate([previous.volume_vectors, new_vectors]) if previous is not None
+               else new_vectors).astype(np.float32)
     with _progress() as bar:
-        task = bar.add_task("embedding reports", total=len(unique_texts), visible=progress)
-        chunks = []
-        for i in range(0, len(unique_texts), 64):
-            batch = unique_texts[i:i + 64]
-            with torch.no_grad():
-                chunks.append(model.encode_text(batch).float().cpu().numpy())
-            bar.update(task, advance=len(batch))
-    rep_emb = np.concatenate(chunks).astype(np.float32)
-    vol_emb = vol_emb.astype(np.float32)
-    reports = pd.DataFrame({"report_id": np.arange(len(unique_texts), dtype=np.int64), "text": unique_texts})
-    vol_index = VectorIndex.build(vol_emb, rows["row_id"].to_numpy(), cfg.factory)
-    rep_index = VectorIndex.build(rep_emb, reports["report_id"].to_numpy(), cfg.factory)
-    hub_text = gallery_normalizer(rep_emb, vol_emb, HUBNESS_BETA)     # bank of text queries over volumes
-    hub_volume = gallery_normalizer(vol_emb, rep_emb, HUBNESS_BETA)   # bank of volume queries over reports
-    with atomic_directory(out) as tmp:
-        write_embeddings(tmp, "volumes", vol_emb)
-        write_embeddings(tmp, "reports", rep_emb)
-        write_metadata(tmp / "metadata.parquet", rows)
-        write_reports(tmp / "reports.parquet", reports)
-        write_failures(tmp / "failures.parquet", failures)
-        vol_index.save(tmp / "volumes.faiss")
-        rep_index.save(tmp / "reports.faiss")
-        (tmp / "hubness").mkdir()
-        hub_text.save(tmp / "hubness" / "text_to_volumes.npz")
-        hub_volume.save(tmp / "hubness" / "volumes_to_reports.npz")
-        manifest = IndexManifest(
-            format_version=FORMAT_VERSION,
-            model_fingerprint=model.fingerprint,
-            model_name=model_name,
-            preprocessing_hash=model.profile.hash,
-            preprocessing=model.profile.to_dict(),
-            embedding=model.config.embedding,
-            dims={"volumes": int(vol_emb.shape[1]), "reports": int(rep_emb.shape[1])},
-            metric="inner_product",
-            factory=cfg.factory,
-            counts={"volumes": len(rows), "scans": int(rows["scan_id"].nunique()),
-                    "reports": len(reports), "failures": len(failures)},
-            source=source,
-            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            hubness={"beta": HUBNESS_BETA, "method": hub_text.method},
-        )
-        manifest.write(tmp)
+        reports, rep_emb, _ = embed_new_reports(model, rows, previous, bar if progress else None)
+    trained = (previous.manifest.trained_on or {}) if previous is not None else {}
+    old_counts = previous.manifest.counts if previous is not None else {}
+    vol_index = extend_faiss(vol_emb, cfg.factory, _load_faiss(previous, "volumes"),
+                             trained.get("volumes", old_counts.get("volumes", 0)), "volume")
+    rep_index = extend_faiss(rep_emb, cfg.factory, _load_faiss(previous, "reports"),
+                             trained.get("reports", old_counts.get("reports", 0)), "report")
+    parts = Assembled(rows, vol_emb, reports, rep_emb, failures, vol_index, rep_index,
+                      hubness_banks(vol_emb, rep_emb))
+    publish(out, parts, model=model, model_name=model_name, factory=cfg.factory, source=source,
+            previous=previous)
     return BuildSummary(str(out), len(rows), int(rows["scan_id"].nunique()), len(reports), len(failures),
                         0.0, time.perf_counter() - t0, cfg.factory,
-                        failure_examples=[f"{r.path}: {r.error}" if str(r.path) not in str(r.error) else str(r.error)
-                                          for r in failures.itertuples()])
+                        notes=[n for n in (vol_index.note, rep_index.note) if n],
+                        failure_examples=_failure_examples(failures))
+
+
+def _load_faiss(previous: Previous | None, kind: str):
+    from .faiss_backend import VectorIndex
+
+    return None if previous is None else VectorIndex.load(previous.directory / f"{kind}.faiss", use_gpu=False)
 
 
 def _source(cfg: BuildConfig) -> dict:
     return {"dataset": str(Path(cfg.data).resolve()), "split": cfg.split}
+
+
+def check_trained_model(name: str | None, random_weights: bool) -> None:
+    """``--model`` must name a trained model (a directory or ``default``); configs need ``random_weights``."""
+    from hsenet_search.models.configs import NAMED_CONFIGS
+
+    if name is None or name == "default" or Path(name).exists() or random_weights:
+        return
+    if name in NAMED_CONFIGS:
+        raise ModelError(f"{name!r} is a model config with random weights, not a trained model: its index "
+                         "could never be queried; give a model directory or 'default' (--random-weights for "
+                         "tests)")
+
+
+@contextmanager
+def _disk_errors(work: Path, action: str) -> Iterator[None]:
+    """Disk full, quota and permission errors while writing: one line, the partial work kept."""
+    try:
+        yield
+    except OSError as e:  # pyarrow's write errors carry the errno only in their text
+        codes = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO)
+        code = e.errno if e.errno in codes else next((c for c in codes if os.strerror(c) in str(e)), None)
+        if code is None:
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        raise HSENetError(f"{os.strerror(code)} while writing{where}; nothing already written is lost: "
+                          f"{action}", work) from e
 
 
 def build_index(cfg: BuildConfig, model=None, progress: bool = True) -> BuildSummary:
@@ -250,78 +261,93 @@ def build_index(cfg: BuildConfig, model=None, progress: bool = True) -> BuildSum
     from hsenet_search.models import load_model
 
     start = time.perf_counter()
-    model = model if model is not None else load_model(cfg.model)
-    model = model.to(_device(cfg.device)).eval()
-    cases = open_dataset(cfg.data, split=cfg.split, missing="keep")
-    if not cases:
-        raise DatasetError(f"no cases in split {cfg.split!r}", cfg.data)
     out = Path(cfg.out)
     work = out.with_name(out.name + ".partial")
-    if not cfg.resume and work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    _check_work_model(work, model, resume=cfg.resume)
-    resumed, encode_s = encode_cases(model, cases, work, cfg=cfg, resume=cfg.resume, progress=progress)
-    model_name = str(Path(cfg.model).resolve()) if cfg.model and Path(cfg.model).exists() else (cfg.model or "default")
-    summary = _assemble(model, model_name, work, out, cfg=cfg, source=_source(cfg), progress=progress)
-    shutil.rmtree(work, ignore_errors=True)
+    check_output(out, OutputKind.INDEX, inputs=[cfg.data], overwrite=cfg.overwrite)
+    if model is None:
+        check_trained_model(cfg.model, cfg.random_weights)
+    with IndexLock(out, "build"), _disk_errors(work, "free space and rerun with --resume"):
+        model = (model if model is not None else load_model(cfg.model)).to(_device(cfg.device)).eval()
+        cases = open_dataset(cfg.data, split=cfg.split, missing="keep")
+        if not cases:
+            raise DatasetError(f"no cases in split {cfg.split!r}", cfg.data)
+        fingerprint = build_fingerprint(cases, model, dataset=cfg.data, split=cfg.split, factory=cfg.factory)
+        clear_stale(out)
+        resume = cfg.resume and work.exists()
+        if resume:
+            check_resume(work, fingerprint)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            record(work, fingerprint)
+        resumed, encode_s = encode_cases(model, cases, work, cfg=cfg, resume=resume, progress=progress)
+        model_name = str(Path(cfg.model).resolve()) if cfg.model and Path(cfg.model).exists() else (
+            cfg.model or "default")
+        summary = _assemble(model, model_name, work, out, cfg=cfg, source=_source(cfg), progress=progress)
+        shutil.rmtree(work, ignore_errors=True)
     summary.seconds = time.perf_counter() - start
     summary.encode_seconds = encode_s
     summary.resumed_from = resumed
     return summary
 
 
+def _new_cases(cases: Sequence[Case], old_rows: pd.DataFrame, index_dir: Path) -> list[Case]:
+    """Cases the index does not hold; a different file under an indexed volume name is refused."""
+    indexed = dict(zip(old_rows["volume_name"], old_rows["path"]))
+    new = []
+    for case in cases:
+        old_path = indexed.get(case.volume_name)
+        if old_path is None:
+            new.append(case)
+        elif Path(old_path) != Path(case.path) and not (
+                Path(old_path).is_file() and Path(case.path).is_file()
+                and filecmp.cmp(old_path, case.path, shallow=False)):
+            raise IndexMismatchError(f"volume {case.volume_name} is already indexed from {old_path}; "
+                                     f"{case.path} is a different file under the same name (rename it or "
+                                     "rebuild)", index_dir)
+    return new
+
+
 def add_to_index(index_dir: str | Path, data: str, *, model=None, split: str = "all", batch_size: int = 8,
-                 workers: int = 2, cache_dir: str | None = None, progress: bool = True) -> BuildSummary:
-    """Append the cases of ``data`` that the index does not hold yet (same model, same factory)."""
+                 workers: int = 2, cache_dir: str | None = None, device: str = "auto",
+                 progress: bool = True) -> BuildSummary:
+    """Add the cases of ``data`` that the index does not hold yet, encoding only what is new.
+
+    The stored embedding shards, report vectors and FAISS indexes are reused; the FAISS indexes are
+    extended in place unless a trained factory has outgrown its training (then retrained, and said so).
+    """
     from hsenet_search.models import load_model
 
     start = time.perf_counter()
     index_dir = Path(index_dir)
-    manifest = open_index_dir(index_dir)
-    model = model if model is not None else load_model(manifest.model_path())
-    check_model_matches(manifest, model, index_dir)
-    cfg = BuildConfig(data=data, out=str(index_dir), split=split, factory=manifest.factory,
-                      batch_size=batch_size, workers=workers, cache_dir=cache_dir)
-    old_rows = read_metadata(index_dir / "metadata.parquet")
-    cases = [c for c in open_dataset(data, split=split, missing="keep") if c.volume_name not in set(old_rows["volume_name"])]
     work = index_dir.with_name(index_dir.name + ".add.partial")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    _, encode_s = encode_cases(model, cases, work, cfg=cfg, resume=False, progress=progress)
-    previous = (old_rows, read_embeddings(index_dir, "volumes"), read_failures(index_dir / "failures.parquet"))
-    source = dict(manifest.source)
-    source.setdefault("added", []).append(_source(cfg))
-    summary = _assemble(model, manifest.model_name, work, index_dir, cfg=cfg, source=source, progress=progress,
-                        previous=previous)
-    shutil.rmtree(work, ignore_errors=True)
+    with IndexLock(index_dir, "add"), _disk_errors(work, "free space and rerun index add"):
+        clear_stale(index_dir)
+        manifest = open_index_dir(index_dir)
+        model = model if model is not None else load_model(manifest.model_path())
+        check_model_matches(manifest, model, index_dir)
+        model = model.to(_device(device)).eval()
+        old_rows = read_metadata(index_dir / "metadata.parquet")
+        cases = _new_cases(open_dataset(data, split=split, missing="keep"), old_rows, index_dir)
+        if not cases:
+            return BuildSummary(str(index_dir), len(old_rows), int(old_rows["scan_id"].nunique()),
+                                manifest.counts["reports"], manifest.counts["failures"],
+                                time.perf_counter() - start, 0.0, manifest.factory, added=0)
+        cfg = BuildConfig(data=data, out=str(index_dir), split=split, factory=manifest.factory,
+                          batch_size=batch_size, workers=workers, cache_dir=cache_dir, device=device)
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        _, encode_s = encode_cases(model, cases, work, cfg=cfg, resume=False, progress=progress)
+        previous = Previous(index_dir, manifest, old_rows, read_embeddings(index_dir, "volumes"),
+                            read_reports(index_dir / "reports.parquet"),
+                            read_embeddings(index_dir, "reports"),
+                            read_failures(index_dir / "failures.parquet"))
+        source = dict(manifest.source)
+        source["added"] = [*source.get("added", []), _source(cfg)]
+        summary = _assemble(model, manifest.model_name, work, index_dir, cfg=cfg, source=source,
+                            progress=progress, previous=previous)
+        shutil.rmtree(work, ignore_errors=True)
+    summary.added = summary.volumes - len(old_rows)
     summary.seconds = time.perf_counter() - start
     summary.encode_seconds = encode_s
     return summary
-
-
-def check_model_matches(manifest: IndexManifest, model, index_dir: Path) -> None:
-    """Refuse a model whose fingerprint, preprocessing hash or embedding size differs from the index's."""
-    if model.fingerprint != manifest.model_fingerprint:
-        raise IndexMismatchError(
-            f"model fingerprint {model.fingerprint[:12]} does not match the index's "
-            f"{manifest.model_fingerprint[:12]} (built with {manifest.model_name}); use the same model or rebuild",
-            index_dir)
-    if model.profile.hash != manifest.preprocessing_hash:
-        raise IndexMismatchError(
-            f"preprocessing {model.profile.hash} differs from the index's {manifest.preprocessing_hash}", index_dir)
-    if model.embedding_dim != manifest.dims["volumes"]:
-        raise IndexMismatchError(
-            f"model embedding size {model.embedding_dim} differs from the index's {manifest.dims['volumes']}",
-            index_dir)
-
-
-def _check_work_model(work: Path, model, resume: bool) -> None:
-    """A resumed build must use the model that wrote its shards."""
-    stamp = work / "model.json"
-    info = {"fingerprint": model.fingerprint, "preprocessing_hash": model.profile.hash}
-    if resume and stamp.exists():
-        old = json.loads(stamp.read_text())
-        if old != info:
-            raise IndexMismatchError("cannot resume: the partial build was made with another model", work)
-    stamp.write_text(json.dumps(info))

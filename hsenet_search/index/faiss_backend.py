@@ -32,9 +32,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from hsenet_search.atomic import atomic_path
 from hsenet_search.errors import HSENetError, IndexFormatError, QueryError
-
-from .store import atomic_file
 
 GPU_MAX_K = 2048
 MIN_POINTS_PER_CENTROID = 39
@@ -292,7 +291,7 @@ class VectorIndex:
 
     def save(self, path: str | Path) -> None:
         """Write the (CPU) index atomically: a temporary file beside ``path``, then ``os.replace``."""
-        with atomic_file(path) as tmp:
+        with atomic_path(path) as tmp:
             faiss.write_index(self.index, str(tmp))
 
     # ----------------------------------------------------------------- properties

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 from rich.progress import track
 
+from hsenet_search.atomic import atomic_open
 from hsenet_search.errors import IndexFormatError, QueryError
 
 from .faiss_backend import as_unit_rows
-from .store import atomic_file
 
 METHODS = ("is", "dis")
 
@@ -58,10 +58,9 @@ class HubnessNormalizer:
         return len(self.log_norm)
 
     def save(self, path: str | Path) -> None:
-        with atomic_file(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, beta=np.float64(self.beta), method=np.array(self.method),
-                         log_norm=self.log_norm, activated=self.activated)
+        with atomic_open(path, "wb") as f:
+            np.savez(f, beta=np.float64(self.beta), method=np.array(self.method),
+                     log_norm=self.log_norm, activated=self.activated)
 
     @classmethod
     def load(cls, path: str | Path) -> HubnessNormalizer:

@@ -2,7 +2,7 @@
 
 Layout (documented for users in ``indexes/README.md``)::
 
-    manifest.json        written last; lists every other file with its size and sha256
+    manifest.json        written last; lists every other file with its size, sample digest and sha256
     volumes.faiss        FAISS index of volume embeddings, id == metadata.parquet row_id
     reports.faiss        FAISS index of unique report texts, id == reports.parquet report_id
     metadata.parquet     one row per volume (row_id, names, split, path, report, report_id, 18 labels, ...)
@@ -12,20 +12,16 @@ Layout (documented for users in ``indexes/README.md``)::
     embeddings/reports_00000.npy ...   float16 shards, row-aligned with reports.parquet
 
 A directory is an index only when ``manifest.json`` parses and every file it lists is present with its
-recorded size (:func:`is_complete_index`); directories are published with :func:`atomic_directory`.
+recorded size and sample digest (:func:`open_index_dir`, :mod:`.integrity`); index directories are
+published whole with :func:`hsenet_search.atomic.atomic_directory`. Embedding shards written during a
+build (``ShardWriter``) belong to the build side: :mod:`.shards`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -34,8 +30,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hsenet_search.atomic import write_npy, write_parquet, write_text
 from hsenet_search.data.labels import LABELS
 from hsenet_search.errors import IndexFormatError
+
+from .integrity import VERIFY_MODES, check_file, file_record
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -59,75 +58,6 @@ FAILURE_COLUMNS: dict[str, pa.DataType] = {
 }
 
 
-# ----------------------------------------------------------------------------- atomic files and directories
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def atomic_file(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-@contextmanager
-def atomic_directory(final: str | Path, *, require_complete: bool = True) -> Iterator[Path]:
-    """Yield a temporary directory beside ``final``; publish it as ``final`` when the block succeeds.
-
-    An existing ``final`` is renamed aside only once the new directory is complete (with
-    ``require_complete``: a valid manifest listing present files), then deleted. On any error the
-    temporary directory is removed and ``final`` is left untouched.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists() and not final.is_dir():
-        raise IndexFormatError("exists and is not a directory", final)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        yield tmp
-        if require_complete:
-            open_index_dir(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}") if final.exists() else None
-    if old is not None:
-        os.replace(final, old)
-    try:
-        os.replace(tmp, final)
-    except OSError:
-        if old is not None:
-            os.replace(old, final)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _fsync_dir(final.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # ----------------------------------------------------------------------------- manifest
 @dataclass
 class IndexManifest:
@@ -147,6 +77,8 @@ class IndexManifest:
     created: str
     hubness: dict | None = None
     files: dict = field(default_factory=dict)
+    trained_on: dict | None = None
+    """Vectors each FAISS index was trained on (``index add`` retrains past a growth limit)."""
 
     def model_path(self) -> str:
         """The model name or directory the index was built with (what ``load_model`` takes)."""
@@ -174,7 +106,8 @@ class IndexManifest:
             raise IndexFormatError(f"index format {version} is newer than this hsenet-search supports "
                                    f"({FORMAT_VERSION}); upgrade hsenet-search", path)
         known = {f.name: f for f in fields(cls)}
-        missing = [name for name, f in known.items() if name not in data and name not in ("hubness", "files")]
+        optional = ("hubness", "files", "trained_on")
+        missing = [name for name in known if name not in data and name not in optional]
         if missing:
             raise IndexFormatError(f"manifest lacks {', '.join(missing)}", path)
         manifest = cls(**{k: v for k, v in data.items() if k in known})
@@ -191,6 +124,8 @@ class IndexManifest:
         for name in ("preprocessing", "dims", "counts", "source", "files"):
             need(isinstance(getattr(self, name), dict), f"{name} must be an object")
         need(self.hubness is None or isinstance(self.hubness, dict), "hubness must be an object or null")
+        need(self.trained_on is None or isinstance(self.trained_on, dict),
+             "trained_on must be an object or null")
         need(self.embedding in EMBEDDING_STAGES,
              f"embedding must be one of {EMBEDDING_STAGES}, got {self.embedding!r}")
         need(self.metric == "inner_product", f"metric must be 'inner_product', got {self.metric!r}")
@@ -204,12 +139,17 @@ class IndexManifest:
                  f"counts.{key} must be a non-negative integer")
         for name, info in self.files.items():
             need(isinstance(info, dict) and isinstance(info.get("size"), int)
-                 and isinstance(info.get("sha256", ""), str), f"files entry {name!r} needs size and sha256")
+                 and isinstance(info.get("sha256", ""), str) and isinstance(info.get("sample", ""), str),
+                 f"files entry {name!r} needs size and sha256")
             need(not Path(name).is_absolute() and ".." not in Path(name).parts,
                  f"file {name!r} is outside the index")
 
-    def write(self, directory: str | Path, *, checksums: bool = True) -> Path:
-        """List every file under ``directory`` (size, sha256), then write ``manifest.json`` atomically."""
+    def write(self, directory: str | Path, *, checksums: bool = True, known: dict | None = None) -> Path:
+        """List every file under ``directory`` (size, sample digest, sha256), then write ``manifest.json``.
+
+        ``known``: records of files carried over unchanged (hard links of a previous index's shards), reused
+        instead of re-hashing when the size matches.
+        """
         directory = Path(directory)
         missing = [name for name in REQUIRED_FILES if not (directory / name).is_file()]
         if missing:
@@ -218,20 +158,24 @@ class IndexManifest:
         for p in sorted(directory.rglob("*")):
             rel = p.relative_to(directory).as_posix()
             if p.is_file() and rel != MANIFEST and not p.name.startswith("."):
-                listed[rel] = {"size": p.stat().st_size, "sha256": _sha256(p) if checksums else ""}
+                old = (known or {}).get(rel)
+                same = old is not None and old.get("size") == p.stat().st_size and old.get("sample")
+                listed[rel] = dict(old) if same else file_record(p, full=checksums)
         self.files = listed
         self.validate(directory)
-        with atomic_file(directory / MANIFEST) as tmp:
-            tmp.write_text(self.to_json() + "\n")
-        return directory / MANIFEST
+        return write_text(directory / MANIFEST, self.to_json() + "\n")
 
 
-def open_index_dir(path: str | Path, *, verify: bool = False) -> IndexManifest:
-    """The manifest of a complete index directory; :class:`IndexFormatError` (one line) otherwise.
+def open_index_dir(path: str | Path, *, verify: str | bool = "fast") -> IndexManifest:
+    """The manifest of a complete, unmodified index directory; :class:`IndexFormatError` (one line) otherwise.
 
-    Checks that every file the manifest lists exists with its recorded size; ``verify`` also
-    compares sha256 checksums (reads every byte).
+    ``verify``: ``"size"`` checks that every listed file exists with its recorded size; ``"fast"`` (the
+    default, a few milliseconds whatever the index size) also compares each file's sample digest;
+    ``"full"`` (or True) also re-hashes every byte with sha256 (what ``index verify`` runs).
     """
+    mode = {True: "full", False: "size"}.get(verify, verify) if isinstance(verify, bool) else verify
+    if mode not in VERIFY_MODES:
+        raise IndexFormatError(f"verify must be one of {', '.join(VERIFY_MODES)}, got {verify!r}")
     path = Path(path)
     if not path.exists():
         raise IndexFormatError("index directory not found", path)
@@ -240,19 +184,23 @@ def open_index_dir(path: str | Path, *, verify: bool = False) -> IndexManifest:
     mpath = path / MANIFEST
     if not mpath.is_file():
         raise IndexFormatError("no manifest.json: not an index, or its build did not finish", path)
-    manifest = IndexManifest.from_json(mpath.read_text(encoding="utf-8"), mpath)
+    try:
+        text = mpath.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise IndexFormatError(f"unreadable manifest ({e.__class__.__name__})", mpath) from e
+    manifest = IndexManifest.from_json(text, mpath)
     absent = [name for name in REQUIRED_FILES if name not in manifest.files]
     if absent:
         raise IndexFormatError(f"manifest does not list {', '.join(absent)}", mpath)
-    for name, info in manifest.files.items():
-        f = path / name
-        if not f.is_file():
-            raise IndexFormatError(f"incomplete index: {name} is missing", path)
-        if f.stat().st_size != info["size"]:
-            raise IndexFormatError(f"incomplete or modified index: {name} has {f.stat().st_size} bytes, "
-                                   f"the manifest says {info['size']}", path)
-        if verify and info.get("sha256") and _sha256(f) != info["sha256"]:
-            raise IndexFormatError(f"corrupt index: checksum of {name} does not match the manifest", path)
+    for name, info in manifest.files.items():  # all presence and sizes first: the cheap, common failures
+        problem = check_file(path / name, info, "size")
+        if problem is not None:
+            raise IndexFormatError(f"incomplete or modified index: {name} {problem}", path)
+    for name, info in manifest.files.items() if mode != "size" else ():
+        problem = check_file(path / name, info, mode)
+        if problem is not None:
+            raise IndexFormatError(f"corrupt or modified index: {name} {problem}; rebuild the index or "
+                                   "restore it from a backup", path)
     return manifest
 
 
@@ -266,18 +214,12 @@ def is_complete_index(path: str | Path) -> bool:
 
 
 # ----------------------------------------------------------------------------- embedding shards
-def _check_kind(kind: str) -> None:
+def check_kind(kind: str) -> None:
     if not re.fullmatch(r"[a-z][a-z0-9_]*", kind):
         raise IndexFormatError(f"embedding kind {kind!r} must be a lower-case identifier")
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with atomic_file(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-
-
-def _as_float16(vectors: np.ndarray, what: str) -> np.ndarray:
+def as_float16(vectors: np.ndarray, what: str) -> np.ndarray:
     x = np.asarray(vectors)
     if x.ndim != 2:
         raise IndexFormatError(f"{what} must be a 2-D array, got shape {x.shape}")
@@ -287,23 +229,27 @@ def _as_float16(vectors: np.ndarray, what: str) -> np.ndarray:
 
 
 def write_embeddings(directory: str | Path, kind: str, vectors: np.ndarray, *,
-                     rows_per_shard: int = SHARD_ROWS) -> list[Path]:
-    """Write ``vectors`` as float16 shards ``embeddings/<kind>_00000.npy``, ... (file order == row order)."""
-    _check_kind(kind)
-    x = _as_float16(vectors, f"{kind} embeddings")
+                     rows_per_shard: int = SHARD_ROWS, first_shard: int = 0) -> list[Path]:
+    """Write ``vectors`` as float16 shards ``embeddings/<kind>_00000.npy``, ... (file order == row order).
+
+    ``first_shard`` > 0 appends shards after existing ones (``index add``); 0 replaces all shards of ``kind``.
+    """
+    check_kind(kind)
+    x = as_float16(vectors, f"{kind} embeddings")
     out = Path(directory) / "embeddings"
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob(f"{kind}_*.npy"):
-        old.unlink()
+    if first_shard == 0:
+        for old in out.glob(f"{kind}_*.npy"):
+            old.unlink()
     paths = []
-    for i, start in enumerate(range(0, max(len(x), 1), rows_per_shard)):
+    for i, start in enumerate(range(0, max(len(x), 1), rows_per_shard), start=first_shard):
         p = out / f"{kind}_{i:05d}.npy"
-        _save_npy(p, x[start:start + rows_per_shard])
+        write_npy(p, x[start:start + rows_per_shard])
         paths.append(p)
     return paths
 
 
-def _load_shards(paths: Sequence[Path], what: str) -> np.ndarray:
+def load_shards(paths: Sequence[Path], what: str) -> np.ndarray:
     arrays = []
     for p in paths:
         try:
@@ -325,114 +271,11 @@ def _load_shards(paths: Sequence[Path], what: str) -> np.ndarray:
 
 def read_embeddings(directory: str | Path, kind: str) -> np.ndarray:
     """All ``embeddings/<kind>_*.npy`` shards of an index directory, concatenated as float32 (N, D)."""
-    _check_kind(kind)
+    check_kind(kind)
     paths = sorted((Path(directory) / "embeddings").glob(f"{kind}_*.npy"))
     if not paths:
         raise IndexFormatError(f"no embeddings/{kind}_*.npy shards", directory)
-    return _load_shards(paths, kind)
-
-
-class ShardWriter:
-    """Writes float16 embedding shards and their rows into a work directory, so a killed build resumes.
-
-    ``append`` buffers rows and writes a shard every ``shard_size`` rows: first ``shard_NNNNNN.npy``
-    (float16), then ``shard_NNNNNN.parquet`` (the rows plus their ``_key``), each through a temporary
-    file and ``os.replace``. The parquet file marks the shard complete; a shard without it is discarded
-    when the writer is reopened with ``resume=True``. ``completed_keys()`` lists the keys on disk.
-    """
-
-    KEY = "_key"
-
-    def __init__(self, directory: str | Path, kind: str = "volumes", *, shard_size: int = 256,
-                 resume: bool = False):
-        _check_kind(kind)
-        if shard_size < 1:
-            raise ValueError("shard_size must be >= 1")
-        self.dir = self.shard_dir(directory, kind)
-        self.shard_size = shard_size
-        if self.dir.exists() and not resume:
-            shutil.rmtree(self.dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        for stray in self.dir.glob(".*"):  # temporary files of an interrupted write
-            stray.unlink()
-        for npy in self.dir.glob("shard_*.npy"):
-            if not npy.with_suffix(".parquet").exists():
-                npy.unlink()
-        done = self._complete_shards(self.dir)
-        self._next = int(done[-1].stem.split("_")[1]) + 1 if done else 0
-        self._dim: int | None = None
-        self._keys: list[str] = []
-        self._emb: list[np.ndarray] = []
-        self._rows: list[dict] = []
-
-    @staticmethod
-    def shard_dir(directory: str | Path, kind: str) -> Path:
-        return Path(directory) / f"{kind}_shards"
-
-    @staticmethod
-    def _complete_shards(shard_dir: Path) -> list[Path]:
-        return sorted(shard_dir.glob("shard_*.parquet"))
-
-    def completed_keys(self) -> set[str]:
-        """Keys of the rows already written to complete shards."""
-        keys: set[str] = set()
-        for p in self._complete_shards(self.dir):
-            keys.update(pq.read_table(p, columns=[self.KEY]).column(self.KEY).to_pylist())
-        return keys
-
-    def append(self, keys: Sequence[str], embeddings: np.ndarray, rows: Sequence[dict] | None = None) -> None:
-        """Buffer ``embeddings`` (n, D) with their ``keys`` and metadata ``rows``; writes full shards."""
-        emb = _as_float16(embeddings, "embeddings")
-        rows = list(rows) if rows is not None else [{} for _ in keys]
-        if not (len(keys) == len(emb) == len(rows)):
-            raise IndexFormatError(f"append got {len(keys)} keys, {len(emb)} embeddings and {len(rows)} rows")
-        if self._dim is None:
-            self._dim = emb.shape[1]
-        elif emb.shape[1] != self._dim:
-            raise IndexFormatError(f"embedding dimension {emb.shape[1]} differs from the earlier {self._dim}")
-        self._keys.extend(str(k) for k in keys)
-        self._emb.extend(emb)
-        self._rows.extend(rows)
-        while len(self._keys) >= self.shard_size:
-            self._write(self.shard_size)
-
-    def flush(self) -> None:
-        """Write the buffered rows as a (short) shard."""
-        if self._keys:
-            self._write(len(self._keys))
-
-    close = flush
-
-    def __enter__(self) -> ShardWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.flush()
-
-    def _write(self, n: int) -> None:
-        stem = self.dir / f"shard_{self._next:06d}"
-        _save_npy(stem.with_suffix(".npy"), np.stack(self._emb[:n]))
-        df = pd.DataFrame(self._rows[:n], index=range(n))
-        df[self.KEY] = self._keys[:n]
-        table = pa.Table.from_pandas(df, preserve_index=False)
-        with atomic_file(stem.with_suffix(".parquet")) as tmp:
-            pq.write_table(table, tmp)
-        del self._keys[:n], self._emb[:n], self._rows[:n]
-        self._next += 1
-
-    @classmethod
-    def read_all(cls, directory: str | Path, kind: str = "volumes") -> tuple[pd.DataFrame, np.ndarray]:
-        """(rows, float32 embeddings) of all complete shards in write order, rows as given to ``append``."""
-        shard_dir = cls.shard_dir(directory, kind)
-        parts = cls._complete_shards(shard_dir) if shard_dir.is_dir() else []
-        if not parts:
-            return pd.DataFrame(), np.zeros((0, 0), dtype=np.float32)
-        tables = [pq.read_table(p) for p in parts]
-        emb = _load_shards([p.with_suffix(".npy") for p in parts], kind)
-        if sum(t.num_rows for t in tables) != len(emb):
-            raise IndexFormatError("shard rows and embeddings disagree in length", shard_dir)
-        rows = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
-        return rows.drop(columns=[cls.KEY]), emb
+    return load_shards(paths, kind)
 
 
 # ----------------------------------------------------------------------------- parquet tables
@@ -459,8 +302,7 @@ def _write_table(path: str | Path, data: pd.DataFrame | pa.Table, required: dict
             raise IndexFormatError(f"cannot write {path.name}: column {col!r}: {e}", path) from e
         arrays.append(arr)
         names.append(str(col))
-    with atomic_file(path) as tmp:
-        pq.write_table(pa.Table.from_arrays(arrays, names=names), tmp)
+    write_parquet(path, pa.Table.from_arrays(arrays, names=names))
 
 
 def _read_table(path: str | Path, required: dict[str, pa.DataType], id_column: str | None) -> pd.DataFrame:

@@ -22,6 +22,7 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
+from hsenet_search.atomic import atomic_path, write_json
 from hsenet_search.data.cache import PreprocessCache
 from hsenet_search.data.dataset import open_dataset
 from hsenet_search.errors import DatasetError, HSENetError, ModelError
@@ -249,9 +250,8 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "logit_bias": self.logit_bias.detach().cpu() if self.logit_bias is not None else None,
         }
-        tmp = self.state_dir / "checkpoint.pt.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, self.state_dir / "checkpoint.pt")
+        with atomic_path(self.state_dir / "checkpoint.pt") as tmp:
+            torch.save(state, tmp)
         _write_json(self.state_dir / "history.json", history)
         _write_json(self.state_dir / "config.json", asdict(self.cfg))
 
@@ -400,9 +400,7 @@ def _describe_record(record: dict) -> str:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    write_json(path, obj, indent=1)
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:

@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from ...errors import DatasetError
+from ...outputs import DATASET_MARKER, mark_dataset
 from ..cases import SPLITS
 from ..ctrate import (
     labels_csv,
@@ -296,7 +297,7 @@ def _check_output(out: Path) -> None:
     if out.exists():
         if not out.is_dir():
             raise DatasetError("output path exists and is not a directory", out)
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in _DATASET_ENTRIES)
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in (*_DATASET_ENTRIES, DATASET_MARKER))
         if foreign:
             raise DatasetError(f"output directory is not empty and is not a CT-RATE dataset (found {foreign[0]!r})",
                                out)
@@ -309,6 +310,7 @@ def _install(tmp: Path, out: Path) -> None:
         if (out / name).exists():
             shutil.rmtree(out / name)
         os.replace(tmp / name, out / name)
+    mark_dataset(out)
     shutil.rmtree(tmp)
 
 

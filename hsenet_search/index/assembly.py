@@ -1,0 +1,250 @@
+"""Build side: the named steps that turn encoded volume shards into a published index directory.
+
+``index build`` and ``index add`` share them:
+
+1. :func:`merge_rows` -- previous rows (for ``add``) then the new ones, ``row_id`` assigned in order;
+2. :func:`embed_new_reports` -- unique report texts; only texts the previous index lacks are encoded;
+3. :func:`extend_faiss` -- the previous FAISS index extended with the new vectors when the factory
+   allows it, or a new one built (and trained) when it must be;
+4. :func:`hubness_banks` -- querybank-normalisation statistics over the whole gallery;
+5. :func:`publish` -- every file written into a temporary directory, the manifest last, renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hsenet_search.atomic import atomic_directory
+from hsenet_search.data.report_text import join_report
+from hsenet_search.errors import IndexFormatError
+
+from .faiss_backend import VectorIndex
+from .hubness import HubnessNormalizer, gallery_normalizer
+from .store import (
+    FORMAT_VERSION,
+    IndexManifest,
+    deduplicate_reports,
+    open_index_dir,
+    write_embeddings,
+    write_failures,
+    write_metadata,
+    write_reports,
+)
+
+HUBNESS_BETA = 20.0
+RETRAIN_GROWTH = 2.0
+"""A trained FAISS index (IVF, PQ) is retrained when the vectors it holds exceed this many times the
+number it was trained on; below that the new vectors are added to the trained index."""
+REPORT_BATCH = 64
+
+
+@dataclass
+class Previous:
+    """What ``index add`` reuses from the index it extends."""
+
+    directory: Path
+    manifest: IndexManifest
+    rows: pd.DataFrame
+    volume_vectors: np.ndarray
+    reports: pd.DataFrame
+    report_vectors: np.ndarray
+    failures: pd.DataFrame
+
+
+@dataclass
+class FaissResult:
+    index: VectorIndex
+    trained_on: int
+    note: str = ""
+
+
+def merge_rows(new_rows: pd.DataFrame, previous: Previous | None) -> pd.DataFrame:
+    """Previous rows then ``new_rows``, with ``row_id`` 0..N-1 (the FAISS ids)."""
+    rows = new_rows.drop(columns=["row_id", "report_id"], errors="ignore")
+    if previous is not None:
+        rows = pd.concat([previous.rows.drop(columns=["row_id", "report_id"]), rows], ignore_index=True)
+    rows = rows.reset_index(drop=True)
+    rows.insert(0, "row_id", np.arange(len(rows), dtype=np.int64))
+    return rows
+
+
+def report_texts(rows: pd.DataFrame) -> list[str]:
+    """The embedded text of each row: findings and impression joined."""
+    return [join_report(f, i) for f, i in zip(rows["findings"].fillna(""), rows["impression"].fillna(""), strict=True)]
+
+
+def _encode_texts(model, texts: list[str], progress) -> np.ndarray:
+    chunks = []
+    task = progress.add_task("embedding reports", total=len(texts)) if progress is not None else None
+    for i in range(0, len(texts), REPORT_BATCH):
+        batch = texts[i : i + REPORT_BATCH]
+        with torch.no_grad():
+            chunks.append(model.encode_text(batch).float().cpu().numpy())
+        if task is not None:
+            progress.update(task, advance=len(batch))
+    if not chunks:
+        return np.zeros((0, model.embedding_dim), dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32)
+
+
+def embed_new_reports(
+    model, rows: pd.DataFrame, previous: Previous | None, progress=None
+) -> tuple[pd.DataFrame, np.ndarray, int]:
+    """Set ``rows["report_id"]``; returns (reports table, report vectors, number of texts encoded now).
+
+    Report ids follow first appearance over all rows, so the ids of the previous index stay valid and
+    only texts it lacks are encoded.
+    """
+    report_id, unique = deduplicate_reports(report_texts(rows))
+    rows["report_id"] = report_id
+    known = 0
+    old_vectors = np.zeros((0, 0), dtype=np.float32)
+    if previous is not None:
+        known = len(previous.reports)
+        if unique[:known] != previous.reports["text"].tolist():
+            raise IndexFormatError(
+                "reports.parquet does not match the report texts of metadata.parquet", previous.directory
+            )
+        old_vectors = previous.report_vectors
+    new = _encode_texts(model, unique[known:], progress)
+    vectors = np.concatenate([old_vectors, new]) if known else new
+    reports = pd.DataFrame({"report_id": np.arange(len(unique), dtype=np.int64), "text": unique})
+    return reports, vectors.astype(np.float32), len(unique) - known
+
+
+def extend_faiss(
+    vectors: np.ndarray, factory: str, previous: VectorIndex | None, trained_on: int, what: str
+) -> FaissResult:
+    """A FAISS index over all ``vectors`` (ids 0..N-1), reusing ``previous`` (its first rows) if it can."""
+    ids = np.arange(len(vectors), dtype=np.int64)
+    if previous is not None:
+        trainable = not faiss_is_flat(previous)
+        if not trainable or len(vectors) <= RETRAIN_GROWTH * max(trained_on, 1):
+            previous.add(vectors[previous.ntotal :], ids[previous.ntotal :])
+            return FaissResult(previous, trained_on if trainable else len(vectors))
+        note = (
+            f"retrained the {what} FAISS index ({factory}): it now holds {len(vectors)} vectors, more than "
+            f"{RETRAIN_GROWTH:g}x the {trained_on} it was trained on"
+        )
+        return FaissResult(VectorIndex.build(vectors, ids, factory), len(vectors), note)
+    return FaissResult(VectorIndex.build(vectors, ids, factory), len(vectors))
+
+
+def faiss_is_flat(index: VectorIndex) -> bool:
+    """True when the index needs no training (adding vectors never calls for a retrain)."""
+    import faiss
+
+    inner = faiss.downcast_index(index.index)
+    while isinstance(inner, (faiss.IndexIDMap, faiss.IndexIDMap2)):
+        inner = faiss.downcast_index(inner.index)
+    return isinstance(inner, (faiss.IndexFlat, faiss.IndexHNSW))
+
+
+def hubness_banks(volume_vectors: np.ndarray, report_vectors: np.ndarray) -> dict[str, HubnessNormalizer]:
+    """Querybank statistics: text queries over volumes, volume queries over reports."""
+    return {
+        "text_to_volumes": gallery_normalizer(report_vectors, volume_vectors, HUBNESS_BETA),
+        "volumes_to_reports": gallery_normalizer(volume_vectors, report_vectors, HUBNESS_BETA),
+    }
+
+
+def clear_stale(out: Path) -> None:
+    """Remove temporary directories a killed writer of ``out`` left beside it (call under the index lock)."""
+    for pattern in (f".{out.name}.tmp-*", f".{out.name}.old-*"):
+        for stray in out.parent.glob(pattern):
+            shutil.rmtree(stray, ignore_errors=True)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+@dataclass
+class Assembled:
+    """Everything :func:`publish` writes."""
+
+    rows: pd.DataFrame
+    volume_vectors: np.ndarray
+    reports: pd.DataFrame
+    report_vectors: np.ndarray
+    failures: pd.DataFrame
+    volume_index: FaissResult
+    report_index: FaissResult
+    banks: dict[str, HubnessNormalizer]
+
+
+def publish(
+    out: Path,
+    parts: Assembled,
+    *,
+    model,
+    model_name: str,
+    factory: str,
+    source: dict,
+    previous: Previous | None = None,
+) -> IndexManifest:
+    """Write the index directory through a temporary directory, manifest last, and rename it into place.
+
+    With ``previous`` its embedding shards are hard-linked (copied across file systems) and only the new
+    rows are written as further shards.
+    """
+    with atomic_directory(out, check=open_index_dir) as tmp:
+        carried: dict = {}
+        for kind, vectors in (("volumes", parts.volume_vectors), ("reports", parts.report_vectors)):
+            start = 0
+            if previous is not None:
+                old = sorted((previous.directory / "embeddings").glob(f"{kind}_*.npy"))
+                for p in old:
+                    _link_or_copy(p, tmp / "embeddings" / p.name)
+                    carried[f"embeddings/{p.name}"] = previous.manifest.files.get(f"embeddings/{p.name}")
+                start = len(previous.volume_vectors if kind == "volumes" else previous.report_vectors)
+                if start < len(vectors):
+                    write_embeddings(tmp, kind, vectors[start:], first_shard=len(old))
+            else:
+                write_embeddings(tmp, kind, vectors)
+        write_metadata(tmp / "metadata.parquet", parts.rows)
+        write_reports(tmp / "reports.parquet", parts.reports)
+        write_failures(tmp / "failures.parquet", parts.failures)
+        parts.volume_index.index.save(tmp / "volumes.faiss")
+        parts.report_index.index.save(tmp / "reports.faiss")
+        for name, bank in parts.banks.items():
+            bank.save(tmp / "hubness" / f"{name}.npz")
+        rows = parts.rows
+        manifest = IndexManifest(
+            format_version=FORMAT_VERSION,
+            model_fingerprint=model.fingerprint,
+            model_name=model_name,
+            preprocessing_hash=model.profile.hash,
+            preprocessing=model.profile.to_dict(),
+            embedding=model.config.embedding,
+            dims={
+                "volumes": int(parts.volume_vectors.shape[1]),
+                "reports": int(parts.report_vectors.shape[1]),
+            },
+            metric="inner_product",
+            factory=factory,
+            counts={
+                "volumes": len(rows),
+                "scans": int(rows["scan_id"].nunique()),
+                "reports": len(parts.reports),
+                "failures": len(parts.failures),
+            },
+            source=source,
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            hubness={"beta": HUBNESS_BETA, "method": parts.banks["text_to_volumes"].method},
+            trained_on={"volumes": parts.volume_index.trained_on, "reports": parts.report_index.trained_on},
+        )
+        manifest.write(tmp, known={k: v for k, v in carried.items() if v})
+    return manifest

@@ -1,0 +1,29 @@
+"""Which models may query or extend an index: the model/index compatibility check of the index format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hsenet_search.errors import IndexMismatchError
+
+from .store import IndexManifest
+
+
+def check_model_matches(manifest: IndexManifest, model, index_dir: str | Path) -> None:
+    """Refuse a model whose fingerprint, preprocessing hash or embedding size differs from the index's."""
+    if model.fingerprint != manifest.model_fingerprint:
+        raise IndexMismatchError(
+            f"model fingerprint {model.fingerprint[:12]} does not match the index's "
+            f"{manifest.model_fingerprint[:12]} (built with {manifest.model_name}); use the same model or rebuild",
+            index_dir,
+        )
+    if model.profile.hash != manifest.preprocessing_hash:
+        raise IndexMismatchError(
+            f"preprocessing {model.profile.hash} differs from the index's {manifest.preprocessing_hash}",
+            index_dir,
+        )
+    if model.embedding_dim != manifest.dims["volumes"]:
+        raise IndexMismatchError(
+            f"model embedding size {model.embedding_dim} differs from the index's {manifest.dims['volumes']}",
+            index_dir,
+        )
