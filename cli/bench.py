@@ -35,12 +35,13 @@ def _bank(emb, split: str, unit: str):
     return emb.split(other, unit) if (emb.metadata["split"] == other).any() else None
 
 
-def _write(out: Path | None, payload: dict, markdown: str) -> None:
-    from hsenet_search.eval.report import write_json
+def _write(out: Path | None, payload: dict, markdown: str, started) -> None:
+    """Print the tables; with ``--out`` also write FILE.json (with machine, load, versions, command) and FILE.md."""
+    from hsenet_search.eval.provenance import write_result
 
     console.print(markdown)
     if out is not None:
-        write_json(out.with_suffix(".json"), payload)
+        write_result(out.with_suffix(".json"), payload, started)
         out.with_suffix(".md").write_text(markdown)
         console.print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
 
@@ -53,9 +54,11 @@ def retrieval(index: Path | None = INDEX, data: Path | None = DATA, model: str |
               out: Path | None = OUT) -> None:
     """Text→volume, volume→text and volume→volume tables with CIs, random baseline and hubness rows."""
     from hsenet_search.eval.bench import retrieval_tables, temporary_workdir
+    from hsenet_search.eval.provenance import run_started
     from hsenet_search.eval.report import plot_recall, retrieval_markdown
 
     k_values = parse_ks(ks)
+    started = run_started()
     with temporary_workdir() as tmp:
         emb = _embeddings(index, data, model, tmp)
         result = retrieval_tables(emb.split(split.value, unit.value), k_values, bootstrap,
@@ -63,7 +66,7 @@ def retrieval(index: Path | None = INDEX, data: Path | None = DATA, model: str |
     result["source"] = {"index": str(index) if index else None, "data": str(data) if data else None,
                         "model": emb.manifest["model_name"], "model_fingerprint": emb.manifest["model_fingerprint"],
                         "embedding": emb.manifest["embedding"]}
-    _write(out, result, retrieval_markdown(result))
+    _write(out, result, retrieval_markdown(result), started)
     if out is not None:
         plot_recall({emb.manifest["embedding"]: result}, out.with_suffix(".png"))
 
@@ -73,14 +76,16 @@ def zeroshot(index: Path | None = INDEX, data: Path | None = DATA, model: str | 
              split: Split = SPLIT, unit: Unit = UNIT, out: Path | None = OUT) -> None:
     """Zero-shot 18-label classification: per-label and macro AUC, weighted F1 / accuracy / precision."""
     from hsenet_search.eval.bench import temporary_workdir, zeroshot_tables
+    from hsenet_search.eval.provenance import run_started
     from hsenet_search.eval.report import zeroshot_markdown
     from hsenet_search.models import load_model
 
+    started = run_started()
     with temporary_workdir() as tmp:
         emb = _embeddings(index, data, model, tmp)
         net = load_model(emb.model_dir).eval()
         result = zeroshot_tables(net, emb.split(split.value, unit.value), _bank(emb, split.value, unit.value))
-    _write(out, result, zeroshot_markdown(result))
+    _write(out, result, zeroshot_markdown(result), started)
 
 
 @app.command("generation")
@@ -100,8 +105,10 @@ def generation(
     """BLEU-1..4, METEOR, ROUGE-L, HSENet n-gram precision and clinical efficacy of drafted reports."""
     from hsenet_search.engine import SearchEngine
     from hsenet_search.eval.generation_bench import generation_markdown, run_generation
+    from hsenet_search.eval.provenance import run_started
     from hsenet_search.generate.llm import load_llm
 
+    started = run_started()
     engine = SearchEngine.open(index)
     runs = []
     for m in mode:
@@ -109,4 +116,4 @@ def generation(
         runs.append(run_generation(engine, str(data), split=split.value, mode=m.value, llm=model, k=k,
                                    limit=limit).metrics())
     payload = {"index": str(index), "data": str(data), "split": split.value, "k": k, "runs": runs}
-    _write(out, payload, generation_markdown(payload))
+    _write(out, payload, generation_markdown(payload), started)

@@ -274,8 +274,15 @@ def test_cli_missing_column_error(tmp_path: Path) -> None:
     bad = tmp_path / "no_text.csv"
     bad.write_text("AccessionNo,Findings\nx,y\n")
     result = CliRunner().invoke(app, ["extract", str(bad), "--out", str(tmp_path / "o.csv")])
-    assert result.exit_code != 0
     assert isinstance(result.exception, DatasetError) and "no_text.csv" in str(result.exception)
+    # through the real entry point: exit 2 and one line naming the file, no traceback
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "hsenet_search.cli.main", "labels", "extract", str(bad), "--out",
+                           str(tmp_path / "o.csv")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "no_text.csv" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o.csv").exists()
 
 

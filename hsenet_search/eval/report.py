@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 DIRECTIONS = {"text_to_volume": "text → volume", "volume_to_text": "volume → text"}
-
-
-def write_json(path: Path, obj) -> None:
-    """Atomic JSON write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
 
 
 def _fmt_ci(cell: dict) -> str:
