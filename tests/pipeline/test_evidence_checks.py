@@ -49,3 +49,32 @@ def test_label_filter_from_the_cli(index_dir):
     assert hits and all(h["scan_id"] in allowed and label in h["labels"] for h in hits)
     bad = run_cli("search", "text", "Nodule.", "--index", index_dir, "--label", "Nodules")
     assert bad.returncode == 2 and "unknown label 'Nodules'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_index_refuses_other_preprocessing_and_other_width(tmp_path, index_dir, model_dir):
+    """Same weights, edited preprocessing.json: refused by its hash; an index of another width: refused."""
+    import shutil
+
+    from hsenet_search.errors import IndexMismatchError
+    from hsenet_search.models import load_model
+
+    edited = tmp_path / "model"
+    shutil.copytree(model_dir, edited)
+    pre = json.loads((edited / "preprocessing.json").read_text())
+    window = next(step for step in pre["steps"] if step["op"] == "window")
+    window["a_max"] = window["a_max"] + 200.0
+    (edited / "preprocessing.json").write_text(json.dumps(pre))
+    model = load_model(edited)
+    assert model.fingerprint == load_model(model_dir).fingerprint  # the weights alone do not tell them apart
+    with pytest.raises(IndexMismatchError, match="preprocessing"):
+        SearchEngine.open(index_dir, model=model)
+    res = run_cli("search", "text", "Effusion.", "--index", index_dir, "--model", edited)
+    assert res.returncode == 2 and "preprocessing" in res.stderr and "Traceback" not in res.stderr
+
+    wider = tmp_path / "index"
+    shutil.copytree(index_dir, wider)
+    manifest = json.loads((wider / "manifest.json").read_text())
+    manifest["dims"]["volumes"] += 1
+    (wider / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexMismatchError, match="embedding size"):
+        SearchEngine.open(wider, model=load_model(model_dir))
