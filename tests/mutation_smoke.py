@@ -61,7 +61,8 @@ MUTATIONS = (
     Mutation(
         "preprocessing cache key without the profile hash",
         "hsenet_search/data/cache.py",
-        'key = hashlib.sha256(f"{self.content_hash(path)}|{profile.hash}|{extras}".encode()).hexdigest()[:32]\n'
+        'key = hashlib.sha256(f"{self.content_hash(path)}|{profile.hash}|{extras}"'
+        ".encode()).hexdigest()[:32]\n"
         "        return self.root / profile.hash / key[:2] / f\"{key}.npy\"",
         'key = hashlib.sha256(f"{self.content_hash(path)}|{extras}".encode()).hexdigest()[:32]\n'
         "        return self.root / \"any\" / key[:2] / f\"{key}.npy\"",
@@ -88,7 +89,8 @@ def _pytest(tests: tuple[str, ...]) -> tuple[int, float, str]:
 
 
 def _clean(file: str) -> bool:
-    proc = subprocess.run(["git", "status", "--porcelain", "--", file], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(["git", "status", "--porcelain", "--", file], cwd=REPO, capture_output=True,
+                          text=True)
     return proc.returncode == 0 and not proc.stdout.strip()
 
 
@@ -96,7 +98,8 @@ def run_mutation(m: Mutation) -> dict:
     path = REPO / m.file
     original = path.read_text()
     if original.count(m.old) != 1:
-        return {"mutation": m.name, "file": m.file, "status": "not applied: the original text is not found once"}
+        return {"mutation": m.name, "file": m.file,
+                "status": "not applied: the original text is not found once"}
     baseline_rc, baseline_s, baseline_tail = _pytest(m.tests)
     try:
         path.write_text(original.replace(m.old, m.new))

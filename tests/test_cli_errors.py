@@ -11,12 +11,13 @@ import pytest
 from hsenet_search.cli import common
 
 REPO = Path(__file__).resolve().parents[1]
+TRAIN = ["train", "--data", "nowhere", "--out", "nowhere", "--steps", "1"]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "hsenet_search.cli.main", *args], capture_output=True, text=True,
-                          timeout=300, cwd=REPO, env=env)
+    return subprocess.run([sys.executable, "-m", "hsenet_search.cli.main", *args], capture_output=True,
+                          text=True, timeout=300, cwd=REPO, env=env)
 
 
 @pytest.mark.parametrize(
@@ -29,16 +30,15 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         (["bench", "generation", "--index", "nowhere", "--data", "nowhere", "--mode", "draft"], "--mode"),
         (["bench", "generation", "--index", "nowhere", "--data", "nowhere", "--limit", "0"], "--limit"),
         (["search", "volume", "x.nii.gz", "--index", "nowhere", "--target", "scans"], "--target"),
-        (["train", "--data", "nowhere", "--out", "nowhere", "--steps", "1", "--loss", "triplet"], "--loss"),
-        (["train", "--data", "nowhere", "--out", "nowhere", "--steps", "1", "--augment", "mixup"], "--augment"),
-        (["train", "--data", "nowhere", "--out", "nowhere", "--steps", "1", "--text", "impression"], "--text"),
+        ([*TRAIN, "--loss", "triplet"], "--loss"),
+        ([*TRAIN, "--augment", "mixup"], "--augment"),
+        ([*TRAIN, "--text", "impression"], "--text"),
     ],
     ids=lambda v: v if isinstance(v, str) else " ".join(v[:2]),
 )
 def test_bad_choice_is_a_usage_error(args: list[str], names: str) -> None:
-    from typer.testing import CliRunner
-
     from hsenet_search.cli.main import app
+    from typer.testing import CliRunner
 
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 2, result.output
