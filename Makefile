@@ -7,7 +7,7 @@ DEMO    ?= runs/demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test lint default-model
+.PHONY: install demo test lint default-model mutation
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q
+
+# Mutation spot-check (not part of `make test`): deliberate bugs in key functions must fail the tests.
+mutation: $(STAMP)
+	$(PY) tests/mutation_smoke.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -10,8 +10,6 @@ volume→text R@1/5/10/50 with 95 % bootstrap CIs beside a random baseline.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -24,17 +22,11 @@ from hsenet_search.data.loading import iterate_volumes
 from hsenet_search.data.synth import generate_dataset
 from hsenet_search.eval.bootstrap import recall_at_k_ci
 from hsenet_search.eval.generation_bench import one_case_per_scan
+from hsenet_search.eval.provenance import run_started, write_result
 from hsenet_search.eval.retrieval import random_baseline_recall
 from hsenet_search.models import load_model
 
 KS = (1, 5, 10, 50)
-
-
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": torch.get_num_threads(), "torch": torch.__version__,
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def main() -> None:
@@ -45,6 +37,7 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/ablation_synthetic.json"))
     args = ap.parse_args()
+    started = run_started()
     model = load_model(args.model).eval()
     start = time.time()
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,10 +67,9 @@ def main() -> None:
         "n_pairs": n, "unit": "scan", "data_seed": args.seed, "model": model.fingerprint,
         "model_source": args.model or "default", "rows": rows,
         "random": {str(k): v for k, v in random_baseline_recall(n, KS).items()},
-        "machine": machine(), "seconds": round(time.time() - start, 1),
+        "seconds": round(time.time() - start, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_result(args.out, result, started, device="cuda" if torch.cuda.is_available() else "cpu")
     print(markdown(result))
 
 

@@ -18,16 +18,12 @@ and the max abs difference of the outputs go to ``benchmarks/results/preprocess_
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import monai
 import nibabel as nib
 import numpy as np
 import torch
@@ -39,6 +35,7 @@ from rich.table import Table
 
 from hsenet_search.data.preprocess import get_profile
 from hsenet_search.data.readers import read_volume
+from hsenet_search.eval.provenance import run_started, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_CT = ROOT.parent / "shared" / "data" / "real-ct" / "example_ct.nii.gz"
@@ -128,38 +125,14 @@ def write_inputs(folder: Path, quick: bool) -> list[dict]:
     return inputs
 
 
-def machine() -> dict:
-    """The CPU, cores and library versions of this run."""
-    model = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        model = names[0] if names else model
+def gzip_decoder() -> str:
+    """The gzip decoder our reader uses here (ISA-L when installed, else zlib)."""
     try:
         import isal  # noqa: F401
 
-        gunzip = "isal"
+        return "isal"
     except ImportError:
-        gunzip = "zlib"
-    return {
-        "cpu_model": model,
-        "logical_cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "monai": monai.__version__,
-        "numpy": np.__version__,
-        "nibabel": nib.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "gzip_decoder_ours": gunzip,
-        "load_average_1m_at_end": round(os.getloadavg()[0], 2),  # other work sharing the cores adds noise
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
+        return "zlib"
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -207,7 +180,7 @@ def run(args: argparse.Namespace) -> dict:
         "profile": PROFILE.name,
         "profile_hash": PROFILE.hash,
         "settings": {"quick": args.quick, "repeats": args.repeats, "device": args.device},
-        "machine": machine(),
+        "gzip_decoder_ours": gzip_decoder(),
         "cases": rows,
         "summary": {
             "synthetic_reference_total_s": round(ref_total, 3),
@@ -247,9 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the interpolation runs there)")
     parser.add_argument("--out", type=Path, default=RESULT, help="result JSON path")
     args = parser.parse_args(argv)
+    started = run_started()
     result = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result, started, device=args.device, repeats=args.repeats)
     print(f"wrote {args.out}")
     return 0
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -23,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from hsenet_search.atomic import atomic_directory
 from hsenet_search.data.labels import LABELS
 from hsenet_search.engine import SearchEngine
+from hsenet_search.eval.provenance import run_started, write_result
 from hsenet_search.index.faiss_backend import VectorIndex
 from hsenet_search.index.store import (
     FORMAT_VERSION,
@@ -79,6 +78,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/search_e2e_cpu.json"))
     args = ap.parse_args()
+    started = run_started()
     model = load_model()
     with tempfile.TemporaryDirectory() as tmp:
         index = Path(tmp) / "index"
@@ -106,11 +106,8 @@ def main() -> None:
         "search_text_ms": {"p50": ms(total, 50), "p99": ms(total, 99)},
         "text_encode_ms": {"p50": ms(encode, 50), "p99": ms(encode, 99)},
         "cli_call_s": cli_s, "model": model.fingerprint, "embedding_dim": model.embedding_dim,
-        "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
-                    "torch": torch.__version__},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_result(args.out, result, started, repeats=args.queries)
     print(json.dumps(result, indent=2))
 
 

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import typer
 
-from .common import console
+from .common import DraftMode, Split, Unit, console, parse_ks
 
 app = typer.Typer(help="Benchmarks: R@k, volume→volume, zero-shot, report generation.", no_args_is_help=True)
 
 INDEX = typer.Option(None, "--index", help="Evaluate the embeddings stored in this index directory.")
 DATA = typer.Option(None, "--data", help="Or embed this dataset (all splits) with --model first.")
 MODEL = typer.Option(None, "--model", help="Model for --data (default: the shipped model).")
-SPLIT = typer.Option("valid", "--split", help="Split to evaluate.")
-UNIT = typer.Option("scan", "--unit", help="scan (one reconstruction per scan) or reconstruction.")
+SPLIT = typer.Option(Split.valid, "--split", help="Split to evaluate.")
+UNIT = typer.Option(Unit.scan, "--unit", help="scan (one reconstruction per scan) or reconstruction.")
 OUT = typer.Option(None, "--out", help="Write FILE.json, FILE.md (and FILE.png) here.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace existing result files at --out.")
 
@@ -42,71 +42,80 @@ def _embeddings(index: Path | None, data: Path | None, model: str | None, tmp: s
 
 
 def _bank(emb, split: str, unit: str):
+    """The other split's rows (the hubness / calibration bank), or None when the index has none."""
     other = "train" if split != "train" else "valid"
     return emb.split(other, unit) if (emb.metadata["split"] == other).any() else None
 
 
-def _write(out: Path | None, payload: dict, markdown: str) -> None:
+def _write(out: Path | None, payload: dict, markdown: str, started) -> None:
+    """Print the tables; with ``--out`` also write FILE.json (with machine, load, versions, command) and FILE.md."""
     from hsenet_search.atomic import write_text
-    from hsenet_search.eval.report import write_json
+    from hsenet_search.eval.provenance import write_result
 
     console.print(markdown)
     if out is not None:
-        write_json(out.with_suffix(".json"), payload)
+        write_result(out.with_suffix(".json"), payload, started)
         write_text(out.with_suffix(".md"), markdown)
         console.print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
 
 
 @app.command("retrieval")
 def retrieval(index: Path | None = INDEX, data: Path | None = DATA, model: str | None = MODEL,
-              split: str = SPLIT, unit: str = UNIT,
+              split: Split = SPLIT, unit: Unit = UNIT,
               ks: str = typer.Option("1,5,10,50,100", "--ks", help="Comma-separated k values."),
               bootstrap: int = typer.Option(1000, "--bootstrap", min=1, help="Bootstrap resamples for 95 % CIs."),
               out: Path | None = OUT, overwrite: bool = OVERWRITE) -> None:
     """Text→volume, volume→text and volume→volume tables with CIs, random baseline and hubness rows."""
     _check_out(out, overwrite, index, data)
     from hsenet_search.eval.bench import retrieval_tables, temporary_workdir
+    from hsenet_search.eval.provenance import run_started
     from hsenet_search.eval.report import plot_recall, retrieval_markdown
 
-    k_values = [int(k) for k in ks.split(",") if k.strip()]
+    k_values = parse_ks(ks)
+    started = run_started()
     with temporary_workdir() as tmp:
         emb = _embeddings(index, data, model, tmp)
-        result = retrieval_tables(emb.split(split, unit), k_values, bootstrap, bank=_bank(emb, split, unit))
+        result = retrieval_tables(emb.split(split.value, unit.value), k_values, bootstrap,
+                                  bank=_bank(emb, split.value, unit.value))
     result["source"] = {"index": str(index) if index else None, "data": str(data) if data else None,
                         "model": emb.manifest["model_name"], "model_fingerprint": emb.manifest["model_fingerprint"],
                         "embedding": emb.manifest["embedding"]}
-    _write(out, result, retrieval_markdown(result))
+    _write(out, result, retrieval_markdown(result), started)
     if out is not None:
         plot_recall({emb.manifest["embedding"]: result}, out.with_suffix(".png"))
 
 
 @app.command("zeroshot")
 def zeroshot(index: Path | None = INDEX, data: Path | None = DATA, model: str | None = MODEL,
-             split: str = SPLIT, unit: str = UNIT, out: Path | None = OUT,
+             split: Split = SPLIT, unit: Unit = UNIT, out: Path | None = OUT,
              overwrite: bool = OVERWRITE) -> None:
     """Zero-shot 18-label classification: per-label and macro AUC, weighted F1 / accuracy / precision."""
     _check_out(out, overwrite, index, data)
     from hsenet_search.eval.bench import temporary_workdir, zeroshot_tables
+    from hsenet_search.eval.provenance import run_started
     from hsenet_search.eval.report import zeroshot_markdown
     from hsenet_search.models import load_model
 
+    started = run_started()
     with temporary_workdir() as tmp:
         emb = _embeddings(index, data, model, tmp)
         net = load_model(emb.model_dir).eval()
-        result = zeroshot_tables(net, emb.split(split, unit), _bank(emb, split, unit))
-    _write(out, result, zeroshot_markdown(result))
+        result = zeroshot_tables(net, emb.split(split.value, unit.value), _bank(emb, split.value, unit.value))
+    _write(out, result, zeroshot_markdown(result), started)
 
 
 @app.command("generation")
 def generation(
     index: Path = typer.Option(..., "--index", help="Index of reference cases (the drafts' grounding)."),
     data: Path = typer.Option(..., "--data", help="Dataset whose scans are drafted and scored."),
-    split: str = SPLIT,
-    mode: list[str] = typer.Option(["nearest", "vote", "llm"], "--mode", help="llm | nearest | vote (repeatable)."),
+    split: Split = SPLIT,
+    mode: list[DraftMode] = typer.Option([DraftMode.nearest, DraftMode.vote, DraftMode.llm], "--mode",
+                                         help="Drafting mode (repeatable)."),
     llm: str = typer.Option("default", "--llm", help="default (SmolLM2-135M-Instruct) | HF id | path."),
-    k: int = typer.Option(5, "-k", "--k"),
-    limit: int | None = typer.Option(None, "--limit", help="Draft only the first N scans (LLM mode is slow on CPU)."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    k: int = typer.Option(5, "-k", "--k", min=1),
+    limit: int | None = typer.Option(None, "--limit", min=1,
+                                     help="Draft only the first N scans (LLM mode is slow on CPU)."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1),
     out: Path | None = OUT,
     overwrite: bool = OVERWRITE,
 ) -> None:
@@ -114,12 +123,15 @@ def generation(
     _check_out(out, overwrite, index, data)
     from hsenet_search.engine import SearchEngine
     from hsenet_search.eval.generation_bench import generation_markdown, run_generation
+    from hsenet_search.eval.provenance import run_started
     from hsenet_search.generate.llm import load_llm
 
+    started = run_started()
     engine = SearchEngine.open(index)
     runs = []
     for m in mode:
-        model = load_llm(llm, max_new_tokens=max_new_tokens) if m == "llm" else None
-        runs.append(run_generation(engine, str(data), split=split, mode=m, llm=model, k=k, limit=limit).metrics())
-    payload = {"index": str(index), "data": str(data), "split": split, "k": k, "runs": runs}
-    _write(out, payload, generation_markdown(payload))
+        model = load_llm(llm, max_new_tokens=max_new_tokens) if m is DraftMode.llm else None
+        runs.append(run_generation(engine, str(data), split=split.value, mode=m.value, llm=model, k=k,
+                                   limit=limit).metrics())
+    payload = {"index": str(index), "data": str(data), "split": split.value, "k": k, "runs": runs}
+    _write(out, payload, generation_markdown(payload), started)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from typing import Any
 
+import typer
 from rich.console import Console
 
 console = Console()
@@ -15,3 +17,67 @@ err_console = Console(stderr=True)
 def print_json(obj: Any) -> None:
     """Write ``obj`` as JSON on stdout (machine-readable, no rich markup)."""
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+class Target(str, Enum):
+    """What a volume query searches (``hsenet_search.engine.TARGETS``)."""
+
+    volumes = "volumes"
+    reports = "reports"
+
+
+class Unit(str, Enum):
+    """Benchmark evaluation unit (``hsenet_search.eval.bench.UNITS``)."""
+
+    scan = "scan"
+    reconstruction = "reconstruction"
+
+
+class Split(str, Enum):
+    """Dataset split a benchmark evaluates (``hsenet_search.data.dataset.SPLITS`` plus ``all``)."""
+
+    train = "train"
+    valid = "valid"
+    all = "all"
+
+
+class DraftMode(str, Enum):
+    """Report drafting mode (``hsenet_search.generate.draft.MODES``)."""
+
+    llm = "llm"
+    nearest = "nearest"
+    vote = "vote"
+
+
+class Loss(str, Enum):
+    """Contrastive training loss (``hsenet_search.train.losses``)."""
+
+    clip = "clip"
+    siglip = "siglip"
+
+
+class Augment(str, Enum):
+    """Training augmentation (``hsenet_search.train.data.AUGMENTATIONS``)."""
+
+    none = "none"
+    intensity = "intensity"
+    official = "official"
+
+
+class TextField(str, Enum):
+    """Report text a model trains on (``hsenet_search.train.trainer``)."""
+
+    report = "report"
+    findings = "findings"
+
+
+def parse_ks(text: str) -> list[int]:
+    """``"1,5,10"`` → ``[1, 5, 10]``; anything else is a ``typer.BadParameter`` (exit 2, one line)."""
+    try:
+        ks = [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated positive integers, got {text!r}",
+                                 param_hint="--ks") from None
+    if not ks or min(ks) < 1 or len(set(ks)) != len(ks):
+        raise typer.BadParameter(f"expected distinct positive integers, got {text!r}", param_hint="--ks")
+    return ks

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .common import console, print_json
+from .common import Target, console, print_json
 
 app = typer.Typer(help="Query an index.", no_args_is_help=True)
 
@@ -57,11 +57,11 @@ def text(query: str = typer.Argument(...), index: Path = INDEX, k: int = K, labe
 
 @app.command("volume")
 def volume(path: Path = typer.Argument(..., help="NIfTI file or DICOM series folder."), index: Path = INDEX,
-           k: int = K, target: str = typer.Option("volumes", "--target", help="volumes | reports"),
+           k: int = K, target: Target = typer.Option(Target.volumes, "--target", help="What to search."),
            label: list[str] = LABEL, json_out: bool = JSON, all_recons: bool = NO_COLLAPSE,
            hubness: bool = HUBNESS, model: str | None = MODEL) -> None:
     """Find similar cases (or the closest reports) for a scan."""
-    _render(_engine(index, model).search_volume(path, k, target=target, labels=label, collapse=not all_recons,
+    _render(_engine(index, model).search_volume(path, k, target=target.value, labels=label, collapse=not all_recons,
                                                 hubness=hubness), json_out)
 
 

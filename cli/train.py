@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import console
+from .common import Augment, Loss, TextField, console
 
 
 def train(
@@ -15,15 +15,15 @@ def train(
     stage: int = typer.Option(1, "--stage", min=1, max=2, help="1: global contrastive; 2: 2E3 + consistency."),
     config: str = typer.Option("tiny", "--config", help="Named model config for a fresh stage-1 model."),
     init: Path | None = typer.Option(None, "--init", help="Start from this model dir (stage 2: the stage-1 model)."),
-    loss: str = typer.Option("clip", "--loss", help="clip (open_clip ClipLoss) or siglip (SigLipLoss)."),
+    loss: Loss = typer.Option(Loss.clip, "--loss", help="clip (open_clip ClipLoss) or siglip (SigLipLoss)."),
     epochs: int | None = typer.Option(None, "--epochs", min=1),
     steps: int | None = typer.Option(None, "--steps", min=1),
     batch_size: int = typer.Option(16, "--batch-size", min=2),
     lr: float = typer.Option(1e-3, "--lr"),
     seed: int = typer.Option(0, "--seed"),
     workers: int = typer.Option(2, "--workers", min=0),
-    augment: str = typer.Option("intensity", "--augment", help="none | intensity | official (adds rot90/flips)."),
-    text_field: str = typer.Option("report", "--text", help="report (findings + impression) or findings."),
+    augment: Augment = typer.Option(Augment.intensity, "--augment", help="official adds rot90/flips."),
+    text_field: TextField = typer.Option(TextField.report, "--text", help="report = findings + impression."),
     prompt_loss: float = typer.Option(0.0, "--prompt-loss", help="Weight of the disease-prompt loss (0 = off)."),
     consistency_steps: int = typer.Option(5000, "--consistency-steps", help="Stage 2: steps over which the "
                                           "consistency weight decays from 0.1 to 0 (official: 5000)."),
@@ -47,8 +47,8 @@ def train(
         raise HSENetError("a training checkpoint exists here; pass --resume to continue or choose another --out",
                           out)
     cfg = TrainConfig(data=str(data), out=str(out), stage=stage, config=config, init=str(init) if init else None,
-                      loss=loss, epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                      workers=workers, augment=augment, text_field=text_field, prompt_loss_weight=prompt_loss,
+                      loss=loss.value, epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                      workers=workers, augment=augment.value, text_field=text_field.value, prompt_loss_weight=prompt_loss,
                       consistency_decay_steps=consistency_steps, eval_every=eval_every, device=device,
                       keep_stage2=keep_stage2)
     console.print(run(cfg).describe())

@@ -79,9 +79,16 @@ def write_text(path: str | Path, text: str, *, durable: bool = True) -> Path:
     return Path(path)
 
 
+def _json_value(value: Any) -> Any:
+    """numpy scalars and arrays as JSON numbers and lists; anything else through ``str``."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
 def write_json(path: str | Path, obj: Any, *, indent: int | None = 2, durable: bool = True) -> Path:
-    """``obj`` as JSON (non-JSON values through ``str``), written atomically."""
-    return write_text(path, json.dumps(obj, indent=indent, default=str) + "\n", durable=durable)
+    """``obj`` as JSON (numpy values as numbers, other non-JSON values through ``str``), written atomically."""
+    return write_text(path, json.dumps(obj, indent=indent, default=_json_value) + "\n", durable=durable)
 
 
 def write_npy(path: str | Path, array: np.ndarray, *, durable: bool = True) -> Path:

@@ -162,7 +162,7 @@ class SearchEngine:
             raise QueryError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
         index = self.volumes if target == "volumes" else self.reports
         if not 1 <= k <= min(MAX_K, index.ntotal):
-            raise QueryError(f"-k must be between 1 and {min(MAX_K, index.ntotal)} for this index, got {k}")
+            raise QueryError(f"k must be between 1 and {min(MAX_K, index.ntotal)} for this index, got {k}")
         q = np.ascontiguousarray(np.asarray(vector, dtype=np.float32).reshape(1, -1))
         if q.shape[1] != index.dim:
             raise QueryError(f"query embedding has {q.shape[1]} dimensions; the index has {index.dim}")
@@ -172,12 +172,14 @@ class SearchEngine:
         if allowed is not None and len(allowed) == 0:
             return SearchResult({"embedding_dim": q.shape[1]}, target, [])
         fetch = k * (self._max_recons if (collapse and target == "volumes") else 1)
+        name = "text_to_volumes" if target == "volumes" else "volumes_to_reports"
+        if hubness and name not in self.hubness:
+            raise QueryError(f"this index has no hubness bank {name!r}; search without hubness correction")
         if hubness:
             fetch *= HUBNESS_CANDIDATES
         fetch = min(fetch, index.ntotal)
         scores, ids = index.search(q, fetch, allowed_ids=allowed)
         if hubness:
-            name = "text_to_volumes" if target == "volumes" else "volumes_to_reports"
             scores, ids = rerank(self.hubness[name], scores, ids, fetch)
         hits = self._volume_hits(scores[0], ids[0], k, collapse) if target == "volumes" else \
             self._report_hits(scores[0], ids[0], k)

@@ -19,26 +19,27 @@ MANUAL_LABELS_CSV = SHARED_DATA / "ct-rate-manual-labels" / "train.csv"
 LPS_AFFINE = np.diag([-0.75, -0.75, 1.5, 1.0])
 
 
-def _require(path: Path) -> Path:
+def require_shared(path: Path) -> Path:
+    """``path`` under ``../shared``; its absence fails the test (never a skip: CI must not drop these tests)."""
     if not path.exists():
-        pytest.skip(f"shared test data not found at {path}")
+        pytest.fail(f"shared test data not found at {path} (check out ../shared beside the repository)")
     return path
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` beside the repository (skips when a checkout has no shared/)."""
-    return _require(SHARED_DATA)
+    """``../shared/data`` beside the repository (a test that needs it fails when it is missing)."""
+    return require_shared(SHARED_DATA)
 
 
 @pytest.fixture(scope="session")
 def real_ct_nifti() -> Path:
-    return _require(REAL_CT_NIFTI)
+    return require_shared(REAL_CT_NIFTI)
 
 
 @pytest.fixture(scope="session")
 def real_ct_dicom() -> Path:
-    return _require(REAL_CT_DICOM)
+    return require_shared(REAL_CT_DICOM)
 
 
 def chest_hu(shape: tuple[int, int, int] = (24, 20, 12), seed: int = 0) -> np.ndarray:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_shared
 
 from hsenet_search.eval.text_metrics import (
     BLEU_IMPLEMENTATION,
@@ -171,9 +172,7 @@ def test_generation_scores_names_every_metric():
 
 
 def _real_reports(n: int) -> list[str]:
-    path = DATA / "ct-rate-manual-labels" / "train.csv"
-    if not path.exists():
-        pytest.skip(f"{path} is not available")
+    path = require_shared(DATA / "ct-rate-manual-labels" / "train.csv")
     with path.open(newline="") as handle:
         return [row["report_text"] for row, _ in zip(csv.DictReader(handle), range(n), strict=False)]
 
@@ -189,8 +188,9 @@ def _pretokenised_pairs() -> tuple[list[str], list[str]]:
 
 
 def test_bleu_and_rouge_match_pycocoevalcap_on_pretokenised_reports():
-    bleu_module = pytest.importorskip("pycocoevalcap.bleu.bleu")
-    rouge_module = pytest.importorskip("pycocoevalcap.rouge.rouge")
+    import pycocoevalcap.bleu.bleu as bleu_module
+    import pycocoevalcap.rouge.rouge as rouge_module
+
     refs, hyps = _pretokenised_pairs()
     gts = {i: [r] for i, r in enumerate(refs)}
     res = {i: [h] for i, h in enumerate(hyps)}
@@ -220,11 +220,11 @@ def test_hsenet_precision_matches_sacrebleu_per_sample_precisions():
 
 
 def test_full_coco_pipeline_with_the_java_tokenizer_agrees_on_raw_reports():
-    tokenizer_module = pytest.importorskip("pycocoevalcap.tokenizer.ptbtokenizer")
-    bleu_module = pytest.importorskip("pycocoevalcap.bleu.bleu")
-    rouge_module = pytest.importorskip("pycocoevalcap.rouge.rouge")
-    if shutil.which("java") is None:
-        pytest.skip("java is not installed (pycocoevalcap's PTBTokenizer needs it)")
+    import pycocoevalcap.bleu.bleu as bleu_module
+    import pycocoevalcap.rouge.rouge as rouge_module
+    import pycocoevalcap.tokenizer.ptbtokenizer as tokenizer_module
+
+    assert shutil.which("java"), "java is not installed (pycocoevalcap's PTBTokenizer needs it)"
     refs = _real_reports(200)
     hyps = [h[: len(h) // 2] if i % 3 == 0 else h for i, h in enumerate(refs[1:] + refs[:1])]
     tokenizer = tokenizer_module.PTBTokenizer()

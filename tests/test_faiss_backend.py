@@ -228,9 +228,9 @@ def test_load_errors_name_the_file(tmp_path: Path, random_set):
         VectorIndex.load(plain)
 
 
-@pytest.mark.skipif(gpu_count() > 0, reason="checks the GPU guards of a machine without a GPU")
 def test_gpu_guards_without_gpu(random_set, monkeypatch):
     x, ids, q = random_set
+    monkeypatch.setattr(faiss_backend, "gpu_count", lambda: 0)  # the guards of a machine without a GPU
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a GPU call was made although faiss sees no GPU")
@@ -243,10 +243,15 @@ def test_gpu_guards_without_gpu(random_set, monkeypatch):
         VectorIndex.build(x, ids, use_gpu=True)
 
 
-@pytest.mark.skipif(gpu_count() > 0, reason="relies on index_cpu_to_gpu failing without a GPU")
 def test_gpu_placement_errors_when_a_gpu_is_reported(random_set, monkeypatch):
     x, ids, q = random_set
     monkeypatch.setattr(faiss_backend, "gpu_count", lambda: 1)
+    if gpu_count() > 0:  # a real GPU copies fine: make the copy fail as it does on a machine without one
+
+        def failing_copy(*args, **kwargs):
+            raise RuntimeError("cudaGetDeviceCount failed")
+
+        monkeypatch.setattr(faiss, "index_cpu_to_gpu", failing_copy)
     with pytest.raises(GpuPlacementError, match="no FAISS GPU implementation"):
         VectorIndex.build(x, ids, "HNSW16", use_gpu=True)
     # the real copy fails here (or a faiss-cpu build has no GPU API): explicit -> error, auto -> CPU

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_shared
 from typer.testing import CliRunner
 
 from hsenet_search.data.labels import (
@@ -273,21 +274,30 @@ def test_cli_missing_column_error(tmp_path: Path) -> None:
     bad = tmp_path / "no_text.csv"
     bad.write_text("AccessionNo,Findings\nx,y\n")
     result = CliRunner().invoke(app, ["extract", str(bad), "--out", str(tmp_path / "o.csv")])
-    assert result.exit_code != 0
     assert isinstance(result.exception, DatasetError) and "no_text.csv" in str(result.exception)
+    # through the real entry point: exit 2 and one line naming the file, no traceback
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "hsenet_search.cli.main", "labels", "extract", str(bad), "--out",
+                           str(tmp_path / "o.csv")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "no_text.csv" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o.csv").exists()
 
 
 # ------------------------------------------------------------------------------------------------ real reports
 
-@pytest.mark.skipif(not REAL_CSV.is_file(), reason="../shared/data/ct-rate-manual-labels/train.csv not present")
 def test_macro_f1_on_held_out_fold_of_real_reports() -> None:
     from sklearn.metrics import f1_score
 
+    require_shared(REAL_CSV)
     _, _, texts = read_reports_csv(REAL_CSV)
     with REAL_CSV.open(newline="", encoding="utf-8") as f:
         truth = np.array([[int(row[label]) for label in LABELS] for row in csv.DictReader(f)], dtype=np.int8)
     held_out = cv_folds(len(texts), k=5, seed=0) == 4  # the fold not read while the rules were written
     pred = extract_labels([t for t, keep in zip(texts, held_out, strict=True) if keep])
     per_label = f1_score(truth[held_out], pred, average=None, zero_division=0)
-    assert per_label.mean() >= 0.85, dict(zip(LABELS, per_label.round(3), strict=True))
+    # the documented held-out result (benchmarks/README.md, labeler_cv.json): macro-F1 0.948; the rules
+    # are deterministic, so a drop of more than rounding is a regression
+    assert per_label.mean() >= 0.9475, dict(zip(LABELS, per_label.round(3), strict=True))

@@ -250,13 +250,23 @@ def test_user_errors(model, tmp_path):
         load_model(tmp_path / "other")
 
 
+SHIPPED_WEIGHTS_SHA256 = "cae99848b97b620781189ce3c052774398e64a08a43640f631d7c88d217a199d"
+
+
 def test_load_model_named_and_default():
+    """The shipped model must exist, be the pinned weights file, and load exactly those weights."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
     assert isinstance(load_model("tiny"), HSENetCLIP)
-    if (DEFAULT_MODEL_DIR / "config.json").exists():
-        assert load_model().config.name == "tiny"
-    else:
-        with pytest.raises(ModelError, match="no default model is shipped"):
-            load_model()
+    weights = DEFAULT_MODEL_DIR / "model.safetensors"
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == SHIPPED_WEIGHTS_SHA256
+    shipped = load_model()
+    assert shipped.config.name == "tiny"
+    state = shipped.state_dict()
+    stored = load_file(str(weights))
+    assert stored and all(torch.equal(state[name], tensor) for name, tensor in stored.items())
 
 
 def test_text_model_directory_round_trip(tmp_path, volumes):

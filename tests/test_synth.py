@@ -251,7 +251,9 @@ def test_labels_csv_matches_source_rows_and_rendered_findings(conditioned):
         assert f"image {k + 1}" in emph.texts["Findings_EN"]
         floor = -760 if f.kind == "ground-glass" else -560
         assert _patch(hu, emph, f.centre, k=k).max() > floor
-        assert hu[..., k].shape[0] > 0 and 0 <= k < hu.shape[2]
+        # the cited slice is where the nodule is: far from it, the same in-plane spot is lung again
+        far = k + 12 if k + 12 < hu.shape[2] else k - 12
+        assert _patch(hu, emph, f.centre, k=far).max() < _patch(hu, emph, f.centre, k=k).max() - 150
 
     # Pericardial effusion: a fluid rim outside the heart; cardiomegaly: cardiothoracic ratio > 0.5.
     heart = by_acc["heart"]

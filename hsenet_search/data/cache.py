@@ -2,27 +2,37 @@
 
 Entries are keyed by (SHA-256 of the file's bytes — of every file for a DICOM folder —, the profile
 hash, the rescale and spacing override) and stored as ``<root>/<profile hash>/<key[:2]>/<key>.npy``.
-Writes go to a temporary file in the same folder and are renamed into place, so readers never see a
-half-written entry. The root defaults to ``$HSENET_CACHE`` or ``~/.cache/hsenet-search/preprocessed``.
+The content hash is computed once per file version and stored in a sidecar under ``<root>/content/``,
+named by the file's identity on disk (path, device, inode, size, mtime and ctime in ns): a warm lookup
+costs a ``stat`` and a small read, never a pass over the file; any change to the file changes its
+identity, so the hash is recomputed. Writes go to a temporary file in the same folder and are renamed
+into place, so readers never see a half-written entry; an unreadable or wrong-shape entry is a cache
+miss (warned, recomputed). The root defaults to ``$HSENET_CACHE`` or ``~/.cache/hsenet-search/preprocessed``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hsenet_search.atomic import write_npy
+from hsenet_search.atomic import write_npy, write_text
 from hsenet_search.errors import VolumeError
 
 if TYPE_CHECKING:
     from .preprocess import Profile
 
 _CHUNK = 1 << 20
+_HEX = frozenset("0123456789abcdef")
+
+
+class CacheWarning(UserWarning):
+    """A cache entry could not be used and was recomputed."""
 
 
 def default_cache_root() -> Path:
@@ -37,7 +47,7 @@ def content_hash(path: str | Path) -> str:
     digest = hashlib.sha256()
     try:
         if path.is_dir():
-            for item in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
+            for item in _folder_files(path):
                 digest.update(item.name.encode() + b"\0")
                 _update(digest, item)
         else:
@@ -45,6 +55,26 @@ def content_hash(path: str | Path) -> str:
     except OSError as exc:
         raise VolumeError(f"cannot be read ({exc.strerror or exc})", path) from exc
     return digest.hexdigest()
+
+
+def file_identity(path: str | Path) -> str:
+    """A digest of where and which version a file (or a folder's files) is: path, device, inode, size,
+    mtime and ctime in ns. Rewriting, replacing or touching a file changes it."""
+    path = Path(path).resolve()
+    try:
+        files = _folder_files(path) if path.is_dir() else [path]
+        stats = [(f.name, *_stat_fields(f.stat())) for f in files]
+    except OSError as exc:
+        raise VolumeError(f"cannot be read ({exc.strerror or exc})", path) from exc
+    return hashlib.sha256(repr((str(path), stats)).encode()).hexdigest()
+
+
+def _stat_fields(stat: os.stat_result) -> tuple[int, ...]:
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
 def _update(digest: Any, file: Path) -> None:
@@ -58,15 +88,20 @@ class PreprocessCache:
 
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root).expanduser() if root is not None else default_cache_root()
-        self._hashes: dict[tuple[str, int, int], str] = {}
 
-    def _content_hash(self, path: Path) -> str:
-        """Content hash, remembered for this cache object while the file's size and mtime are unchanged."""
-        stat = path.stat()
-        memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-        if memo not in self._hashes:
-            self._hashes[memo] = content_hash(path)
-        return self._hashes[memo]
+    def content_hash(self, path: str | Path) -> str:
+        """The file's SHA-256, read from the sidecar for this file version or computed once and stored."""
+        identity = file_identity(path)
+        sidecar = self.root / "content" / identity[:2] / f"{identity}.sha256"
+        try:
+            stored = sidecar.read_text().strip()
+            if len(stored) == 64 and set(stored) <= _HEX:
+                return stored
+        except (OSError, UnicodeDecodeError):
+            pass
+        digest = content_hash(path)
+        write_text(sidecar, digest, durable=False)
+        return digest
 
     def entry_path(
         self,
@@ -80,7 +115,7 @@ class PreprocessCache:
         if not path.exists():
             raise VolumeError("no such file or folder", path)
         extras = repr((_floats(rescale), _floats(spacing)))
-        key = hashlib.sha256(f"{self._content_hash(path)}|{profile.hash}|{extras}".encode()).hexdigest()[:32]
+        key = hashlib.sha256(f"{self.content_hash(path)}|{profile.hash}|{extras}".encode()).hexdigest()[:32]
         return self.root / profile.hash / key[:2] / f"{key}.npy"
 
     def get_or_compute(
@@ -91,16 +126,30 @@ class PreprocessCache:
         rescale: tuple[float, float] | None = None,
         spacing: tuple[float, float, float] | None = None,
     ) -> np.ndarray:
-        """The cached tensor if present (and readable), else ``compute()`` stored atomically and returned."""
+        """The cached tensor if present and valid, else ``compute()`` stored atomically and returned."""
         entry = self.entry_path(path, profile, rescale, spacing)
         if entry.is_file():
-            try:
-                return np.load(entry, allow_pickle=False)
-            except (OSError, ValueError, EOFError):
-                entry.unlink(missing_ok=True)  # unreadable entry (e.g. disk error): recompute it
+            cached = _load_entry(entry, (1, *profile.output_shape))
+            if cached is not None:
+                return cached
         array = np.ascontiguousarray(compute(), dtype=np.float32)
         write_npy(entry, array, durable=False)  # a lost entry is only recomputed
         return array
+
+
+def _load_entry(entry: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The entry's array, or None (warned, entry removed) when it is unreadable or not float32 ``shape``."""
+    try:
+        array = np.load(entry, allow_pickle=False)
+        problem = None if array.shape == shape and array.dtype == np.float32 else \
+            f"holds {array.dtype} {list(array.shape)}, expected float32 {list(shape)}"
+    except (OSError, ValueError, EOFError) as exc:
+        array, problem = None, f"unreadable ({exc})"
+    if problem is None:
+        return array
+    warnings.warn(f"{entry}: cache entry {problem}; recomputing it", CacheWarning, stacklevel=3)
+    entry.unlink(missing_ok=True)
+    return None
 
 
 def _floats(values: tuple[float, ...] | None) -> tuple[float, ...] | None:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from hsenet_search.data.labels import LABELS
-from hsenet_search.errors import DatasetError
+from hsenet_search.errors import DatasetError, QueryError
 
 from .bootstrap import label_jaccard_ci, recall_at_k_ci
 from .retrieval import label_jaccard_at_k, random_baseline_recall, rank_summary, recall_at_k
@@ -53,7 +53,7 @@ class IndexEmbeddings:
 
     def split(self, split: str, unit: str) -> SplitEmbeddings:
         if unit not in UNITS:
-            raise ValueError(f"unknown unit {unit!r}; expected one of {UNITS}")
+            raise QueryError(f"unknown evaluation unit {unit!r}; expected one of {', '.join(UNITS)}")
         rows = self.metadata[self.metadata["split"] == split] if split != "all" else self.metadata
         if unit == "scan":
             rows = rows.sort_values("volume_name").drop_duplicates("scan_id")

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from hsenet_search import atomic
-
 DIRECTIONS = {"text_to_volume": "text → volume", "volume_to_text": "volume → text"}
-
-
-def write_json(path: Path, obj) -> None:
-    """Atomic JSON write (numpy scalars as floats)."""
-    atomic.write_text(path, json.dumps(obj, indent=2, default=float) + "\n")
 
 
 def _fmt_ci(cell: dict) -> str:

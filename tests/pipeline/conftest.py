@@ -35,14 +35,10 @@ def synth_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
-    """The shipped default model saved to a directory (a fresh tiny model if none is shipped yet)."""
-    from hsenet_search.errors import ModelError
-    from hsenet_search.models import create_model, load_model
+    """The shipped default model saved to a directory (it must load: no random stand-in)."""
+    from hsenet_search.models import load_model
 
-    try:
-        model = load_model()
-    except ModelError:
-        model = create_model("tiny")
+    model = load_model()
     out = tmp_path_factory.mktemp("model") / "tiny"
     model.save_pretrained(out)
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from hsenet_search.eval.bench import load_index_embeddings, retrieval_tables
 from hsenet_search.eval.retrieval import recall_at_k
@@ -31,16 +32,33 @@ def test_bench_retrieval_cli_writes_tables(index_dir, tmp_path):
     assert {int(k): v["estimate"] for k, v in result["text_to_volume"]["recall"].items()} == direct
     assert "clean" in result["volume_to_volume"] and "ctclip" in result["volume_to_volume"]
     assert result["hubness"]["bank_split"] == "train"
+    assert result["machine"]["cpu"] and "load_average" in result["machine"] and result["versions"]["torch"]
+    assert "bench retrieval" in result["command"]
 
 
 def test_reconstruction_unit_counts_every_volume(index_dir):
+    """Every valid volume is a query; a sibling reconstruction's identical report ties and counts as a miss."""
+    from hsenet_search.index.store import read_embeddings, read_metadata
+
+    meta = read_metadata(index_dir / "metadata.parquet")
+    rows = meta[(meta["split"] == "valid") & (meta["report_id"] >= 0)].sort_values("row_id")
+    assert rows["scan_id"].nunique() < len(rows), "fixture: the valid split needs multi-reconstruction scans"
+    volumes = read_embeddings(index_dir, "volumes").astype(np.float32)[rows["row_id"].to_numpy()]
+    reports = read_embeddings(index_dir, "reports").astype(np.float32)[rows["report_id"].to_numpy()]
+    scores = volumes @ reports.T
+    n = len(rows)
+    # independent ranks: 1 + every other candidate scoring at least the true match (ties count against)
+    v2t = 1 + np.array([(np.delete(scores[i], i) >= scores[i, i]).sum() for i in range(n)])
+    t2v = 1 + np.array([(np.delete(scores[:, i], i) >= scores[i, i]).sum() for i in range(n)])
     emb = load_index_embeddings(index_dir)
-    scans = emb.split("valid", "scan")
-    recons = emb.split("valid", "reconstruction")
-    assert len(recons.names) >= len(scans.names)
-    result = retrieval_tables(recons, [1, 5], n_boot=50)
-    assert result["n"] == len(recons.names) and result["unit"] == "reconstruction"
-    assert np.isfinite(result["text_to_volume"]["mrr"])
+    result = retrieval_tables(emb.split("valid", "reconstruction"), [1, 5], n_boot=50)
+    assert result["n"] == n and result["unit"] == "reconstruction"
+    for name, ranks in (("volume_to_text", v2t), ("text_to_volume", t2v)):
+        for k in (1, 5):
+            assert result[name]["recall"][str(k)]["estimate"] == pytest.approx(100 * np.mean(ranks <= k))
+        assert result[name]["mrr"] == pytest.approx(np.mean(1 / ranks))
+    scan_unit = emb.split("valid", "scan")
+    assert len(scan_unit.names) == rows["scan_id"].nunique()
 
 
 def test_bench_zeroshot_cli(index_dir, tmp_path):

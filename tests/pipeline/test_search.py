@@ -41,17 +41,28 @@ def test_text_search_matches_brute_force_and_collapses_scans(engine, index_dir):
 
 
 def test_label_filter_is_applied_inside_faiss(engine, index_dir):
+    """A rare label whose best case ranks far below k·max_recons unfiltered: a post-filter would miss it."""
     meta = read_metadata(index_dir / "metadata.parquet")
-    counts = {name: int((meta[name] == 1).sum()) for name in LABELS}
-    label = max(counts, key=counts.get)
-    rows = meta.loc[meta[label] == 1, "row_id"].to_numpy()
+    all_rows = meta["row_id"].to_numpy()
     q = engine.encode_text("Nodular lesion in the right upper lobe.")
-    result = engine.search_embedding(q, k=3, labels=[label], collapse=False)
+    unfiltered = _brute_force(index_dir, q, all_rows).tolist()
+    k = 3
+    fetched = k * engine._max_recons
+    present = [name for name in LABELS if (meta[name] == 1).any()]
+
+    def best_rank(name):
+        rows = set(meta.loc[meta[name] == 1, "row_id"].tolist())
+        return next(i for i, row in enumerate(unfiltered) if row in rows)
+
+    label = max(present, key=best_rank)
+    assert best_rank(label) >= 2 * fetched, "fixture: no label ranks far enough down to tell the filters apart"
+    rows = meta.loc[meta[label] == 1, "row_id"].to_numpy()
+    expected = _brute_force(index_dir, q, rows)
+    result = engine.search_embedding(q, k=k, labels=[label], collapse=False)
+    assert [h.row_id for h in result.hits] == expected[:k].tolist()
     assert all(label in h.labels for h in result.hits)
-    expected = _brute_force(index_dir, q, rows)[:3]
-    assert [h.row_id for h in result.hits] == expected.tolist()
-    # the filtered top-1 is found even when it ranks far below k in the unfiltered list
-    assert len(result.hits) == min(3, len(rows))
+    collapsed = engine.search_embedding(q, k=1, labels=[label])
+    assert [h.row_id for h in collapsed.hits] == expected[:1].tolist()
 
 
 def test_volume_queries_return_cases_and_reports(engine, synth_data):
