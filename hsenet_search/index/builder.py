@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from hsenet_search.data.labels import LABELS
 from hsenet_search.data.loading import iterate_volumes
 from hsenet_search.errors import DatasetError, IndexMismatchError
 
+from .ray_build import RayOptions, embed_stream  # imports Ray only when a Ray build runs
 from .store import (
     FORMAT_VERSION,
     IndexManifest,
@@ -68,6 +69,10 @@ class BuildConfig:
     shard_size: int = 256
     cache_dir: str | None = None
     device: str = "auto"
+    ray: RayOptions | None = None  # run the embedding step on Ray Data (index/ray_build.py)
+
+
+EmbeddedBatch = tuple[list[int], np.ndarray, list[str], float]
 
 
 @dataclass
@@ -137,28 +142,45 @@ def encode_cases(model, cases: Sequence[Case], work: Path, *, cfg: BuildConfig, 
     if not resume and failed_path.exists():
         failed_path.unlink()
     todo = [c for c in cases if c.volume_name not in done and c.volume_name not in failed]
-    cache = PreprocessCache(Path(cfg.cache_dir) if cfg.cache_dir else None)
-    device = next(model.parameters()).device
     encode_seconds = 0.0
     with _progress() as bar, failed_path.open("a") as failures:
         task = bar.add_task("embedding volumes", total=len(cases), completed=len(cases) - len(todo),
                             visible=progress)
-        for batch in iterate_volumes(todo, model.profile, batch_size=cfg.batch_size, workers=cfg.workers,
-                                     cache=cache):
-            for i, message in batch.failures:
-                failures.write(json.dumps({"volume_name": todo[i].volume_name, "path": str(todo[i].path),
-                                           "error": message}) + "\n")
-                failures.flush()
-            if batch.tensors is not None:
-                t0 = time.perf_counter()
-                with torch.no_grad():
-                    emb = model.encode_volume(batch.tensors.to(device)).float().cpu().numpy()
-                encode_seconds += time.perf_counter() - t0
-                writer.append([todo[i].volume_name for i in batch.indices], emb,
-                              [case_row(todo[i]) for i in batch.indices])
-            bar.update(task, advance=len(batch.indices) + len(batch.failures))
+        for positions, emb, errors, seconds in _embedded_batches(model, todo, cfg):
+            for i, message in zip(positions, errors):
+                if message:
+                    failures.write(json.dumps({"volume_name": todo[i].volume_name, "path": str(todo[i].path),
+                                               "error": message}) + "\n")
+            failures.flush()
+            ok = [j for j, message in enumerate(errors) if not message]
+            if ok:
+                writer.append([todo[positions[j]].volume_name for j in ok], emb[ok],
+                              [case_row(todo[positions[j]]) for j in ok])
+            encode_seconds += seconds
+            bar.update(task, advance=len(positions))
         writer.close()
     return len(cases) - len(todo), encode_seconds
+
+
+def _embedded_batches(model, cases: Sequence[Case], cfg: BuildConfig) -> Iterator[EmbeddedBatch]:
+    """(positions in ``cases``, embeddings (n, E) float32, error per row or "", encode seconds) in case
+    order: from DataLoader workers and this process's model, or from the Ray pipeline with ``cfg.ray``."""
+    if cfg.ray is not None:
+        yield from embed_stream(model, cases, options=cfg.ray, batch_size=cfg.batch_size,
+                                cache_dir=cfg.cache_dir)
+        return
+    cache = PreprocessCache(Path(cfg.cache_dir) if cfg.cache_dir else None)
+    device = next(model.parameters()).device
+    for batch in iterate_volumes(cases, model.profile, batch_size=cfg.batch_size, workers=cfg.workers,
+                                 cache=cache):
+        positions = batch.indices + [i for i, _ in batch.failures]
+        errors = [""] * len(batch.indices) + [message for _, message in batch.failures]
+        emb = np.zeros((len(positions), model.embedding_dim), dtype=np.float32)
+        t0 = time.perf_counter()
+        if batch.tensors is not None:
+            with torch.no_grad():
+                emb[:len(batch.indices)] = model.encode_volume(batch.tensors.to(device)).float().cpu().numpy()
+        yield positions, emb, errors, time.perf_counter() - t0
 
 
 def _read_failures_jsonl(work: Path) -> pd.DataFrame:
@@ -170,7 +192,7 @@ def _read_failures_jsonl(work: Path) -> pd.DataFrame:
 def _assemble(model, model_name: str, work: Path, out: Path, *, cfg: BuildConfig, source: dict, progress: bool,
               previous: tuple[pd.DataFrame, np.ndarray, pd.DataFrame] | None = None) -> BuildSummary:
     """Turn finished shards (plus an existing index's rows, for ``add``) into the final index directory."""
-    from .faiss_backend import VectorIndex  # imported here: encoding volumes needs no FAISS
+    from .factories import build_tuned  # imported here: encoding volumes needs no FAISS
     from .hubness import gallery_normalizer
 
     t0 = time.perf_counter()
@@ -201,8 +223,8 @@ def _assemble(model, model_name: str, work: Path, out: Path, *, cfg: BuildConfig
     rep_emb = np.concatenate(chunks).astype(np.float32)
     vol_emb = vol_emb.astype(np.float32)
     reports = pd.DataFrame({"report_id": np.arange(len(unique_texts), dtype=np.int64), "text": unique_texts})
-    vol_index = VectorIndex.build(vol_emb, rows["row_id"].to_numpy(), cfg.factory)
-    rep_index = VectorIndex.build(rep_emb, reports["report_id"].to_numpy(), cfg.factory)
+    vol_index = build_tuned(vol_emb, rows["row_id"].to_numpy(), cfg.factory)
+    rep_index = build_tuned(rep_emb, reports["report_id"].to_numpy(), cfg.factory)
     hub_text = gallery_normalizer(rep_emb, vol_emb, HUBNESS_BETA)     # bank of text queries over volumes
     hub_volume = gallery_normalizer(vol_emb, rep_emb, HUBNESS_BETA)   # bank of volume queries over reports
     with atomic_directory(out) as tmp:
@@ -234,7 +256,7 @@ def _assemble(model, model_name: str, work: Path, out: Path, *, cfg: BuildConfig
         )
         manifest.write(tmp)
     return BuildSummary(str(out), len(rows), int(rows["scan_id"].nunique()), len(reports), len(failures),
-                        0.0, time.perf_counter() - t0, cfg.factory,
+                        0.0, time.perf_counter() - t0, vol_index.factory,
                         failure_examples=[f"{r.path}: {r.error}" if str(r.path) not in str(r.error) else str(r.error)
                                           for r in failures.itertuples()])
 
