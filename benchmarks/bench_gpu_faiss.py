@@ -67,9 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     queries = x[np.random.default_rng(1).choice(len(x), args.queries, replace=False)]
     queries = queries + 0.05 * np.random.default_rng(2).standard_normal(queries.shape, dtype=np.float32)
     rows = []
-    for factory in ("IDMap2,Flat", f"IVF{nlist_for(len(x))},Flat"):
+    nlist = min(4096, nlist_for(len(x)))  # 4096 lists: trains in seconds on 16 cores
+    train = x[np.random.default_rng(3).choice(len(x), min(len(x), 64 * nlist), replace=False)]
+    for factory in ("IDMap2,Flat", f"IVF{nlist},Flat"):
         t0 = time.perf_counter()
-        cpu = VectorIndex.build(x, np.arange(len(x)), factory, use_gpu=False)
+        cpu = VectorIndex.build(x, np.arange(len(x)), factory, train_vectors=train, use_gpu=False)
         build_s = time.perf_counter() - t0
         tuning = tune_search(cpu, x)
         t0 = time.perf_counter()
