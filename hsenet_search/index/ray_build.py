@@ -29,6 +29,7 @@ from hsenet_search.data.preprocess import Profile
 from hsenet_search.errors import DatasetError
 
 RAY_EXTRA = "pip install 'hsenet-search[scale]'"
+MAX_BLOCKS = 10_000  # input blocks (one preprocess task each): fine-grained retries, bounded scheduling cost
 
 
 @dataclass(frozen=True)
@@ -109,11 +110,16 @@ def embed_stream(model, cases: Sequence[Case], *, options: RayOptions, batch_siz
         actors = 1
         encoder = {"num_cpus": 1, "fn_constructor_kwargs": {"model": model.cpu(), "device": "cpu"}}
     rows = [{"pos": i, "case": pickle.dumps(c)} for i, c in enumerate(cases)]
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), MAX_BLOCKS)))
     # SPREAD puts decode tasks on every node (and keeps them apart from the actors: no operator fusion)
     ds = ds.map_batches(_preprocess, batch_size=1, num_cpus=options.cpus_per_task, scheduling_strategy="SPREAD",
                         fn_kwargs={"profile": model.profile, "cache_dir": cache_dir})
     ds = ds.map_batches(_Encoder, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
                         **encoder)
-    for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
-        yield batch["pos"].tolist(), batch["embedding"], batch["error"].tolist(), float(batch["seconds"].sum())
+    try:
+        for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
+            yield batch["pos"].tolist(), batch["embedding"], batch["error"].tolist(), float(batch["seconds"].sum())
+    except ray.exceptions.RayError as e:  # a task or actor that failed past its retries
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DatasetError(f"the Ray pipeline failed ({first}); the shards written so far are kept: "
+                           "rerun with --resume") from e
