@@ -27,22 +27,32 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from hsenet_search.index.factories import build_from_chunks, estimate_bytes, training_sample, tune_search
+from hsenet_search.index.factories import (
+    build_from_chunks,
+    estimate_bytes,
+    nlist_for,
+    training_sample,
+    tune_search,
+)
 from hsenet_search.index.store import read_embeddings
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def base_embeddings(n: int) -> np.ndarray:
-    """Volume + report embeddings of the default model on ``n`` synthetic scans (built by the CLI)."""
-    from hsenet_search.data.synth import generate_dataset
+def base_embeddings(n: int, index: Path | None) -> tuple[np.ndarray, int]:
+    """Volume + report embeddings of the default model on ``n`` synthetic scans (built by the CLI unless
+    ``index`` is such a build already), and the number of volume rows."""
+    if index is None:
+        from hsenet_search.data.synth import generate_dataset
 
-    work = Path(tempfile.mkdtemp(prefix="bench-fact-"))
-    generate_dataset(work / "data", n, seed=21, size="tiny")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    subprocess.run([sys.executable, "-m", "hsenet_search.cli.main", "index", "build", str(work / "data"),
-                    "--out", str(work / "index")], check=True, env=env, cwd=REPO, capture_output=True)
-    return np.concatenate([read_embeddings(work / "index", "volumes"), read_embeddings(work / "index", "reports")])
+        work = Path(tempfile.mkdtemp(prefix="bench-fact-"))
+        generate_dataset(work / "data", n, seed=21, size="tiny")
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        subprocess.run([sys.executable, "-m", "hsenet_search.cli.main", "index", "build", str(work / "data"),
+                        "--out", str(work / "index")], check=True, env=env, cwd=REPO, capture_output=True)
+        index = work / "index"
+    volumes = read_embeddings(index, "volumes")
+    return np.concatenate([volumes, read_embeddings(index, "reports")]), len(volumes)
 
 
 def replicate(base: np.ndarray, n: int, noise: float, seed: int) -> np.ndarray:
@@ -74,18 +84,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise", type=float, default=0.5)
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--hnsw-max", type=int, default=200_000, help="largest size HNSW is built at (2 cores)")
+    p.add_argument("--nlist", type=int, default=None, help="IVF lists (default: the preset's 4 sqrt(n))")
+    p.add_argument("--base-index", type=Path, default=None, help="reuse an index built from --n scans")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     load_start = os.getloadavg()
-    base = base_embeddings(args.n)
+    base, n_volumes = base_embeddings(args.n, args.base_index)
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
         x = replicate(base, n, args.noise, seed=0)
-        q = np.concatenate([replicate(base[: args.n], args.queries // 2, args.noise, seed=1),
+        q = np.concatenate([replicate(base[:n_volumes], args.queries // 2, args.noise, seed=1),
                             base[-(args.queries // 2):]])
         q /= np.linalg.norm(q, axis=1, keepdims=True)
         _, truth = faiss.knn(q, x, 10, metric=faiss.METRIC_INNER_PRODUCT)
-        nlist = 1024 if n <= 200_000 else 4096  # ~4 sqrt(n) and 4 sqrt(n)/1 rounded (trainable on 2 cores)
+        nlist = args.nlist or nlist_for(n)
         m = x.shape[1] // 8
         presets = ["IDMap2,Flat", f"IVF{nlist},Flat", f"IVF{nlist},PQ{m}"] + \
             (["IDMap2,HNSW32"] if n <= args.hnsw_max else [])
@@ -100,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             tuned = tune_search(index, x, queries=300)
             tune_s = time.perf_counter() - t0
             _, found = index.search(q, 10)
-            recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found.tolist(), truth.tolist())]))
+            recall = float(np.mean([len(set(a) & set(b)) / 10
+                                    for a, b in zip(found.tolist(), truth.tolist())]))
             with tempfile.TemporaryDirectory() as tmp:
                 index.save(Path(tmp) / "i.faiss")
                 file_mb = (Path(tmp) / "i.faiss").stat().st_size / 2**20
@@ -116,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                           "faiss": faiss.__version__, "faiss_threads": faiss.omp_get_max_threads(),
                           "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
               "config": {"base_scans": args.n, "base_vectors": len(base), "noise": args.noise,
+                         "nlist": args.nlist,
+                         "faiss_threads": faiss.omp_get_max_threads(),
                          "queries": args.queries, "query_mix": "half held-out noisy volume replicas, half "
                          "report embeddings (text -> volume)"},
               "notes": "recall_at_10 is measured at the tuned default (tuned.value), chosen on the index's "

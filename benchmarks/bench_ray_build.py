@@ -79,12 +79,15 @@ from hsenet_search.data.preprocess import preprocess_case
 from hsenet_search.models import load_model
 model = load_model({model!r}).to({device!r}).eval()
 cases = open_dataset({data!r})[:{n}]
-t0 = time.perf_counter(); xs = [preprocess_case(c, model.profile) for c in cases]; pre = time.perf_counter() - t0
+t0 = time.perf_counter()
+xs = [preprocess_case(c, model.profile) for c in cases]
+pre = time.perf_counter() - t0
 x = torch.from_numpy(np.stack(xs)).to({device!r})
 with torch.no_grad():
     model.encode_volume(x[:2])
     t0 = time.perf_counter(); model.encode_volume(x); enc = time.perf_counter() - t0
-print(json.dumps({{"decode_preprocess_s_per_volume": pre / len(cases), "encode_s_per_volume": enc / len(cases)}}))
+print(json.dumps({{"decode_preprocess_s_per_volume": pre / len(cases),
+                  "encode_s_per_volume": enc / len(cases)}}))
 """
 
 
@@ -124,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in (("single_process", "ray") if r % 2 == 0 else ("ray", "single_process")):
                 out = work / f"{name}_{r}"
                 extra = ["--workers", str(args.workers)] if name == "single_process" else ["--ray", "auto"]
-                res = run_measured([*cli, "index", "build", str(data), "--out", str(out), *common, *extra], env)
+                cmd = [*cli, "index", "build", str(data), "--out", str(out), *common, *extra]
+                res = run_measured(cmd, env)
                 res.pop("stdout")
                 runs[name].append(res)
                 shutil.rmtree(out, ignore_errors=True)
@@ -142,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "index build --ray auto vs single-process build, same synthetic volumes, cold cache",
         "volumes": volumes,
-        "machine": {"cpu_cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+        "machine": {"cpu_cores": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(),
                     "torch": torch.__version__, "device": args.device,
                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                     "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
