@@ -92,7 +92,8 @@ python3 "$SRC/benchmarks/bench_build.py" --model "$W/m/model" --device cuda --wo
 
 # ---------------------------------------------------------------- 4. the 2D slice pipeline on CUDA
 if [ -f "$SRC/benchmarks/bench_slices.py" ]; then
-  python3 "$SRC/benchmarks/bench_slices.py" --device cuda --out "$OUT/slices_cuda.json" || status=1
+  python3 "$SRC/benchmarks/bench_slices.py" --device cuda || status=1
+  cp "$SRC"/benchmarks/results/*slice*cuda*.json "$OUT/" 2>/dev/null
 fi
 cp "$OUT"/*.json "$OUT"/gpu.txt "$RES/" 2>/dev/null
 echo "gpu_check status $status"
