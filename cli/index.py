@@ -29,15 +29,23 @@ def build(
                                    help="Replace an existing index directory at --out."),
     random_weights: bool = typer.Option(
         False, "--random-weights", help="Testing only: allow a config name (random weights)."),
+    ray: str | None = typer.Option(None, "--ray", help="Embed on Ray Data: 'auto' starts a local Ray, "
+                                   "an address (ray://host:10001 or host:6379) joins a cluster."),
+    ray_cpus_per_task: float = typer.Option(1.0, "--ray-cpus-per-task", min=0.1,
+                                            help="CPUs per read+preprocess task (--ray)."),
+    ray_gpus_per_actor: float = typer.Option(1.0, "--ray-gpus-per-actor", min=0.1,
+                                             help="GPUs per encoder actor when the cluster has GPUs (--ray)."),
 ) -> None:
     """Embed every volume and report of DATA and write the index directory atomically."""
     from hsenet_search.index.builder import BuildConfig, build_index
+    from hsenet_search.index.ray_build import RayOptions
 
+    ray_options = RayOptions(ray, ray_cpus_per_task, ray_gpus_per_actor) if ray else None
     summary = build_index(BuildConfig(data=str(data), out=str(out), model=model, split=split, factory=factory,
                                       batch_size=batch_size, workers=workers, resume=resume,
                                       shard_size=shard_size, device=device,
                                       cache_dir=str(cache_dir) if cache_dir else None, overwrite=overwrite,
-                                      random_weights=random_weights))
+                                      random_weights=random_weights, ray=ray_options))
     console.print(summary.describe())
 
 

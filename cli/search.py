@@ -18,6 +18,14 @@ JSON = typer.Option(False, "--json", help="Print JSON {query, hits:[...]}.")
 NO_COLLAPSE = typer.Option(False, "--all-reconstructions", help="Do not collapse reconstructions of one scan.")
 HUBNESS = typer.Option(False, "--hubness", help="Querybank-normalised (dynamic inverted softmax) scores.")
 MODEL = typer.Option(None, "--model", help="Model dir (default: the one recorded in the index).")
+NPROBE = typer.Option(None, "--nprobe", min=1, help="IVF lists visited for this query (default: the index's "
+                      "tuned value).")
+EF_SEARCH = typer.Option(None, "--ef-search", min=1, help="HNSW efSearch for this query (default: tuned).")
+
+
+def _params(nprobe: int | None, ef_search: int | None) -> dict[str, float] | None:
+    params = {name: value for name, value in (("nprobe", nprobe), ("efSearch", ef_search)) if value is not None}
+    return params or None
 
 
 def _snippet(text: str, width: int = 90) -> str:
@@ -49,24 +57,25 @@ def _engine(index: Path, model: str | None):
 @app.command("text")
 def text(query: str = typer.Argument(...), index: Path = INDEX, k: int = K, label: list[str] = LABEL,
          json_out: bool = JSON, all_recons: bool = NO_COLLAPSE, hubness: bool = HUBNESS,
-         model: str | None = MODEL) -> None:
+         model: str | None = MODEL, nprobe: int | None = NPROBE, ef_search: int | None = EF_SEARCH) -> None:
     """Find the volumes that best match a findings-style text."""
-    _render(_engine(index, model).search_text(query, k, labels=label, collapse=not all_recons, hubness=hubness),
-            json_out)
+    _render(_engine(index, model).search_text(query, k, labels=label, collapse=not all_recons, hubness=hubness,
+                                              params=_params(nprobe, ef_search)), json_out)
 
 
 @app.command("volume")
 def volume(path: Path = typer.Argument(..., help="NIfTI file or DICOM series folder."), index: Path = INDEX,
            k: int = K, target: Target = typer.Option(Target.volumes, "--target", help="What to search."),
            label: list[str] = LABEL, json_out: bool = JSON, all_recons: bool = NO_COLLAPSE,
-           hubness: bool = HUBNESS, model: str | None = MODEL) -> None:
+           hubness: bool = HUBNESS, model: str | None = MODEL, nprobe: int | None = NPROBE,
+           ef_search: int | None = EF_SEARCH) -> None:
     """Find similar cases (or the closest reports) for a scan."""
     _render(_engine(index, model).search_volume(path, k, target=target.value, labels=label, collapse=not all_recons,
-                                                hubness=hubness), json_out)
+                                                hubness=hubness, params=_params(nprobe, ef_search)), json_out)
 
 
 @app.command("report")
 def report(query: str = typer.Argument(...), index: Path = INDEX, k: int = K, json_out: bool = JSON,
-           model: str | None = MODEL) -> None:
+           model: str | None = MODEL, nprobe: int | None = NPROBE, ef_search: int | None = EF_SEARCH) -> None:
     """Find reports similar to a report text."""
-    _render(_engine(index, model).search_report(query, k), json_out)
+    _render(_engine(index, model).search_report(query, k, params=_params(nprobe, ef_search)), json_out)

@@ -64,6 +64,10 @@ class SearchResult:
         return {"query": self.query, "target": self.target, "hits": [h.to_json() for h in self.hits]}
 
 
+SearchParams = str | dict[str, float] | None
+"""Per-query FAISS search parameters (see :meth:`VectorIndex.search`)."""
+
+
 class SearchEngine:
     """Queries one index directory with the model that built it."""
 
@@ -133,31 +137,37 @@ class SearchEngine:
 
     # ------------------------------------------------------------------ queries
     def search_text(self, text: str, k: int = 10, *, labels: Sequence[str] = (), collapse: bool = True,
-                    hubness: bool = False) -> SearchResult:
+                    hubness: bool = False, params: SearchParams = None) -> SearchResult:
         """Text → volumes (findings-style query text; optional label filter)."""
         result = self.search_embedding(self.encode_text(text), k, target="volumes", labels=labels,
-                                       collapse=collapse, hubness=hubness)
+                                       collapse=collapse, hubness=hubness, params=params)
         result.query = text
         return result
 
     def search_volume(self, path: str | Path, k: int = 10, *, target: str = "volumes",
                       labels: Sequence[str] = (), collapse: bool = True, hubness: bool = False,
-                      rescale: tuple[float, float] | None = None) -> SearchResult:
+                      rescale: tuple[float, float] | None = None,
+                      params: SearchParams = None) -> SearchResult:
         """Volume → similar volumes (cases) or → closest reports."""
         result = self.search_embedding(self.encode_volume(path, rescale=rescale), k, target=target, labels=labels,
-                                       collapse=collapse, hubness=hubness)
+                                       collapse=collapse, hubness=hubness, params=params)
         result.query = str(path)
         return result
 
-    def search_report(self, text: str, k: int = 10) -> SearchResult:
+    def search_report(self, text: str, k: int = 10, *, params: SearchParams = None) -> SearchResult:
         """Report text → similar reports."""
-        result = self.search_embedding(self.encode_text(text), k, target="reports")
+        result = self.search_embedding(self.encode_text(text), k, target="reports", params=params)
         result.query = text
         return result
 
     def search_embedding(self, vector: np.ndarray, k: int = 10, *, target: str = "volumes",
-                         labels: Sequence[str] = (), collapse: bool = True, hubness: bool = False) -> SearchResult:
-        """Nearest volumes or reports to an embedding of the index's width."""
+                         labels: Sequence[str] = (), collapse: bool = True, hubness: bool = False,
+                         params: SearchParams = None) -> SearchResult:
+        """Nearest volumes or reports to an embedding of the index's width.
+
+        ``params`` overrides the index's saved search defaults for this query only: ``{"nprobe": 64}``
+        (IVF), ``{"efSearch": 128}`` (HNSW) or ``"nprobe=64"``; a parameter the index lacks is a QueryError.
+        """
         if target not in TARGETS:
             raise QueryError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
         index = self.volumes if target == "volumes" else self.reports
@@ -178,7 +188,7 @@ class SearchEngine:
         if hubness:
             fetch *= HUBNESS_CANDIDATES
         fetch = min(fetch, index.ntotal)
-        scores, ids = index.search(q, fetch, allowed_ids=allowed)
+        scores, ids = index.search(q, fetch, allowed_ids=allowed, params=params)
         if hubness:
             scores, ids = rerank(self.hubness[name], scores, ids, fetch)
         hits = self._volume_hits(scores[0], ids[0], k, collapse) if target == "volumes" else \

@@ -26,6 +26,7 @@ from hsenet_search.atomic import atomic_directory
 from hsenet_search.data.report_text import join_report
 from hsenet_search.errors import IndexFormatError
 
+from .factories import build_tuned
 from .faiss_backend import VectorIndex
 from .hubness import HubnessNormalizer, gallery_normalizer
 from .store import (
@@ -134,8 +135,8 @@ def extend_faiss(
             f"retrained the {what} FAISS index ({factory}): it now holds {len(vectors)} vectors, more than "
             f"{RETRAIN_GROWTH:g}x the {trained_on} it was trained on"
         )
-        return FaissResult(VectorIndex.build(vectors, ids, factory), len(vectors), note)
-    return FaissResult(VectorIndex.build(vectors, ids, factory), len(vectors))
+        return FaissResult(build_tuned(vectors, ids, factory), len(vectors), note)
+    return FaissResult(build_tuned(vectors, ids, factory), len(vectors))
 
 
 def faiss_is_flat(index: VectorIndex) -> bool:

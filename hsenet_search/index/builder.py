@@ -55,6 +55,7 @@ from .assembly import (
 from .compat import check_model_matches
 from .locks import IndexLock
 from .partial import build_fingerprint, check_resume, record
+from .ray_build import RayOptions, embed_stream  # imports Ray only when a Ray build runs
 from .shards import ShardWriter
 from .store import open_index_dir, read_embeddings, read_failures, read_metadata, read_reports
 
@@ -76,6 +77,10 @@ class BuildConfig:
     device: str = "auto"
     overwrite: bool = False
     random_weights: bool = False
+    ray: RayOptions | None = None  # run the embedding step on Ray Data (index/ray_build.py)
+
+
+EmbeddedBatch = tuple[list[int], np.ndarray, list[str], float]
 
 
 @dataclass
@@ -151,28 +156,45 @@ def encode_cases(model, cases: Sequence[Case], work: Path, *, cfg: BuildConfig, 
     if not resume and failed_path.exists():
         failed_path.unlink()
     todo = [c for c in cases if c.volume_name not in done and c.volume_name not in failed]
-    cache = PreprocessCache(Path(cfg.cache_dir) if cfg.cache_dir else None)
-    device = next(model.parameters()).device
     encode_seconds = 0.0
     with _progress() as bar, failed_path.open("a") as failures:
         task = bar.add_task("embedding volumes", total=len(cases), completed=len(cases) - len(todo),
                             visible=progress)
-        for batch in iterate_volumes(todo, model.profile, batch_size=cfg.batch_size, workers=cfg.workers,
-                                     cache=cache):
-            for i, message in batch.failures:
-                failures.write(json.dumps({"volume_name": todo[i].volume_name, "path": str(todo[i].path),
-                                           "error": message}) + "\n")
-                failures.flush()
-            if batch.tensors is not None:
-                t0 = time.perf_counter()
-                with torch.no_grad():
-                    emb = model.encode_volume(batch.tensors.to(device)).float().cpu().numpy()
-                encode_seconds += time.perf_counter() - t0
-                writer.append([todo[i].volume_name for i in batch.indices], emb,
-                              [case_row(todo[i]) for i in batch.indices])
-            bar.update(task, advance=len(batch.indices) + len(batch.failures))
+        for positions, emb, errors, seconds in _embedded_batches(model, todo, cfg):
+            for i, message in zip(positions, errors):
+                if message:
+                    failures.write(json.dumps({"volume_name": todo[i].volume_name, "path": str(todo[i].path),
+                                               "error": message}) + "\n")
+            failures.flush()
+            ok = [j for j, message in enumerate(errors) if not message]
+            if ok:
+                writer.append([todo[positions[j]].volume_name for j in ok], emb[ok],
+                              [case_row(todo[positions[j]]) for j in ok])
+            encode_seconds += seconds
+            bar.update(task, advance=len(positions))
         writer.close()
     return len(cases) - len(todo), encode_seconds
+
+
+def _embedded_batches(model, cases: Sequence[Case], cfg: BuildConfig) -> Iterator[EmbeddedBatch]:
+    """(positions in ``cases``, embeddings (n, E) float32, error per row or "", encode seconds) in case
+    order: from DataLoader workers and this process's model, or from the Ray pipeline with ``cfg.ray``."""
+    if cfg.ray is not None:
+        yield from embed_stream(model, cases, options=cfg.ray, batch_size=cfg.batch_size,
+                                cache_dir=cfg.cache_dir)
+        return
+    cache = PreprocessCache(Path(cfg.cache_dir) if cfg.cache_dir else None)
+    device = next(model.parameters()).device
+    for batch in iterate_volumes(cases, model.profile, batch_size=cfg.batch_size, workers=cfg.workers,
+                                 cache=cache):
+        positions = batch.indices + [i for i, _ in batch.failures]
+        errors = [""] * len(batch.indices) + [message for _, message in batch.failures]
+        emb = np.zeros((len(positions), model.embedding_dim), dtype=np.float32)
+        t0 = time.perf_counter()
+        if batch.tensors is not None:
+            with torch.no_grad():
+                emb[:len(batch.indices)] = model.encode_volume(batch.tensors.to(device)).float().cpu().numpy()
+        yield positions, emb, errors, time.perf_counter() - t0
 
 
 def _read_failures_jsonl(work: Path) -> pd.DataFrame:
@@ -211,10 +233,10 @@ def _assemble(model, model_name: str, work: Path, out: Path, *, cfg: BuildConfig
                              trained.get("reports", old_counts.get("reports", 0)), "report")
     parts = Assembled(rows, vol_emb, reports, rep_emb, failures, vol_index, rep_index,
                       hubness_banks(vol_emb, rep_emb))
-    publish(out, parts, model=model, model_name=model_name, factory=cfg.factory, source=source,
+    publish(out, parts, model=model, model_name=model_name, factory=vol_index.index.factory, source=source,
             previous=previous)
     return BuildSummary(str(out), len(rows), int(rows["scan_id"].nunique()), len(reports), len(failures),
-                        0.0, time.perf_counter() - t0, cfg.factory,
+                        0.0, time.perf_counter() - t0, vol_index.index.factory,
                         notes=[n for n in (vol_index.note, rep_index.note) if n],
                         failure_examples=_failure_examples(failures))
 

@@ -274,11 +274,12 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path: str | Path, *, mmap: bool = False, use_gpu: bool | None = None) -> VectorIndex:
-        """Read an index file; ``mmap=True`` maps its codes read-only (for serving) instead of reading."""
+        """Read an index file; ``mmap=True`` maps its codes read-only (for serving) instead of reading
+        them: IVF inverted lists as on-disk lists, Flat/HNSW codes as a mapped buffer."""
         path = Path(path)
         if not path.is_file():
             raise IndexFormatError("FAISS index file not found", path)
-        flags = (faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY) if mmap else 0
+        flags = (_mmap_flag(path) | faiss.IO_FLAG_READ_ONLY) if mmap else 0
         try:
             index = faiss.read_index(str(path), flags)
         except RuntimeError as e:
@@ -423,6 +424,16 @@ class VectorIndex:
                 raise QueryError(f"a {self.factory} index cannot reconstruct vectors; read the embedding "
                                  "shards instead") from first
             raise QueryError(f"id {int(id)} is not in the index") from first
+
+
+def _mmap_flag(path: Path) -> int:
+    """``IO_FLAG_MMAP`` (on-disk inverted lists) for IVF files, ``IO_FLAG_MMAP_IFC`` for the others.
+
+    The two flags cannot be combined, so the file's first fourcc decides: ``Iw..`` is an IVF index,
+    ``IxPT`` a pre-transform (OPQ, PCA) that wraps one in the factories this project builds."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return faiss.IO_FLAG_MMAP if head[:2] == b"Iw" or head == b"IxPT" else faiss.IO_FLAG_MMAP_IFC
 
 
 def _train(index: faiss.Index, sample: np.ndarray, factory: str, seed: int) -> None:
