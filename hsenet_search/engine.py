@@ -17,9 +17,8 @@ import pandas as pd
 import torch
 
 from hsenet_search.data.labels import LABELS
-from hsenet_search.errors import QueryError
+from hsenet_search.errors import IndexMismatchError, QueryError
 
-from .index.builder import check_model_matches
 from .index.faiss_backend import VectorIndex
 from .index.hubness import HubnessNormalizer, rerank
 from .index.store import IndexManifest, open_index_dir, read_metadata
@@ -64,6 +63,18 @@ class SearchResult:
         return {"query": self.query, "target": self.target, "hits": [h.to_json() for h in self.hits]}
 
 
+def _check_text_model(manifest: IndexManifest, model, index_dir: Path) -> None:
+    """The text side of the index's own model: same fingerprint (it hashes the whole model) and width."""
+    if model.fingerprint != manifest.model_fingerprint:
+        raise IndexMismatchError(
+            f"model fingerprint {model.fingerprint[:12]} does not match the index's "
+            f"{manifest.model_fingerprint[:12]} (built with {manifest.model_name}); use the same model or rebuild",
+            index_dir)
+    if model.embedding_dim != manifest.dims["volumes"]:
+        raise IndexMismatchError(f"model embedding size {model.embedding_dim} differs from the index's "
+                                 f"{manifest.dims['volumes']}", index_dir)
+
+
 class SearchEngine:
     """Queries one index directory with the model that built it."""
 
@@ -84,15 +95,31 @@ class SearchEngine:
 
     @classmethod
     def open(cls, index_dir: str | Path, model=None, *, mmap: bool = True, use_gpu: bool | None = None,
-             device: str = "auto") -> SearchEngine:
-        """Open ``index_dir``; ``model`` (object or path) defaults to the model recorded in the manifest."""
-        from hsenet_search.models import load_model
+             device: str = "auto", parts: str = "all") -> SearchEngine:
+        """Open ``index_dir``; ``model`` (object or path) defaults to the model recorded in the manifest.
 
+        ``parts="text"`` loads only the model's text side (:class:`~hsenet_search.models.text_only.TextEncoder`):
+        text and report queries work, volume queries do not; a cold text query then skips the vision towers
+        and the preprocessing stack.
+        """
         index_dir = Path(index_dir)
         manifest = open_index_dir(index_dir)
-        if model is None or isinstance(model, (str, Path)):
-            model = load_model(model if model is not None else manifest.model_path())
-        check_model_matches(manifest, model, index_dir)
+        if parts == "text":
+            from hsenet_search.models.text_only import TextEncoder
+
+            if model is None or isinstance(model, (str, Path)):
+                model = TextEncoder.from_pretrained(model if model is not None else manifest.model_path())
+            _check_text_model(manifest, model, index_dir)
+        elif parts == "all":
+            from hsenet_search.models import load_model
+
+            from .index.builder import check_model_matches
+
+            if model is None or isinstance(model, (str, Path)):
+                model = load_model(model if model is not None else manifest.model_path())
+            check_model_matches(manifest, model, index_dir)
+        else:
+            raise QueryError(f"parts must be 'all' or 'text', got {parts!r}")
         dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                            ("cpu" if device == "auto" else device))
         model = model.to(dev).eval()
@@ -122,6 +149,8 @@ class SearchEngine:
         from hsenet_search.data.lookup import rescale_for_path
         from hsenet_search.data.preprocess import preprocess_file
 
+        if not hasattr(self.model, "encode_volume"):
+            raise QueryError("this engine was opened for text queries only (parts='text')")
         x = preprocess_file(path, self.model.profile, rescale=rescale if rescale is not None else rescale_for_path(path))
         device = next(self.model.parameters()).device
         with torch.no_grad():
