@@ -37,8 +37,22 @@ def make_base_tree(commit: str, folder: Path) -> Path:
 
 def one_call(root: Path, index: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    cmd = ["/usr/bin/time", "-f", "%e %M", sys.executable, "-m", "hsenet_search.cli.main", "search", "text", QUERY,
-           "--index", str(index.resolve()), "-k", "5", "--json"]
+    cmd = [
+        "/usr/bin/time",
+        "-f",
+        "%e %M",
+        sys.executable,
+        "-m",
+        "hsenet_search.cli.main",
+        "search",
+        "text",
+        QUERY,
+        "--index",
+        str(index.resolve()),
+        "-k",
+        "5",
+        "--json",
+    ]
     res = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     if res.returncode != 0:
         raise SystemExit(f"{root}: search text failed: {res.stderr[-2000:]}")
@@ -54,7 +68,9 @@ def summary(values: list[float]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--index", type=Path, default=Path("runs/demo/index"))
-    ap.add_argument("--base", default=None, help="commit of the code to compare with (default: merge-base main)")
+    ap.add_argument(
+        "--base", default=None, help="commit of the code to compare with (default: merge-base main)"
+    )
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/cold_cli.json")
     args = ap.parse_args()
@@ -72,17 +88,33 @@ def main() -> None:
     same_hits = all(r["hits"] == runs["base"][0]["hits"] for side in runs.values() for r in side)
     result = {
         "benchmark": "cold `hsenet-search search text` call (process start to JSON)",
-        "query": QUERY, "index": str(args.index), "base_commit": base, "this_commit": git("rev-parse", "HEAD"),
-        "repeats": args.repeats, "same_hits": same_hits,
-        **{side: {"wall_s": summary([r["wall_s"] for r in rs]), "peak_rss_mb": summary([r["peak_rss_mb"] for r in rs])}
-           for side, rs in runs.items()},
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "python": platform.python_version(), "loadavg_before": load_before,
-                    "loadavg_after": os.getloadavg(), "shared": "2 cores shared with other jobs"},
+        "query": QUERY,
+        "index": str(args.index),
+        "base_commit": base,
+        "this_commit": git("rev-parse", "HEAD"),
+        "repeats": args.repeats,
+        "same_hits": same_hits,
+        **{
+            side: {
+                "wall_s": summary([r["wall_s"] for r in rs]),
+                "peak_rss_mb": summary([r["peak_rss_mb"] for r in rs]),
+            }
+            for side, rs in runs.items()
+        },
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+            "shared": "2 cores shared with other jobs",
+        },
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     result["speedup_median"] = result["base"]["wall_s"]["median"] / result["this"]["wall_s"]["median"]
-    result["memory_ratio_median"] = result["this"]["peak_rss_mb"]["median"] / result["base"]["peak_rss_mb"]["median"]
+    result["memory_ratio_median"] = (
+        result["this"]["peak_rss_mb"]["median"] / result["base"]["peak_rss_mb"]["median"]
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("base", "this", "speedup_median", "same_hits")}, indent=2))

@@ -47,8 +47,13 @@ def free_port() -> int:
 
 
 def rss_mb(pid: int) -> dict:
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024, "peak_rss_mb": int(fields["VmHWM"].split()[0]) / 1024}
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+    )
+    return {
+        "rss_mb": int(fields["VmRSS"].split()[0]) / 1024,
+        "peak_rss_mb": int(fields["VmHWM"].split()[0]) / 1024,
+    }
 
 
 def load_level(url: str, clients: int, requests: int) -> dict:
@@ -77,8 +82,14 @@ def load_level(url: str, clients: int, requests: int) -> dict:
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - start
-    return {"clients": clients, "requests": per_client * clients, "statuses": statuses,
-            "p50_ms": pct(latencies, 50), "p99_ms": pct(latencies, 99), "throughput_rps": len(latencies) / elapsed}
+    return {
+        "clients": clients,
+        "requests": per_client * clients,
+        "statuses": statuses,
+        "p50_ms": pct(latencies, 50),
+        "p99_ms": pct(latencies, 99),
+        "throughput_rps": len(latencies) / elapsed,
+    }
 
 
 def slice_times(repeats: int) -> dict:
@@ -97,8 +108,11 @@ def slice_times(repeats: int) -> dict:
                 t0 = time.perf_counter()
                 render_png(volume, axis, None, "lung", None)
                 render[axis].append(time.perf_counter() - t0)
-    return {"volume_shape": list(volume.array.shape), "decode_ms_median": statistics.median(decode) * 1e3,
-            "render_ms_median": {a: statistics.median(v) * 1e3 for a, v in render.items()}}
+    return {
+        "volume_shape": list(volume.array.shape),
+        "decode_ms_median": statistics.median(decode) * 1e3,
+        "render_ms_median": {a: statistics.median(v) * 1e3 for a, v in render.items()},
+    }
 
 
 def main() -> None:
@@ -124,9 +138,27 @@ def main() -> None:
 
         port = free_port()
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        server = subprocess.Popen([sys.executable, "-m", "hsenet_search.cli.main", "serve", "--index", str(index),
-                                   "--port", str(port), "--workers", str(args.workers), "--queue", "64"],
-                                  cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hsenet_search.cli.main",
+                "serve",
+                "--index",
+                str(index),
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+                "--queue",
+                "64",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 600
@@ -148,22 +180,42 @@ def main() -> None:
     in_p50 = pct(in_process, 50)
     result = {
         "benchmark": "served POST /search/text vs in-process SearchEngine.search_text",
-        "volumes": args.n, "k": 10, "server_workers": args.workers,
+        "volumes": args.n,
+        "k": 10,
+        "server_workers": args.workers,
         "in_process_ms": {"p50": in_p50, "p99": pct(in_process, 99), "requests": len(in_process)},
         "served": levels,
         "served_p50_over_in_process_1_client": levels[0]["p50_ms"] / in_p50,
         "saturation_throughput_rps": max(level["throughput_rps"] for level in levels),
         "server_memory": {"idle": memory_idle, "after_load": memory_loaded},
         "slice_png": slice_times(5),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "python": platform.python_version(), "loadavg_before": load_before,
-                    "loadavg_after": os.getloadavg(), "shared": "2 cores shared with other jobs"},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+            "shared": "2 cores shared with other jobs",
+        },
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("in_process_ms", "served", "served_p50_over_in_process_1_client",
-                                             "server_memory", "slice_png")}, indent=2))
+    print(
+        json.dumps(
+            {
+                k: result[k]
+                for k in (
+                    "in_process_ms",
+                    "served",
+                    "served_p50_over_in_process_1_client",
+                    "server_memory",
+                    "slice_png",
+                )
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -45,7 +45,9 @@ def _result(body: dict) -> SearchResult:
 class Client:
     """Talks to one server; ``index`` picks a loaded index by name (default: the server's first)."""
 
-    def __init__(self, url: str, token: str | None = None, *, index: str | None = None, timeout: float = 300.0):
+    def __init__(
+        self, url: str, token: str | None = None, *, index: str | None = None, timeout: float = 300.0
+    ):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.index = index
         self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
@@ -68,26 +70,54 @@ class Client:
         return response
 
     # ------------------------------------------------------------------ SearchEngine's query methods
-    def search_text(self, text: str, k: int = 10, *, labels: Sequence[str] = (), hubness: bool = False,
-                    target: str = "volumes") -> SearchResult:
+    def search_text(
+        self,
+        text: str,
+        k: int = 10,
+        *,
+        labels: Sequence[str] = (),
+        hubness: bool = False,
+        target: str = "volumes",
+    ) -> SearchResult:
         """Text → volumes (or reports)."""
-        body = {"text": text, "k": k, "labels": list(labels), "hubness": hubness, "target": target,
-                "index": self.index}
+        body = {
+            "text": text,
+            "k": k,
+            "labels": list(labels),
+            "hubness": hubness,
+            "target": target,
+            "index": self.index,
+        }
         return _result(self._request("POST", "/search/text", json=body).json())
 
     def search_report(self, text: str, k: int = 10) -> SearchResult:
         """Report text → similar reports."""
-        return _result(self._request("POST", "/search/report", json={"text": text, "k": k,
-                                                                      "index": self.index}).json())
+        return _result(
+            self._request("POST", "/search/report", json={"text": text, "k": k, "index": self.index}).json()
+        )
 
-    def search_volume(self, path: str | Path | None = None, k: int = 10, *, target: str = "volumes",
-                      labels: Sequence[str] = (), hubness: bool = False, case: str | None = None) -> SearchResult:
+    def search_volume(
+        self,
+        path: str | Path | None = None,
+        k: int = 10,
+        *,
+        target: str = "volumes",
+        labels: Sequence[str] = (),
+        hubness: bool = False,
+        case: str | None = None,
+    ) -> SearchResult:
         """A scan file (.nii, .nii.gz, .npy or a zip of a DICOM series), or an indexed ``case`` → similar cases."""
         if (path is None) == (case is None):
             raise errors.QueryError("give either a scan path or case=SCAN_ID")
         if case is not None:
-            body = {"case": case, "k": k, "target": target, "labels": list(labels), "hubness": hubness,
-                    "index": self.index}
+            body = {
+                "case": case,
+                "k": k,
+                "target": target,
+                "labels": list(labels),
+                "hubness": hubness,
+                "index": self.index,
+            }
             return _result(self._request("POST", "/search/volume", json=body).json())
         path = Path(path)
         if not path.is_file():
@@ -96,8 +126,9 @@ class Client:
         if self.index:
             fields["index"] = self.index
         with open(path, "rb") as f:
-            return _result(self._request("POST", "/search/volume", files={"file": (path.name, f)},
-                                         data=fields).json())
+            return _result(
+                self._request("POST", "/search/volume", files={"file": (path.name, f)}, data=fields).json()
+            )
 
     def info(self) -> dict:
         """Manifest summaries of the server's indexes."""
@@ -110,20 +141,29 @@ class Client:
     def case(self, scan_id: str) -> dict:
         return self._request("GET", f"/cases/{scan_id}", params=self._where()).json()
 
-    def slice_png(self, scan_id: str, *, axis: str = "axial", index: int | None = None, window: str = "lung",
-                  size: int | None = None) -> bytes:
+    def slice_png(
+        self,
+        scan_id: str,
+        *,
+        axis: str = "axial",
+        index: int | None = None,
+        window: str = "lung",
+        size: int | None = None,
+    ) -> bytes:
         params = {"axis": axis, "window": window, **self._where()}
         params.update({key: value for key, value in (("index", index), ("size", size)) if value is not None})
         return self._request("GET", f"/cases/{scan_id}/slice.png", params=params).content
 
-    def generate(self, path: str | Path | None = None, *, case: str | None = None, k: int = 5,
-                 mode: str = "llm") -> dict:
+    def generate(
+        self, path: str | Path | None = None, *, case: str | None = None, k: int = 5, mode: str = "llm"
+    ) -> dict:
         """The draft JSON of ``generate --json`` for a scan file or an indexed case."""
         if (path is None) == (case is None):
             raise errors.QueryError("give either a scan path or case=SCAN_ID")
         if case is not None:
-            return self._request("POST", "/generate", json={"case": case, "k": k, "mode": mode,
-                                                            "index": self.index}).json()
+            return self._request(
+                "POST", "/generate", json={"case": case, "k": k, "mode": mode, "index": self.index}
+            ).json()
         path = Path(path)
         with open(path, "rb") as f:
             data = {"k": str(k), "mode": mode, **({"index": self.index} if self.index else {})}

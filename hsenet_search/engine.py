@@ -68,8 +68,8 @@ def _check_text_model(manifest: IndexManifest, model, index_dir: Path) -> None:
     if model.fingerprint != manifest.model_fingerprint:
         raise IndexMismatchError(
             f"model fingerprint {model.fingerprint[:12]} does not match the index's "
-            f"{manifest.model_fingerprint[:12]} (built with {manifest.model_name}); use the same model or rebuild",
-            index_dir)
+            f"{manifest.model_fingerprint[:12]} (built with {manifest.model_name}); use the same model or "
+            "rebuild", index_dir)
     if model.embedding_dim != manifest.dims["volumes"]:
         raise IndexMismatchError(f"model embedding size {model.embedding_dim} differs from the index's "
                                  f"{manifest.dims['volumes']}", index_dir)
@@ -98,8 +98,8 @@ class SearchEngine:
              device: str = "auto", parts: str = "all") -> SearchEngine:
         """Open ``index_dir``; ``model`` (object or path) defaults to the model recorded in the manifest.
 
-        ``parts="text"`` loads only the model's text side (:class:`~hsenet_search.models.text_only.TextEncoder`):
-        text and report queries work, volume queries do not; a cold text query then skips the vision towers
+        ``parts="text"`` loads only the model's text side
+        (:class:`~hsenet_search.models.text_only.TextEncoder`): text and report queries work, volume queries do not; a cold text query then skips the vision towers
         and the preprocessing stack.
         """
         index_dir = Path(index_dir)

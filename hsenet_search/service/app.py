@@ -30,14 +30,21 @@ from .state import NotFound, ServiceState
 log = logging.getLogger("hsenet_search.service")
 
 STATUS: tuple[tuple[type[HSENetError], int], ...] = (
-    (NotFound, 404), (VolumeError, 422), (DatasetError, 422), (QueryError, 400),
-    (IndexMismatchError, 409), (IndexFormatError, 409), (ModelError, 409), (HSENetError, 400),
+    (NotFound, 404),
+    (VolumeError, 422),
+    (DatasetError, 422),
+    (QueryError, 400),
+    (IndexMismatchError, 409),
+    (IndexFormatError, 409),
+    (ModelError, 409),
+    (HSENetError, 400),
 )
 
 
 def _error(status: int, detail: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": " ".join(str(detail).split()), "type": kind}, status_code=status,
-                        headers=headers)
+    return JSONResponse(
+        {"detail": " ".join(str(detail).split()), "type": kind}, status_code=status, headers=headers
+    )
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -70,11 +77,16 @@ def add_error_handlers(app: FastAPI) -> None:
         return _error(status, str(exc.detail), "HTTPError", getattr(exc, "headers", None))
 
 
-def create_app(config: ServiceConfig, state: ServiceState | None = None, *, token: str | None = None) -> FastAPI:
+def create_app(
+    config: ServiceConfig, state: ServiceState | None = None, *, token: str | None = None
+) -> FastAPI:
     """The app over ``state`` (loaded from ``config.indexes`` when not given); ``token``: required bearer."""
     state = state if state is not None else ServiceState.load(config)
-    app = FastAPI(title="hsenet-search", version="0.1.0",
-                  description="Cross-modal chest-CT ⇄ report search. Errors are JSON `{detail, type}`.")
+    app = FastAPI(
+        title="hsenet-search",
+        version="0.1.0",
+        description="Cross-modal chest-CT ⇄ report search. Errors are JSON `{detail, type}`.",
+    )
     app.state.service = state
     add_error_handlers(app)
     protected = [Depends(token_dependency(token))]
@@ -83,8 +95,17 @@ def create_app(config: ServiceConfig, state: ServiceState | None = None, *, toke
     for router in (system.router, search.router, cases.router, generate.router):
         app.include_router(router, dependencies=protected)
     if config.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"])
-    app.add_middleware(Guard, metrics=state.metrics, upload_limit=config.max_upload_bytes,
-                       json_limit=config.max_json_bytes, body_timeout_s=config.body_timeout_s)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(
+        Guard,
+        metrics=state.metrics,
+        upload_limit=config.max_upload_bytes,
+        json_limit=config.max_json_bytes,
+        body_timeout_s=config.body_timeout_s,
+    )
     return app

@@ -15,17 +15,29 @@ class Metrics:
 
     def __init__(self):
         self.registry = CollectorRegistry()
-        self.requests = Counter("hsenet_requests", "HTTP requests", ("endpoint", "method", "status"),
-                                registry=self.registry)
-        self.latency = Histogram("hsenet_request_seconds", "Request latency", ("endpoint",),
-                                 buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.work = Histogram("hsenet_work_seconds", "Time inside the worker pool by stage "
-                              "(encode_text, encode_volume, faiss, render, draft, upload)", ("stage",),
-                              buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.rejected = Counter("hsenet_rejected", "Requests answered 503 because the pool was full",
-                                registry=self.registry)
-        self.in_flight = Gauge("hsenet_jobs_in_flight", "Jobs running or waiting in the worker pool",
-                               registry=self.registry)
+        self.requests = Counter(
+            "hsenet_requests", "HTTP requests", ("endpoint", "method", "status"), registry=self.registry
+        )
+        self.latency = Histogram(
+            "hsenet_request_seconds",
+            "Request latency",
+            ("endpoint",),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.work = Histogram(
+            "hsenet_work_seconds",
+            "Time inside the worker pool by stage (encode_text, encode_volume, faiss, render, draft, upload)",
+            ("stage",),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "hsenet_rejected", "Requests answered 503 because the pool was full", registry=self.registry
+        )
+        self.in_flight = Gauge(
+            "hsenet_jobs_in_flight", "Jobs running or waiting in the worker pool", registry=self.registry
+        )
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, method, str(status)).inc()

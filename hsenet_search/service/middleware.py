@@ -23,9 +23,15 @@ class BodyError(HTTPException):
 def json_error(status: int, detail: str, kind: str, headers: dict[str, str] | None = None):
     body = json.dumps({"detail": " ".join(detail.split()), "type": kind}).encode()
     extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    start = {"type": "http.response.start", "status": status,
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                         *extra]}
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *extra,
+        ],
+    }
     return start, {"type": "http.response.body", "body": body}
 
 
@@ -64,7 +70,9 @@ class Guard:
         if declared < 0:
             await reply(400, "malformed Content-Length header", "BodyError")
         elif declared > limit:
-            await reply(413, f"request body of {declared} bytes is over the limit of {limit} bytes", "BodyError")
+            await reply(
+                413, f"request body of {declared} bytes is over the limit of {limit} bytes", "BodyError"
+            )
         else:
             try:
                 await self.app(scope, self._limited(receive, limit), send_tracked)
@@ -74,8 +82,13 @@ class Guard:
                 else:
                     ref = uuid.uuid4().hex[:8]
                     log.exception("unexpected error %s on %s %s", ref, scope["method"], scope["path"])
-                    await reply(503, f"the server could not complete this request ({type(exc).__name__}; "
-                                     f"logged as {ref}); retry later", "ServiceError", {"Retry-After": "5"})
+                    await reply(
+                        503,
+                        f"the server could not complete this request ({type(exc).__name__}; "
+                        f"logged as {ref}); retry later",
+                        "ServiceError",
+                        {"Retry-After": "5"},
+                    )
         route = scope.get("route")
         endpoint = getattr(route, "path", None) or ("static" if status["code"] < 400 else "unmatched")
         self.metrics.observe(endpoint, scope["method"], status["code"] or 503, time.perf_counter() - start)

@@ -33,8 +33,10 @@ def resolve_token(token: str | None, host: str, insecure_no_auth: bool) -> str |
     if token is not None and len(token) < 16:
         raise BindError("the token must be at least 16 characters")
     if token is None and not is_loopback(host) and not insecure_no_auth:
-        raise BindError(f"--host {host} is reachable from other machines: give --token (or ${TOKEN_ENV}), "
-                        "or pass --insecure-no-auth explicitly")
+        raise BindError(
+            f"--host {host} is reachable from other machines: give --token (or ${TOKEN_ENV}), "
+            "or pass --insecure-no-auth explicitly"
+        )
     return token
 
 
@@ -47,8 +49,11 @@ def token_dependency(token: str | None):
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not given:
-            raise HTTPException(401, "missing bearer token (Authorization: Bearer TOKEN)",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                "missing bearer token (Authorization: Bearer TOKEN)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if not hmac.compare_digest(given.strip().encode(), expected):
             raise HTTPException(401, "wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 

@@ -76,10 +76,15 @@ class LoadedIndex:
         meta = self.engine.metadata
         rows = self.rows(scan_id)
         first = meta.iloc[int(rows[0])]
-        return {"index": self.name, "scan_id": scan_id, "split": str(first["split"]),
-                "findings": str(first["findings"]), "impression": str(first["impression"]),
-                "labels": [name for name in LABELS if int(first[name]) == 1],
-                "volumes": [str(meta.iloc[int(r)]["volume_name"]) for r in rows]}
+        return {
+            "index": self.name,
+            "scan_id": scan_id,
+            "split": str(first["split"]),
+            "findings": str(first["findings"]),
+            "impression": str(first["impression"]),
+            "labels": [name for name in LABELS if int(first[name]) == 1],
+            "volumes": [str(meta.iloc[int(r)]["volume_name"]) for r in rows],
+        }
 
     def stored_vector(self, scan_id: str) -> np.ndarray:
         """The indexed embedding of the scan's first volume (no re-encoding)."""
@@ -145,13 +150,18 @@ class ServiceState:
         return result
 
     def search_case(self, index: LoadedIndex, scan_id: str, k: int, labels, hubness: bool, target: str):
-        """"More like this": neighbours of an indexed scan's stored embedding, the scan itself left out."""
+        """ "More like this": neighbours of an indexed scan's stored embedding, the scan itself left out."""
         self._check_hubness(index, hubness, target)
         vector = index.stored_vector(scan_id)
         total = index.engine.volumes.ntotal if target == "volumes" else index.engine.reports.ntotal
         with self.metrics.timed("faiss"):
-            result = index.engine.search_embedding(vector, min(k + len(index.rows(scan_id)), total),
-                                                   target=target, labels=labels, hubness=hubness)
+            result = index.engine.search_embedding(
+                vector,
+                min(k + len(index.rows(scan_id)), total),
+                target=target,
+                labels=labels,
+                hubness=hubness,
+            )
         hits = [h for h in result.hits if target != "volumes" or h.scan_id != scan_id][:k]
         for rank, hit in enumerate(hits, 1):
             hit.rank = rank
@@ -168,8 +178,9 @@ class ServiceState:
         finally:
             remove_folder(folder)
 
-    def search_upload(self, index: LoadedIndex, path: Path, filename: str, k: int, labels, hubness: bool,
-                      target: str):
+    def search_upload(
+        self, index: LoadedIndex, path: Path, filename: str, k: int, labels, hubness: bool, target: str
+    ):
         self._check_hubness(index, hubness, target)
         with self.metrics.timed("encode_volume"), index.encode_lock:
             vector = index.engine.encode_volume(path)
@@ -178,8 +189,16 @@ class ServiceState:
         result.query = {"upload": filename}
         return result
 
-    def slice_png(self, index: LoadedIndex, scan_id: str, volume: str | None, axis: str, i: int | None,
-                  window: str, size: int | None) -> bytes:
+    def slice_png(
+        self,
+        index: LoadedIndex,
+        scan_id: str,
+        volume: str | None,
+        axis: str,
+        i: int | None,
+        window: str,
+        size: int | None,
+    ) -> bytes:
         row = index.volume_row(scan_id, volume)
 
         def make() -> bytes:
@@ -200,8 +219,15 @@ class ServiceState:
         info["volumes"] = views
         return info
 
-    def draft(self, index: LoadedIndex, path: str | Path, k: int, mode: str, exclude_scan: str | None = None,
-              exclude_text: str | None = None) -> dict:
+    def draft(
+        self,
+        index: LoadedIndex,
+        path: str | Path,
+        k: int,
+        mode: str,
+        exclude_scan: str | None = None,
+        exclude_text: str | None = None,
+    ) -> dict:
         """The public drafting entry the CLI ``generate`` uses: ground, then draft."""
         from hsenet_search.generate.draft import draft
         from hsenet_search.generate.grounding import ground

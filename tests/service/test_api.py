@@ -48,8 +48,17 @@ def test_health_indexes_and_docs(client, loaded):
     assert info["model_fingerprint"] == manifest.model_fingerprint
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
-    for path in ("/search/text", "/search/report", "/search/volume", "/cases/{scan_id}",
-                 "/cases/{scan_id}/slice.png", "/generate", "/health", "/indexes", "/metrics"):
+    for path in (
+        "/search/text",
+        "/search/report",
+        "/search/volume",
+        "/cases/{scan_id}",
+        "/cases/{scan_id}/slice.png",
+        "/generate",
+        "/health",
+        "/indexes",
+        "/metrics",
+    ):
         assert path in paths
     assert "multipart/form-data" in paths["/search/volume"]["post"]["requestBody"]["content"]
 
@@ -93,7 +102,9 @@ def test_search_text_matches_the_engine(client, loaded):
 def test_search_text_label_filter_and_reports_target(client, loaded):
     meta = loaded["small"].engine.metadata
     label = next(name for name in LABELS if 0 < int((meta[name] == 1).sum()) < len(meta))
-    hits = client.post("/search/text", json={"text": "Lung findings.", "k": 10, "labels": [label]}).json()["hits"]
+    hits = client.post("/search/text", json={"text": "Lung findings.", "k": 10, "labels": [label]}).json()[
+        "hits"
+    ]
     assert hits and all(label in h["labels"] for h in hits)
     assert len(hits) == meta.loc[meta[label] == 1, "scan_id"].nunique()
     reports = client.post("/search/text", json={"text": "Lung findings.", "k": 3, "target": "reports"}).json()
@@ -138,8 +149,9 @@ def test_upload_plain_nifti_npy_and_reports_target(client, scan_files, tmp_path)
     plain = tmp_path / "scan.nii"
     nib.save(image, plain)
     with open(plain, "rb") as f:
-        nii = client.post("/search/volume", files={"file": ("scan.nii", f)},
-                          data={"k": "2", "target": "reports"}).json()
+        nii = client.post(
+            "/search/volume", files={"file": ("scan.nii", f)}, data={"k": "2", "target": "reports"}
+        ).json()
     assert nii["target"] == "reports" and len(nii["hits"]) == 2
     npy = tmp_path / "scan.npy"
     np.save(npy, np.asarray(image.dataobj, dtype=np.float32))
@@ -171,9 +183,11 @@ def test_case_and_slices_at_true_aspect(client, loaded):
     view = case["volumes"][0]
     sx, sy, sz = view["spacing"]
     counts = view["slices"]
-    expected = {"axial": (counts["sagittal"] * sx, counts["coronal"] * sy),
-                "coronal": (counts["sagittal"] * sx, counts["axial"] * sz),
-                "sagittal": (counts["coronal"] * sy, counts["axial"] * sz)}
+    expected = {
+        "axial": (counts["sagittal"] * sx, counts["coronal"] * sy),
+        "coronal": (counts["sagittal"] * sx, counts["axial"] * sz),
+        "sagittal": (counts["coronal"] * sy, counts["axial"] * sz),
+    }
     for axis, (width_mm, height_mm) in expected.items():
         response = client.get(f"/cases/{scan}/slice.png", params={"axis": axis, "window": "mediastinum"})
         assert response.status_code == 200 and response.headers["content-type"] == "image/png"
@@ -204,7 +218,9 @@ def test_slice_pixels_follow_the_window(client, loaded):
     volume = display_volume(loaded_index.path_of(int(loaded_index.rows(scan)[0])))
     k = volume.slices["axial"] // 2
     level, width = WINDOWS["mediastinum"]
-    reference = np.clip((volume.array[:, :, k].T - (level - width / 2)) / width * 255, 0, 255).astype(np.uint8)
+    reference = np.clip((volume.array[:, :, k].T - (level - width / 2)) / width * 255, 0, 255).astype(
+        np.uint8
+    )
     png = client.get(f"/cases/{scan}/slice.png", params={"window": "mediastinum", "index": k}).content
     image = np.asarray(Image.open(io.BytesIO(png)))
     if image.shape == reference.shape:  # square voxels in-plane: no resampling, exact pixels
@@ -220,23 +236,28 @@ def test_generate_from_case_and_upload(client, loaded, scan_files):
     assert draft["mode"] == "vote" and draft["findings"] and scan not in draft["retrieved"]
     assert len(draft["retrieved"]) == 3
     with open(scan_files["nii.gz"], "rb") as f:
-        nearest = client.post("/generate", files={"file": ("x.nii.gz", f)}, data={"k": "2", "mode": "nearest"})
+        nearest = client.post(
+            "/generate", files={"file": ("x.nii.gz", f)}, data={"k": "2", "mode": "nearest"}
+        )
     assert nearest.status_code == 200 and nearest.json()["mode"] == "nearest"
     assert nearest.json()["findings"]
 
 
 # ---------------------------------------------------------------------------------------------- errors
-@pytest.mark.parametrize("body, status, words", [
-    ({"text": "", "k": 3}, 422, "text"),
-    ({"text": "x", "k": 0}, 422, "k"),
-    ({"text": "x", "k": 5000}, 422, "k"),
-    ({"text": "x", "k": 999}, 400, "-k must be between"),
-    ({"text": "x", "labels": ["Not a label"]}, 400, "unknown label"),
-    ({"text": "x", "target": "images"}, 422, "target"),
-    ({"text": "x", "index": "other"}, 404, "no index named"),
-    ({"text": "x", "index": "../small"}, 400, "not a valid identifier"),
-    ({"text": "x", "unexpected": 1}, 422, "unexpected"),
-])
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"text": "", "k": 3}, 422, "text"),
+        ({"text": "x", "k": 0}, 422, "k"),
+        ({"text": "x", "k": 5000}, 422, "k"),
+        ({"text": "x", "k": 999}, 400, "-k must be between"),
+        ({"text": "x", "labels": ["Not a label"]}, 400, "unknown label"),
+        ({"text": "x", "target": "images"}, 422, "target"),
+        ({"text": "x", "index": "other"}, 404, "no index named"),
+        ({"text": "x", "index": "../small"}, 400, "not a valid identifier"),
+        ({"text": "x", "unexpected": 1}, 422, "unexpected"),
+    ],
+)
 def test_search_text_errors(client, body, status, words):
     assert words in one_line_error(client.post("/search/text", json=body), status)
 
@@ -251,18 +272,29 @@ def test_hubness_uses_the_index_querybank(client, loaded):
 
 def test_malformed_and_wrong_type_bodies(client):
     assert "not valid JSON" in one_line_error(
-        client.post("/search/volume", content=b"{nope", headers={"content-type": "application/json"}), 400)
-    one_line_error(client.post("/search/text", content=b"[1, 2]", headers={"content-type": "application/json"}), 422)
-    one_line_error(client.post("/search/text", content=b"\xff\xfe", headers={"content-type": "application/json"}),
-                   422)
+        client.post("/search/volume", content=b"{nope", headers={"content-type": "application/json"}), 400
+    )
+    one_line_error(
+        client.post("/search/text", content=b"[1, 2]", headers={"content-type": "application/json"}), 422
+    )
+    one_line_error(
+        client.post("/search/text", content=b"\xff\xfe", headers={"content-type": "application/json"}), 422
+    )
     one_line_error(client.get("/no/such/route"), 404)
     one_line_error(client.delete("/search/text"), 405)
 
 
-@pytest.mark.parametrize("path", [
-    "/cases/..%2F..%2Fetc%2Fpasswd", "/cases/%2Fetc%2Fpasswd/slice.png", "/cases/../../etc/passwd",
-    "/cases/a%00b", "/cases/train_1_a%2F..%2F..", "/cases/%2E%2E/slice.png",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/cases/..%2F..%2Fetc%2Fpasswd",
+        "/cases/%2Fetc%2Fpasswd/slice.png",
+        "/cases/../../etc/passwd",
+        "/cases/a%00b",
+        "/cases/train_1_a%2F..%2F..",
+        "/cases/%2E%2E/slice.png",
+    ],
+)
 def test_traversal_attempts_in_ids_never_touch_files(client, path):
     response = client.get(path)
     assert response.status_code in (400, 404, 422), response.text
@@ -285,7 +317,9 @@ def test_slice_parameter_errors(client, loaded):
     assert "axis" in one_line_error(client.get(f"/cases/{scan}/slice.png", params={"axis": "oblique"}), 422)
     assert "window" in one_line_error(client.get(f"/cases/{scan}/slice.png", params={"window": "brain"}), 422)
     assert "outside" in one_line_error(client.get(f"/cases/{scan}/slice.png", params={"index": 9999}), 400)
-    assert "no volume" in one_line_error(client.get(f"/cases/{scan}/slice.png", params={"volume": "x.nii.gz"}), 404)
+    assert "no volume" in one_line_error(
+        client.get(f"/cases/{scan}/slice.png", params={"volume": "x.nii.gz"}), 404
+    )
     one_line_error(client.get(f"/cases/{scan}/slice.png", params={"size": 4}), 422)
 
 
@@ -295,7 +329,9 @@ def test_bad_uploads(client, tmp_path):
 
     assert "unsupported upload type" in one_line_error(post("scan.exe", b"MZ"), 422)
     assert "gzip" in one_line_error(post("scan.nii.gz", b"not gzip at all"), 422)
-    assert "truncated" in one_line_error(post("scan.nii.gz", gzip.compress(np.random.default_rng(0).bytes(5000))[:200]), 422)
+    assert "truncated" in one_line_error(
+        post("scan.nii.gz", gzip.compress(np.random.default_rng(0).bytes(5000))[:200]), 422
+    )
     one_line_error(post("scan.nii", b"\x00" * 400), 422)
     one_line_error(post("scan.npy", b"\x93NUMPY garbage"), 422)
     assert "empty" in one_line_error(post("scan.npy", b""), 422)
@@ -304,8 +340,9 @@ def test_bad_uploads(client, tmp_path):
     two_d = io.BytesIO()
     np.save(two_d, np.zeros((16, 16), dtype=np.float32))
     one_line_error(post("flat.npy", two_d.getvalue()), 422)
-    assert "k" in one_line_error(client.post("/search/volume", files={"file": ("a.npy", b"x")}, data={"k": "many"}),
-                                 422)
+    assert "k" in one_line_error(
+        client.post("/search/volume", files={"file": ("a.npy", b"x")}, data={"k": "many"}), 422
+    )
 
 
 def test_decompression_bombs(make_client):
@@ -313,18 +350,21 @@ def test_decompression_bombs(make_client):
     bomb = gzip.compress(b"\x00" * (8 << 20), compresslevel=9)
     assert len(bomb) < 20_000
     assert "decompresses to more than" in one_line_error(
-        client.post("/search/volume", files={"file": ("bomb.nii.gz", bomb)}), 422)
+        client.post("/search/volume", files={"file": ("bomb.nii.gz", bomb)}), 422
+    )
     big = io.BytesIO()
     with zipfile.ZipFile(big, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("a.dcm", b"\x00" * (4 << 20))
     assert "unpacks to more than" in one_line_error(
-        client.post("/search/volume", files={"file": ("bomb.zip", big.getvalue())}), 422)
+        client.post("/search/volume", files={"file": ("bomb.zip", big.getvalue())}), 422
+    )
     many = io.BytesIO()
     with zipfile.ZipFile(many, "w") as z:
         for i in range(60):
             z.writestr(f"{i}.dcm", b"x")
-    assert "60 files" in one_line_error(client.post("/search/volume", files={"file": ("m.zip", many.getvalue())}),
-                                        422)
+    assert "60 files" in one_line_error(
+        client.post("/search/volume", files={"file": ("m.zip", many.getvalue())}), 422
+    )
 
 
 def test_oversize_bodies_answer_413(make_client):
@@ -353,7 +393,9 @@ def test_token_required_when_configured(make_client):
         one_line_error(client.get(path), 401)
     one_line_error(client.post("/generate", json={"case": "x"}), 401)
     good = {"Authorization": f"Bearer {TOKEN}"}
-    assert client.post("/search/text", json={"text": "Cardiomegaly.", "k": 1}, headers=good).status_code == 200
+    assert (
+        client.post("/search/text", json={"text": "Cardiomegaly.", "k": 1}, headers=good).status_code == 200
+    )
     assert client.get("/health").status_code == 200 and client.get("/").status_code == 200
 
 
@@ -424,8 +466,15 @@ def test_missing_volume_file_is_a_clean_error(make_client, loaded, tmp_path):
     original = loaded["small"]
     meta = original.engine.metadata.copy()
     meta["path"] = str(tmp_path / "gone.nii.gz")
-    engine = SearchEngine(original.engine.index_dir, original.engine.manifest, original.engine.model,
-                          original.engine.volumes, original.engine.reports, meta, original.engine.hubness)
+    engine = SearchEngine(
+        original.engine.index_dir,
+        original.engine.manifest,
+        original.engine.model,
+        original.engine.volumes,
+        original.engine.reports,
+        meta,
+        original.engine.hubness,
+    )
     config = ServiceConfig()
     state = ServiceState(config, {"small": LoadedIndex("small", engine, original.rows_by_scan)})
     from fastapi.testclient import TestClient
@@ -459,6 +508,8 @@ def test_upload_temp_folders_are_removed(client, scan_files, tmp_path, monkeypat
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with open(scan_files["nii.gz"], "rb") as f:
-        assert client.post("/search/volume", files={"file": ("s.nii.gz", f)}, data={"k": "1"}).status_code == 200
+        assert (
+            client.post("/search/volume", files={"file": ("s.nii.gz", f)}, data={"k": "1"}).status_code == 200
+        )
     client.post("/search/volume", files={"file": ("bad.nii.gz", b"junk")})
     assert list(Path(tmp_path).glob("hsenet-upload-*")) == []

@@ -15,11 +15,21 @@ import pytest
 
 from .live import REPO, start_server, stop
 
-CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or \
-    "/usr/bin/chromedriver"
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1366,768")
+CHROMIUM, DRIVER = (
+    shutil.which("chromium") or "/usr/bin/chromium",
+    shutil.which("chromedriver") or "/usr/bin/chromedriver",
+)
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1366,768",
+)
 SHOTS = REPO / "benchmarks" / "results" / "ui"
 WAIT = 60
 
@@ -36,7 +46,9 @@ def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    assert Path(CHROMIUM).exists() and Path(DRIVER).exists(), "install chromium and chromium-driver (make install)"
+    assert Path(CHROMIUM).exists() and Path(DRIVER).exists(), (
+        "install chromium and chromium-driver (make install)"
+    )
     profile = tempfile.mkdtemp(prefix="hsenet-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -71,7 +83,8 @@ def cards(driver):
 def thumbnails_loaded(driver) -> bool:
     return driver.execute_script(
         "const imgs=[...document.querySelectorAll('#results .card img')];"
-        "return imgs.length>0 && imgs.every(i=>i.complete && i.naturalWidth>0);")
+        "return imgs.length>0 && imgs.every(i=>i.complete && i.naturalWidth>0);"
+    )
 
 
 def test_viewer_walkthrough(server, browser, loaded):
@@ -101,8 +114,11 @@ def test_viewer_walkthrough(server, browser, loaded):
     first.click()
     wait_for(d, lambda d: d.find_element(By.ID, "case-view").is_displayed(), "case view did not open")
     img = d.find_element(By.ID, "slice-img")
-    wait_for(d, lambda d: d.execute_script("const i=arguments[0];return i.complete&&i.naturalWidth>0", img),
-             "slice did not load")
+    wait_for(
+        d,
+        lambda d: d.execute_script("const i=arguments[0];return i.complete&&i.naturalWidth>0", img),
+        "slice did not load",
+    )
     assert d.find_element(By.ID, "case-title").text == scan
     row = meta[meta["scan_id"] == scan].iloc[0]
     assert d.find_element(By.ID, "case-impression").text.strip() == row["impression"].strip()
@@ -114,8 +130,10 @@ def test_viewer_walkthrough(server, browser, loaded):
     frame = d.find_element(By.ID, "slice-frame")
     frame.send_keys(Keys.ARROW_DOWN, Keys.ARROW_DOWN, Keys.ARROW_DOWN)
     wait_for(d, lambda d: int(img.get_attribute("data-slice")) == start + 3, "keys did not scroll")
-    d.execute_script("arguments[0].dispatchEvent(new WheelEvent('wheel',{deltaY:-100,bubbles:true,cancelable:true}))",
-                     frame)
+    d.execute_script(
+        "arguments[0].dispatchEvent(new WheelEvent('wheel',{deltaY:-100,bubbles:true,cancelable:true}))",
+        frame,
+    )
     wait_for(d, lambda d: int(img.get_attribute("data-slice")) == start + 2, "wheel did not scroll")
     src_axial = img.get_attribute("src")
     d.find_element(By.CSS_SELECTOR, "[data-axis=coronal]").click()
@@ -123,8 +141,11 @@ def test_viewer_walkthrough(server, browser, loaded):
     d.find_element(By.CSS_SELECTOR, "[data-window=bone]").click()
     wait_for(d, lambda d: "window=bone" in img.get_attribute("src"), "bone window did not apply")
     assert img.get_attribute("src") != src_axial
-    wait_for(d, lambda d: d.execute_script("const i=arguments[0];return i.complete&&i.naturalWidth>0", img),
-             "coronal slice did not load")
+    wait_for(
+        d,
+        lambda d: d.execute_script("const i=arguments[0];return i.complete&&i.naturalWidth>0", img),
+        "coronal slice did not load",
+    )
     shot(d, "3-slices")
 
     # 4. label filter: only cases with the label remain
@@ -135,7 +156,10 @@ def test_viewer_walkthrough(server, browser, loaded):
     chip.click()
     expected = int(meta.loc[meta[label] == 1, "scan_id"].nunique())
     wait_for(d, lambda d: len(cards(d)) == expected, "label filter did not apply")
-    assert d.find_element(By.CSS_SELECTOR, f'.chip[data-label="{label}"]').get_attribute("aria-pressed") == "true"
+    assert (
+        d.find_element(By.CSS_SELECTOR, f'.chip[data-label="{label}"]').get_attribute("aria-pressed")
+        == "true"
+    )
     for c in cards(d):
         assert label in c.find_element(By.CSS_SELECTOR, ".labels").text
     wait_for(d, thumbnails_loaded, "filtered thumbnails did not load")
@@ -164,7 +188,10 @@ def test_viewer_walkthrough(server, browser, loaded):
     d.get(f"{server}/?q=Cardiomegaly.&labels=Cardiomegaly&case={like}")
     wait_for(d, lambda d: d.find_element(By.ID, "case-view").is_displayed(), "shared case URL did not open")
     assert d.find_element(By.ID, "case-title").text == like
-    assert d.find_element(By.CSS_SELECTOR, '.chip[data-label="Cardiomegaly"]').get_attribute("aria-pressed") == "true"
+    assert (
+        d.find_element(By.CSS_SELECTOR, '.chip[data-label="Cardiomegaly"]').get_attribute("aria-pressed")
+        == "true"
+    )
     d.find_element(By.ID, "draft-btn").click()
     wait_for(d, lambda d: d.find_element(By.ID, "draft-out").is_displayed(), "draft did not appear")
     cites = d.find_elements(By.CSS_SELECTOR, "#draft-out .cites a")

@@ -15,19 +15,50 @@ from hsenet_search.client import Client, ServiceError
 from .conftest import TOKEN
 from .live import REPO, free_port, start_server, stop
 
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::"])
 def test_non_local_host_without_token_is_refused(service_index, host):
-    result = subprocess.run([sys.executable, "-m", "hsenet_search.cli.main", "serve", "--index", str(service_index),
-                             "--host", host, "--port", str(free_port())], cwd=REPO, capture_output=True, text=True,
-                            timeout=120, env={k: v for k, v in os.environ.items() if k != "HSENET_TOKEN"})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hsenet_search.cli.main",
+            "serve",
+            "--index",
+            str(service_index),
+            "--host",
+            host,
+            "--port",
+            str(free_port()),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "HSENET_TOKEN"},
+    )
     assert result.returncode == 2
     assert "--token" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 2
 
 
 def test_short_token_is_refused(service_index):
-    result = subprocess.run([sys.executable, "-m", "hsenet_search.cli.main", "serve", "--index", str(service_index),
-                             "--token", "short"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hsenet_search.cli.main",
+            "serve",
+            "--index",
+            str(service_index),
+            "--token",
+            "short",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "at least 16 characters" in result.stderr
 
 

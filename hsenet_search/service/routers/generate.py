@@ -13,17 +13,33 @@ from .deps import read_json, service, validated
 router = APIRouter(tags=["generate"])
 
 GENERATE_DOC = {
-    "requestBody": {"required": True, "content": {
-        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-            "file": {"type": "string", "format": "binary"}, "k": {"type": "integer", "default": 5},
-            "mode": {"type": "string", "enum": ["llm", "nearest", "vote"]}, "index": {"type": "string"}}}},
-        "application/json": {"schema": GenerateCase.model_json_schema()},
-    }},
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "k": {"type": "integer", "default": 5},
+                        "mode": {"type": "string", "enum": ["llm", "nearest", "vote"]},
+                        "index": {"type": "string"},
+                    },
+                }
+            },
+            "application/json": {"schema": GenerateCase.model_json_schema()},
+        },
+    },
 }
 
 
-@router.post("/generate", response_model=DraftResponse, openapi_extra=GENERATE_DOC,
-             summary="The draft JSON of `generate --json` (upload in `file`, or JSON {\"case\": id})")
+@router.post(
+    "/generate",
+    response_model=DraftResponse,
+    openapi_extra=GENERATE_DOC,
+    summary='The draft JSON of `generate --json` (upload in `file`, or JSON {"case": id})',
+)
 async def generate(request: Request, state=Depends(service)):
     if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         form = await request.form(max_files=1, max_fields=10)

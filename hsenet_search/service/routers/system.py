@@ -16,7 +16,9 @@ router = APIRouter(tags=["system"])
 def health(request: Request):
     state = getattr(request.app.state, "service", None)
     if state is None or not state.ready:
-        return JSONResponse({"status": "loading", "indexes": 0}, status_code=503, headers={"Retry-After": "2"})
+        return JSONResponse(
+            {"status": "loading", "indexes": 0}, status_code=503, headers={"Retry-After": "2"}
+        )
     return {"status": "ready", "indexes": len(state.indexes), "jobs_in_flight": state.pool.in_flight}
 
 
@@ -25,9 +27,19 @@ def indexes(state=Depends(service)):
     out = []
     for name, loaded in state.indexes.items():
         m = loaded.engine.manifest
-        out.append({"name": name, "model_name": m.model_name, "model_fingerprint": m.model_fingerprint,
-                    "embedding": m.embedding, "dims": m.dims, "factory": m.factory, "counts": m.counts,
-                    "created": m.created, "hubness": bool(loaded.engine.hubness)})
+        out.append(
+            {
+                "name": name,
+                "model_name": m.model_name,
+                "model_fingerprint": m.model_fingerprint,
+                "embedding": m.embedding,
+                "dims": m.dims,
+                "factory": m.factory,
+                "counts": m.counts,
+                "created": m.created,
+                "hubness": bool(loaded.engine.hubness),
+            }
+        )
     return {"indexes": out}
 
 

@@ -8,19 +8,28 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
-TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-         ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
+TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
-                               "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache",
+    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
 }
 
 
 def load_static() -> dict[str, bytes]:
     folder = resources.files("hsenet_search.service") / "static"
-    return {item.name: item.read_bytes() for item in folder.iterdir()
-            if item.is_file() and any(item.name.endswith(s) for s in TYPES)}
+    return {
+        item.name: item.read_bytes()
+        for item in folder.iterdir()
+        if item.is_file() and any(item.name.endswith(s) for s in TYPES)
+    }
 
 
 def make_router() -> APIRouter:
@@ -30,7 +39,7 @@ def make_router() -> APIRouter:
     def serve(name: str) -> Response:
         if name not in files:
             raise HTTPException(404, f"no static file {name[:80]!r}")
-        suffix = name[name.rfind("."):]
+        suffix = name[name.rfind(".") :]
         return Response(files[name], media_type=TYPES[suffix], headers=SECURITY_HEADERS)
 
     @router.get("/")
