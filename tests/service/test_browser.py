@@ -31,12 +31,15 @@ FLAGS = (
     "--window-size=1366,768",
 )
 SHOTS = REPO / "benchmarks" / "results" / "ui"
-WAIT = 60
+WAIT = 180  # generous: the suite runs on 2 shared cores
 
 
 @pytest.fixture(scope="module")
 def server(service_index):
+    import httpx
+
     proc, url = start_server(service_index)
+    httpx.post(f"{url}/search/text", json={"text": "warm-up", "k": 1}, timeout=WAIT)  # first text encode
     yield url
     stop(proc)
 
