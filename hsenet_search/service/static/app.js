@@ -37,6 +37,13 @@ function writeState(state, push = true) {
 }
 
 let state = readState();
+let indexes = [];
+
+// k never exceeds the number of scans of the chosen index (the engine refuses a larger k)
+function kFor(wanted = K) {
+  const ix = indexes.find((i) => i.name === state.index);
+  return ix ? Math.max(1, Math.min(wanted, ix.counts.scans ?? ix.counts.volumes)) : wanted;
+}
 let pendingRetry = null;
 
 function status(text, isError = false) {
@@ -115,11 +122,11 @@ async function runSearch() {
   const labels = state.labels;
   if (state.like) {
     status(`Finding cases like ${state.like}…`);
-    showResults(await api.searchCase({ case: state.like, k: K, labels, index: state.index || null }),
+    showResults(await api.searchCase({ case: state.like, k: kFor(), labels, index: state.index || null }),
       `Cases like ${state.like}`);
   } else if (state.q) {
     status("Searching…");
-    showResults(await api.searchText({ text: state.q, k: K, labels, index: state.index || null }),
+    showResults(await api.searchText({ text: state.q, k: kFor(), labels, index: state.index || null }),
       `“${state.q}”`);
   } else {
     $("results").replaceChildren(el("p", { className: "hint",
@@ -134,7 +141,7 @@ async function uploadSearch(file) {
   writeState(state);
   $("q").value = "";
   showCaseView(false);
-  showResults(await api.searchUpload(file, { k: K, labels: state.labels, index: state.index || undefined }),
+  showResults(await api.searchUpload(file, { k: kFor(), labels: state.labels, index: state.index || undefined }),
     `Cases like ${file.name}`);
 }
 
@@ -236,7 +243,7 @@ async function render() {
 }
 
 async function loadIndexes() {
-  const { indexes } = await api.indexes();
+  ({ indexes } = await api.indexes());
   const select = $("index-select");
   select.replaceChildren(...indexes.map((ix) =>
     el("option", { value: ix.name, textContent: `${ix.name} (${ix.counts.scans ?? ix.counts.volumes} scans)` })));
@@ -302,12 +309,12 @@ function wire() {
   });
   $("closest-reports").addEventListener("click", () => guarded(async () => {
     status("Finding the closest reports…");
-    renderReports(await api.searchCase({ case: view.scanId, k: 5, target: "reports", index: state.index || null }));
+    renderReports(await api.searchCase({ case: view.scanId, k: kFor(5), target: "reports", index: state.index || null }));
     status("");
   }));
   $("draft-btn").addEventListener("click", () => guarded(async () => {
     status("Drafting a report from the most similar cases…");
-    renderDraft(await api.generate({ case: view.scanId, k: 5, mode: $("draft-mode").value, index: state.index || null }));
+    renderDraft(await api.generate({ case: view.scanId, k: kFor(5), mode: $("draft-mode").value, index: state.index || null }));
     status("");
   }));
   document.addEventListener("keydown", (event) => {
