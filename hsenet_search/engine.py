@@ -88,18 +88,30 @@ class SearchEngine:
 
     @classmethod
     def open(cls, index_dir: str | Path, model=None, *, mmap: bool = True, use_gpu: bool | None = None,
-             device: str = "auto", verify: str = "fast") -> SearchEngine:
+             device: str = "auto", verify: str = "fast", parts: str = "all") -> SearchEngine:
         """Open ``index_dir``; ``model`` (object or path) defaults to the model recorded in the manifest.
 
         Every file is checked against the manifest first (``verify``: ``"fast"`` sizes and sample digests,
         ``"full"`` sha256 of every byte; see :func:`~hsenet_search.index.store.open_index_dir`).
-        """
-        from hsenet_search.models import load_model
 
+        ``parts="text"`` loads only the model's text side (:class:`~hsenet_search.models.text_only.TextEncoder`):
+        text and report queries work, volume queries do not, and a cold text query skips the vision towers and
+        the preprocessing stack.
+        """
         index_dir = Path(index_dir)
         manifest = open_index_dir(index_dir, verify=verify)
+        if parts not in ("all", "text"):
+            raise QueryError(f"parts must be 'all' or 'text', got {parts!r}")
         if model is None or isinstance(model, (str, Path)):
-            model = load_model(model if model is not None else manifest.model_path())
+            path = model if model is not None else manifest.model_path()
+            if parts == "text":
+                from hsenet_search.models.text_only import TextEncoder
+
+                model = TextEncoder.from_pretrained(path)
+            else:
+                from hsenet_search.models import load_model
+
+                model = load_model(path)
         check_model_matches(manifest, model, index_dir)
         dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                            ("cpu" if device == "auto" else device))
@@ -130,6 +142,8 @@ class SearchEngine:
         from hsenet_search.data.lookup import rescale_for_path
         from hsenet_search.data.preprocess import preprocess_file
 
+        if not hasattr(self.model, "encode_volume"):
+            raise QueryError("this engine was opened for text queries only (parts='text')")
         x = preprocess_file(path, self.model.profile, rescale=rescale if rescale is not None else rescale_for_path(path))
         device = next(self.model.parameters()).device
         with torch.no_grad():

@@ -10,14 +10,18 @@ from .store import IndexManifest
 
 
 def check_model_matches(manifest: IndexManifest, model, index_dir: str | Path) -> None:
-    """Refuse a model whose fingerprint, preprocessing hash or embedding size differs from the index's."""
+    """Refuse a model whose fingerprint, preprocessing hash or embedding size differs from the index's.
+
+    A text-only encoder (no ``profile``) is checked by fingerprint and size: it embeds no volume.
+    """
     if model.fingerprint != manifest.model_fingerprint:
         raise IndexMismatchError(
             f"model fingerprint {model.fingerprint[:12]} does not match the index's "
             f"{manifest.model_fingerprint[:12]} (built with {manifest.model_name}); use the same model or rebuild",
             index_dir,
         )
-    if model.profile.hash != manifest.preprocessing_hash:
+    profile = getattr(model, "profile", None)
+    if profile is not None and profile.hash != manifest.preprocessing_hash:
         raise IndexMismatchError(
             f"preprocessing {model.profile.hash} differs from the index's {manifest.preprocessing_hash}",
             index_dir,

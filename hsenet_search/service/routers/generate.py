@@ -1,0 +1,62 @@
+"""Draft a report for an uploaded scan or an indexed case, grounded in its nearest indexed cases."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from starlette.datastructures import UploadFile
+
+from hsenet_search.errors import VolumeError
+
+from ..schemas import DraftResponse, GenerateCase
+from .deps import read_json, service, validated
+
+router = APIRouter(tags=["generate"])
+
+GENERATE_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "k": {"type": "integer", "default": 5},
+                        "mode": {"type": "string", "enum": ["llm", "nearest", "vote"]},
+                        "index": {"type": "string"},
+                    },
+                }
+            },
+            "application/json": {"schema": GenerateCase.model_json_schema()},
+        },
+    },
+}
+
+
+@router.post(
+    "/generate",
+    response_model=DraftResponse,
+    openapi_extra=GENERATE_DOC,
+    summary='The draft JSON of `generate --json` (upload in `file`, or JSON {"case": id})',
+)
+async def generate(request: Request, state=Depends(service)):
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=10)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise VolumeError("the multipart body has no file in the field 'file'", "file")
+        fields = {key: form.get(key) for key in ("k", "mode", "index") if key in form}
+        query = validated(GenerateCase, {"case": "upload", **fields})
+        index = state.index(query.index)
+
+        def work(path):
+            return state.draft(index, path, query.k, query.mode)
+
+        return await state.pool.run(state.with_upload, upload.file, upload.filename, work)
+    query = validated(GenerateCase, await read_json(request))
+    index = state.index(query.index)
+    case = index.case(query.case)
+    path = index.path_of(index.volume_row(query.case, None))
+    own = f"{case['findings']} {case['impression']}".strip()
+    return await state.pool.run(state.draft, index, path, query.k, query.mode, query.case, own)

@@ -1,0 +1,90 @@
+"""Text, report and volume queries."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from starlette.datastructures import UploadFile
+
+from hsenet_search.errors import VolumeError
+
+from ..schemas import CaseQuery, ReportQuery, SearchResponse, TextQuery
+from .deps import read_json, response, service, validated
+
+router = APIRouter(prefix="/search", tags=["search"])
+
+UPLOAD_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": ".nii, .nii.gz, .npy or a .zip of one DICOM series",
+                        },
+                        "k": {"type": "integer", "default": 10},
+                        "target": {"type": "string", "enum": ["volumes", "reports"]},
+                        "labels": {"type": "array", "items": {"type": "string"}},
+                        "hubness": {"type": "boolean"},
+                        "index": {"type": "string"},
+                    },
+                }
+            },
+            "application/json": {"schema": CaseQuery.model_json_schema()},
+        },
+    },
+}
+
+
+@router.post("/text", response_model=SearchResponse, summary="Text → volumes (or reports with target)")
+async def search_text(body: TextQuery, state=Depends(service)):
+    index = state.index(body.index)
+    result = await state.pool.run(
+        state.search_text, index, body.text, body.k, body.labels, body.hubness, body.target
+    )
+    return response(result, index.name)
+
+
+@router.post("/report", response_model=SearchResponse, summary="Report text → similar reports")
+async def search_report(body: ReportQuery, state=Depends(service)):
+    index = state.index(body.index)
+    result = await state.pool.run(state.search_text, index, body.text, body.k, (), False, "reports")
+    return response(result, index.name)
+
+
+@router.post(
+    "/volume",
+    response_model=SearchResponse,
+    openapi_extra=UPLOAD_DOC,
+    summary='A scan (multipart field `file`) or an indexed case (JSON {"case": id}) → similar cases',
+)
+async def search_volume(request: Request, state=Depends(service)):
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=30)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise VolumeError("the multipart body has no file in the field 'file'", "file")
+        fields = {
+            key: form.getlist(key) if key == "labels" else form.get(key)
+            for key in ("k", "target", "labels", "hubness", "index")
+            if key in form
+        }
+        query = validated(CaseQuery, {"case": "upload", **fields})
+        index = state.index(query.index)
+        name = upload.filename or "upload"
+
+        def work(path):
+            return state.search_upload(index, path, name, query.k, query.labels, query.hubness, query.target)
+
+        result = await state.pool.run(state.with_upload, upload.file, upload.filename, work)
+        return response(result, index.name)
+    query = validated(CaseQuery, await read_json(request))
+    index = state.index(query.index)
+    result = await state.pool.run(
+        state.search_case, index, query.case, query.k, query.labels, query.hubness, query.target
+    )
+    return response(result, index.name)
