@@ -31,6 +31,32 @@ def synth(
     console.print(summary.describe())
 
 
+@app.command("summarise")
+def summarise(
+    data: Path = typer.Argument(..., help="Dataset (CT-RATE layout or manifest) whose reports are summarised."),
+    out: Path = typer.Option(..., "--out", help="Output Parquet file: report_hash, report, summary (sentences)."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Summary cache (default: the user cache)."),
+) -> None:
+    """Key-finding summaries of every unique report (BrgSA training text), cached by report hash."""
+    from rich.progress import Progress
+
+    from hsenet_search.data.cache import default_cache_root
+    from hsenet_search.data.dataset import open_dataset
+    from hsenet_search.data.summarise import RULES, SummaryCache, summarise_reports
+    from hsenet_search.index.store import atomic_file
+
+    texts = [case.report for case in open_dataset(data)]
+    cache = SummaryCache(cache_dir or default_cache_root() / "summaries", RULES)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("summarising", total=len(texts))
+        table = summarise_reports(texts, cache, progress=lambda n: bar.advance(task, n))
+    with atomic_file(out) as tmp:
+        table.to_parquet(tmp, index=False)
+    normal = int(table["summary"].map(lambda s: s == ["No significant abnormality."]).sum())
+    console.print(f"{len(table)} unique reports from {len(texts)} volumes summarised with {RULES.name} "
+                  f"({normal} with no positive finding) → {out}")
+
+
 @app.command("inspect")
 def inspect(
     path: Path = typer.Argument(..., help="A NIfTI/.npy file, a DICOM series folder or a dataset."),
