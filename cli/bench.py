@@ -104,6 +104,22 @@ def zeroshot(index: Path | None = INDEX, data: Path | None = DATA, model: str | 
     _write(out, result, zeroshot_markdown(result), started)
 
 
+@app.command("gap")
+def gap(index: Path = typer.Option(..., "--index", help="Index directory whose embeddings are measured."),
+        split: str = typer.Option("all", "--split", help="Split of the index to measure (default: all)."),
+        unit: str = UNIT, out: Path | None = OUT) -> None:
+    """The modality gap: centroid distance, true vs random pair cosine, modality probe, PCA plot."""
+    from hsenet_search.eval.bench import load_index_embeddings
+    from hsenet_search.eval.gap import gap_markdown, modality_gap, plot_gap
+
+    emb = load_index_embeddings(index).split(split, unit)
+    result = modality_gap(emb.volumes, emb.reports)
+    payload = {"index": str(index), "split": split, "unit": unit, **result.to_json()}
+    _write(out, payload, gap_markdown({str(index): result}))
+    if out is not None:
+        console.print(f"wrote {plot_gap(emb.volumes, emb.reports, out.with_suffix('.png'))}")
+
+
 @app.command("generation")
 def generation(
     index: Path = typer.Option(..., "--index", help="Index of reference cases (the drafts' grounding)."),

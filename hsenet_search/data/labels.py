@@ -326,6 +326,12 @@ def explain_report(text: str) -> list[LabelEvidence]:
     return evidence
 
 
+def positive_clauses(text: str) -> list[str]:
+    """The clauses of ``text`` (original case) that carry at least one positive label mention."""
+    return [clause for sentence in split_sentences(text) for clause in _clauses(sentence)
+            if any(e.positive for e in explain_report(clause))]
+
+
 def label_report(text: str | None) -> dict[str, int]:
     """The 18 labels of one report as ``{label: 0/1}`` (an empty or missing report is all zeros)."""
     positive = {e.label for e in explain_report(text if isinstance(text, str) else "") if e.positive}

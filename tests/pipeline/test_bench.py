@@ -82,3 +82,18 @@ def test_bench_generation_retrieval_modes(index_dir, synth_data, tmp_path):
     for run in modes.values():
         assert 0.0 <= run["text"]["bleu_4"] <= run["text"]["bleu_1"] <= 1.0
         assert run["n"] > 0
+
+
+def test_bench_gap_cli_matches_the_index_embeddings(index_dir, tmp_path):
+    from hsenet_search.eval.gap import modality_gap
+
+    out = tmp_path / "gap"
+    result = run_cli("bench", "gap", "--index", index_dir, "--out", out)
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(out.with_suffix(".json").read_text())
+    emb = load_index_embeddings(index_dir).split("all", "scan")
+    expected = modality_gap(emb.volumes, emb.reports)
+    assert payload["n"] == expected.n == len(set(emb.names))
+    assert np.isclose(payload["centroid_distance"], expected.centroid_distance)
+    assert np.isclose(payload["random_pair_cosine"], expected.random_pair_cosine)
+    assert out.with_suffix(".png").stat().st_size > 0
