@@ -106,16 +106,19 @@ def zeroshot(index: Path | None = INDEX, data: Path | None = DATA, model: str | 
 
 @app.command("gap")
 def gap(index: Path = typer.Option(..., "--index", help="Index directory whose embeddings are measured."),
-        split: str = typer.Option("all", "--split", help="Split of the index to measure (default: all)."),
-        unit: str = UNIT, out: Path | None = OUT) -> None:
+        split: Split = typer.Option(Split.all, "--split", help="Split of the index to measure."),
+        unit: Unit = UNIT, out: Path | None = OUT, overwrite: bool = OVERWRITE) -> None:
     """The modality gap: centroid distance, true vs random pair cosine, modality probe, PCA plot."""
+    _check_out(out, overwrite, index)
     from hsenet_search.eval.bench import load_index_embeddings
     from hsenet_search.eval.gap import gap_markdown, modality_gap, plot_gap
+    from hsenet_search.eval.provenance import run_started
 
-    emb = load_index_embeddings(index).split(split, unit)
+    started = run_started()
+    emb = load_index_embeddings(index).split(split.value, unit.value)
     result = modality_gap(emb.volumes, emb.reports)
-    payload = {"index": str(index), "split": split, "unit": unit, **result.to_json()}
-    _write(out, payload, gap_markdown({str(index): result}))
+    payload = {"index": str(index), "split": split.value, "unit": unit.value, **result.to_json()}
+    _write(out, payload, gap_markdown({str(index): result}), started)
     if out is not None:
         console.print(f"wrote {plot_gap(emb.volumes, emb.reports, out.with_suffix('.png'))}")
 

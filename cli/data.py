@@ -40,22 +40,25 @@ def summarise(
     data: Path = typer.Argument(..., help="Dataset (CT-RATE layout or manifest) whose reports are summarised."),
     out: Path = typer.Option(..., "--out", help="Output Parquet file: report_hash, report, summary (sentences)."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Summary cache (default: the user cache)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
 ) -> None:
     """Key-finding summaries of every unique report (BrgSA training text), cached by report hash."""
+    from hsenet_search.outputs import OutputKind, check_output
+
+    check_output(out, OutputKind.FILE, inputs=[data], overwrite=overwrite, suffixes=(".parquet",))
     from rich.progress import Progress
 
+    from hsenet_search.atomic import write_parquet
     from hsenet_search.data.cache import default_cache_root
     from hsenet_search.data.dataset import open_dataset
     from hsenet_search.data.summarise import RULES, SummaryCache, summarise_reports
-    from hsenet_search.index.store import atomic_file
 
     texts = [case.report for case in open_dataset(data)]
     cache = SummaryCache(cache_dir or default_cache_root() / "summaries", RULES)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("summarising", total=len(texts))
         table = summarise_reports(texts, cache, progress=lambda n: bar.advance(task, n))
-    with atomic_file(out) as tmp:
-        table.to_parquet(tmp, index=False)
+    write_parquet(out, table)
     normal = int(table["summary"].map(lambda s: s == ["No significant abnormality."]).sum())
     console.print(f"{len(table)} unique reports from {len(texts)} volumes summarised with {RULES.name} "
                   f"({normal} with no positive finding) → {out}")
@@ -65,14 +68,18 @@ def summarise(
 def snippets(
     data: Path = typer.Argument(..., help="Dataset (CT-RATE layout or manifest), or a reports CSV."),
     out: Path = typer.Option(..., "--out", help="Output Parquet file, one row per cited image."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
 ) -> None:
     """Mine "series X image Y" references: sentence, cited image, slice index and z in mm."""
+    from hsenet_search.outputs import OutputKind, check_output
+
+    check_output(out, OutputKind.FILE, inputs=[data], overwrite=overwrite, suffixes=(".parquet",))
     import pandas as pd
 
+    from hsenet_search.atomic import write_parquet
     from hsenet_search.data.dataset import open_dataset
     from hsenet_search.data.labels import read_reports_csv
     from hsenet_search.data.snippets import dataset_snippets, mine_snippets
-    from hsenet_search.index.store import atomic_file
 
     if data.is_file() and data.suffix.lower() == ".csv":
         id_column, ids, texts = read_reports_csv(data)
@@ -83,8 +90,7 @@ def snippets(
         cases = open_dataset(data)
         rows, n_reports, key = dataset_snippets(cases), len({c.scan_id for c in cases}), "scan_id"
     table = pd.DataFrame(rows)
-    with atomic_file(out) as tmp:
-        table.to_parquet(tmp, index=False)
+    write_parquet(out, table)
     kept = int((table["dropped"] == "").sum()) if len(table) else 0
     citing = table[key].nunique() if len(table) else 0
     console.print(f"{len(table)} slice references in {citing} of {n_reports} reports; {kept} kept, "

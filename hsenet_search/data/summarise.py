@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from hsenet_search.atomic import write_json
+
 from .labels import explain_report, positive_clauses
 
 NORMAL_SUMMARY = "No significant abnormality."
@@ -70,11 +72,8 @@ class SummaryCache:
                     return cached
             except (OSError, json.JSONDecodeError):
                 pass  # a damaged entry is recomputed
-        from hsenet_search.index.store import atomic_file
-
         sentences = self.summariser.summarise(text)
-        with atomic_file(path) as tmp:
-            tmp.write_text(json.dumps(sentences))
+        write_json(path, sentences, indent=None, durable=False)  # a lost entry is only recomputed
         return sentences
 
 

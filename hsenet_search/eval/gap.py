@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hsenet_search.atomic import atomic_path
 from hsenet_search.errors import DatasetError
 
 PROBE_FOLDS = 5
@@ -113,8 +114,7 @@ def plot_gap(volumes: np.ndarray, reports: np.ndarray, path: str | Path, *, titl
     ax.set_title(title or "Volume and report embeddings (PCA)")
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_path(path, durable=False) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    return path
+    return Path(path)
