@@ -35,7 +35,8 @@ from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from hsenet_search.data.labels import LABELS  # noqa: E402
-from hsenet_search.generate.compose import RetrievedCase, split_report_text  # noqa: E402
+from hsenet_search.data.report_text import split_report_text  # noqa: E402
+from hsenet_search.generate.compose import RetrievedCase  # noqa: E402
 from hsenet_search.generate.draft import MODES, draft  # noqa: E402
 from hsenet_search.generate.llm import load_llm  # noqa: E402
 

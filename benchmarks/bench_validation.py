@@ -85,22 +85,30 @@ def write_inputs(folder: Path, shapes: list[tuple[int, int, int]]) -> Path:
 
 def export(ref: str, into: Path) -> Path:
     """``git archive REF hsenet_search`` unpacked into ``into`` (the package as it was at REF)."""
-    blob = subprocess.run(["git", "archive", ref, "hsenet_search"], cwd=ROOT, check=True,
-                          capture_output=True).stdout
+    blob = subprocess.run(
+        ["git", "archive", ref, "hsenet_search"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
     with tarfile.open(fileobj=BytesIO(blob)) as archive:
         archive.extractall(into, filter="data")
     return into
 
 
 def _commit(ref: str) -> str:
-    return subprocess.run(["git", "rev-parse", "--short", ref], cwd=ROOT, check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def run_side(package_root: Path, data: Path, passes: int) -> list[float]:
     env = {**os.environ, "PYTHONPATH": str(package_root), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", WORKER, str(data), str(passes)], cwd=package_root, env=env,
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", WORKER, str(data), str(passes)],
+        cwd=package_root,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     result = json.loads(out.strip().splitlines()[-1])
     assert result["package"].startswith(str(package_root)), result["package"]
     return result["seconds"]
@@ -141,13 +149,21 @@ def main() -> None:
         wall = time.time() - start
     result = {
         "benchmark": "build data path (read + validate + hsenet profile) with validation vs before",
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "shared": "yes: 2 cores shared with other sessions"},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "shared": "yes: 2 cores shared with other sessions",
+        },
         "load_avg_before": [round(v, 2) for v in load_before],
         "load_avg_after": [round(v, 2) for v in os.getloadavg()],
-        "inputs": {"volumes": len(shapes), "shapes": [list(s) for s in shapes], "dtype": "int16 .nii.gz",
-                   "spacing_mm": [0.75, 0.75, 1.5]},
+        "inputs": {
+            "volumes": len(shapes),
+            "shapes": [list(s) for s in shapes],
+            "dtype": "int16 .nii.gz",
+            "spacing_mm": [0.75, 0.75, 1.5],
+        },
         "refs": {side: _commit(ref) for side, ref in (("ours", args.ours), ("baseline", args.baseline))},
         "rounds": rounds,
         "passes_per_round": args.passes,

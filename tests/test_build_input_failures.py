@@ -45,8 +45,24 @@ def test_bad_volumes_are_recorded_as_readable_sentences(
 
     monkeypatch.setenv(MEMORY_BUDGET_ENV, "8")  # 8 MiB: the 40 mm volume's resampled grid does not fit
     out = tmp_path / "idx"
-    monkeypatch.setattr(sys, "argv", ["hsenet-search", "index", "build", str(root), "--out", str(out),
-                                      "--model", str(tiny_model), "--workers", "0", "--batch-size", "2"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "hsenet-search",
+            "index",
+            "build",
+            str(root),
+            "--out",
+            str(out),
+            "--model",
+            str(tiny_model),
+            "--workers",
+            "0",
+            "--batch-size",
+            "2",
+        ],
+    )
     try:
         main()
     except SystemExit as exit_:
@@ -63,3 +79,33 @@ def test_bad_volumes_are_recorded_as_readable_sentences(
     )
     metadata = pd.read_parquet(out / "metadata.parquet")
     assert len(metadata) == len(cases) - 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("nan-affine.nii.gz", "has a non-finite (NaN or infinite) voxel-to-world affine"),
+        ("wide.nii.gz", "resampled volume of shape"),
+    ],
+)
+def test_embed_volume_bad_input_is_one_line(
+    monkeypatch, capsys, tmp_path: Path, tiny_model: Path, name, problem
+):
+    from input_files import set_field, write_nifti
+
+    if name == "wide.nii.gz":
+        path = write_nifti(tmp_path / name, spacing=(40.0, 40.0, 40.0))
+        monkeypatch.setenv(MEMORY_BUDGET_ENV, "8")
+    else:
+        path = write_nifti(tmp_path / name, set_field("srow_x", np.nan, 0))
+    monkeypatch.setattr(
+        sys, "argv", ["hsenet-search", "embed", "volume", str(path), "--model", str(tiny_model)]
+    )
+    with pytest.raises(SystemExit) as info:
+        main()
+    out, err = capsys.readouterr()
+    assert info.value.code == 2 and out == "" and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: {problem}"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]

@@ -67,7 +67,9 @@ HEADER_EDITS = st.lists(
         st.tuples(st.sampled_from(["srow_x", "srow_y", "srow_z"]), st.integers(0, 3), ODD_FLOATS),
         st.tuples(st.sampled_from(["scl_slope", "scl_inter"]), st.none(), ODD_FLOATS),
         st.tuples(st.sampled_from(["sform_code", "qform_code"]), st.none(), st.integers(-1, 5)),
-        st.tuples(st.just("datatype"), st.none(), st.sampled_from([0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 2304])),
+        st.tuples(
+            st.just("datatype"), st.none(), st.sampled_from([0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 2304])
+        ),
         st.tuples(st.just("bitpix"), st.none(), st.sampled_from([0, 8, 16, 24, 32, 64])),
         st.tuples(st.just("vox_offset"), st.none(), st.sampled_from([0.0, 100.0, 352.0, 1e9, math.nan])),
     ),
@@ -106,20 +108,28 @@ def test_fuzzed_nifti_bytes_read_or_refuse_in_one_line(data, cut) -> None:
         folder = Path(tmp)
         path = write_nifti(folder / "fuzz.nii")
         blob = path.read_bytes()
-        path.write_bytes((blob[:cut] + data + blob[cut + len(data):])[: len(blob) - cut // 7])
+        path.write_bytes((blob[:cut] + data + blob[cut + len(data) :])[: len(blob) - cut // 7])
         read_or_refuse(path, folder)
 
 
 # ----------------------------------------------------------------------------------------------- DICOM
 DICOM_EDITS = st.lists(
     st.one_of(
-        st.tuples(st.sampled_from(["RescaleSlope", "RescaleIntercept"]),
-                  st.sampled_from(["NaN", "inf", "1e38", "0", "-1", "-1e38", "", "2.5"])),
-        st.tuples(st.just("PixelSpacing"), st.sampled_from([[0, 0], ["nan", 1], [1e4, 1e4], [0.5, 0.5], [1]])),
-        st.tuples(st.just("ImagePositionPatient"),
-                  st.sampled_from([[0, 0, 0], [0, 0, "nan"], [1, 2], [0, 0, 1e9], [0, 0, 7.5]])),
-        st.tuples(st.just("ImageOrientationPatient"),
-                  st.sampled_from([[1, 0, 0, 1, 0, 0], [0, 0, 0, 0, 0, 0], [1, 0, 0], [0, 1, 0, 1, 0, 0]])),
+        st.tuples(
+            st.sampled_from(["RescaleSlope", "RescaleIntercept"]),
+            st.sampled_from(["NaN", "inf", "1e38", "0", "-1", "-1e38", "", "2.5"]),
+        ),
+        st.tuples(
+            st.just("PixelSpacing"), st.sampled_from([[0, 0], ["nan", 1], [1e4, 1e4], [0.5, 0.5], [1]])
+        ),
+        st.tuples(
+            st.just("ImagePositionPatient"),
+            st.sampled_from([[0, 0, 0], [0, 0, "nan"], [1, 2], [0, 0, 1e9], [0, 0, 7.5]]),
+        ),
+        st.tuples(
+            st.just("ImageOrientationPatient"),
+            st.sampled_from([[1, 0, 0, 1, 0, 0], [0, 0, 0, 0, 0, 0], [1, 0, 0], [0, 1, 0, 1, 0, 0]]),
+        ),
         st.tuples(st.sampled_from(["Rows", "Columns"]), st.sampled_from([0, 1, 9, 65535])),
         st.tuples(st.sampled_from(["PixelData", "SeriesInstanceUID", "RescaleSlope"]), st.none()),
     ),
@@ -149,14 +159,17 @@ def test_fuzzed_dicom_tags_read_or_refuse_in_one_line(edits, which) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- CSVs
-CELLS = st.one_of(st.sampled_from(["0", "1", "0.0", "1.0", "0.7", "", "true", "nan", "-1", "2", "yes"]),
-                  st.text(max_size=5))
+CELLS = st.one_of(
+    st.sampled_from(["0", "1", "0.0", "1.0", "0.7", "", "true", "nan", "-1", "2", "yes"]), st.text(max_size=5)
+)
 ROWS = st.lists(
-    st.fixed_dictionaries({
-        "name": st.sampled_from(["a", "b", "c", "sub/a", "sub/d"]),
-        "split": st.sampled_from(["train", "valid", "validation", "", "test"]),
-        "label": CELLS,
-    }),
+    st.fixed_dictionaries(
+        {
+            "name": st.sampled_from(["a", "b", "c", "sub/a", "sub/d"]),
+            "split": st.sampled_from(["train", "valid", "validation", "", "test"]),
+            "label": CELLS,
+        }
+    ),
     min_size=1,
     max_size=5,
 )
@@ -172,8 +185,17 @@ def test_fuzzed_manifest_rows_read_or_refuse_in_one_line(rows) -> None:
             for stem in ("a", "b", "c", "d"):
                 write_nifti(folder / sub / f"{stem}.nii")
         table = pd.DataFrame(
-            [{"volume_path": f"{r['name']}.nii", "findings": "f", "impression": "i", "split": r["split"],
-              **{label: "0" for label in LABELS}, "Emphysema": r["label"]} for r in rows]
+            [
+                {
+                    "volume_path": f"{r['name']}.nii",
+                    "findings": "f",
+                    "impression": "i",
+                    "split": r["split"],
+                    **{label: "0" for label in LABELS},
+                    "Emphysema": r["label"],
+                }
+                for r in rows
+            ]
         )
         manifest = folder / "manifest.csv"
         table.to_csv(manifest, index=False)

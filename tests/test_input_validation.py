@@ -59,14 +59,21 @@ def _nifti_cases():
         ("zero-spacing.nii.gz", set_field("srow_x", 0.0, 0), VOXELS, "voxel spacing 0 mm on axis 0"),
         ("huge-spacing.nii.gz", set_field("srow_x", 1e4, 0), VOXELS, "voxel spacing 10000 mm on axis 0"),
         ("zero-dim.nii.gz", set_field("dim", 0, 3), VOXELS, "has an empty axis"),
-        ("nan-affine.nii.gz", set_field("srow_y", np.nan, 1), VOXELS, "non-finite (NaN or infinite) voxel-to"),
+        (
+            "nan-affine.nii.gz",
+            set_field("srow_y", np.nan, 1),
+            VOXELS,
+            "non-finite (NaN or infinite) voxel-to",
+        ),
         ("flat-affine.nii", set_field("srow_z", 0.0, 2), VOXELS, "voxel spacing 0 mm on axis 2"),
         ("four-d.nii.gz", None, four_d, "is a 4D image"),
     ]
 
 
 @pytest.mark.parametrize(("name", "edit", "array", "problem"), _nifti_cases())
-def test_bad_nifti_header_is_one_line(monkeypatch, capsys, tmp_path: Path, name, edit, array, problem) -> None:
+def test_bad_nifti_header_is_one_line(
+    monkeypatch, capsys, tmp_path: Path, name, edit, array, problem
+) -> None:
     path = write_nifti(tmp_path / name, edit, array=array)
     code, out, err = run_cli(monkeypatch, capsys, "data", "inspect", path, "--json")
     assert_one_line(code, out, err, path, problem)
@@ -108,8 +115,9 @@ def test_constant_volume_is_a_warning_not_an_error(monkeypatch, capsys, tmp_path
         read_volume(path)
     code, out, err = run_cli(monkeypatch, capsys, "data", "inspect", path, "--json")
     assert code == 0 and json.loads(out)["hu"]["min"] == -1000.0
-    assert err.strip().splitlines() == [f"warning: {path}: volume is constant (-1000 everywhere); its "
-                                        "embedding carries no image content"]
+    assert err.strip().splitlines() == [
+        f"warning: {path}: volume is constant (-1000 everywhere); its embedding carries no image content"
+    ]
 
 
 def test_ordinary_volume_has_no_warning(tmp_path: Path) -> None:
@@ -146,7 +154,7 @@ def test_good_synthetic_dicom_series_reads(tmp_path: Path) -> None:
 
 
 def _inspect_as_nobody(paths: list[Path]) -> list[list]:
-    """``data inspect`` of each path in a forked child that has dropped to user nobody (root reads anything)."""
+    """``data inspect`` of each path in a forked child running as user nobody (root reads anything)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
@@ -231,7 +239,9 @@ def test_duplicate_volume_name_row_is_refused(monkeypatch, capsys, tmp_path: Pat
     pd.concat([frame, frame.iloc[[1]]]).to_csv(reports, index=False)
     code, out, err = run_cli(monkeypatch, capsys, "data", "inspect", root, "--json")
     name = frame["VolumeName"].iloc[1]
-    assert_one_line(code, out, err, reports, f"row {len(frame) + 2} repeats VolumeName {name} (first on row 3)")
+    assert_one_line(
+        code, out, err, reports, f"row {len(frame) + 2} repeats VolumeName {name} (first on row 3)"
+    )
 
 
 def test_fractional_label_is_refused_with_its_row(monkeypatch, capsys, tmp_path: Path, make_ctrate) -> None:
@@ -241,8 +251,13 @@ def test_fractional_label_is_refused_with_its_row(monkeypatch, capsys, tmp_path:
     frame.loc[1, "Emphysema"] = "0.7"
     frame.to_csv(labels, index=False)
     code, out, err = run_cli(monkeypatch, capsys, "data", "inspect", root, "--json")
-    assert_one_line(code, out, err, labels, "row 3 (VolumeName valid_3_a_2.nii.gz) has a label other than 0/1 "
-                                            "(Emphysema='0.7')")
+    assert_one_line(
+        code,
+        out,
+        err,
+        labels,
+        "row 3 (VolumeName valid_3_a_2.nii.gz) has a label other than 0/1 (Emphysema='0.7')",
+    )
 
 
 def test_manifest_fractional_label_is_refused(tmp_path: Path) -> None:
@@ -287,9 +302,11 @@ def test_bad_budget_setting_is_one_line(monkeypatch, capsys, tmp_path: Path) -> 
     path = write_nifti(tmp_path / "ok.nii.gz")
     monkeypatch.setenv(MEMORY_BUDGET_ENV, "lots")
     code, out, err = run_cli(monkeypatch, capsys, "data", "inspect", path)
-    assert code == 2 and out == "" and err.strip().splitlines() == [
-        f"error: {MEMORY_BUDGET_ENV}='lots' is not a number of MiB"
-    ]
+    assert (
+        code == 2
+        and out == ""
+        and err.strip().splitlines() == [f"error: {MEMORY_BUDGET_ENV}='lots' is not a number of MiB"]
+    )
 
 
 _PEAK = """
@@ -330,13 +347,20 @@ def test_gzip_bomb_and_huge_resample_stay_small_in_memory(tmp_path: Path) -> Non
     write_nifti(wide, array=np.tile(VOXELS, (5, 6, 7)), spacing=(50.0, 50.0, 1.5))
     assert wide.stat().st_size < 3 * 2**20
     args = [bomb, "tiny", huge_header, "tiny", wide, "hsenet"]
-    result = subprocess.run([sys.executable, "-c", _PEAK, *map(str, args)], capture_output=True, text=True,
-                            timeout=300, cwd=REPO_ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", _PEAK, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0] == f"read {bomb}"  # the declared volume; the 1 GiB of trailing zeros is never inflated
     assert lines[1].startswith(f"error {huge_header}: is truncated")
-    assert lines[2].startswith(f"error {wide}: resampled volume of shape ") and "GiB volume budget" in lines[2]
+    assert (
+        lines[2].startswith(f"error {wide}: resampled volume of shape ") and "GiB volume budget" in lines[2]
+    )
     assert float(lines[3].split()[1]) < 300, lines
 
 

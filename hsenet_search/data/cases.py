@@ -1,8 +1,8 @@
 """The case record and the naming helpers that join volume files, CSV rows and scans.
 
 A :class:`Case` is one volume with its report and labels. CT-RATE names a volume
-``<split>_<patient>_<scan>_<reconstruction>`` (v2 files add ``_fixed``); :func:`volume_key` is the name without
-extension and ``_fixed`` (what joins files and CSV rows) and :func:`scan_id_of` drops the reconstruction.
+``<split>_<patient>_<scan>_<reconstruction>`` (v2 files add ``_fixed``); :func:`volume_key` is the name
+without extension and ``_fixed`` (what joins files and CSV rows); :func:`scan_id_of` drops the reconstruction.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ class Case:
     impression: str
     labels: tuple[int, ...] | None
     rescale: tuple[float, float] | None
-    spacing: tuple[float, float, float] | None = None  # CT-RATE metadata (XYSpacing, ZSpacing), file axis order
+    spacing: tuple[float, float, float] | None = (
+        None  # CT-RATE metadata (XYSpacing, ZSpacing), file axis order
+    )
 
     @property
     def report(self) -> str:

@@ -235,7 +235,9 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> dict[str, dict[str, str]
             raise DatasetError(f"row {number} has an empty VolumeName", path)
         key = volume_key(name)
         if key in first_row:
-            raise DatasetError(f"row {number} repeats VolumeName {name} (first on row {first_row[key]})", path)
+            raise DatasetError(
+                f"row {number} repeats VolumeName {name} (first on row {first_row[key]})", path
+            )
         first_row[key] = number
         rows[key] = {k: str(v).strip() for k, v in record.items()} | {"_row": str(number)}
     return rows
@@ -259,7 +261,8 @@ def _read_labels(path: Path) -> dict[str, tuple[int, ...]]:
             if value is None:
                 kind = "label other than 0/1" if _NUMBER.fullmatch(row[label]) else "non-numeric label"
                 raise DatasetError(
-                    f"row {row['_row']} (VolumeName {row['VolumeName']}) has a {kind} ({label}={row[label]!r})",
+                    f"row {row['_row']} (VolumeName {row['VolumeName']}) has a {kind} "
+                    f"({label}={row[label]!r})",
                     path,
                 )
             values.append(value)

@@ -153,7 +153,7 @@ def _slice_spacing(along_normal: np.ndarray, folder: Path) -> float:
 
 
 def _slice_rescale(ds: pydicom.Dataset, path: Path) -> tuple[float, float]:
-    """The slice's (RescaleSlope, RescaleIntercept), default (1, 0); both must be finite, the slope non-zero."""
+    """The slice's (RescaleSlope, RescaleIntercept), default (1, 0); finite, with a non-zero slope."""
     try:
         slope, intercept = ds.get("RescaleSlope", 1.0), ds.get("RescaleIntercept", 0.0)
         rescale = (

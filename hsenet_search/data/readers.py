@@ -143,7 +143,11 @@ class NiftiReader(VolumeReader):
             check_rescale(scaling, path, "scl_slope/scl_inter" if rescale is None else "rescale")
             raw = _raw_voxels(path, image)
             array = apply_rescale(raw, scaling).reshape(shape, order="F")
-        except (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, gzip.BadGzipFile) as exc:
+        except (
+            nib.filebasedimages.ImageFileError,
+            nib.spatialimages.HeaderDataError,
+            gzip.BadGzipFile,
+        ) as exc:
             raise VolumeError(f"is not a NIfTI image ({first_line(exc)})", path) from exc
         except (EOFError, zlib.error) as exc:
             raise VolumeError(f"is truncated or corrupt ({first_line(exc)})", path) from exc

@@ -110,7 +110,7 @@ def check_memory(shape: tuple[int, ...], what: str, path: str | Path | None) -> 
 
 
 def spatial_shape(shape: tuple[int, ...], path: str | Path) -> tuple[int, int, int]:
-    """The 3D shape of an image; trailing length-1 axes (X, Y, Z, 1) are dropped, 2D, 4D and empty rejected."""
+    """The 3D shape of an image; trailing length-1 axes (X, Y, Z, 1) are dropped; 2D, 4D, empty refused."""
     dims = [int(n) for n in shape]
     if any(n <= 0 for n in dims):
         raise VolumeError(f"has an empty axis (shape {tuple(shape)}); expected a 3D volume", path)
@@ -124,7 +124,7 @@ def spatial_shape(shape: tuple[int, ...], path: str | Path) -> tuple[int, int, i
 
 
 def check_affine(affine: np.ndarray, path: str | Path) -> None:
-    """A finite, non-degenerate voxel -> world affine whose voxel sizes lie within :data:`SPACING_RANGE_MM`."""
+    """A finite, non-degenerate voxel -> world affine with voxel sizes within :data:`SPACING_RANGE_MM`."""
     affine = np.asarray(affine, dtype=np.float64)
     if affine.shape != (4, 4) or not np.isfinite(affine).all():
         raise VolumeError("has a non-finite (NaN or infinite) voxel-to-world affine", path)
@@ -164,8 +164,10 @@ def check_rescale(rescale: tuple[float, float] | None, path: str | Path, what: s
         return
     slope, intercept = rescale
     if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
-        raise VolumeError(f"has {what} slope {slope:g} / intercept {intercept:g}; expected finite numbers, "
-                          "slope non-zero", path)
+        raise VolumeError(
+            f"has {what} slope {slope:g} / intercept {intercept:g}; expected finite numbers, slope non-zero",
+            path,
+        )
 
 
 def apply_rescale(raw: np.ndarray, rescale: tuple[float, float] | None) -> np.ndarray:

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from hsenet_search.data.report_text import sentences
 from hsenet_search.errors import QueryError
 
-from .compose import RetrievedCase, sentences
+from .compose import RetrievedCase
 
 SYSTEM = ("You are a radiologist. Write the chest CT report of a new scan with exactly two sections, "
           "'Findings:' and 'Impression:'.")
