@@ -49,9 +49,10 @@ def _render(result, json_out: bool) -> None:
 
 
 def _engine(index: Path, model: str | None, parts: str = "all"):
+    """Text queries with the index's own model load only its text side (a fast cold start)."""
     from hsenet_search.engine import SearchEngine
 
-    return SearchEngine.open(index, model=model, parts=parts)
+    return SearchEngine.open(index, model=model, parts=parts if model is None else "all")
 
 
 @app.command("text")

@@ -90,6 +90,7 @@ def thumbnails_loaded(driver) -> bool:
     )
 
 
+@pytest.mark.slow
 def test_viewer_walkthrough(server, browser, loaded):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
