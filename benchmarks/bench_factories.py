@@ -77,6 +77,24 @@ def time_queries(index, q: np.ndarray, k: int) -> dict:
             "batched_qps": len(q) / batch}
 
 
+def write(args: argparse.Namespace, base: np.ndarray, load_start: tuple, rows: list[dict]) -> None:
+    result = {"benchmark": "FAISS presets on real default-model embeddings replicated with noise",
+              "machine": {"cpu_cores": os.cpu_count(), "platform": platform.platform(),
+                          "faiss": faiss.__version__, "faiss_threads": faiss.omp_get_max_threads(),
+                          "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
+              "config": {"base_scans": args.n, "base_vectors": len(base), "noise": args.noise,
+                         "nlist": args.nlist,
+                         "faiss_threads": faiss.omp_get_max_threads(),
+                         "queries": args.queries, "query_mix": "half held-out noisy volume replicas, half "
+                         "report embeddings (text -> volume)"},
+              "notes": "recall_at_10 is measured at the tuned default (tuned.value), chosen on the index's "
+                       "own vectors; latency p50/p99 over 200 single queries, QPS over one batch. The "
+                       "machine was shared (see loadavg).",
+              "results": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="100000,1000000")
@@ -123,22 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                    **time_queries(index, q, 10)}
             rows.append(row)
             print(json.dumps(row), flush=True)
+            write(args, base, load_start, rows)  # after every row: a long run keeps what it measured
             del index
-    result = {"benchmark": "FAISS presets on real default-model embeddings replicated with noise",
-              "machine": {"cpu_cores": os.cpu_count(), "platform": platform.platform(),
-                          "faiss": faiss.__version__, "faiss_threads": faiss.omp_get_max_threads(),
-                          "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
-              "config": {"base_scans": args.n, "base_vectors": len(base), "noise": args.noise,
-                         "nlist": args.nlist,
-                         "faiss_threads": faiss.omp_get_max_threads(),
-                         "queries": args.queries, "query_mix": "half held-out noisy volume replicas, half "
-                         "report embeddings (text -> volume)"},
-              "notes": "recall_at_10 is measured at the tuned default (tuned.value), chosen on the index's "
-                       "own vectors; latency p50/p99 over 200 single queries, QPS over one batch. The "
-                       "machine was shared (see loadavg).",
-              "results": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -207,7 +208,11 @@ def build_tuned(vectors: np.ndarray, ids: np.ndarray, factory: str) -> VectorInd
     """The index of the build step: ``factory`` resolved (``auto``), built, search defaults tuned."""
     x = as_unit_rows(vectors, None, "vectors", IndexFormatError)
     index = VectorIndex.build(x, ids, resolve_factory(factory, len(x), x.shape[1]))
-    tune_search(index, x, ids)
+    tuned = tune_search(index, x, ids)
+    if tuned.recall_at_10 < TARGET_RECALL:
+        warnings.warn(f"{index.factory} reaches recall@10 {tuned.recall_at_10:.2f} < {TARGET_RECALL} even with "
+                      f"{tuned.param}={tuned.value} on its own vectors: its codes are too coarse; use more PQ "
+                      "bytes, add ',RFlat' re-ranking, or an IVF-Flat/HNSW preset", stacklevel=2)
     return index
 
 

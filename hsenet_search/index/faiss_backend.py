@@ -452,6 +452,9 @@ def _train(index: faiss.Index, sample: np.ndarray, factory: str, seed: int) -> N
         pass
     if ivf is not None:
         ivf.cp.seed = seed
+        ivf = faiss.downcast_index(ivf)
+        if isinstance(ivf, faiss.IndexIVFPQ):  # polysemous codes serve Hamming-filtered search, unused here,
+            ivf.do_polysemous_training = False  # and their training takes minutes
     index.train(sample)
 
 

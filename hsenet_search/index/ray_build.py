@@ -103,15 +103,16 @@ def embed_stream(model, cases: Sequence[Case], *, options: RayOptions, batch_siz
     ctx.enable_progress_bars = False              # the builder's rich bar is the progress display
     gpus = float(resources.get("GPU", 0))
     if gpus > 0:
-        actors = max(1, int(gpus // options.gpus_per_actor))
-        encoder = {"num_gpus": options.gpus_per_actor, "fn_constructor_kwargs": {"model": model.cpu(),
-                                                                                 "device": "cuda"}}
+        actors, resources = max(1, int(gpus // options.gpus_per_actor)), {"num_gpus": options.gpus_per_actor}
     else:
-        actors = 1
-        encoder = {"num_cpus": 1, "fn_constructor_kwargs": {"model": model.cpu(), "device": "cpu"}}
+        actors, resources = 1, {"num_cpus": 1}
+    encoder = {**resources, "fn_constructor_kwargs": {"model": model.cpu(), "device": "cuda" if gpus else "cpu"},
+               # an explicit strategy unlike the tasks' SPREAD: Ray Data would otherwise fuse the preprocess
+               # tasks into the encoder actors and decode serially inside them
+               "scheduling_strategy": "DEFAULT"}
     rows = [{"pos": i, "case": pickle.dumps(c)} for i, c in enumerate(cases)]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), MAX_BLOCKS)))
-    # SPREAD puts decode tasks on every node (and keeps them apart from the actors: no operator fusion)
+    # SPREAD puts the decode tasks on every node
     ds = ds.map_batches(_preprocess, batch_size=1, num_cpus=options.cpus_per_task, scheduling_strategy="SPREAD",
                         fn_kwargs={"profile": model.profile, "cache_dir": cache_dir})
     ds = ds.map_batches(_Encoder, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
