@@ -278,8 +278,8 @@ def draft_grounded(cases: Sequence[RetrievedCase], min_fraction: float = 0.5) ->
 
     Findings follow the CT-RATE reading order of :data:`SYSTEMS`. For each label the neighbours agree on,
     the first neighbour sentence (rank order) that reports it and nothing outside the agreed labels; for a
-    system without agreed findings, the negative sentence most neighbours use for it (a sentence about the
-    system in which the labeler finds nothing), else the CT-RATE stock negative. Labels too few neighbours
+    system without agreed findings that the neighbours cover, the negative sentence most of them use for it (a
+    sentence about the system in which the labeler finds nothing). Labels too few neighbours
     carry are left out (listed in ``checks.label_agreement.left_out``). The impression takes, per agreed
     label, a neighbour impression sentence reporting it (else the stock phrase), or the neighbours' most
     common normal impression; it therefore reports the same labels as the findings (checked).
@@ -322,10 +322,9 @@ def draft_grounded(cases: Sequence[RetrievedCase], min_fraction: float = 0.5) ->
             else:
                 add(LABEL_TEXT[label][0], "findings", {label}, voters[label], findings)
                 covered.add(label)
-        if not present and negative:
-            normal = tuple(c.case_id for c in cases if not set(c.labels) & set(labels))
-            found = best("findings", None, cue)
-            add(found.text if found else negative, "findings", (), normal, findings)
+        found = best("findings", None, cue) if not present and cue else None
+        if found is not None:  # a system the neighbours cover: their explicit negative
+            add(found.text, "findings", (), (), findings)
     for label in agreed:  # labels outside the known systems
         if label not in covered:
             add(f"{label} is observed.", "findings", {label}, voters[label], findings)
