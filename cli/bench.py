@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import typer
@@ -86,8 +88,9 @@ def generation(
     index: Path = typer.Option(..., "--index", help="Index of reference cases (the drafts' grounding)."),
     data: Path = typer.Option(..., "--data", help="Dataset whose scans are drafted and scored."),
     split: str = SPLIT,
-    mode: list[str] = typer.Option(["nearest", "vote", "llm"], "--mode", help="llm | nearest | vote (repeatable)."),
-    llm: str = typer.Option("default", "--llm", help="default (SmolLM2-135M-Instruct) | HF id | path."),
+    mode: list[str] = typer.Option(["nearest", "vote", "grounded", "llm"], "--mode",
+                                   help="llm | grounded | nearest | vote (repeatable)."),
+    llm: str = typer.Option("default", "--llm", help="default (SmolLM2-135M-Instruct) | HF id | path | openai:URL#MODEL."),
     k: int = typer.Option(5, "-k", "--k"),
     limit: int | None = typer.Option(None, "--limit", help="Draft only the first N scans (LLM mode is slow on CPU)."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
@@ -100,8 +103,14 @@ def generation(
 
     engine = SearchEngine.open(index)
     runs = []
+    started_load = os.getloadavg()[0]
     for m in mode:
+        t0 = time.perf_counter()
         model = load_llm(llm, max_new_tokens=max_new_tokens) if m == "llm" else None
-        runs.append(run_generation(engine, str(data), split=split, mode=m, llm=model, k=k, limit=limit).metrics())
-    payload = {"index": str(index), "data": str(data), "split": split, "k": k, "runs": runs}
+        load_s = time.perf_counter() - t0
+        metrics = run_generation(engine, str(data), split=split, mode=m, llm=model, k=k, limit=limit).metrics()
+        runs.append({**metrics, "llm_load_s": load_s})
+    payload = {"index": str(index), "data": str(data), "split": split, "k": k, "runs": runs,
+               "machine": {"cpu_cores_usable": len(os.sched_getaffinity(0)), "load_average_1m_at_start": started_load,
+                           "load_average_1m_at_end": os.getloadavg()[0], "shared": True}}
     _write(out, payload, generation_markdown(payload))

@@ -16,7 +16,13 @@ import torch
 from hsenet_search.data.labels import LABELS, label_report
 from hsenet_search.errors import ModelError, QueryError
 from hsenet_search.generate.checks import check_draft, positive_labels
-from hsenet_search.generate.compose import NORMAL_IMPRESSION, SYSTEMS, draft_grounded, sentences, split_report_text
+from hsenet_search.generate.compose import (
+    NORMAL_IMPRESSION,
+    SYSTEMS,
+    draft_grounded,
+    sentences,
+    split_report_text,
+)
 from hsenet_search.generate.draft import (
     Draft,
     RetrievedCase,

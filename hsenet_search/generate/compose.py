@@ -310,7 +310,7 @@ def draft_grounded(cases: Sequence[RetrievedCase], min_fraction: float = 0.5) ->
             fits.sort(key=lambda c: -len(holders[sentence_key(c.text)]))
         return fits[0] if fits else None
 
-    for labels, negative, cue in SYSTEMS:
+    for labels, _, cue in SYSTEMS:
         present = [label for label in agreed if label in labels]
         for label in present:
             if label in covered:

