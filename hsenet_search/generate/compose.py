@@ -165,15 +165,6 @@ def draft_nearest(cases: Sequence[RetrievedCase]) -> Draft:
     return result
 
 
-def _sentence_labels():
-    """``sentence -> set of positive labels`` through the report labeler, or None when it is unavailable."""
-    try:
-        from hsenet_search.data.labels import label_report
-    except ImportError:
-        return None
-    return lambda text: {label for label, value in label_report(text).items() if value}
-
-
 def _pick_sentences(cases: Sequence[RetrievedCase], agreed: list[str], labels_of) -> dict[str, str]:
     """For each agreed label, the first neighbour sentence (in rank order) that reports it and reports no
     label outside ``agreed``; a sentence reporting several agreed labels covers all of them."""
@@ -192,11 +183,7 @@ def draft_vote(cases: Sequence[RetrievedCase], min_fraction: float = 0.5) -> Dra
     finds one, else a template), CT-RATE negative statements for systems without findings, and an impression
     listing the agreed findings (or a normal impression)."""
     agreed = agreed_labels(cases, min_fraction)
-    warnings = []
-    labels_of = _sentence_labels() if agreed else None
-    picked = _pick_sentences(cases, agreed, labels_of) if labels_of is not None else {}
-    if agreed and labels_of is None:
-        warnings.append("report labeler unavailable; used template finding sentences")
+    picked = _pick_sentences(cases, agreed, lambda text: set(positive_labels(text)))
     findings: list[str] = []
     placed: set[str] = set()
 
@@ -217,8 +204,7 @@ def draft_vote(cases: Sequence[RetrievedCase], min_fraction: float = 0.5) -> Dra
             add(label)
     phrases = [LABEL_TEXT[label][1] if label in LABEL_TEXT else label for label in agreed]
     impression = ". ".join(phrases) + "." if phrases else NORMAL_IMPRESSION
-    return Draft(" ".join(findings), impression, [c.case_id for c in cases], agreed, "none (label vote)", "vote",
-                 warnings)
+    return Draft(" ".join(findings), impression, [c.case_id for c in cases], agreed, "none (label vote)", "vote")
 
 
 # ------------------------------------------------------------------------------------- grounded composer
