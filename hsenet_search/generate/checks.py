@@ -62,8 +62,10 @@ def check_draft(findings_sentences: Sequence[str], impression_sentences: Sequenc
     return {
         "label_agreement": {"passed": not unsupported, "agreed": list(agreed), "unsupported": unsupported,
                             "left_out": left_out, "neighbours": len(cases)},
-        "consistency": {"passed": found == concluded, "findings_labels": found, "impression_labels": concluded},
-        "repetition": {"passed": not repeated and not truncated, "repeated": repeated, "truncated": truncated},
+        "consistency": {"passed": found == concluded, "findings_labels": found,
+                        "impression_labels": concluded},
+        "repetition": {"passed": not repeated and not truncated, "repeated": repeated,
+                       "truncated": truncated},
     }
 
 

@@ -49,20 +49,22 @@ _LUNG_LABELS = ("Emphysema", "Atelectasis", "Lung nodule", "Lung opacity", "Pulm
                 "Mosaic attenuation pattern", "Peribronchial thickening", "Consolidation", "Bronchiectasis",
                 "Interlobular septal thickening")
 
-# Body systems in CT-RATE reading order: (labels reported there, CT-RATE negative statement or None, words that
-# tell a neighbour's sentence is about that system).
+# Body systems in CT-RATE reading order: (labels reported there, CT-RATE negative statement or None,
+# words that tell a neighbour's sentence is about that system).
 SYSTEMS: tuple[tuple[tuple[str, ...], str | None, str | None], ...] = (
     (("Medical material",), None, None),
     ((), "Trachea and both main bronchi are open.", r"\btrache|\bmain bronch"),
     (("Cardiomegaly", "Arterial wall calcification", "Coronary artery wall calcification"),
-     "Mediastinal main vascular structures, heart contour, size are normal.", r"\bheart\b|\bcardiac|vascular struct"),
+     "Mediastinal main vascular structures, heart contour, size are normal.",
+     r"\bheart\b|\bcardiac|vascular struct"),
     (("Pericardial effusion",), "Pericardial effusion-thickening was not observed.", r"pericard"),
     (("Hiatal hernia",), "Thoracic esophagus calibration was normal and no significant tumoral wall thickening "
                          "was detected.", r"esophag|hiatal"),
     (("Lymphadenopathy",), "No enlarged lymph nodes in prevascular, pre-paratracheal, subcarinal or bilateral "
                            "hilar-axillary pathological dimensions were detected.", r"lymph"),
     (_LUNG_LABELS, "When examined in the lung parenchyma window; aeration of both lungs is normal and no nodular "
-                   "or infiltrative lesion is detected in the lung parenchyma.", r"\blungs?\b|parenchym|aeration"),
+                   "or infiltrative lesion is detected in the lung parenchyma.",
+     r"\blungs?\b|parenchym|aeration"),
     (("Pleural effusion",), "Pleural effusion-thickening was not detected.", r"pleura"),
 )
 
