@@ -92,7 +92,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "draft_latency_cpu.json")
     args = parser.parse_args()
     if args.cold_child:  # one cold draft: what a fresh `generate` process pays beyond retrieval
-        draft(read_case_groups(1, args.k)[0], mode="llm", llm=load_llm(args.llm, max_new_tokens=args.max_new_tokens))
+        llm = load_llm(args.llm, max_new_tokens=args.max_new_tokens)
+        draft(read_case_groups(1, args.k)[0], mode="llm", llm=llm)
         return
 
     console = Console()
@@ -115,7 +116,8 @@ def main() -> None:
                 start = time.perf_counter()
                 result = draft(cases, mode=mode, llm=guarded[guard] if guard else None)
                 seconds[run].append(time.perf_counter() - start)
-                drafts[run].append({"retrieved": result.retrieved, "findings_words": len(result.findings.split()),
+                drafts[run].append({"retrieved": result.retrieved,
+                                    "findings_words": len(result.findings.split()),
                                     "impression_words": len(result.impression.split()), "llm": result.llm,
                                     "checks_passed": {k: v["passed"] for k, v in result.checks.items()},
                                     "warnings": result.warnings})
@@ -132,7 +134,8 @@ def main() -> None:
         "benchmark": "latency per drafted report (CPU), k real CT-RATE reports per draft",
         "machine": {**info, "load_average_1m_at_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
         "config": {"n_drafts": args.n, "k": args.k, "llm": llm.name, "max_new_tokens": args.max_new_tokens,
-                   "context_tokens": llm.context_tokens, "decoding": "greedy; llm/<guard> rows: no-repeat 8-grams by that guard",
+                   "context_tokens": llm.context_tokens,
+                   "decoding": "greedy; llm/<guard> rows: no-repeat 8-grams by that guard",
                    "reports": "shared/data/ct-rate-manual-labels/train.csv (read at run time)"},
         "llm_load_s": load_s,
         "cold_process_s": {**summary(cold), "seconds": cold} if cold else None,

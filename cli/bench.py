@@ -90,7 +90,8 @@ def generation(
     split: str = SPLIT,
     mode: list[str] = typer.Option(["nearest", "vote", "grounded", "llm"], "--mode",
                                    help="llm | grounded | nearest | vote (repeatable)."),
-    llm: str = typer.Option("default", "--llm", help="default (SmolLM2-135M-Instruct) | HF id | path | openai:URL#MODEL."),
+    llm: str = typer.Option("default", "--llm",
+                            help="default (SmolLM2-135M-Instruct) | HF id | path | openai:URL#MODEL."),
     k: int = typer.Option(5, "-k", "--k"),
     limit: int | None = typer.Option(None, "--limit", help="Draft only the first N scans (LLM mode is slow on CPU)."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
@@ -108,9 +109,11 @@ def generation(
         t0 = time.perf_counter()
         model = load_llm(llm, max_new_tokens=max_new_tokens) if m == "llm" else None
         load_s = time.perf_counter() - t0
-        metrics = run_generation(engine, str(data), split=split, mode=m, llm=model, k=k, limit=limit).metrics()
+        run = run_generation(engine, str(data), split=split, mode=m, llm=model, k=k, limit=limit)
+        metrics = run.metrics()
         runs.append({**metrics, "llm_load_s": load_s})
     payload = {"index": str(index), "data": str(data), "split": split, "k": k, "runs": runs,
-               "machine": {"cpu_cores_usable": len(os.sched_getaffinity(0)), "load_average_1m_at_start": started_load,
+               "machine": {"cpu_cores_usable": len(os.sched_getaffinity(0)),
+                           "load_average_1m_at_start": started_load,
                            "load_average_1m_at_end": os.getloadavg()[0], "shared": True}}
     _write(out, payload, generation_markdown(payload))
