@@ -17,8 +17,8 @@ def generate(
     k: int = typer.Option(5, "-k", "--k", help="Number of similar cases to ground the draft in."),
     mode: str = typer.Option("llm", "--mode", help="llm (LLM-merged grounded draft) | grounded (composer, "
                              "no LLM) | nearest (nearest report) | vote (label-vote composer)."),
-    llm: str = typer.Option("default", "--llm", help="default (SmolLM2-135M-Instruct, offline) | HF id | path "
-                            "| openai:http://HOST:PORT/v1#MODEL (token from $HSENET_LLM_API_KEY)."),
+    llm: str = typer.Option("default", "--llm", help="default (SmolLM2-135M-Instruct, offline) | HF id "
+                            "| path | openai:http://HOST:PORT/v1#MODEL (token from $HSENET_LLM_API_KEY)."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=32),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:

@@ -37,7 +37,8 @@ class GenerationRun:
             "mode": self.mode, "llm": self.llm, "n": len(self.references),
             "text": generation_scores(self.references, self.hypotheses),
             "clinical_efficacy": clinical_efficacy_from_text(self.references, self.hypotheses),
-            "checks_passed": {name: float(np.mean([c[name]["passed"] for c in self.checks])) for name in CHECKS},
+            "checks_passed": {name: float(np.mean([c[name]["passed"] for c in self.checks]))
+                              for name in CHECKS},
             "fell_back": sum("grounded composer" in llm for llm in self.llms),
             "latency_s": {"mean": float(np.mean(self.seconds_per_draft)),
                           "p50": float(np.percentile(self.seconds_per_draft, 50)),

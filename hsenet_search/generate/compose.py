@@ -206,7 +206,8 @@ def draft_vote(cases: Sequence[RetrievedCase], min_fraction: float = 0.5) -> Dra
             add(label)
     phrases = [LABEL_TEXT[label][1] if label in LABEL_TEXT else label for label in agreed]
     impression = ". ".join(phrases) + "." if phrases else NORMAL_IMPRESSION
-    return Draft(" ".join(findings), impression, [c.case_id for c in cases], agreed, "none (label vote)", "vote")
+    return Draft(" ".join(findings), impression, [c.case_id for c in cases], agreed, "none (label vote)",
+                 "vote")
 
 
 # ------------------------------------------------------------------------------------- grounded composer
