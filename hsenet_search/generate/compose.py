@@ -239,7 +239,8 @@ def _candidates(cases: Sequence[RetrievedCase]) -> tuple[list[_Candidate], dict[
     return pool, holders
 
 
-def attribute(text: str, section: str, cases: Sequence[RetrievedCase], *, unknown: str = "llm") -> list[Sentence]:
+def attribute(text: str, section: str, cases: Sequence[RetrievedCase], *,
+              unknown: str = "llm") -> list[Sentence]:
     """Split ``text`` into sentences and trace each to the neighbours whose reports hold it (same words);
     a sentence held by none gets ``origin=unknown``."""
     _, holders = _candidates(cases)

@@ -38,8 +38,8 @@ __all__ = ["Draft", "RetrievedCase", "agreed_labels", "draft", "draft_grounded",
 MODES = ("llm", "grounded", "nearest", "vote")
 _HEADER = re.compile(r"(?:\*\*|#+ *)?\b(findings?|impressions?|conclusions?)\b(?:\*\*)? *:(?:\*\*)?", re.IGNORECASE)
 # Where a small model starts something other than the report: another example case, a new turn, a note.
-_CUT = re.compile(r"\bCase \d+\b|<\|im_|\n\s*(?:Note|Explanation|Reports? of|Sentences:|Example:|Abnormalities:)",
-                  re.IGNORECASE)
+_CUT = re.compile(r"\bCase \d+\b|<\|im_|\n\s*(?:Note|Explanation|Reports? of|Sentences:|Example:"
+                  r"|Abnormalities:)", re.IGNORECASE)
 _CHATTER = re.compile(r"^(?:sure|certainly|here is|here's|here are|i hope|i have|as an ai|note:|let me)\b",
                       re.IGNORECASE)
 _NEAR_REPEAT = 0.6
@@ -134,8 +134,8 @@ def draft_llm(cases: Sequence[RetrievedCase], llm: LLM, *, max_new_tokens: int |
     result = finish(Draft(" ".join(s.text for s in sentences_ if s.section == "findings"), impression,
                           base.retrieved, base.labels, llm.name, "llm", prompt.warnings + base.warnings,
                           sentences_), cases)
-    problems = failed(result.checks) + [f"no usable {name}" for name, text in
-                                        (("findings", findings), ("impression", impression)) if not usable(text)]
+    sections = (("findings", findings), ("impression", impression))
+    problems = failed(result.checks) + [f"no usable {name}" for name, text in sections if not usable(text)]
     if problems:
         base.llm = f"{llm.name} (draft failed checks; grounded composer used)"
         base.warnings.append(f"the LLM draft failed: {', '.join(problems)}; used the grounded composer's draft")
