@@ -7,6 +7,11 @@ DEMO    ?= runs/demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
+# llama-cpp-python (the real OpenAI-compatible server the endpoint tests start) builds from source: CPU only,
+# no native tuning, no examples/tools/tests; pip keeps the built wheel in its cache for later installs.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF \
+	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+
 .PHONY: install demo test lint default-model mutation serve
 
 install: $(STAMP)
@@ -21,6 +26,7 @@ $(STAMP): pyproject.toml
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && \
 	    $$SUDO apt-get install -y -qq chromium chromium-driver; }
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(PY) -m pip install -q 'llama-cpp-python[server]==0.3.36'
 	touch $(STAMP)
 
 test: $(STAMP)

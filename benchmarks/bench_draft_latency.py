@@ -1,10 +1,12 @@
-"""Latency per drafted report, per drafting mode (nearest report, label vote, LLM), on CPU.
+"""Latency per drafted report, per drafting mode (nearest, vote, grounded composer, LLM merge), on CPU.
 
 Each draft is grounded in ``--k`` real CT-RATE reports read at run time from
 ``../shared/data/ct-rate-manual-labels/train.csv`` (draft ``j`` uses rows ``j*k .. j*k+k-1``, ranked in
 file order), so the prompt sizes are those of real reports. The LLM (default: SmolLM2-135M-Instruct GGUF)
 is loaded once before timing; its load time is reported apart. Modes run interleaved per draft so CPU
-contention from other processes hits them alike.
+contention from other processes hits them alike. The LLM mode also runs with each repetition guard
+(``LLMConfig.guard``: ours on the generated text, transformers' ``no_repeat_ngram_size``, none), and
+``--cold`` fresh processes time a cold start (imports, cached weights, one LLM draft).
 
     python benchmarks/bench_draft_latency.py                     # 5 drafts, k=5, max_new_tokens=256
     python benchmarks/bench_draft_latency.py --n 10 --llm /path/to/causal-lm
@@ -22,6 +24,8 @@ import os
 import platform
 import re
 import statistics
+import subprocess
+import sys
 import time
 from itertools import islice
 from pathlib import Path
@@ -38,7 +42,7 @@ from hsenet_search.data.labels import LABELS  # noqa: E402
 from hsenet_search.data.report_text import split_report_text  # noqa: E402
 from hsenet_search.generate.compose import RetrievedCase  # noqa: E402
 from hsenet_search.generate.draft import MODES, draft  # noqa: E402
-from hsenet_search.generate.llm import load_llm  # noqa: E402
+from hsenet_search.generate.llm import GUARDS, load_llm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MANUAL = ROOT.parent / "shared" / "data" / "ct-rate-manual-labels" / "train.csv"
@@ -84,8 +88,14 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=5, help="retrieved reports per draft")
     parser.add_argument("--llm", default="default", help="default | local path | cached hub id")
     parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--cold", type=int, default=2, help="cold-start processes to time")
+    parser.add_argument("--cold-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS / "draft_latency_cpu.json")
     args = parser.parse_args()
+    if args.cold_child:  # one cold draft: what a fresh `generate` process pays beyond retrieval
+        llm = load_llm(args.llm, max_new_tokens=args.max_new_tokens)
+        draft(read_case_groups(1, args.k)[0], mode="llm", llm=llm)
+        return
 
     console = Console()
     info = machine()
@@ -94,29 +104,42 @@ def main() -> None:
     llm = load_llm(args.llm, max_new_tokens=args.max_new_tokens, device="cpu")
     load_s = time.perf_counter() - t0
 
-    seconds: dict[str, list[float]] = {mode: [] for mode in MODES}
-    drafts: dict[str, list[dict]] = {mode: [] for mode in MODES}
+    guarded = {guard: load_llm(args.llm, max_new_tokens=args.max_new_tokens, device="cpu", guard=guard)
+               for guard in GUARDS}
+    runs = [*(m for m in MODES if m != "llm"), *(f"llm/{g}" for g in GUARDS)]
+    seconds: dict[str, list[float]] = {run: [] for run in runs}
+    drafts: dict[str, list[dict]] = {run: [] for run in runs}
     with Progress(console=console) as bar:
-        task = bar.add_task("drafting", total=args.n * len(MODES))
+        task = bar.add_task("drafting", total=args.n * len(runs))
         for cases in groups:
-            for mode in MODES:
+            for run in runs:
+                mode, _, guard = run.partition("/")
                 start = time.perf_counter()
-                result = draft(cases, mode=mode, llm=llm if mode == "llm" else None)
-                seconds[mode].append(time.perf_counter() - start)
-                drafts[mode].append({"retrieved": result.retrieved, "findings_words": len(result.findings.split()),
-                                     "impression_words": len(result.impression.split()),
-                                     "warnings": result.warnings})
+                result = draft(cases, mode=mode, llm=guarded[guard] if guard else None)
+                seconds[run].append(time.perf_counter() - start)
+                drafts[run].append({"retrieved": result.retrieved,
+                                    "findings_words": len(result.findings.split()),
+                                    "impression_words": len(result.impression.split()), "llm": result.llm,
+                                    "checks_passed": {k: v["passed"] for k, v in result.checks.items()},
+                                    "warnings": result.warnings})
                 bar.update(task, advance=1)
+    cold = []
+    for _ in range(args.cold):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, __file__, "--cold-child", "--k", str(args.k), "--llm", args.llm,
+                        "--max-new-tokens", str(args.max_new_tokens)], check=True, capture_output=True)
+        cold.append(time.perf_counter() - start)
 
-    results = {mode: {**summary(seconds[mode]), "seconds": seconds[mode], "drafts": drafts[mode]}
-               for mode in MODES}
+    results = {run: {**summary(seconds[run]), "seconds": seconds[run], "drafts": drafts[run]} for run in runs}
     report = {
         "benchmark": "latency per drafted report (CPU), k real CT-RATE reports per draft",
         "machine": {**info, "load_average_1m_at_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
         "config": {"n_drafts": args.n, "k": args.k, "llm": llm.name, "max_new_tokens": args.max_new_tokens,
-                   "context_tokens": llm.context_tokens, "decoding": "greedy, no-repeat 8-grams of generated text",
+                   "context_tokens": llm.context_tokens,
+                   "decoding": "greedy; llm/<guard> rows: no-repeat 8-grams by that guard",
                    "reports": "shared/data/ct-rate-manual-labels/train.csv (read at run time)"},
         "llm_load_s": load_s,
+        "cold_process_s": {**summary(cold), "seconds": cold} if cold else None,
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -125,9 +148,9 @@ def main() -> None:
     table = Table(title=f"seconds per drafted report (k={args.k}, {args.n} drafts, CPU)")
     for column in ("mode", "mean", "median", "min", "max"):
         table.add_column(column)
-    for mode in MODES:
-        r = results[mode]
-        table.add_row(mode, *(f"{r[key]:.3f}" for key in ("mean_s", "median_s", "min_s", "max_s")))
+    for run in runs:
+        r = results[run]
+        table.add_row(run, *(f"{r[key]:.3f}" for key in ("mean_s", "median_s", "min_s", "max_s")))
     console.print(table)
     console.print(f"LLM {llm.name} loaded in {load_s:.1f} s; results -> {args.out}")
 

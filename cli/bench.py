@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -128,9 +129,11 @@ def generation(
     index: Path = typer.Option(..., "--index", help="Index of reference cases (the drafts' grounding)."),
     data: Path = typer.Option(..., "--data", help="Dataset whose scans are drafted and scored."),
     split: Split = SPLIT,
-    mode: list[DraftMode] = typer.Option([DraftMode.nearest, DraftMode.vote, DraftMode.llm], "--mode",
-                                         help="Drafting mode (repeatable)."),
-    llm: str = typer.Option("default", "--llm", help="default (SmolLM2-135M-Instruct) | HF id | path."),
+    mode: list[DraftMode] = typer.Option(
+        [DraftMode.nearest, DraftMode.vote, DraftMode.grounded, DraftMode.llm], "--mode",
+        help="Drafting mode (repeatable)."),
+    llm: str = typer.Option("default", "--llm",
+                            help="default (SmolLM2-135M-Instruct) | HF id | path | openai:URL#MODEL."),
     k: int = typer.Option(5, "-k", "--k", min=1),
     limit: int | None = typer.Option(None, "--limit", min=1,
                                      help="Draft only the first N scans (LLM mode is slow on CPU)."),
@@ -149,8 +152,10 @@ def generation(
     engine = SearchEngine.open(index)
     runs = []
     for m in mode:
+        t0 = time.perf_counter()
         model = load_llm(llm, max_new_tokens=max_new_tokens) if m is DraftMode.llm else None
-        runs.append(run_generation(engine, str(data), split=split.value, mode=m.value, llm=model, k=k,
-                                   limit=limit).metrics())
+        load_s = time.perf_counter() - t0
+        run = run_generation(engine, str(data), split=split.value, mode=m.value, llm=model, k=k, limit=limit)
+        runs.append({**run.metrics(), "llm_load_s": load_s})
     payload = {"index": str(index), "data": str(data), "split": split.value, "k": k, "runs": runs}
     _write(out, payload, generation_markdown(payload), started)

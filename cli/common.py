@@ -45,6 +45,7 @@ class DraftMode(str, Enum):
     """Report drafting mode (``hsenet_search.generate.draft.MODES``)."""
 
     llm = "llm"
+    grounded = "grounded"
     nearest = "nearest"
     vote = "vote"
 

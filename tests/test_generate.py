@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import random
+import re
 from itertools import islice
 from pathlib import Path
 
 import pytest
+import safetensors.torch
+import torch
 
 from hsenet_search.data.labels import LABELS, label_report
-from hsenet_search.data.report_text import split_report_text
+from hsenet_search.data.report_text import sentences, split_report_text
 from hsenet_search.errors import ModelError, QueryError
-from hsenet_search.generate.compose import NORMAL_IMPRESSION, SYSTEMS
+from hsenet_search.generate.checks import check_draft, positive_labels
+from hsenet_search.generate.compose import NORMAL_IMPRESSION, SYSTEMS, draft_grounded
 from hsenet_search.generate.draft import (
     Draft,
     RetrievedCase,
@@ -23,7 +29,15 @@ from hsenet_search.generate.draft import (
     draft_vote,
     parse_sections,
 )
-from hsenet_search.generate.llm import DEFAULT_NAME, LLMConfig, _resolve, load_llm
+from hsenet_search.generate.llm import (
+    DEFAULT_NAME,
+    LLMConfig,
+    NoRepeatNewNGrams,
+    _resolve,
+    dequantised_dir,
+    llm_cache_root,
+    load_llm,
+)
 from hsenet_search.generate.prompt import build_prompt
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -124,40 +138,54 @@ def test_draft_llm_with_real_model(llm, emphysema_cases):
     result = draft(emphysema_cases, mode="llm", llm=llm, max_new_tokens=48)
     assert result.findings.strip() and result.impression.strip()
     assert result.retrieved == [c.case_id for c in emphysema_cases]
-    assert result.labels == ["Emphysema"] and result.mode == "llm" and result.llm == llm.name
-    assert set(result.to_json()) == {"findings", "impression", "retrieved", "labels", "llm", "mode", "warnings"}
+    assert result.labels == ["Emphysema"] and result.mode == "llm" and result.llm.startswith(llm.name)
+    assert set(result.to_json()) == {"findings", "impression", "retrieved", "labels", "llm", "mode", "warnings",
+                                     "sentences", "checks"}
     assert "Findings:" not in result.findings and "Impression:" not in result.impression
+    assert all(check["passed"] for check in result.checks.values())  # or the composer's draft replaced it
+    assert {s["origin"] for s in result.to_json()["sentences"]} <= {"retrieved", "template", "llm"}
+    for sentence in result.sentences:
+        assert sentence.origin == "llm" or set(sentence.sources) <= set(result.retrieved) and sentence.sources
 
 
-def test_prompt_overflow_guard_trims_lowest_ranked_first(llm):
-    cases = _manual_cases(6)
-    agreed = agreed_labels(cases)
-    full = build_prompt(cases, agreed, llm.count_tokens, 100_000)
-    assert full.shown == [c.case_id for c in cases[:3]] and not full.warnings
-    for case in cases[:3]:
-        assert case.case_id in full.user
-
-    budget = 250
-    tight = build_prompt(cases, agreed, llm.count_tokens, budget)
-    assert llm.count_tokens(tight.system) + llm.count_tokens(tight.user) <= budget
-    assert tight.shown == [cases[0].case_id]
-    assert cases[1].case_id not in tight.user and cases[2].case_id not in tight.user
-    dropped = [w for w in tight.warnings if "dropped" in w]
-    assert len(dropped) == 2 and cases[2].case_id in dropped[0] and cases[1].case_id in dropped[1]
-    assert any("truncated" in w for w in tight.warnings)
-    kept = tight.user.split("Findings: ", 1)[1].split("\nImpression:", 1)[0]
-    assert kept and cases[0].findings.startswith(kept) and kept.endswith(".")  # cut at a sentence boundary
-
+def test_merge_prompt_lists_sourced_sentences_and_guards_overflow(llm):
+    base = draft_grounded(_manual_cases(10)[5:])
+    abnormal = [s for s in base.sentences if s.section == "findings" and s.labels]
+    assert len(abnormal) >= 2
+    full = build_prompt(abnormal, base.labels, llm.count_tokens, 100_000)
+    for sentence in abnormal:
+        assert f"- {sentence.text} [{', '.join(sentence.sources)}]" in full.user
+    assert ", ".join(base.labels) in full.user and not full.warnings
+    budget = llm.count_tokens(full.system) + llm.count_tokens(full.user) - 1
+    tight = build_prompt(abnormal, base.labels, llm.count_tokens, budget)
+    assert tight.shown == abnormal[:-1] and abnormal[-1].text not in tight.user
+    assert len(tight.warnings) == 1 and "left out" in tight.warnings[0]
     with pytest.raises(QueryError):
-        build_prompt(cases, agreed, llm.count_tokens, 20)
+        build_prompt(abnormal, base.labels, llm.count_tokens, 20)
 
 
-def test_draft_llm_fits_a_small_context_and_records_the_trim(llm):
-    small = load_llm("default", context_tokens=400, max_new_tokens=40)
-    assert small.model is llm.model  # same weights, another context cap
-    result = draft_llm(_manual_cases(5), small)
-    assert result.findings.strip()
-    assert any("prompt over" in w for w in result.warnings)
+def test_draft_llm_on_real_reports_passes_the_checks_or_falls_back(llm):
+    cases = _manual_cases(10)[5:]
+    result = draft_llm(cases, load_llm("default", max_new_tokens=96))
+    assert result.mode == "llm" and result.findings.strip() and result.impression.strip()
+    assert all(check["passed"] for check in result.checks.values()) or any(
+        "grounded composer" in w for w in result.warnings)
+    composer = draft_grounded(cases)
+    normal = [s.text for s in composer.sentences if s.section == "findings" and not s.labels]
+    assert all(text in result.findings for text in normal)  # the composer's negatives are kept as they are
+
+
+def test_dequantised_weights_are_cached_by_gguf_hash(llm):
+    source, gguf_file, _ = _resolve("default")
+    entry = dequantised_dir(source, gguf_file)
+    digest = hashlib.sha256((Path(source) / gguf_file).read_bytes()).hexdigest()
+    assert entry.name.endswith(digest[:32]) and entry.parent == llm_cache_root()
+    assert (entry / "model.safetensors").is_file() and (entry / "tokenizer.json").is_file()
+    assert "quantization_config" not in (entry / "config.json").read_text()
+    assert not list(entry.parent.glob(".partial-*"))
+    reloaded = safetensors.torch.load_file(entry / "model.safetensors")
+    name, weight = next((n, w) for n, w in reloaded.items() if n.endswith("layers.0.mlp.down_proj.weight"))
+    assert torch.equal(weight, llm.model.state_dict()[name])
 
 
 class _Degenerate:
@@ -181,21 +209,42 @@ class _Degenerate:
         return self.reply
 
 
-@pytest.mark.parametrize("reply", ["", "   \n ", "lung lung lung lung lung lung lung lung lung lung " * 4])
-def test_empty_or_looping_generation_falls_back_to_vote(emphysema_cases, reply):
-    result = draft_llm(emphysema_cases, _Degenerate(reply))
-    vote = draft_vote(emphysema_cases)
-    assert result.findings == vote.findings and result.impression == vote.impression
-    assert result.findings.strip() and result.mode == "llm"
-    assert any("no usable findings" in w for w in result.warnings)
-
-
-def test_missing_impression_is_asked_for_again(emphysema_cases):
-    double = _Degenerate(f"{EMPHYSEMA} No pleural effusion is seen.")
+@pytest.mark.parametrize(("reply", "problem"), [
+    ("", "no usable findings"),
+    ("   \n ", "no usable findings"),
+    ("lung lung lung lung lung lung lung lung lung lung " * 4, "no usable findings"),
+    (f"{EMPHYSEMA} A right pleural effusion is observed.\nImpression: Emphysema. Pleural effusion.", "label_agreement"),
+    (f"{EMPHYSEMA}\nImpression: Normal chest CT.", "consistency"),
+    (f"{EMPHYSEMA} {EMPHYSEMA}\nImpression: Emphysema.", "repetition"),
+])
+def test_failing_llm_draft_falls_back_to_the_grounded_composer(emphysema_cases, reply, problem):
+    double = _Degenerate(reply)
     result = draft_llm(emphysema_cases, double)
-    assert double.calls == 2  # findings pass, then an impression pass with the findings pre-filled
-    assert result.findings == f"{EMPHYSEMA} No pleural effusion is seen."
-    assert result.impression.startswith("Centriacinar")
+    composer = draft_grounded(emphysema_cases)
+    assert double.calls == 1
+    assert result.findings == composer.findings and result.impression == composer.impression
+    assert result.mode == "llm" and "grounded composer" in result.llm
+    assert any(problem in w and "grounded composer" in w for w in result.warnings)
+
+
+def test_passing_llm_draft_is_kept_and_traced(emphysema_cases):
+    reply = f"{EMPHYSEMA} Emphysematous areas are also seen at the bases.\nImpression: Emphysema in both lungs."
+    result = draft_llm(emphysema_cases, _Degenerate(reply))
+    assert not any("failed" in w for w in result.warnings) and result.llm == _Degenerate.name
+    assert result.impression == "Emphysema in both lungs."
+    by_text = {s.text: s for s in result.sentences}
+    assert by_text[EMPHYSEMA].sources == ("train_1_a_1",) and by_text[EMPHYSEMA].origin == "retrieved"
+    assert by_text["Emphysematous areas are also seen at the bases."].origin == "llm"
+    assert by_text["Emphysema in both lungs."].sources == ("train_1_a_1",)
+    assert result.findings.endswith("No pleural effusion.")  # the composer's negatives stay
+    assert all(check["passed"] for check in result.checks.values())
+
+
+def test_no_agreed_abnormality_does_not_call_the_llm():
+    cases = [_case(f"valid_{i}_a_1", 0.9 - i / 10, NORMAL_FINDINGS, NORMAL_IMPRESSION) for i in range(3)]
+    double = _Degenerate("never used")
+    result = draft_llm(cases, double)
+    assert double.calls == 0 and "not called" in result.llm and result.findings == draft_grounded(cases).findings
 
 
 def test_parse_sections_and_clean():
@@ -252,7 +301,7 @@ def test_vote_mode_normal_neighbours_give_a_normal_report():
     result = draft_vote(cases)
     assert result.impression == NORMAL_IMPRESSION and result.labels == []
     assert not any(label_report(result.findings).values())
-    assert result.findings == " ".join(negative for _, negative in SYSTEMS if negative)
+    assert result.findings == " ".join(negative for _, negative, _ in SYSTEMS if negative)
 
 
 def test_vote_mode_template_when_no_neighbour_sentence_reports_the_label():
@@ -275,3 +324,76 @@ def test_draft_rejects_no_cases_and_unknown_mode(emphysema_cases):
     with pytest.raises(QueryError, match="unknown drafting mode"):
         draft(emphysema_cases, mode="poem")
     assert isinstance(draft(emphysema_cases, mode="vote"), Draft)
+
+
+# ------------------------------------------------------------------------------- grounded composer, checks
+
+
+def test_grounded_composer_traces_every_sentence(emphysema_cases):
+    result = draft(emphysema_cases, mode="grounded")
+    assert result.mode == "grounded" and result.labels == ["Emphysema"]
+    by_text = {s.text: s for s in result.sentences}
+    assert by_text[EMPHYSEMA].sources == ("train_1_a_1",) and by_text[EMPHYSEMA].labels == ("Emphysema",)
+    trachea = by_text["Trachea and both main bronchi are open."]
+    assert trachea.origin == "retrieved" and trachea.sources == ("train_1_a_1", "train_3_a_1")
+    assert EFFUSION not in result.findings and "Pleural effusion" not in positive_labels(result.findings)
+    assert result.checks["label_agreement"]["left_out"] == {"Pleural effusion": 1}
+    assert any("Pleural effusion (1/4)" in w for w in result.warnings)
+    assert result.impression == "Emphysema in both lungs."
+    assert all(check["passed"] for check in result.checks.values())
+    for sentence in result.sentences:
+        assert sentence.section in ("findings", "impression") and sentence.sources
+        assert set(sentence.sources) <= set(result.retrieved)
+        if sentence.origin == "retrieved":
+            holders = [c for c in emphysema_cases if sentence.text.rstrip(".") in f"{c.findings} {c.impression}"]
+            assert {c.case_id for c in holders} == set(sentence.sources)
+
+
+def test_grounded_composer_on_real_reports_passes_all_checks():
+    cases = _manual_cases(60)
+    for start in range(0, 60, 5):
+        result = draft_grounded(cases[start:start + 5])
+        assert all(check["passed"] for check in result.checks.values()), (start, result.checks)
+        assert positive_labels(result.findings) == positive_labels(result.impression)
+        negatives = [s for s in result.sentences if s.section == "findings" and not s.labels]
+        normal_systems = [cue for labels, _, cue in SYSTEMS if cue and not set(labels) & set(result.labels)]
+        assert 0 < len(negatives) <= len(normal_systems)  # at most one explicit negative per normal system
+        assert all(s.origin == "retrieved" for s in negatives)
+        for cue in normal_systems:  # a normal system that some neighbour's negative sentence covers has one
+            if any(re.search(cue, s, re.IGNORECASE) and not positive_labels(s)
+                   for c in cases[start:start + 5] for s in sentences(c.findings)):
+                assert any(re.search(cue, s.text, re.IGNORECASE) for s in negatives), (start, cue)
+
+
+def test_checks_detect_disagreement_inconsistency_repetition_and_truncation(emphysema_cases):
+    ok = check_draft([EMPHYSEMA], ["Emphysema."], emphysema_cases, ["Emphysema"])
+    assert all(check["passed"] for check in ok.values())
+    bad = check_draft([EMPHYSEMA, EFFUSION, EMPHYSEMA.lower(), "Nodules are seen in the right"], ["Emphysema."],
+                      emphysema_cases, ["Emphysema"])
+    assert bad["label_agreement"]["unsupported"] == ["Lung nodule", "Pleural effusion"]
+    assert not bad["consistency"]["passed"] and bad["consistency"]["impression_labels"] == ["Emphysema"]
+    assert bad["repetition"]["repeated"] == [EMPHYSEMA.lower()]
+    assert bad["repetition"]["truncated"] == ["Nodules are seen in the right"]
+
+
+def test_every_mode_reports_sentences_and_checks(emphysema_cases):
+    for mode in ("nearest", "vote", "grounded"):
+        result = draft(emphysema_cases, mode=mode).to_json()
+        assert set(result["checks"]) == {"label_agreement", "consistency", "repetition"}
+        assert " ".join(s["text"] for s in result["sentences"] if s["section"] == "findings") == result["findings"]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_no_repeat_guard_bans_exactly_the_repeating_continuations(n):
+    """Against a brute-force scan of the generated tokens at every step (the prompt never counts)."""
+    rng = random.Random(n)
+    prompt = [rng.randrange(5) for _ in range(4)]
+    guard, ids = NoRepeatNewNGrams(len(prompt), n), list(prompt)
+    for _ in range(14):
+        generated = ids[len(prompt):]
+        suffix = tuple(generated[len(generated) - n + 1:]) if n > 1 else ()
+        expected = {generated[i + n - 1] for i in range(len(generated) - n + 1)
+                    if tuple(generated[i:i + n - 1]) == suffix} if len(generated) >= n - 1 else set()
+        out = guard(torch.tensor([ids]), torch.zeros(1, 5))
+        assert {t for t in range(5) if out[0, t] == -float("inf")} == expected
+        ids.append(rng.randrange(5))

@@ -1,11 +1,11 @@
-"""Report drafting from retrieved cases: LLM drafting with its guards, and the mode dispatcher.
+"""Report drafting from retrieved cases: the mode dispatcher and LLM merging with its guards.
 
-LLM drafting asks the model for ``Findings:`` (the assistant turn is pre-filled with that header) and, when
-the answer stops before an ``Impression:``, asks again with the cleaned findings pre-filled so the
-impression is always the model's own. The answer is post-processed: other sections and chatter are cut,
-the text stops at the first repeated sentence and a sentence cut off by the token limit is dropped. When
-no usable findings remain (empty, whitespace, a repetition loop) the label-vote draft replaces them, with
-a warning; a draft never has empty findings.
+LLM mode starts from the grounded composer's draft (:func:`compose.draft_grounded`) and asks the model to
+merge the abnormal findings into one paragraph and to write the impression (the assistant turn is
+pre-filled with ``Findings:``). The answer is post-processed: other sections and chatter are cut, the text
+stops at the first repetition loop and a sentence cut off by the token limit is dropped. The result then
+goes through the checks (:mod:`checks`); a failing draft falls back to the composer's, with a warning.
+Every mode's draft carries ``sentences`` (traced to the neighbours) and ``checks``.
 """
 
 from __future__ import annotations
@@ -16,25 +16,29 @@ from collections.abc import Sequence
 from hsenet_search.data.report_text import sentences, split_report_text
 from hsenet_search.errors import QueryError
 
+from .checks import complete, failed
 from .compose import (
     Draft,
     RetrievedCase,
     agreed_labels,
+    attribute,
     check_cases,
+    draft_grounded,
     draft_nearest,
     draft_vote,
+    finish,
 )
 from .llm import LLM, load_llm
 from .prompt import build_prompt
 
-__all__ = ["Draft", "RetrievedCase", "agreed_labels", "draft", "draft_llm", "draft_nearest", "draft_vote",
-           "parse_sections", "split_report_text"]
+__all__ = ["Draft", "RetrievedCase", "agreed_labels", "draft", "draft_grounded", "draft_llm", "draft_nearest",
+           "draft_vote", "parse_sections", "split_report_text"]
 
-MODES = ("llm", "nearest", "vote")
+MODES = ("llm", "grounded", "nearest", "vote")
 _HEADER = re.compile(r"(?:\*\*|#+ *)?\b(findings?|impressions?|conclusions?)\b(?:\*\*)? *:(?:\*\*)?", re.IGNORECASE)
 # Where a small model starts something other than the report: another example case, a new turn, a note.
-_CUT = re.compile(r"\bCase \d+\b|<\|im_|\n\s*(?:Note|Explanation|Reports? of)\b|\bAbnormalities most of",
-                  re.IGNORECASE)
+_CUT = re.compile(r"\bCase \d+\b|<\|im_|\n\s*(?:Note|Explanation|Reports? of|Sentences:|Example:"
+                  r"|Abnormalities:)", re.IGNORECASE)
 _CHATTER = re.compile(r"^(?:sure|certainly|here is|here's|here are|i hope|i have|as an ai|note:|let me)\b",
                       re.IGNORECASE)
 _NEAR_REPEAT = 0.6
@@ -62,10 +66,6 @@ def parse_sections(text: str) -> tuple[str, str]:
 
 def _words(sentence: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", sentence.lower())
-
-
-def complete(text: str) -> bool:
-    return text.rstrip().endswith((".", "!", "?", ")"))
 
 
 def clean(text: str) -> str:
@@ -103,38 +103,43 @@ def usable(text: str) -> bool:
 
 
 def draft_llm(cases: Sequence[RetrievedCase], llm: LLM, *, max_new_tokens: int | None = None,
-              max_examples: int = 3) -> Draft:
-    """Let ``llm`` draft Findings and Impression from the cases' reports and the labels they agree on.
+              min_fraction: float = 0.5) -> Draft:
+    """The grounded composer's draft, with its abnormal findings merged into one paragraph and the impression
+    written by ``llm``.
 
-    ``max_new_tokens`` (default: the LLM's) bounds both generation passes together: a quarter (at least
-    16 tokens) is kept for the impression pass.
+    The composer's normal-system sentences stay as they are; the LLM's sentences are traced back to the
+    neighbours (``origin`` ``retrieved`` when a neighbour's report holds the sentence, else ``llm``). A draft
+    that fails a check (an abnormality the neighbours do not agree on, findings and impression reporting
+    different labels, a repeated or cut-off sentence, no usable text) is replaced by the composer's draft,
+    with a warning. With no agreed abnormality there is nothing to merge and the LLM is not called.
     """
-    check_cases(cases)
+    base = draft_grounded(cases, min_fraction)
+    base.mode = "llm"
+    abnormal = [s for s in base.sentences if s.section == "findings" and s.labels]
+    if not abnormal:
+        base.llm = f"{llm.name} (not called: no agreed abnormality to merge)"
+        return base
     total = llm.config.max_new_tokens if max_new_tokens is None else max_new_tokens
     if total < 32:
         raise QueryError(f"max_new_tokens must be at least 32 to draft two sections, got {total}")
-    impression_tokens = max(16, total // 4)
-    findings_tokens = total - impression_tokens
-    agreed = agreed_labels(cases)
-    budget = llm.prompt_budget(total) - llm.count_tokens("Findings: \nImpression:") - _PROMPT_SLACK
-    prompt = build_prompt(cases, agreed, llm.count_tokens, budget, max_examples=max_examples)
-    warnings = list(prompt.warnings)
-
-    answer = llm.chat(prompt.system, prompt.user, max_new_tokens=findings_tokens, prefill="Findings:")
+    budget = llm.prompt_budget(total) - _PROMPT_SLACK
+    prompt = build_prompt(abnormal, base.labels, llm.count_tokens, budget)
+    answer = llm.chat(prompt.system, prompt.user, max_new_tokens=total, prefill="Findings:")
     findings, impression = (clean(part) for part in parse_sections(answer))
-    if usable(findings) and not (usable(impression) and complete(impression)):
-        answer = llm.chat(prompt.system, prompt.user, max_new_tokens=impression_tokens,
-                          prefill=f"Findings: {findings}\nImpression:")
-        impression = clean(" ".join(parse_sections(answer)).strip())
-
-    if not usable(findings):
-        vote = draft_vote(cases)
-        findings, impression = vote.findings, vote.impression
-        warnings.append("the LLM produced no usable findings; used the label-vote draft")
-    elif not usable(impression):
-        impression = draft_vote(cases).impression
-        warnings.append("the LLM produced no usable impression; used the label-vote impression")
-    return Draft(findings, impression, [c.case_id for c in cases], agreed, llm.name, "llm", warnings)
+    merged = attribute(findings, "findings", cases)
+    first = base.sentences.index(abnormal[0])
+    kept = [s for s in base.sentences if s.section == "findings" and not s.labels]
+    sentences_ = kept[:first] + merged + kept[first:] + attribute(impression, "impression", cases)
+    result = finish(Draft(" ".join(s.text for s in sentences_ if s.section == "findings"), impression,
+                          base.retrieved, base.labels, llm.name, "llm", prompt.warnings + base.warnings,
+                          sentences_), cases)
+    sections = (("findings", findings), ("impression", impression))
+    problems = failed(result.checks) + [f"no usable {name}" for name, text in sections if not usable(text)]
+    if problems:
+        base.llm = f"{llm.name} (draft failed checks; grounded composer used)"
+        base.warnings.append(f"the LLM draft failed: {', '.join(problems)}; used the grounded composer's draft")
+        return base
+    return result
 
 
 def draft(cases: Sequence[RetrievedCase], mode: str = "llm", llm: LLM | None = None, **kw) -> Draft:
@@ -144,7 +149,9 @@ def draft(cases: Sequence[RetrievedCase], mode: str = "llm", llm: LLM | None = N
     if mode == "llm":
         return draft_llm(cases, llm if llm is not None else load_llm(), **kw)
     if mode == "nearest":
-        return draft_nearest(cases, **kw)
+        return finish(draft_nearest(cases, **kw), cases)
     if mode == "vote":
-        return draft_vote(cases, **kw)
+        return finish(draft_vote(cases, **kw), cases)
+    if mode == "grounded":
+        return draft_grounded(cases, **kw)
     raise QueryError(f"unknown drafting mode {mode!r}; expected one of {', '.join(MODES)}")

