@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from typing import Any
 
 from rich.console import Console
@@ -15,3 +16,11 @@ err_console = Console(stderr=True)
 def print_json(obj: Any) -> None:
     """Write ``obj`` as JSON on stdout (machine-readable, no rich markup)."""
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+class ReportText(str, Enum):
+    """The report text an index embeds (``hsenet_search.data.resolve.REPORT_TEXTS``)."""
+
+    findings = "findings"
+    impression = "impression"
+    findings_impression = "findings+impression"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import console, print_json
+from .common import ReportText, console, print_json
 
 app = typer.Typer(help="Build and manage FAISS index directories.", no_args_is_help=True)
 
@@ -23,13 +23,16 @@ def build(
     resume: bool = typer.Option(False, "--resume", help="Continue a killed build from its shards."),
     shard_size: int = typer.Option(256, "--shard-size", min=1, help="Volumes per embedding shard (resume unit)."),
     device: str = typer.Option("auto", "--device"),
+    report_text: ReportText | None = typer.Option(
+        None, "--report-text", help="Report text to embed (default: the model's own protocol)."),
 ) -> None:
     """Embed every volume and report of DATA and write the index directory atomically."""
     from hsenet_search.index.builder import BuildConfig, build_index
 
     summary = build_index(BuildConfig(data=str(data), out=str(out), model=model, split=split, factory=factory,
                                       batch_size=batch_size, workers=workers, resume=resume,
-                                      shard_size=shard_size, device=device))
+                                      shard_size=shard_size, device=device,
+                                      report_text=report_text.value if report_text else None))
     console.print(summary.describe())
 
 

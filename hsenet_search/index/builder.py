@@ -31,7 +31,8 @@ from rich.progress import (
 from hsenet_search.data.cache import PreprocessCache
 from hsenet_search.data.dataset import Case, open_dataset
 from hsenet_search.data.labels import LABELS
-from hsenet_search.data.loading import iterate_volumes
+from hsenet_search.data.resolve import check_report_text, report_text
+from hsenet_search.embedding import embed_cases
 from hsenet_search.errors import DatasetError, IndexMismatchError
 
 from .store import (
@@ -68,6 +69,7 @@ class BuildConfig:
     shard_size: int = 256
     cache_dir: str | None = None
     device: str = "auto"
+    report_text: str | None = None  # None: the model's own protocol (model.text_protocol)
 
 
 @dataclass
@@ -138,25 +140,21 @@ def encode_cases(model, cases: Sequence[Case], work: Path, *, cfg: BuildConfig, 
         failed_path.unlink()
     todo = [c for c in cases if c.volume_name not in done and c.volume_name not in failed]
     cache = PreprocessCache(Path(cfg.cache_dir) if cfg.cache_dir else None)
-    device = next(model.parameters()).device
     encode_seconds = 0.0
     with _progress() as bar, failed_path.open("a") as failures:
         task = bar.add_task("embedding volumes", total=len(cases), completed=len(cases) - len(todo),
                             visible=progress)
-        for batch in iterate_volumes(todo, model.profile, batch_size=cfg.batch_size, workers=cfg.workers,
-                                     cache=cache):
+        t0 = time.perf_counter()
+        for batch in embed_cases(model, todo, batch_size=cfg.batch_size, workers=cfg.workers, cache=cache):
             for i, message in batch.failures:
                 failures.write(json.dumps({"volume_name": todo[i].volume_name, "path": str(todo[i].path),
                                            "error": message}) + "\n")
                 failures.flush()
-            if batch.tensors is not None:
-                t0 = time.perf_counter()
-                with torch.no_grad():
-                    emb = model.encode_volume(batch.tensors.to(device)).float().cpu().numpy()
-                encode_seconds += time.perf_counter() - t0
-                writer.append([todo[i].volume_name for i in batch.indices], emb,
+            if batch.indices:
+                writer.append([todo[i].volume_name for i in batch.indices], batch.embeddings,
                               [case_row(todo[i]) for i in batch.indices])
             bar.update(task, advance=len(batch.indices) + len(batch.failures))
+        encode_seconds = time.perf_counter() - t0
         writer.close()
     return len(cases) - len(todo), encode_seconds
 
@@ -187,8 +185,10 @@ def _assemble(model, model_name: str, work: Path, out: Path, *, cfg: BuildConfig
         raise DatasetError("no volume could be read; see the failures listed above", cfg.data)
     rows = rows.reset_index(drop=True)
     rows.insert(0, "row_id", np.arange(len(rows), dtype=np.int64))
-    texts = (rows["findings"].fillna("") + " " + rows["impression"].fillna("")).str.strip()
-    report_id, unique_texts = deduplicate_reports(texts.tolist())
+    protocol = check_report_text(cfg.report_text or model.text_protocol)
+    texts = [report_text(f, i, protocol) for f, i in zip(rows["findings"].fillna(""), rows["impression"].fillna(""),
+                                                         strict=True)]
+    report_id, unique_texts = deduplicate_reports(texts)
     rows["report_id"] = report_id
     with _progress() as bar:
         task = bar.add_task("embedding reports", total=len(unique_texts), visible=progress)
@@ -231,6 +231,7 @@ def _assemble(model, model_name: str, work: Path, out: Path, *, cfg: BuildConfig
             source=source,
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             hubness={"beta": HUBNESS_BETA, "method": hub_text.method},
+            report_text=protocol,
         )
         manifest.write(tmp)
     return BuildSummary(str(out), len(rows), int(rows["scan_id"].nunique()), len(reports), len(failures),
@@ -280,7 +281,7 @@ def add_to_index(index_dir: str | Path, data: str, *, model=None, split: str = "
     model = model if model is not None else load_model(manifest.model_path())
     check_model_matches(manifest, model, index_dir)
     cfg = BuildConfig(data=data, out=str(index_dir), split=split, factory=manifest.factory,
-                      batch_size=batch_size, workers=workers, cache_dir=cache_dir)
+                      batch_size=batch_size, workers=workers, cache_dir=cache_dir, report_text=manifest.report_text)
     old_rows = read_metadata(index_dir / "metadata.parquet")
     cases = [c for c in open_dataset(data, split=split, missing="keep") if c.volume_name not in set(old_rows["volume_name"])]
     work = index_dir.with_name(index_dir.name + ".add.partial")

@@ -147,6 +147,7 @@ class IndexManifest:
     created: str
     hubness: dict | None = None
     files: dict = field(default_factory=dict)
+    report_text: str = "findings+impression"  # the report text embedded (older indexes: findings+impression)
 
     def model_path(self) -> str:
         """The model name or directory the index was built with (what ``load_model`` takes)."""
@@ -174,7 +175,7 @@ class IndexManifest:
             raise IndexFormatError(f"index format {version} is newer than this hsenet-search supports "
                                    f"({FORMAT_VERSION}); upgrade hsenet-search", path)
         known = {f.name: f for f in fields(cls)}
-        missing = [name for name, f in known.items() if name not in data and name not in ("hubness", "files")]
+        missing = [name for name, f in known.items() if name not in data and name not in ("hubness", "files", "report_text")]
         if missing:
             raise IndexFormatError(f"manifest lacks {', '.join(missing)}", path)
         manifest = cls(**{k: v for k, v in data.items() if k in known})
@@ -193,6 +194,8 @@ class IndexManifest:
         need(self.hubness is None or isinstance(self.hubness, dict), "hubness must be an object or null")
         need(self.embedding in EMBEDDING_STAGES,
              f"embedding must be one of {EMBEDDING_STAGES}, got {self.embedding!r}")
+        need(self.report_text in ("findings", "impression", "findings+impression"),
+             f"report_text must be findings, impression or findings+impression, got {self.report_text!r}")
         need(self.metric == "inner_product", f"metric must be 'inner_product', got {self.metric!r}")
         for kind in ("volumes", "reports"):
             d = self.dims.get(kind)

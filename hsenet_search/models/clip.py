@@ -71,7 +71,7 @@ class HSENetCLIP(nn.Module):
         self.slice_tower = None
         if "stage2" in config.towers and config.slice_source != "none":
             self.slice_tower = SliceTower.from_config(config, slice_trunk)
-        self._preprocessing: dict[str, Any] | None = None
+        self._profile = None
         self._fingerprint: tuple[tuple, str] | None = None
 
     # ------------------------------------------------------------------ descriptive properties
@@ -91,22 +91,36 @@ class HSENetCLIP(nn.Module):
     @property
     def preprocessing(self) -> dict[str, Any]:
         """The preprocessing profile dict (``preprocessing.json``) of the tensors this model expects."""
-        if self._preprocessing is None:
-            from hsenet_search.data.preprocess import get_profile
-
-            self._preprocessing = get_profile(self.config.preprocessing).to_dict()
-        return self._preprocessing
+        return self.profile.to_dict()
 
     @preprocessing.setter
     def preprocessing(self, value: dict[str, Any]) -> None:
-        self._preprocessing = dict(value)
+        from hsenet_search.data.preprocess import get_profile
+
+        self._profile = get_profile(dict(value))
 
     @property
     def profile(self):
-        """The :class:`hsenet_search.data.preprocess.Profile` built from :attr:`preprocessing`."""
-        from hsenet_search.data.preprocess import get_profile
+        """The :class:`hsenet_search.data.preprocess.Profile` of the model (built once, then kept)."""
+        if self._profile is None:
+            from hsenet_search.data.preprocess import get_profile
 
-        return get_profile(self.preprocessing)
+            self._profile = get_profile(self.config.preprocessing)
+        return self._profile
+
+    @property
+    def slice_input(self) -> str:
+        """Where the 2E3 tower's slice features come from: ``planes`` (our jointly trained slice tower on the
+        axial planes of the 3D input), ``biomedclip`` (the official 2D slice chain through the BiomedCLIP trunk,
+        or precomputed features), ``features`` (precomputed features only) or ``none`` (no 2E3 tower)."""
+        if "stage2" not in self.towers:
+            return "none"
+        return {"tower": "planes", "biomedclip": "biomedclip", "none": "features"}[self.config.slice_source]
+
+    @property
+    def text_protocol(self) -> str:
+        """The report text the model embeds (``findings``, ``impression`` or ``findings+impression``)."""
+        return self.config.text_protocol
 
     def saved_state(self) -> dict[str, torch.Tensor]:
         """The tensors a model directory stores: everything but a frozen packaged MiniLM trunk."""
@@ -178,18 +192,29 @@ class HSENetCLIP(nn.Module):
 
     # ------------------------------------------------------------------ vision side
     def slice_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, D, C2d)`` features of the D axial slices of ``x`` from the 2D slice tower."""
-        if self.slice_tower is None:
+        """``(B, D, C2d)`` features of the D axial planes of ``x`` from our jointly trained slice tower.
+
+        A BiomedCLIP-sourced 2E3 tower never sees the 3D planes: its features come from the official 2D slice
+        chain (:mod:`hsenet_search.embedding` computes them) and must be passed in."""
+        if self.slice_input != "planes":
             raise ModelError(
-                f"this model has no 2D slice tower: pass slice_features of shape (B, slices, {self.config.slice_dim}) "
-                "(BiomedCLIP trunk CLS features) or import it with --biomedclip")
+                f"this model's 2E3 tower takes BiomedCLIP features of the official 2D slices: pass slice_features "
+                f"of shape (B, 32, {self.config.slice_dim}) (hsenet_search.embedding computes them from the volume "
+                "file with a BiomedCLIP trunk, or reads <volume>_biomedclip_features.npy)")
         return self.slice_tower(self._volume(x))
+
+    def slice_image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """BiomedCLIP trunk CLS features ``(N, C2d)`` of preprocessed slice images ``(N, 3, S, S)``."""
+        if self.slice_input != "biomedclip" or self.slice_tower is None:
+            raise ModelError("this model has no BiomedCLIP trunk: pass precomputed slice features, or load the "
+                             "model with a BiomedCLIP checkpoint (biomedclip=DIR)")
+        return self.slice_tower.encode_images(images)
 
     def vision_tokens(self, x: torch.Tensor, tower: str, slice_features: torch.Tensor | None = None) -> torch.Tensor:
         """All tokens of ``tower``'s 3D encoder after its final norm: ``(B, 1 + N, width)``, CLS first."""
         self._check_tower(tower)
         x = self._volume(x)
-        centred = (x - self.config.input_mean) / self.config.input_std
+        centred = self._centred(x)
         if tower == "stage2":
             if slice_features is None:
                 slice_features = self.slice_features(x)
@@ -222,7 +247,7 @@ class HSENetCLIP(nn.Module):
         if slice_features is None:
             slice_features = self.slice_features(x)
         encoder = self.stages["stage2"].vision_encoder
-        return encoder.patch_scores(encoder.embed(x), slice_features.to(x.device))
+        return encoder.patch_scores(encoder.embed(self._centred(x)), slice_features.to(x.device))
 
     # ------------------------------------------------------------------ text side
     def text_pooled(self, texts: list[str], tower: str) -> torch.Tensor:
@@ -355,6 +380,10 @@ class HSENetCLIP(nn.Module):
             raise ModelError(f"volume tensor has shape {shape}; the model expects (B, {', '.join(map(str, expected))})")
         param = self.stages["stage1"].mm_vision_proj.weight
         return x.to(device=param.device, dtype=param.dtype)
+
+    def _centred(self, x: torch.Tensor) -> torch.Tensor:
+        """What the 3D encoders see: ``(x - input_mean) / input_std``."""
+        return (x - self.config.input_mean) / self.config.input_std
 
     @contextlib.contextmanager
     def _inference(self):

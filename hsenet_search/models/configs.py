@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from hsenet_search.data.resolve import REPORT_TEXTS
 from hsenet_search.errors import ModelError
 
 TOWER_NAMES = ("stage1", "stage2")
@@ -78,6 +79,10 @@ class ModelConfig:
     freeze_text_trunk: bool = True
     preprocessing: str = "tiny"
     source: str = "created"
+    # Report text embedded by the model (findings | impression | findings+impression); None: the default for its
+    # source (official checkpoints: findings, the published protocol; ours: findings+impression). Not stored
+    # when None, so configs written before the field existed keep their fingerprint.
+    report_text: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("img_size", "patch_size", "packer_kernel", "towers", "slice_mean", "slice_std"):
@@ -90,6 +95,13 @@ class ModelConfig:
     def grid(self) -> tuple[int, int, int]:
         """Patch grid (D, H, W) of the 3D ViTs; tokens are flattened row-major over it."""
         return tuple(i // p for i, p in zip(self.img_size, self.patch_size, strict=True))  # type: ignore[return-value]
+
+    @property
+    def text_protocol(self) -> str:
+        """The report text this model embeds (see ``report_text``)."""
+        if self.report_text is not None:
+            return self.report_text
+        return "findings" if self.source.startswith("official") else "findings+impression"
 
     @property
     def num_patches(self) -> int:
@@ -147,10 +159,15 @@ class ModelConfig:
                 raise bad(f"text_configs lacks the {missing[0]!r} trunk")
         if self.text_pooling not in ("mean", "cls"):
             raise bad(f"text_pooling must be 'mean' or 'cls', got {self.text_pooling!r}")
+        if self.report_text not in (None, *REPORT_TEXTS):
+            raise bad(f"report_text must be one of {REPORT_TEXTS}, got {self.report_text!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        data = json.loads(json.dumps(dataclasses.asdict(self)))
+        if data["report_text"] is None:
+            del data["report_text"]
+        return data
 
     def canonical_json(self) -> str:
         """Key-sorted compact JSON: the config part of the fingerprint."""
