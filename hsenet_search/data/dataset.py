@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hsenet_search.errors import DatasetError
 
-from .volume import Volume, read_volume
+from .volume import Volume, check_affine, read_volume
 
 SPLITS = ("train", "valid")
 MISSING_POLICIES = ("error", "keep", "skip")
@@ -107,7 +107,7 @@ def case_sort_key(case: Case) -> tuple:
 
 def load_case_volume(case: Case) -> Volume:
     """Read a case's volume in HU: the case's rescale is applied and CT-RATE metadata spacing wins."""
-    volume = read_volume(case.path, rescale=case.rescale)
+    volume = check_affine(read_volume(case.path, rescale=case.rescale))
     if case.spacing is not None:
         header = volume.spacing
         if any(abs(h - m) > SPACING_TOLERANCE * m for h, m in zip(header, case.spacing, strict=True)):

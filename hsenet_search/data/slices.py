@@ -34,7 +34,7 @@ from PIL import Image
 
 from hsenet_search.errors import VolumeError
 
-from .volume import Volume
+from .volume import Volume, check_affine
 
 FEATURES_SUFFIX = "_biomedclip_features.npy"
 _AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # nibabel's convention: the second letter is "+"
@@ -74,9 +74,7 @@ def _lps_xyz(volume: Volume, chain: SliceChain) -> torch.Tensor:
     from monai.data import MetaTensor
     from monai.transforms import Orientation
 
-    affine = np.asarray(volume.affine, dtype=np.float64)
-    if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
-        raise VolumeError("the voxel-to-world affine is degenerate (singular or not finite)", volume.source)
+    affine = np.asarray(check_affine(volume).affine, dtype=np.float64)
     image = MetaTensor(torch.from_numpy(np.asarray(volume.array))[None], affine=torch.from_numpy(affine))
     oriented = Orientation(axcodes=chain.orientation, labels=_AXIS_LABELS)(image)
     return oriented.as_tensor()[0].to(torch.float64)

@@ -59,6 +59,14 @@ class Volume:
         return Volume(self.array, affine, self.source)
 
 
+def check_affine(volume: Volume) -> Volume:
+    """Raise :class:`VolumeError` when the voxel-to-world affine is singular or not finite (no orientation)."""
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise VolumeError("the voxel-to-world affine is degenerate (singular or not finite)", volume.source)
+    return volume
+
+
 def is_nifti(path: str | Path) -> bool:
     """True for ``.nii`` and ``.nii.gz`` file names."""
     return str(path).lower().endswith(NIFTI_SUFFIXES)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hsenet_search.data.slices import OFFICIAL_CHAIN
 from hsenet_search.errors import ModelError
 
 from .configs import ModelConfig
@@ -143,6 +144,52 @@ class HSENetCLIP(nn.Module):
         if self.config.text_source == "minilm":
             data["text_package_version"] = minilm_version()
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary of the model: towers, sizes, parameters, slice source, text protocol."""
+        model, cfg = self, self.config
+
+        def count(module) -> int:
+            return sum(p.numel() for p in module.parameters()) if module is not None else 0
+
+        towers = {}
+        for name in model.towers:
+            stage = model.stages[name]
+            text = model.text_tower(name)
+            towers[name] = {
+                "vision_params": count(stage.vision_encoder),
+                "projection_params": count(stage.mm_vision_proj) + count(stage.mm_language_proj),
+                "packer_params": count(stage.packer),
+                "text_trunk": cfg.text_trunk_key(name),
+                "text_width": text.width,
+                "text_frozen": text.frozen,
+                "logit_scale": round(float(model.logit_scale(name).detach()), 4),
+            }
+        return {
+            "name": cfg.name,
+            "source": cfg.source,
+            "fingerprint": model.fingerprint,
+            "embedding": cfg.embedding,
+            "embedding_dim": model.embedding_dim,
+            "towers": towers,
+            "img_size": list(cfg.img_size),
+            "patch_size": list(cfg.patch_size),
+            "grid": list(cfg.grid),
+            "width": cfg.width, "layers": cfg.layers, "heads": cfg.heads, "projection_dim": cfg.projection_dim,
+            "text": {"source": cfg.text_source, "pooling": cfg.text_pooling, "max_length": cfg.text_max_length,
+                     "trunk_params": {k: count(t) for k, t in model.text_towers.items()}},
+            "slice_tower": {"source": cfg.slice_source, "dim": cfg.slice_dim, "params": count(model.slice_tower),
+                            "frozen": bool(model.slice_tower is not None and model.slice_tower.frozen)},
+            "packer": None if cfg.packer_out_dim is None else {"kernel": list(cfg.packer_kernel),
+                                                                "out_dim": cfg.packer_out_dim,
+                                                                "tokens": model.stages["stage1"].packer.num_windows},
+            "logit_scale_mode": cfg.logit_scale_mode,
+            "preprocessing": {"name": model.preprocessing.get("name"), "hash": model.preprocessing.get("hash")},
+            "slice_input": model.slice_input,
+            "slice_chain": OFFICIAL_CHAIN.to_dict() if model.slice_input == "biomedclip" else None,
+            "text_protocol": model.text_protocol,
+            "total_params": count(model),
+        }
 
     # ------------------------------------------------------------------ training helpers
     def text_tower(self, tower: str) -> TextTower:
