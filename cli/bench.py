@@ -60,7 +60,10 @@ def retrieval(index: Path | None = INDEX, data: Path | None = DATA, model: str |
         result = retrieval_tables(emb.split(split, unit), k_values, bootstrap, bank=_bank(emb, split, unit))
     result["source"] = {"index": str(index) if index else None, "data": str(data) if data else None,
                         "model": emb.manifest["model_name"], "model_fingerprint": emb.manifest["model_fingerprint"],
-                        "embedding": emb.manifest["embedding"]}
+                        "embedding": emb.manifest["embedding"],
+                        "report_text": emb.manifest.get("report_text", "findings+impression")}
+    console.print(f"protocol: {result['source']['embedding']} embedding, report text "
+                  f"{result['source']['report_text']}, unit {unit}, split {split}")
     _write(out, result, retrieval_markdown(result))
     if out is not None:
         plot_recall({emb.manifest["embedding"]: result}, out.with_suffix(".png"))

@@ -32,7 +32,7 @@ from .slice_tower import SliceTower
 from .text_tower import TextTower, load_tokenizer, minilm_version
 from .vit3d import ViT3D
 
-OFFICIAL_MODEL_TYPES = ("m3d_clip_stage1", "m3d_clip_stage2")
+OFFICIAL_MODEL_TYPES = ("m3d_clip_stage1", "m3d_clip_stage2")  # read by official.load_official
 
 
 class ContrastiveTower(nn.Module):
@@ -368,19 +368,13 @@ class HSENetCLIP(nn.Module):
         return write_dir_atomic(path, write)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **official_options: Any) -> HSENetCLIP:
-        """Load one of our model directories, or an official ``m3d_clip_stage1`` / ``m3d_clip_stage2`` directory
-        (``official_options``: ``text_config``, ``biomedclip``, ``embedding``; see ``official.load_official``).
+    def from_pretrained(cls, path: str | Path) -> HSENetCLIP:
+        """Load one of our model directories (other formats: :func:`hsenet_search.models.loaders.load_directory`).
         Returned in eval mode."""
         path = Path(path)
         meta = _read_meta(path)
-        model_type = meta.get("model_type")
-        if model_type in OFFICIAL_MODEL_TYPES:
-            from .official import load_official
-
-            return load_official(path, **official_options)
-        if model_type != MODEL_TYPE:
-            raise ModelError(f"unknown model_type {model_type!r} in config.json", path)
+        if meta.get("model_type") != MODEL_TYPE:
+            raise ModelError(f"model_type {meta.get('model_type')!r} is not {MODEL_TYPE!r}", path)
         if meta.get("format_version") != FORMAT_VERSION:
             raise ModelError(f"model format_version {meta.get('format_version')} is not {FORMAT_VERSION}", path)
         if not isinstance(meta.get("config"), dict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,6 +135,13 @@ class ModelConfig:
 
         if len(self.img_size) != 3 or len(self.patch_size) != 3:
             raise bad("img_size and patch_size must have 3 entries (D, H, W)")
+        for name, limit in SIZE_LIMITS.items():
+            values = getattr(self, name)
+            for value in values if isinstance(values, tuple) else (values,):
+                if value is None and name == "packer_out_dim":
+                    continue
+                if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
+                    raise bad(f"{name} must be an integer between 1 and {limit}, got {value!r}")
         if any(i % p for i, p in zip(self.img_size, self.patch_size, strict=True)):
             raise bad(f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
         if self.width % self.heads:
@@ -161,7 +169,38 @@ class ModelConfig:
             raise bad(f"text_pooling must be 'mean' or 'cls', got {self.text_pooling!r}")
         if self.report_text not in (None, *REPORT_TEXTS):
             raise bad(f"report_text must be one of {REPORT_TEXTS}, got {self.report_text!r}")
+        params = self.parameter_estimate()
+        if params * 4 > memory_budget():
+            raise bad(f"about {params / 1e9:.1f}G parameters ({params * 4 / 2**30:.1f} GiB in float32) exceed the "
+                      f"memory budget of {memory_budget() / 2**30:.1f} GiB; check its sizes")
         return self
+
+    def parameter_estimate(self) -> int:
+        """Parameters the config would allocate (3D towers, projections, packers, slice and text trunks),
+        computed from the sizes alone, before anything is built."""
+        def vit(width: int, layers: int, mlp: int, tokens: int, patch_in: int) -> int:
+            block = 4 * width * width + 2 * width * mlp + mlp + 9 * width
+            return patch_in * width + width + (tokens + 1) * width + layers * block + 2 * width
+
+        patch_in = math.prod(self.patch_size) * self.in_channels
+        tower = vit(self.width, self.layers, self.mlp_dim, self.num_patches, patch_in)
+        total = len(self.towers) * (tower + 2 * (self.width + 1) * self.projection_dim)
+        if "stage2" in self.towers:
+            total += 2 * self.width * self.width + 2 * self.slice_dim * self.width + self.width
+            if self.slice_source == "tower":
+                slice_tokens = (self.slice_image_size // self.slice_patch_size) ** 2
+                total += vit(self.slice_width, self.slice_layers, 4 * self.slice_width, slice_tokens,
+                             3 * self.slice_patch_size**2) + self.slice_width * self.slice_dim
+        if self.packer_out_dim:
+            total += len(self.towers) * (4 * self.width * self.width + self.width * self.packer_out_dim
+                                         + self.packer_out_dim**2)
+        for text in (self.text_configs or {}).values():
+            hidden = int(text.get("hidden_size", 0) or 0)
+            vocab = int(text.get("vocab_size", 0) or 0)
+            layers = int(text.get("num_hidden_layers", 0) or 0)
+            inter = int(text.get("intermediate_size", 4 * hidden) or 0)
+            total += vocab * hidden + layers * (4 * hidden * hidden + 2 * hidden * inter)
+        return int(total)
 
     def to_dict(self) -> dict[str, Any]:
         data = json.loads(json.dumps(dataclasses.asdict(self)))
@@ -189,24 +228,36 @@ class ModelConfig:
         return dataclasses.replace(self, **changes).validate()
 
 
-def _tiny() -> ModelConfig:
-    return ModelConfig(name="tiny", input_mean=0.5, input_std=0.5)
+# Upper bounds of the size fields: far above any real HSENet model, low enough to stop a typo before allocation.
+SIZE_LIMITS = {
+    "img_size": 2048, "patch_size": 512, "in_channels": 16, "width": 16384, "layers": 256, "heads": 512,
+    "mlp_dim": 65536, "projection_dim": 16384, "slice_dim": 16384, "slice_image_size": 2048,
+    "slice_patch_size": 512, "slice_width": 16384, "slice_layers": 256, "slice_heads": 512,
+    "packer_out_dim": 16384, "text_max_length": 65536,
+}
 
 
-def _base() -> ModelConfig:
-    return ModelConfig(
-        name="base", img_size=(32, 256, 256), patch_size=(4, 16, 16), width=768, layers=12, heads=12,
-        mlp_dim=3072, projection_dim=768, slice_dim=768, slice_image_size=256, slice_patch_size=16,
-        slice_width=384, slice_layers=6, slice_heads=6, packer_out_dim=768, freeze_text_trunk=False,
-        preprocessing="hsenet",
-    )
+def memory_budget() -> int:
+    """Bytes a model's float32 parameters may take: the machine's physical memory (32 GiB if unknown)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 32 * 2**30
 
 
-NAMED_CONFIGS = {"tiny": _tiny, "base": _base}
+def _named_dir():
+    from importlib.resources import files
+
+    return files("hsenet_search.models").joinpath("named")
+
+
+def list_models() -> list[str]:
+    """Names of the packaged model configs (``hsenet_search/models/named/<name>.json``)."""
+    return sorted(p.name[:-5] for p in _named_dir().iterdir() if p.name.endswith(".json"))
 
 
 def get_config(name: str) -> ModelConfig:
-    """A fresh copy of the named config ``tiny`` or ``base``."""
-    if name not in NAMED_CONFIGS:
-        raise ModelError(f"unknown model config {name!r}; named configs: {', '.join(NAMED_CONFIGS)}")
-    return NAMED_CONFIGS[name]().validate()
+    """A fresh copy of a named config (``tiny``, ``base``: see :func:`list_models`)."""
+    if name not in list_models():
+        raise ModelError(f"unknown model config {name!r}; named configs: {', '.join(list_models())}")
+    return ModelConfig.from_dict(json.loads(_named_dir().joinpath(f"{name}.json").read_text()))

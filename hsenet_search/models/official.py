@@ -49,15 +49,6 @@ STAGE1_PREFIX = "stage1_pretrained_CLIP."
 WEIGHT_FILES = ("pytorch_model.bin", "model_params.bin")
 
 
-def official_model_type(path: str | Path) -> str | None:
-    """``m3d_clip_stage1`` / ``m3d_clip_stage2`` when ``path`` is an official checkpoint directory, else None."""
-    try:
-        model_type = json.loads((Path(path) / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return model_type if model_type in OFFICIAL_MODEL_TYPES else None
-
-
 def read_official_weights(path: Path) -> dict[str, torch.Tensor]:
     """The checkpoint tensors of an official directory (safetensors preferred)."""
     if (path / "model.safetensors").exists():
