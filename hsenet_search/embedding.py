@@ -1,10 +1,10 @@
 """One road from an input to an embedding: used by index build and add, every search, ``embed``, ``generate``,
 training validation and the bench commands.
 
-``embed_cases(model, cases)`` reads each case (see :func:`hsenet_search.data.resolve.resolve_input`) in DataLoader
-workers: the model's preprocessing profile gives the 3D tensor (through the preprocessed-tensor cache), and a
-model whose 2E3 tower takes BiomedCLIP features gets them from the case's precomputed
-``<volume>_biomedclip_features.npy`` or, failing that, from the official 2D slice chain
+``embed_cases(model, cases)`` reads each case (see :func:`hsenet_search.data.resolve.resolve_input`)
+in DataLoader workers: the model's preprocessing profile gives the 3D tensor (through the
+preprocessed-tensor cache), and a model whose 2E3 tower takes BiomedCLIP features gets them from the
+case's precomputed ``<volume>_biomedclip_features.npy`` or, failing that, from the official 2D slice chain
 (:mod:`hsenet_search.data.slices`: 32 JPEG slices, BiomedCLIP preprocess) run through the model's BiomedCLIP
 trunk in the main process. Our jointly trained slice tower reads the planes of the 3D input inside the model.
 A case that cannot be read becomes a failure record and the batch carries on.
@@ -49,12 +49,18 @@ def slice_recipe(model, embedding: str | None = None) -> SliceRecipe:
         return SliceRecipe("none")
     if model.slice_input == "features":
         return SliceRecipe("features", dim=cfg.slice_dim)
-    return SliceRecipe("biomedclip", dim=cfg.slice_dim, image_size=biomedclip_image_size(cfg.slice_vision_cfg),
-                       mean=tuple(cfg.slice_mean), std=tuple(cfg.slice_std))
+    return SliceRecipe(
+        "biomedclip",
+        dim=cfg.slice_dim,
+        image_size=biomedclip_image_size(cfg.slice_vision_cfg),
+        mean=tuple(cfg.slice_mean),
+        std=tuple(cfg.slice_std),
+    )
 
 
 def prepare_slices(case: Case, recipe: SliceRecipe) -> tuple[str, np.ndarray] | None:
-    """``("features", (32, C2d))`` from the case's feature file, ``("images", (32, 3, S, S))`` from the official
+    """``("features", (32, C2d))`` from the case's feature file, ``("images", (32, 3, S, S))`` from the
+    official
     2D chain, or None when the model needs neither."""
     from hsenet_search.data.slices import read_features
     from hsenet_search.models.slice_tower import biomedclip_transform
@@ -65,9 +71,11 @@ def prepare_slices(case: Case, recipe: SliceRecipe) -> tuple[str, np.ndarray] | 
     if case.slice_features is not None:
         return "features", read_features(case.slice_features, recipe.slices, recipe.dim)
     if recipe.mode == "features":
-        raise ModelError(f"{case.path}: this 2E3 model has no BiomedCLIP trunk and the volume has no precomputed "
-                         "<volume>_biomedclip_features.npy; compute them with a BiomedCLIP checkpoint "
-                         "(data slice-features) or load the model with a BiomedCLIP checkpoint")
+        raise ModelError(
+            f"{case.path}: this 2E3 model has no BiomedCLIP trunk and the volume has no precomputed "
+            "<volume>_biomedclip_features.npy; compute them with a BiomedCLIP checkpoint "
+            "(data slice-features) or load the model with a BiomedCLIP checkpoint"
+        )
     transform = biomedclip_transform(recipe.image_size, recipe.mean, recipe.std)
     return "images", trunk_input(official_planes(case), transform).numpy()
 
@@ -80,8 +88,9 @@ class Prepared:
     slices: tuple[str, np.ndarray] | None
 
 
-def prepare_case(case: Case, profile: Profile, recipe: SliceRecipe,
-                 cache: PreprocessCache | None = None) -> Prepared:
+def prepare_case(
+    case: Case, profile: Profile, recipe: SliceRecipe, cache: PreprocessCache | None = None
+) -> Prepared:
     """The model inputs of ``case`` (CPU work, safe in a DataLoader worker)."""
     volume = np.ascontiguousarray(preprocess_case(case, profile, cache=cache), dtype=np.float32)
     return Prepared(volume, prepare_slices(case, recipe))
@@ -97,8 +106,9 @@ class EmbeddedBatch:
 
 
 class _CaseDataset(Dataset):
-    def __init__(self, cases: Sequence[Case], profile: Profile, recipe: SliceRecipe,
-                 cache: PreprocessCache | None):
+    def __init__(
+        self, cases: Sequence[Case], profile: Profile, recipe: SliceRecipe, cache: PreprocessCache | None
+    ):
         self.cases, self.profile, self.recipe, self.cache = list(cases), profile, recipe, cache
 
     def __len__(self) -> int:
@@ -136,19 +146,33 @@ def embed_prepared(model, prepared: Sequence[Prepared], embedding: str | None = 
     device = next(model.parameters()).device
     volumes = torch.from_numpy(np.stack([p.volume for p in prepared])).to(device)
     feats = slice_features_of(model, prepared)
-    out = model.encode_volume(volumes, slice_features=None if feats is None else feats.to(device),
-                              embedding=embedding)
+    out = model.encode_volume(
+        volumes, slice_features=None if feats is None else feats.to(device), embedding=embedding
+    )
     return out.float().cpu().numpy()
 
 
-def embed_cases(model, cases: Sequence[Case | str | Path], *, batch_size: int = 8, workers: int = 2,
-                cache: PreprocessCache | None = None, embedding: str | None = None) -> Iterator[EmbeddedBatch]:
-    """Embed ``cases`` (cases or paths, resolved) in order, ``batch_size`` at a time, decoding in ``workers``."""
+def embed_cases(
+    model,
+    cases: Sequence[Case | str | Path],
+    *,
+    batch_size: int = 8,
+    workers: int = 2,
+    cache: PreprocessCache | None = None,
+    embedding: str | None = None,
+) -> Iterator[EmbeddedBatch]:
+    """Embed ``cases`` (cases or paths, resolved) in order, ``batch_size`` at a time, decoding in
+    ``workers``."""
     resolved = [resolve_input(c) for c in cases]
     recipe = slice_recipe(model, embedding)
-    loader = DataLoader(_CaseDataset(resolved, model.profile, recipe, cache), batch_size=batch_size,
-                        shuffle=False, num_workers=workers, collate_fn=_collate,
-                        prefetch_factor=2 if workers > 0 else None)
+    loader = DataLoader(
+        _CaseDataset(resolved, model.profile, recipe, cache),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_collate,
+        prefetch_factor=2 if workers > 0 else None,
+    )
     for items in loader:
         ok = [(i, p) for i, p, _ in items if p is not None]
         failures = [(i, err) for i, p, err in items if p is None]
@@ -157,8 +181,14 @@ def embed_cases(model, cases: Sequence[Case | str | Path], *, batch_size: int = 
         yield EmbeddedBatch([i for i, _ in ok], emb, failures)
 
 
-def embed_input(model, source: Case | str | Path, *, cache: PreprocessCache | None = None,
-                embedding: str | None = None, rescale: tuple[float, float] | None = None) -> np.ndarray:
+def embed_input(
+    model,
+    source: Case | str | Path,
+    *,
+    cache: PreprocessCache | None = None,
+    embedding: str | None = None,
+    rescale: tuple[float, float] | None = None,
+) -> np.ndarray:
     """One input (path or case) -> ``(1, E)`` float32; errors are raised. ``rescale`` overrides the case's."""
     case = resolve_input(source)
     if rescale is not None:

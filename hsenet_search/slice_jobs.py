@@ -18,7 +18,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from hsenet_search.data.dataset import Case, load_case_volume, open_dataset, volume_stem
 from hsenet_search.data.resolve import resolve_input
-from hsenet_search.data.slices import OFFICIAL_CHAIN, decoded_jpegs, features_path_for, official_slices, write_slices
+from hsenet_search.data.slices import (
+    OFFICIAL_CHAIN,
+    decoded_jpegs,
+    features_path_for,
+    official_slices,
+    write_slices,
+)
 from hsenet_search.errors import HSENetError
 
 
@@ -32,8 +38,10 @@ class JobSummary:
 
     def describe(self, what: str) -> str:
         rate = len(self.written) / self.seconds if self.seconds > 0 else 0.0
-        lines = [f"{len(self.written)} volume(s) -> {what}, {len(self.failures)} failed, {self.seconds:.1f}s "
-                 f"({rate:.2f} volumes/s)"]
+        lines = [
+            f"{len(self.written)} volume(s) -> {what}, {len(self.failures)} failed, {self.seconds:.1f}s "
+            f"({rate:.2f} volumes/s)"
+        ]
         return "\n".join(lines + [f"  failed: {m}" for m in self.failures[:5]])
 
 
@@ -89,12 +97,24 @@ def _single(items: list):
 
 
 def _loader(dataset: Dataset, workers: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=1, shuffle=False, num_workers=workers, collate_fn=_single,
-                      prefetch_factor=2 if workers > 0 else None)
+    return DataLoader(
+        dataset,
+        batch_size=1,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_single,
+        prefetch_factor=2 if workers > 0 else None,
+    )
 
 
-def write_case_slices(cases: Sequence[Case], out: str | Path, *, per_volume: bool = True, workers: int = 0,
-                      on_progress: Callable[[], None] | None = None) -> JobSummary:
+def write_case_slices(
+    cases: Sequence[Case],
+    out: str | Path,
+    *,
+    per_volume: bool = True,
+    workers: int = 0,
+    on_progress: Callable[[], None] | None = None,
+) -> JobSummary:
     """``out/<volume stem>/slice_000.jpg ...`` per case, or ``out/slice_000.jpg ...`` (``per_volume=False``,
     one case)."""
     import time
@@ -140,9 +160,16 @@ class BiomedCLIPEncoder:
         return self.trunk(images.to(device=param.device, dtype=param.dtype)).float().cpu().numpy()
 
 
-def write_slice_features(cases: Sequence[Case], encoder: BiomedCLIPEncoder, out: str | Path | None = None, *,
-                         workers: int = 0, on_progress: Callable[[], None] | None = None) -> JobSummary:
-    """``<volume stem>_biomedclip_features.npy`` ``(32, C)`` float32 per case, beside each volume or in ``out``."""
+def write_slice_features(
+    cases: Sequence[Case],
+    encoder: BiomedCLIPEncoder,
+    out: str | Path | None = None,
+    *,
+    workers: int = 0,
+    on_progress: Callable[[], None] | None = None,
+) -> JobSummary:
+    """``<volume stem>_biomedclip_features.npy`` ``(32, C)`` float32 per case, beside each volume or in
+    ``out``."""
     import time
 
     start, summary = time.perf_counter(), JobSummary()

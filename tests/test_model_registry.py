@@ -16,7 +16,12 @@ from hsenet_search.models.loaders import load_directory
 def test_named_configs_are_packaged_json_files():
     assert list_models() == ["base", "tiny"]
     tiny, base = get_config("tiny"), get_config("base")
-    assert (tiny.img_size, tiny.input_mean, base.width, base.preprocessing) == ((32, 64, 64), 0.5, 768, "hsenet")
+    assert (tiny.img_size, tiny.input_mean, base.width, base.preprocessing) == (
+        (32, 64, 64),
+        0.5,
+        768,
+        "hsenet",
+    )
     model = create_model("tiny")
     assert model.config == tiny
     assert abs(model_params(model) - tiny.parameter_estimate()) / model_params(model) < 0.05

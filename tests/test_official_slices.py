@@ -1,5 +1,5 @@
-"""The official HSENet 2D slice pipeline (specs §4.2) against an independent reference written from the spec with
-numpy and PIL only (no project code), on the real CT and on a synthetic CT-RATE v1 volume."""
+"""The official HSENet 2D slice pipeline (specs §4.2) against an independent reference written from the
+spec with numpy and PIL only (no project code), on the real CT and on a synthetic CT-RATE v1 volume."""
 
 from __future__ import annotations
 
@@ -21,13 +21,17 @@ from hsenet_search.errors import VolumeError
 
 # ------------------------------------------------------------------------------ the reference (spec §4.2)
 def _torch_linspace_float32(start: float, end: float, steps: int) -> np.ndarray:
-    """``torch.linspace`` in float32 as its CPU kernel computes it (first half from start, second from end)."""
+    """``torch.linspace`` in float32 as its CPU kernel computes it (first half from start, second from
+    end)."""
     step = np.float32((np.float32(end) - np.float32(start)) / np.float32(steps - 1))
     out = np.empty(steps, dtype=np.float32)
     half = steps // 2
     for i in range(steps):
-        out[i] = np.float32(start) + step * np.float32(i) if i < half else \
-            np.float32(end) - step * np.float32(steps - i - 1)
+        out[i] = (
+            np.float32(start) + step * np.float32(i)
+            if i < half
+            else np.float32(end) - step * np.float32(steps - i - 1)
+        )
     return out
 
 
@@ -57,13 +61,18 @@ def torch_trilinear(v: np.ndarray, sizes: list[int]) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
-    out = F.interpolate(torch.from_numpy(np.ascontiguousarray(v))[None, None], size=tuple(sizes), mode="trilinear",
-                        align_corners=False)
+    out = F.interpolate(
+        torch.from_numpy(np.ascontiguousarray(v))[None, None],
+        size=tuple(sizes),
+        mode="trilinear",
+        align_corners=False,
+    )
     return out[0, 0].numpy()
 
 
-def reference_slices(stored_xyz: np.ndarray, slope: float, intercept: float, xy: float, z: float,
-                     resize=torch_trilinear) -> list:
+def reference_slices(
+    stored_xyz: np.ndarray, slope: float, intercept: float, xy: float, z: float, resize=torch_trilinear
+) -> list:
     """CT-RATE_nii_to_2D_slices.py from the spec: the 32 rotated uint8 PIL images before JPEG."""
     v = stored_xyz.astype(np.float64) * slope + intercept
     if v.shape[2] < v.shape[0]:
@@ -92,8 +101,9 @@ def _assert_pixel_equal(project: np.ndarray, reference: list, *, flips: float = 
         expected = np.asarray(ref)
         assert ours.shape == expected.shape, f"slice {i}"
         diff = ours.astype(int) - expected.astype(int)
-        assert np.abs(diff).max(initial=0) <= 1 and np.count_nonzero(diff) <= flips * diff.size, \
+        assert np.abs(diff).max(initial=0) <= 1 and np.count_nonzero(diff) <= flips * diff.size, (
             f"slice {i}: {np.count_nonzero(diff)} pixels differ"
+        )
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -120,8 +130,11 @@ def test_real_ct_slices_match_the_reference(real_ct_nifti, tmp_path):
     inter = float(raw.inter) if np.isfinite(raw.inter) else 0.0
     planes = official_slices(volume)
     _assert_pixel_equal(planes, reference_slices(np.asarray(stored, dtype=np.float64), slope, inter, sx, sz))
-    _assert_pixel_equal(planes, reference_slices(np.asarray(stored, dtype=np.float64), slope, inter, sx, sz,
-                                                 resize=numpy_trilinear), flips=1e-4)
+    _assert_pixel_equal(
+        planes,
+        reference_slices(np.asarray(stored, dtype=np.float64), slope, inter, sx, sz, resize=numpy_trilinear),
+        flips=1e-4,
+    )
     # the original RAS file gives the same slices: the chain brings every volume to CT-RATE's LPS order
     np.testing.assert_array_equal(official_slices(read_volume(real_ct_nifti)), official_slices(volume))
 
@@ -129,7 +142,9 @@ def test_real_ct_slices_match_the_reference(real_ct_nifti, tmp_path):
 def _tall_volume(seed: int = 3) -> np.ndarray:
     """Stored int16 values of a CT-like volume (HU + 1024) tall enough to keep more than 32 slices."""
     rng = np.random.default_rng(seed)
-    x, y, z = np.meshgrid(np.linspace(-1, 1, 40), np.linspace(-1, 1, 36), np.linspace(-1, 1, 30), indexing="ij")
+    x, y, z = np.meshgrid(
+        np.linspace(-1, 1, 40), np.linspace(-1, 1, 36), np.linspace(-1, 1, 30), indexing="ij"
+    )
     hu = np.where(x**2 / 0.8 + y**2 / 0.6 < 1, 40.0, -1000.0)
     hu = np.where(((np.abs(x) - 0.35) / 0.25) ** 2 + (y / 0.4) ** 2 < 1 + 0.3 * z, -850.0, hu)
     hu += rng.normal(0, 30, hu.shape)
@@ -142,12 +157,26 @@ def _ctrate_v1(root, stored, header_zooms, meta_xy, meta_z):
     name = "valid_7_a_1.nii.gz"
     path = root / "valid" / ctrate.volume_relpath(name)
     path.parent.mkdir(parents=True)
-    nib.save(nib.Nifti1Image(stored, np.diag([-header_zooms[0], -header_zooms[1], header_zooms[2], 1.0])), str(path))
-    ctrate.write_reports_csv(ctrate.reports_csv(root, "valid"),
-                             [{"VolumeName": name, "Findings_EN": "Lungs clear.", "Impressions_EN": "Normal."}])
-    ctrate.write_metadata_csv(ctrate.metadata_csv(root, "valid"), [
-        {"VolumeName": name, "RescaleSlope": 1, "RescaleIntercept": -1024, "XYSpacing": f"[{meta_xy}, {meta_xy}]",
-         "ZSpacing": meta_z}])
+    nib.save(
+        nib.Nifti1Image(stored, np.diag([-header_zooms[0], -header_zooms[1], header_zooms[2], 1.0])),
+        str(path),
+    )
+    ctrate.write_reports_csv(
+        ctrate.reports_csv(root, "valid"),
+        [{"VolumeName": name, "Findings_EN": "Lungs clear.", "Impressions_EN": "Normal."}],
+    )
+    ctrate.write_metadata_csv(
+        ctrate.metadata_csv(root, "valid"),
+        [
+            {
+                "VolumeName": name,
+                "RescaleSlope": 1,
+                "RescaleIntercept": -1024,
+                "XYSpacing": f"[{meta_xy}, {meta_xy}]",
+                "ZSpacing": meta_z,
+            }
+        ],
+    )
     return path
 
 
@@ -161,13 +190,17 @@ def test_synthetic_ctrate_slices_use_metadata_rescale_and_spacing(tmp_path):
 
     planes = official_slices(load_case_volume(case), case.spacing)
     _assert_pixel_equal(planes, reference)
-    _assert_pixel_equal(planes, reference_slices(stored, 1.0, -1024.0, 0.9, 2.0, resize=numpy_trilinear), flips=1e-4)
+    _assert_pixel_equal(
+        planes, reference_slices(stored, 1.0, -1024.0, 0.9, 2.0, resize=numpy_trilinear), flips=1e-4
+    )
     assert np.asarray(reference[0]).shape == (int(36 * 0.9 / 0.75), int(40 * 0.9 / 0.75))
     # fewer than 32 resampled slices: the depth is interpolated to 32
     short = _ctrate_v1(tmp_path / "short", stored[:, :, :10], (2.0, 2.0, 2.0), 0.9, 2.0)
     case = resolve_input(short)
-    _assert_pixel_equal(official_slices(load_case_volume(case), case.spacing),
-                        reference_slices(stored[:, :, :10], 1.0, -1024.0, 0.9, 2.0))
+    _assert_pixel_equal(
+        official_slices(load_case_volume(case), case.spacing),
+        reference_slices(stored[:, :, :10], 1.0, -1024.0, 0.9, 2.0),
+    )
 
 
 def test_slices_cli_writes_the_official_jpegs(tmp_path):

@@ -37,11 +37,16 @@ def test_ctrate_query_finds_itself_whatever_its_header_says(tmp_path, make_ctrat
 
     # metadata spacing double the header's: only the metadata road reproduces the index's vectors
     root = make_ctrate(tmp_path / "ds", metadata_spacing=(1.5, 3.0))
-    build_index(BuildConfig(data=str(root), out=str(tmp_path / "index"), workers=0, batch_size=4), progress=False)
+    build_index(
+        BuildConfig(data=str(root), out=str(tmp_path / "index"), workers=0, batch_size=4), progress=False
+    )
     engine = SearchEngine.open(tmp_path / "index")
     assert engine.manifest.report_text == "findings+impression"
-    stored = np.load(tmp_path / "index" / "embeddings" / "volumes.npy") if (
-        tmp_path / "index" / "embeddings" / "volumes.npy").exists() else None
+    stored = (
+        np.load(tmp_path / "index" / "embeddings" / "volumes.npy")
+        if (tmp_path / "index" / "embeddings" / "volumes.npy").exists()
+        else None
+    )
     for row in engine.metadata.itertuples():
         result = engine.search_volume(row.path, k=1, collapse=False)
         assert result.hits[0].volume_name == row.volume_name
@@ -78,18 +83,33 @@ def _biomedclip_folder(folder):
     torch.manual_seed(11)
     visual = TimmModel("test_vit", embed_dim=24, image_size=TRUNK_SIZE, pool="", proj="linear")
     folder.mkdir()
-    torch.save({"visual." + k: v for k, v in visual.state_dict().items()} | {"logit_scale": torch.tensor(4.6)},
-               folder / "open_clip_pytorch_model.bin")
-    (folder / "open_clip_config.json").write_text(json.dumps({
-        "model_cfg": {"embed_dim": 24, "vision_cfg": {"timm_model_name": "test_vit", "timm_model_pretrained": False,
-                                                      "timm_pool": "", "timm_proj": "linear",
-                                                      "image_size": TRUNK_SIZE}},
-        "preprocess_cfg": {"mean": list(MEAN), "std": list(STD)}}))
+    torch.save(
+        {"visual." + k: v for k, v in visual.state_dict().items()} | {"logit_scale": torch.tensor(4.6)},
+        folder / "open_clip_pytorch_model.bin",
+    )
+    (folder / "open_clip_config.json").write_text(
+        json.dumps(
+            {
+                "model_cfg": {
+                    "embed_dim": 24,
+                    "vision_cfg": {
+                        "timm_model_name": "test_vit",
+                        "timm_model_pretrained": False,
+                        "timm_pool": "",
+                        "timm_proj": "linear",
+                        "image_size": TRUNK_SIZE,
+                    },
+                },
+                "preprocess_cfg": {"mean": list(MEAN), "std": list(STD)},
+            }
+        )
+    )
     return visual.trunk.eval()
 
 
 def _reference_preprocess(img: Image.Image) -> torch.Tensor:
-    """BiomedCLIP's eval preprocess written out: shorter side to S (bicubic), centre crop S, /255, normalise."""
+    """BiomedCLIP's eval preprocess written out: shorter side to S (bicubic), centre crop S, /255,
+    normalise."""
     w, h = img.size
     if w <= h:
         size = (TRUNK_SIZE, int(TRUNK_SIZE * h / w))
@@ -119,7 +139,8 @@ def test_official_2e3_embedding_of_a_raw_nifti_matches_the_reference(official_2e
     assert model.slice_input == "biomedclip" and model.text_protocol == "findings"
     ours = torch.from_numpy(embed_input(model, path))
 
-    # reference: official 2D slices -> JPEG q95 -> RGB -> BiomedCLIP preprocess -> trunk CLS -> 2E3 -> projection
+    # reference: official 2D slices -> JPEG q95 -> RGB -> BiomedCLIP preprocess -> trunk CLS -> 2E3 ->
+    # projection
     images = []
     for ref in reference_slices(hu.astype(np.float64), 1.0, 0.0, 0.75, 1.5):
         buffer = io.BytesIO()
@@ -128,7 +149,9 @@ def test_official_2e3_embedding_of_a_raw_nifti_matches_the_reference(official_2e
     with torch.no_grad():
         slice_feats = trunk(torch.stack(images))
     assert slice_feats.shape == (32, TRUNK_DIM)
-    volume = torch.from_numpy(model.profile(read_volume(path)))[None]  # 3D preprocessing: see test_preprocess.py
+    volume = torch.from_numpy(model.profile(read_volume(path)))[
+        None
+    ]  # 3D preprocessing: see test_preprocess.py
     state = official_ckpt._raw_state(ckpt)
     expected = official_ckpt.reference_vision(state, "", volume, slice_feats[None])
     torch.testing.assert_close(ours, expected, atol=1e-4, rtol=0)
@@ -173,11 +196,34 @@ def test_import_official_names_missing_options(official_2e3, tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["import-official", str(bare), "--out", str(tmp_path / "a")])
     assert isinstance(result.exception, ModelError) and "--text-model" in str(result.exception)
-    result = runner.invoke(app, ["import-official", str(bare), "--out", str(tmp_path / "b"), "--text-model",
-                                 str(bert), "--biomedclip", str(tmp_path / "nowhere")])
+    result = runner.invoke(
+        app,
+        [
+            "import-official",
+            str(bare),
+            "--out",
+            str(tmp_path / "b"),
+            "--text-model",
+            str(bert),
+            "--biomedclip",
+            str(tmp_path / "nowhere"),
+        ],
+    )
     assert isinstance(result.exception, ModelError) and "--biomedclip" in str(result.exception)
-    result = runner.invoke(app, ["import-official", str(bare), "--out", str(tmp_path / "c"), "--text-model",
-                                 str(bert), "--biomedclip", str(biomedclip), "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "import-official",
+            str(bare),
+            "--out",
+            str(tmp_path / "c"),
+            "--text-model",
+            str(bert),
+            "--biomedclip",
+            str(biomedclip),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, f"{result.output} {result.exception!r}"
     summary = json.loads(result.stdout)
     assert summary["slice_input"] == "biomedclip" and summary["text_protocol"] == "findings"
@@ -222,9 +268,12 @@ def test_embedding_is_unchanged_by_the_voxel_order(tmp_path, official_2e3):
 
     lps = tmp_path / "lps.nii.gz"
     nib.save(nib.Nifti1Image(chest_hu((40, 36, 40), seed=4), LPS_AFFINE), str(lps))
-    copies = {"LPS": lps, "RAS": _reoriented(lps, tmp_path / "ras.nii.gz", (0, 1)),
-              "LAS": _reoriented(lps, tmp_path / "las.nii.gz", (1,)),
-              "LPI": _reoriented(lps, tmp_path / "lpi.nii.gz", (2,))}
+    copies = {
+        "LPS": lps,
+        "RAS": _reoriented(lps, tmp_path / "ras.nii.gz", (0, 1)),
+        "LAS": _reoriented(lps, tmp_path / "las.nii.gz", (1,)),
+        "LPI": _reoriented(lps, tmp_path / "lpi.nii.gz", (2,)),
+    }
     for code, path in copies.items():
         assert inspect_path(path)["orientation"] == code
     ckpt, biomedclip, _ = official_2e3

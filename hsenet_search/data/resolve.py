@@ -7,7 +7,8 @@ folder or ``.npy`` (already HU, header spacing). The returned case also names it
 features (``<stem>_biomedclip_features.npy`` beside the volume or in ``features_dir``) when they exist.
 
 Report text (``REPORT_TEXTS``): ``findings`` (CT-RATE ``Findings_EN``, the official HSENet protocol),
-``impression`` or ``findings+impression`` (joined by one space; falls back to the other part when one is empty).
+``impression`` or ``findings+impression`` (joined by one space; falls back to the other part when one
+is empty).
 Every text tower cleans the text as the official code does (``"`` ``'`` ``(`` ``)`` removed). A report longer
 than the text tower's token budget is head-truncated by the tokenizer at inference; the official training code
 instead keeps the first sentence and then random further sentences until the budget is used
@@ -45,8 +46,17 @@ def _case_for_path(path: Path) -> Case:
     if found is not None:
         return found
     name = path.name
-    return Case(volume_name=name, scan_id=scan_id_of(name), split="query", path=path, findings="",
-                impression="", labels=None, rescale=None, spacing=None)
+    return Case(
+        volume_name=name,
+        scan_id=scan_id_of(name),
+        split="query",
+        path=path,
+        findings="",
+        impression="",
+        labels=None,
+        rescale=None,
+        spacing=None,
+    )
 
 
 def _ctrate_case(path: Path) -> Case | None:
@@ -107,8 +117,7 @@ def case_text(case: Case, protocol: str) -> str:
     return report_text(case.findings, case.impression, protocol)
 
 
-def truncate_sentences(text: str, count_tokens: Callable[[str], int], budget: int,
-                       rng: random.Random) -> str:
+def truncate_sentences(text: str, count_tokens: Callable[[str], int], budget: int, rng: random.Random) -> str:
     """The official training truncation: a text over ``budget`` tokens keeps its first ``.``-sentence, then
     randomly chosen further sentences (in their original order) while they fit."""
     if count_tokens(text) <= budget:

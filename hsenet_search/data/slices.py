@@ -4,19 +4,22 @@ Steps of :class:`SliceChain` (specs §4.2), in float64 as the official script co
 
 1. the volume is brought to CT-RATE's LPS voxel order (MONAI ``Orientation``; a no-op on CT-RATE files, which
    are LPS, so the raw voxel order the official script uses is kept), then seen as (X, Y, Z);
-2. z first: transposed (2, 0, 1) when ``shape[2] < shape[0]`` (the official quirk: a scan with more slices than
-   rows is left as it is);
+2. z first: transposed (2, 0, 1) when ``shape[2] < shape[0]`` (the official quirk: a scan with more
+   slices than rows is left as it is);
 3. HU clamped to [-1000, 1000], divided by 1000;
-4. resampled trilinearly (``F.interpolate``, ``align_corners=False``, float64) to (z, x, y) = (1.5, 0.75, 0.75) mm, sizes
-   ``int(n * spacing / target)``; spacing is the case's (CT-RATE metadata when known, else the header's);
-5. 32 slices: ``torch.linspace(0, D - 1, 32).long()`` when D >= 32, else a trilinear resize of the depth to 32;
+4. resampled trilinearly (``F.interpolate``, ``align_corners=False``, float64) to (z, x, y) =
+   (1.5, 0.75, 0.75) mm, sizes ``int(n * spacing / target)``; spacing is the case's (CT-RATE metadata
+   when known, else the header's);
+5. 32 slices: ``torch.linspace(0, D - 1, 32).long()`` when D >= 32, else a trilinear resize of the
+   depth to 32;
 6. each slice min-max scaled to [0, 255] and truncated to uint8 (a constant slice is all zeros);
 7. PIL: rotated -90 degrees (``expand=True``) and JPEG-encoded at quality 95 (``slice_000.jpg`` ...).
 
 BiomedCLIP features (§4.3): each JPEG decoded as RGB, BiomedCLIP's own preprocess (open_clip
 ``image_transform``), the 32 slices batched through ``model.visual.trunk``: its final-norm CLS, ``(32, 768)``.
 Here the JPEGs are encoded and decoded in memory (same bytes as the files, no disk round trip).
-The chain has a hash like the 3D preprocessing profiles: the first 16 hex of the SHA-256 of its canonical JSON.
+The chain has a hash like the 3D preprocessing profiles: the first 16 hex of the SHA-256 of its canonical
+JSON.
 """
 
 from __future__ import annotations
@@ -70,7 +73,8 @@ OFFICIAL_CHAIN = SliceChain()
 
 
 def _lps_xyz(volume: Volume, chain: SliceChain) -> torch.Tensor:
-    """The volume's voxels as float64 (X, Y, Z) in ``chain.orientation`` order; a degenerate affine is an error."""
+    """The volume's voxels as float64 (X, Y, Z) in ``chain.orientation`` order; a degenerate affine is an
+    error."""
     from monai.data import MetaTensor
     from monai.transforms import Orientation
 
@@ -80,8 +84,9 @@ def _lps_xyz(volume: Volume, chain: SliceChain) -> torch.Tensor:
     return oriented.as_tensor()[0].to(torch.float64)
 
 
-def official_slices(volume: Volume, spacing: tuple[float, float, float] | None = None,
-                    chain: SliceChain = OFFICIAL_CHAIN) -> np.ndarray:
+def official_slices(
+    volume: Volume, spacing: tuple[float, float, float] | None = None, chain: SliceChain = OFFICIAL_CHAIN
+) -> np.ndarray:
     """Steps 1-6: the ``(slices, H, W)`` uint8 images before rotation and JPEG.
 
     ``volume`` holds HU; ``spacing`` (x, y, z) mm replaces the header's (CT-RATE metadata).
@@ -94,7 +99,9 @@ def official_slices(volume: Volume, spacing: tuple[float, float, float] | None =
     current = (sz, sx, sy)
     size = [int(n * c / t) for n, c, t in zip(x.shape, current, chain.spacing_zxy, strict=True)]
     if min(size) < 1:
-        raise VolumeError(f"resampling to {chain.spacing_zxy} mm leaves no voxels (shape {size})", volume.source)
+        raise VolumeError(
+            f"resampling to {chain.spacing_zxy} mm leaves no voxels (shape {size})", volume.source
+        )
     x = _trilinear(x, size)
     depth = x.shape[0]
     if depth >= chain.slices:
@@ -165,8 +172,9 @@ def read_features(path: str | Path, slices: int, dim: int) -> np.ndarray:
     if array.ndim == 3 and array.shape[0] == 1:
         array = array[0]
     if array.shape != (slices, dim) or not np.issubdtype(array.dtype, np.floating):
-        raise VolumeError(f"slice features have shape {array.shape} {array.dtype}; expected ({slices}, {dim}) "
-                          "floats", path)
+        raise VolumeError(
+            f"slice features have shape {array.shape} {array.dtype}; expected ({slices}, {dim}) floats", path
+        )
     if not np.isfinite(array).all():
         raise VolumeError("slice features hold NaN or infinite values", path)
     return np.ascontiguousarray(array, dtype=np.float32)

@@ -45,9 +45,9 @@ class ContrastiveTower(nn.Module):
         self.mm_language_proj = nn.Linear(text_width, config.projection_dim)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)))
         self.packer = None
-        if config.packer_out_dim:
-            self.packer = SpatialPacker(config.width, config.packer_out_dim, config.grid, config.packer_kernel,
-                                        config.packer_dropout)
+        packer = config.packer
+        if packer.out_dim:
+            self.packer = SpatialPacker(config.width, packer.out_dim, config.grid, packer.kernel, packer.dropout)
 
 
 class HSENetCLIP(nn.Module):

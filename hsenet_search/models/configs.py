@@ -21,6 +21,92 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+@dataclass(frozen=True)
+class VisionCfg:
+    """The 3D encoders (stage-1 ViT and 2E3): input size, patching, transformer sizes, input centring."""
+
+    img_size: tuple[int, int, int]
+    patch_size: tuple[int, int, int]
+    in_channels: int
+    width: int
+    layers: int
+    heads: int
+    mlp_dim: int
+    dropout: float
+    input_mean: float
+    input_std: float
+    e3_dropout: float
+
+
+@dataclass(frozen=True)
+class SliceCfg:
+    """The 2E3 tower's slice features: source (tower | biomedclip | none) and the slice trunk's sizes."""
+
+    source: str
+    dim: int
+    image_size: int
+    patch_size: int
+    width: int
+    layers: int
+    heads: int
+    vision_cfg: dict[str, Any] | None
+    mean: tuple[float, float, float] | None
+    std: tuple[float, float, float] | None
+
+
+@dataclass(frozen=True)
+class PackerCfg:
+    """The Spatial Packer (``out_dim`` None: none)."""
+
+    out_dim: int | None
+    kernel: tuple[int, int, int]
+    dropout: float
+
+
+@dataclass(frozen=True)
+class TextCfg:
+    """The text trunk(s) and the report text they embed."""
+
+    source: str
+    configs: dict[str, dict[str, Any]] | None
+    pooling: str
+    max_length: int
+    shared_trunk: bool
+    freeze_trunk: bool
+    report_text: str | None
+
+
+# Nested config part -> {its field: the flat ModelConfig field}. Model directories store the flat form (their
+# fingerprints hash it); the nested form is accepted everywhere a config dict is read.
+PARTS: dict[str, tuple[type, dict[str, str]]] = {
+    "vision": (VisionCfg, {f: f for f in ("img_size", "patch_size", "in_channels", "width", "layers", "heads",
+                                          "mlp_dim", "dropout", "input_mean", "input_std", "e3_dropout")}),
+    "slice": (SliceCfg, {"source": "slice_source", "dim": "slice_dim", "image_size": "slice_image_size",
+                         "patch_size": "slice_patch_size", "width": "slice_width", "layers": "slice_layers",
+                         "heads": "slice_heads", "vision_cfg": "slice_vision_cfg", "mean": "slice_mean",
+                         "std": "slice_std"}),
+    "packer": (PackerCfg, {"out_dim": "packer_out_dim", "kernel": "packer_kernel", "dropout": "packer_dropout"}),
+    "text": (TextCfg, {"source": "text_source", "configs": "text_configs", "pooling": "text_pooling",
+                       "max_length": "text_max_length", "shared_trunk": "shared_text_trunk",
+                       "freeze_trunk": "freeze_text_trunk", "report_text": "report_text"}),
+}
+
+
+def flatten_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A config dict with nested parts (``vision``, ``slice``, ``packer``, ``text``) as flat ModelConfig fields."""
+    flat = {k: v for k, v in data.items() if k not in PARTS}
+    for part, (_, fields_map) in PARTS.items():
+        if part not in data:
+            continue
+        if not isinstance(data[part], dict):
+            raise ModelError(f"model config part {part!r} must be an object")
+        unknown = sorted(set(data[part]) - set(fields_map))
+        if unknown:
+            raise ModelError(f"model config part {part!r} has unknown field {unknown[0]!r}")
+        flat |= {fields_map[k]: v for k, v in data[part].items()}
+    return flat
+
+
 @dataclass
 class ModelConfig:
     """Sizes and switches of an :class:`~hsenet_search.models.clip.HSENetCLIP` (JSON round-trips exactly).
@@ -96,6 +182,35 @@ class ModelConfig:
     def grid(self) -> tuple[int, int, int]:
         """Patch grid (D, H, W) of the 3D ViTs; tokens are flattened row-major over it."""
         return tuple(i // p for i, p in zip(self.img_size, self.patch_size, strict=True))  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ per-part views
+    def _part(self, name: str):
+        cls, fields_map = PARTS[name]
+        return cls(**{k: getattr(self, flat) for k, flat in fields_map.items()})
+
+    @property
+    def vision(self) -> VisionCfg:
+        return self._part("vision")
+
+    @property
+    def slice(self) -> SliceCfg:
+        return self._part("slice")
+
+    @property
+    def packer(self) -> PackerCfg:
+        return self._part("packer")
+
+    @property
+    def text(self) -> TextCfg:
+        return self._part("text")
+
+    def to_nested(self) -> dict[str, Any]:
+        """The config as JSON with its parts nested (what the named config files hold)."""
+        flat = self.to_dict()
+        nested = {k: v for k, v in flat.items() if not any(k in m.values() for _, m in PARTS.values())}
+        for part, (_, fields_map) in PARTS.items():
+            nested[part] = {k: flat[f] for k, f in fields_map.items() if f in flat}
+        return nested
 
     @property
     def text_protocol(self) -> str:
@@ -214,6 +329,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """From the flat form (model directories) or the nested form (named configs); validated."""
+        if not isinstance(data, dict):
+            raise ModelError("model config is not a JSON object")
+        data = flatten_config(data)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:

@@ -47,8 +47,9 @@ def load_directory(path: str | Path, **options: Any) -> HSENetCLIP:
     path = Path(path)
     model_type = model_type_of(path)
     if model_type not in _LOADERS:
-        raise ModelError(f"unknown model_type {model_type!r} in config.json (known: {', '.join(sorted(_LOADERS))})",
-                         path)
+        raise ModelError(
+            f"unknown model_type {model_type!r} in config.json (known: {', '.join(sorted(_LOADERS))})", path
+        )
     loader = _LOADERS[model_type]
     if options and model_type == MODEL_TYPE:
         raise ModelError(f"options {sorted(options)} apply to official checkpoints only", path)

@@ -34,10 +34,9 @@ def build_offline_trunk(config: ModelConfig) -> nn.Module:
     """A small open_clip ViT whose pooled, projected output has ``config.slice_dim`` features."""
     from open_clip.transformer import VisionTransformer
 
-    return VisionTransformer(
-        image_size=config.slice_image_size, patch_size=config.slice_patch_size, width=config.slice_width,
-        layers=config.slice_layers, heads=config.slice_heads, mlp_ratio=4.0, output_dim=config.slice_dim,
-    )
+    part = config.slice
+    return VisionTransformer(image_size=part.image_size, patch_size=part.patch_size, width=part.width,
+                             layers=part.layers, heads=part.heads, mlp_ratio=4.0, output_dim=part.dim)
 
 
 def build_timm_trunk(vision_cfg: dict[str, Any]) -> nn.Module:
@@ -113,10 +112,11 @@ class SliceTower(nn.Module):
     @classmethod
     def from_config(cls, config: ModelConfig, trunk: nn.Module | None = None) -> SliceTower:
         """Build the tower ``config.slice_source`` describes (``trunk`` reuses already loaded BiomedCLIP weights)."""
-        if config.slice_source == "tower":
-            return cls(trunk or build_offline_trunk(config), config.slice_image_size, config.slice_dim)
-        vision = dict(config.slice_vision_cfg or {})
-        return cls(trunk or build_timm_trunk(vision), biomedclip_image_size(vision), config.slice_dim, frozen=True)
+        part = config.slice
+        if part.source == "tower":
+            return cls(trunk or build_offline_trunk(config), part.image_size, part.dim)
+        vision = dict(part.vision_cfg or {})
+        return cls(trunk or build_timm_trunk(vision), biomedclip_image_size(vision), part.dim, frozen=True)
 
     def train(self, mode: bool = True) -> SliceTower:
         super().train(mode)
