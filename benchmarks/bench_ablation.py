@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from hsenet_search.data.dataset import open_dataset
-from hsenet_search.data.loading import iterate_volumes
 from hsenet_search.data.synth import generate_dataset
+from hsenet_search.embedding import embed_cases
 from hsenet_search.eval.bootstrap import recall_at_k_ci
 from hsenet_search.eval.generation_bench import one_case_per_scan
 from hsenet_search.eval.provenance import run_started, write_result
@@ -46,9 +46,9 @@ def main() -> None:
         cases = one_case_per_scan(open_dataset(data, split="valid"))
         embeddings = {name: [] for name in ("stage1", "stage2", "fusion")}
         with torch.no_grad():
-            for batch in iterate_volumes(cases, model.profile, batch_size=16, workers=2):
-                for name in embeddings:
-                    embeddings[name].append(model.encode_volume(batch.tensors, embedding=name).numpy())
+            for name in embeddings:  # the one road from a case to an embedding (index build's)
+                for batch in embed_cases(model, cases, batch_size=16, workers=2, embedding=name):
+                    embeddings[name].append(batch.embeddings)
             texts = [c.report for c in cases]
             text_emb = {name: model.encode_text(texts, embedding=name).numpy() for name in embeddings}
     n = len(cases)

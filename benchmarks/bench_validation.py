@@ -1,6 +1,6 @@
 """Build throughput with input validation on vs the code before it, side by side on the same inputs.
 
-The build's data side (``open_dataset`` -> ``iterate_volumes``: read each volume, check it, preprocess it
+The build's data side (``open_dataset`` -> ``preprocess_case``: read each volume, check it, preprocess it
 with the ``hsenet`` profile) is timed for two commits of the package, each exported with ``git archive``
 into a temp folder and imported from there by a worker process (the worker prints which package it ran).
 Encoding is the same model call in both and is left out, so the ratio is an upper bound on the slowdown
@@ -42,15 +42,14 @@ WORKER = """
 import json, sys, time
 import hsenet_search
 from hsenet_search.data.dataset import open_dataset
-from hsenet_search.data.loading import iterate_volumes
-from hsenet_search.data.preprocess import get_profile
+from hsenet_search.data.preprocess import get_profile, preprocess_case
 data, passes = sys.argv[1], int(sys.argv[2])
 cases, profile = open_dataset(data), get_profile("hsenet")
 times = []
 for _ in range(passes + 1):  # the first pass warms caches and is dropped
     start = time.perf_counter()
-    done = sum(len(batch.indices) for batch in iterate_volumes(cases, profile, batch_size=1, workers=0))
-    assert done == len(cases), f"{len(cases) - done} volumes failed"
+    for case in cases:
+        preprocess_case(case, profile)
     times.append(time.perf_counter() - start)
 print(json.dumps({"package": hsenet_search.__file__, "seconds": times[1:]}))
 """

@@ -80,7 +80,10 @@ def retrieval(index: Path | None = INDEX, data: Path | None = DATA, model: str |
                                   bank=_bank(emb, split.value, unit.value))
     result["source"] = {"index": str(index) if index else None, "data": str(data) if data else None,
                         "model": emb.manifest["model_name"], "model_fingerprint": emb.manifest["model_fingerprint"],
-                        "embedding": emb.manifest["embedding"]}
+                        "embedding": emb.manifest["embedding"],
+                        "report_text": emb.manifest.get("report_text", "findings+impression")}
+    console.print(f"protocol: {result['source']['embedding']} embedding, report text "
+                  f"{result['source']['report_text']}, unit {unit.value}, split {split.value}")
     _write(out, result, retrieval_markdown(result), started)
     if out is not None:
         plot_recall({emb.manifest["embedding"]: result}, out.with_suffix(".png"))

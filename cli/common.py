@@ -65,11 +65,19 @@ class Augment(str, Enum):
     official = "official"
 
 
-class TextField(str, Enum):
-    """Report text a model trains on (``hsenet_search.train.trainer``)."""
+class ReportText(str, Enum):
+    """The report text an index embeds (``hsenet_search.data.resolve.REPORT_TEXTS``)."""
 
-    report = "report"
     findings = "findings"
+    impression = "impression"
+    findings_impression = "findings+impression"
+
+
+class TextTruncation(str, Enum):
+    """How an over-long training report is cut (``hsenet_search.data.resolve``)."""
+
+    head = "head"
+    sentences = "sentences"
 
 
 def parse_ks(text: str) -> list[int]:

@@ -48,15 +48,10 @@ def volume(
     model_path: str | None = typer.Option(None, "--model", help="Model dir or name (default: the shipped model)."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Embed a volume, read and preprocessed with the model's own profile."""
-    import torch
-
-    from hsenet_search.data.lookup import rescale_for_path
-    from hsenet_search.data.preprocess import preprocess_file
+    """Embed a volume by the index build's road (CT-RATE metadata rescale and spacing when inside its layout)."""
+    from hsenet_search.embedding import embed_input
     from hsenet_search.models import load_model
 
     model = load_model(model_path).eval()
-    x = torch.from_numpy(preprocess_file(path, model.profile, rescale=rescale_for_path(path)))[None]
-    with torch.no_grad():
-        vec = model.encode_volume(x)[0]
+    vec = embed_input(model, path)[0]
     _show("volume", str(path), model, vec.tolist(), json_out)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import console, print_json
+from .common import ReportText, console, print_json
 
 app = typer.Typer(help="Build and manage FAISS index directories.", no_args_is_help=True)
 
@@ -35,6 +35,8 @@ def build(
                                             help="CPUs per read+preprocess task (--ray)."),
     ray_gpus_per_actor: float = typer.Option(1.0, "--ray-gpus-per-actor", min=0.1,
                                              help="GPUs per encoder actor when the cluster has GPUs (--ray)."),
+    report_text: ReportText | None = typer.Option(
+        None, "--report-text", help="Report text to embed (default: the model's own protocol)."),
 ) -> None:
     """Embed every volume and report of DATA and write the index directory atomically."""
     from hsenet_search.index.builder import BuildConfig, build_index
@@ -45,7 +47,8 @@ def build(
                                       batch_size=batch_size, workers=workers, resume=resume,
                                       shard_size=shard_size, device=device,
                                       cache_dir=str(cache_dir) if cache_dir else None, overwrite=overwrite,
-                                      random_weights=random_weights, ray=ray_options))
+                                      random_weights=random_weights, ray=ray_options,
+                                      report_text=report_text.value if report_text else None))
     console.print(summary.describe())
 
 

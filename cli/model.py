@@ -10,50 +10,12 @@ import typer
 from .common import console, err_console, print_json
 
 app = typer.Typer(help="Describe models and import official HSENet checkpoints.", no_args_is_help=True)
-
-
-def describe(model) -> dict[str, Any]:
-    """A JSON-able summary of a loaded :class:`HSENetCLIP`."""
-    cfg = model.config
-
-    def count(module) -> int:
-        return sum(p.numel() for p in module.parameters()) if module is not None else 0
-
-    towers = {}
-    for name in model.towers:
-        stage = model.stages[name]
-        text = model.text_tower(name)
-        towers[name] = {
-            "vision_params": count(stage.vision_encoder),
-            "projection_params": count(stage.mm_vision_proj) + count(stage.mm_language_proj),
-            "packer_params": count(stage.packer),
-            "text_trunk": cfg.text_trunk_key(name),
-            "text_width": text.width,
-            "text_frozen": text.frozen,
-            "logit_scale": round(float(model.logit_scale(name).detach()), 4),
-        }
-    return {
-        "name": cfg.name,
-        "source": cfg.source,
-        "fingerprint": model.fingerprint,
-        "embedding": cfg.embedding,
-        "embedding_dim": model.embedding_dim,
-        "towers": towers,
-        "img_size": list(cfg.img_size),
-        "patch_size": list(cfg.patch_size),
-        "grid": list(cfg.grid),
-        "width": cfg.width, "layers": cfg.layers, "heads": cfg.heads, "projection_dim": cfg.projection_dim,
-        "text": {"source": cfg.text_source, "pooling": cfg.text_pooling, "max_length": cfg.text_max_length,
-                 "trunk_params": {k: count(t) for k, t in model.text_towers.items()}},
-        "slice_tower": {"source": cfg.slice_source, "dim": cfg.slice_dim, "params": count(model.slice_tower),
-                        "frozen": bool(model.slice_tower is not None and model.slice_tower.frozen)},
-        "packer": None if cfg.packer_out_dim is None else {"kernel": list(cfg.packer_kernel),
-                                                            "out_dim": cfg.packer_out_dim,
-                                                            "tokens": model.stages["stage1"].packer.num_windows},
-        "logit_scale_mode": cfg.logit_scale_mode,
-        "preprocessing": {"name": model.preprocessing.get("name"), "hash": model.preprocessing.get("hash")},
-        "total_params": count(model),
-    }
+SLICE_INPUTS = {
+    "none": "no 2E3 tower",
+    "planes": "planes of the 3D input (our jointly trained slice tower)",
+    "biomedclip": "official 2D slices -> BiomedCLIP trunk (or precomputed *_biomedclip_features.npy)",
+    "features": "precomputed *_biomedclip_features.npy only (no BiomedCLIP trunk)",
+}
 
 
 def _render(info: dict[str, Any]) -> None:
@@ -79,6 +41,8 @@ def _render(info: dict[str, Any]) -> None:
     table.add_row("packer", "none" if pk is None else f"kernel {tuple(pk['kernel'])} -> {pk['tokens']} tokens x "
                                                       f"{pk['out_dim']}")
     table.add_row("preprocessing", f"{info['preprocessing']['name']} ({info['preprocessing']['hash']})")
+    table.add_row("2E3 slice input", SLICE_INPUTS[info["slice_input"]])
+    table.add_row("report text", info["text_protocol"])
     table.add_row("parameters", f"{info['total_params']:,}")
     console.print(table)
 
@@ -92,7 +56,7 @@ def info(
     """Describe a model: towers, sizes, embedding, fingerprint, preprocessing."""
     from hsenet_search.models import load_model
 
-    summary = describe(load_model(model_path))
+    summary = load_model(model_path).describe()
     if json_out:
         print_json(summary)
     else:
@@ -103,24 +67,44 @@ def info(
 def import_official(
     src: Path = typer.Argument(..., help="Official HSENet_CLIP / HSENet-2E3-CLIP checkpoint directory."),
     out: Path = typer.Option(..., "--out", help="Output model directory (our format)."),
+    text_model: Path | None = typer.Option(None, "--text-model", help="Local BERT folder (bert-base-uncased) "
+                                           "with the tokenizer (and config) when the checkpoint lacks them."),
     text_config: Path | None = typer.Option(None, "--text-config",
                                             help="JSON of BERT config fields overriding the inferred ones."),
-    biomedclip: Path | None = typer.Option(None, "--biomedclip",
-                                           help="Local open_clip BiomedCLIP checkpoint dir for the 2E3 slice tower."),
+    biomedclip: Path | None = typer.Option(None, "--biomedclip", help="Local open_clip BiomedCLIP checkpoint "
+                                           "folder: the 2E3 tower's slice features are then computed from volumes."),
     embedding: str | None = typer.Option(None, "--embedding",
                                          help="stage1, stage2 or fusion (default: the official tower)."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Convert an official checkpoint (strictly loaded) to a model directory."""
+    from hsenet_search.errors import ModelError
+    from hsenet_search.models.official import has_tokenizer
     from hsenet_search.models.official import import_official as run_import
+    from hsenet_search.models.slice_tower import load_biomedclip_trunk
 
+    if not (src / "config.json").is_file():
+        raise ModelError("no config.json: not an official HSENet checkpoint folder", src)
+    if text_model is None and not has_tokenizer(src):
+        raise ModelError("no BERT tokenizer files (vocab.txt) in the checkpoint; pass --text-model "
+                         "with a bert-base-uncased folder", src)
+    if text_model is not None and not has_tokenizer(text_model):
+        raise ModelError("no BERT tokenizer files (vocab.txt) in --text-model", text_model)
+    if biomedclip is not None:
+        try:
+            load_biomedclip_trunk(biomedclip)
+        except ModelError as exc:
+            raise ModelError(f"--biomedclip: {exc}") from exc
     with err_console.status(f"importing {src}", spinner="dots"):
-        model = run_import(src, out, text_config=text_config, biomedclip=biomedclip, embedding=embedding)
+        model = run_import(src, out, text_config=text_config, text_model=text_model, biomedclip=biomedclip,
+                           embedding=embedding)
     summary = {"out": str(out), "source": model.config.source, "fingerprint": model.fingerprint,
                "towers": list(model.towers), "embedding": model.config.embedding,
-               "embedding_dim": model.embedding_dim, "slice_tower": model.config.slice_source}
+               "embedding_dim": model.embedding_dim, "slice_tower": model.config.slice_source,
+               "slice_input": model.slice_input, "text_protocol": model.text_protocol}
     if json_out:
         print_json(summary)
     else:
         console.print(f"imported {summary['source']} -> {out} (towers {', '.join(model.towers)}, "
                       f"{summary['embedding']} {summary['embedding_dim']}-d, fingerprint {summary['fingerprint']})")
+        console.print(f"2E3 slice input: {SLICE_INPUTS[model.slice_input]}; report text: {model.text_protocol}")

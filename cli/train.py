@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import Augment, Loss, TextField, console
+from .common import Augment, Loss, ReportText, TextTruncation, console
 
 
 def train(
@@ -23,7 +23,11 @@ def train(
     seed: int = typer.Option(0, "--seed"),
     workers: int = typer.Option(2, "--workers", min=0),
     augment: Augment = typer.Option(Augment.intensity, "--augment", help="official adds rot90/flips."),
-    text_field: TextField = typer.Option(TextField.report, "--text", help="report = findings + impression."),
+    text_field: ReportText | None = typer.Option(None, "--text", help="Report text to train on (default: the "
+                                                 "model's own: findings for official models, else both)."),
+    text_truncation: TextTruncation = typer.Option(
+        TextTruncation.head, "--text-truncation", help="head (tokenizer cut) or sentences (official: first "
+        "sentence + random further sentences that fit)."),
     prompt_loss: float = typer.Option(0.0, "--prompt-loss", help="Weight of the disease-prompt loss (0 = off)."),
     consistency_steps: int = typer.Option(5000, "--consistency-steps", help="Stage 2: steps over which the "
                                           "consistency weight decays from 0.1 to 0 (official: 5000)."),
@@ -48,7 +52,8 @@ def train(
                           out)
     cfg = TrainConfig(data=str(data), out=str(out), stage=stage, config=config, init=str(init) if init else None,
                       loss=loss.value, epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                      workers=workers, augment=augment.value, text_field=text_field.value, prompt_loss_weight=prompt_loss,
+                      workers=workers, augment=augment.value, text_field=text_field.value if text_field else None,
+                      text_truncation=text_truncation.value, prompt_loss_weight=prompt_loss,
                       consistency_decay_steps=consistency_steps, eval_every=eval_every, device=device,
                       keep_stage2=keep_stage2)
     console.print(run(cfg).describe())

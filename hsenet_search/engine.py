@@ -135,19 +135,14 @@ class SearchEngine:
             return self.model.encode_text([text]).float().cpu().numpy()
 
     def encode_volume(self, path: str | Path, *, rescale: tuple[float, float] | None = None) -> np.ndarray:
-        """A NIfTI file, DICOM folder or npy -> (1, E) float32 with the model's own preprocessing.
-
-        A CT-RATE v1 file inside its dataset layout gets its metadata rescale automatically.
-        """
-        from hsenet_search.data.lookup import rescale_for_path
-        from hsenet_search.data.preprocess import preprocess_file
+        """A NIfTI file, DICOM folder or npy -> (1, E) float32, by the same road as the index build
+        (:func:`hsenet_search.embedding.embed_input`): a CT-RATE file inside its dataset layout gets its metadata
+        rescale and spacing; ``rescale`` overrides the rescale."""
+        from hsenet_search.embedding import embed_input
 
         if not hasattr(self.model, "encode_volume"):
             raise QueryError("this engine was opened for text queries only (parts='text')")
-        x = preprocess_file(path, self.model.profile, rescale=rescale if rescale is not None else rescale_for_path(path))
-        device = next(self.model.parameters()).device
-        with torch.no_grad():
-            return self.model.encode_volume(torch.from_numpy(x)[None].to(device)).float().cpu().numpy()
+        return embed_input(self.model, path, rescale=rescale)
 
     # ------------------------------------------------------------------ queries
     def search_text(self, text: str, k: int = 10, *, labels: Sequence[str] = (), collapse: bool = True,

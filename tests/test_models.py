@@ -313,24 +313,28 @@ def _write_open_clip_timm(folder, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3)):
 
 
 def test_biomedclip_style_slice_tower(tmp_path):
+    """A BiomedCLIP trunk encodes official 2D slice images, never the planes of the 3D input."""
     trunk = _write_open_clip_timm(tmp_path / "biomedclip")
     x = torch.rand(1, 1, 32, 64, 64, generator=torch.Generator().manual_seed(6))
+    images = torch.rand(32, 3, 160, 160, generator=torch.Generator().manual_seed(7))
     m = create_model("tiny", biomedclip=tmp_path / "biomedclip").eval()
     assert m.config.slice_source == "biomedclip" and m.config.slice_dim == 64 and m.slice_tower.frozen
+    assert m.slice_input == "biomedclip"
     with torch.no_grad():
-        feats = m.slice_features(x)
-        planes = F.interpolate(x[0].permute(1, 0, 2, 3), size=(160, 160), mode="bilinear", align_corners=False)
-        mean, std = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1), torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
-        expected = trunk((planes.expand(-1, 3, -1, -1) - mean) / std)
-    assert feats.shape == (1, 32, 64)
-    torch.testing.assert_close(feats[0], expected, atol=1e-5, rtol=1e-5)
+        feats = m.slice_image_features(images)
+        expected = trunk(images)
+    assert feats.shape == (32, 64)
+    torch.testing.assert_close(feats, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ModelError, match="BiomedCLIP features of the official 2D slices"):
+        m.slice_features(x)
     assert not {id(p) for p in m.slice_tower.parameters()} & {id(p) for p in m.tower_parameters("stage2")}
     m.train()
     assert not m.slice_tower.trunk.training
     m.eval()
     m.save_pretrained(tmp_path / "saved")
     loaded = load_model(tmp_path / "saved")
-    assert torch.equal(loaded.slice_features(x), feats) and loaded.fingerprint == m.fingerprint
+    with torch.no_grad():
+        assert torch.equal(loaded.slice_image_features(images), feats) and loaded.fingerprint == m.fingerprint
     (tmp_path / "broken").mkdir()
     with pytest.raises(ModelError, match="no open_clip_config.json"):
         create_model("tiny", biomedclip=tmp_path / "broken")

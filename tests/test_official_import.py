@@ -207,7 +207,7 @@ def test_stage2_both_towers_match_reference(stage2_dir, volume, slices):
 
 def test_stage2_without_slice_features_or_tower_is_an_error(stage2_dir, volume):
     model = load_model(stage2_dir)
-    with pytest.raises(ModelError, match="no 2D slice tower"):
+    with pytest.raises(ModelError, match="BiomedCLIP features of the official 2D slices"):
         model.encode_volume(volume)
     with pytest.raises(ModelError, match="slice features must have shape"):
         model.encode_volume(volume, slice_features=torch.zeros(2, IMG[0], SLICE_DIM + 1))

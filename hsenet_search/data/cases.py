@@ -33,6 +33,7 @@ class Case:
     spacing: tuple[float, float, float] | None = (
         None  # CT-RATE metadata (XYSpacing, ZSpacing), file axis order
     )
+    slice_features: Path | None = None  # precomputed (32, 768) BiomedCLIP slice features, when present
 
     @property
     def report(self) -> str:

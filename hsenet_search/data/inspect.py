@@ -11,10 +11,10 @@ from rich.table import Table
 
 from . import ctrate, manifest
 from .cases import SPLITS
-from .dataset import open_dataset
+from .dataset import load_case_volume, open_dataset
 from .labels import LABELS
-from .lookup import rescale_for_path
-from .readers import check_path, read_volume
+from .readers import check_path
+from .resolve import resolve_input
 
 
 def inspect_path(path: str | Path) -> dict[str, Any]:
@@ -32,8 +32,9 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
 
 
 def _inspect_volume(path: Path) -> dict[str, Any]:
-    rescale = rescale_for_path(path)  # a CT-RATE v1 file inside its dataset: stored values -> HU
-    volume = read_volume(path, rescale=rescale)
+    case = resolve_input(path)  # a CT-RATE file inside its dataset: metadata rescale and spacing
+    rescale = case.rescale
+    volume = load_case_volume(case)
     values = volume.array
     p1, p99 = np.percentile(values, [1, 99])
     return {

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from hsenet_search.atomic import atomic_directory
-from hsenet_search.data.report_text import join_report
+from hsenet_search.data.resolve import report_text
 from hsenet_search.errors import IndexFormatError
 
 from .factories import build_tuned
@@ -77,9 +77,10 @@ def merge_rows(new_rows: pd.DataFrame, previous: Previous | None) -> pd.DataFram
     return rows
 
 
-def report_texts(rows: pd.DataFrame) -> list[str]:
-    """The embedded text of each row: findings and impression joined."""
-    return [join_report(f, i) for f, i in zip(rows["findings"].fillna(""), rows["impression"].fillna(""), strict=True)]
+def report_texts(rows: pd.DataFrame, protocol: str) -> list[str]:
+    """The embedded text of each row under the report-text ``protocol`` (see ``data.resolve.REPORT_TEXTS``)."""
+    return [report_text(f, i, protocol)
+            for f, i in zip(rows["findings"].fillna(""), rows["impression"].fillna(""), strict=True)]
 
 
 def _encode_texts(model, texts: list[str], progress) -> np.ndarray:
@@ -97,14 +98,14 @@ def _encode_texts(model, texts: list[str], progress) -> np.ndarray:
 
 
 def embed_new_reports(
-    model, rows: pd.DataFrame, previous: Previous | None, progress=None
+    model, rows: pd.DataFrame, previous: Previous | None, protocol: str, progress=None
 ) -> tuple[pd.DataFrame, np.ndarray, int]:
     """Set ``rows["report_id"]``; returns (reports table, report vectors, number of texts encoded now).
 
     Report ids follow first appearance over all rows, so the ids of the previous index stay valid and
     only texts it lacks are encoded.
     """
-    report_id, unique = deduplicate_reports(report_texts(rows))
+    report_id, unique = deduplicate_reports(report_texts(rows, protocol))
     rows["report_id"] = report_id
     known = 0
     old_vectors = np.zeros((0, 0), dtype=np.float32)
@@ -194,6 +195,7 @@ def publish(
     model_name: str,
     factory: str,
     source: dict,
+    text_protocol: str,
     previous: Previous | None = None,
 ) -> IndexManifest:
     """Write the index directory through a temporary directory, manifest last, and rename it into place.
@@ -230,6 +232,7 @@ def publish(
             preprocessing_hash=model.profile.hash,
             preprocessing=model.profile.to_dict(),
             embedding=model.config.embedding,
+            report_text=text_protocol,
             dims={
                 "volumes": int(parts.volume_vectors.shape[1]),
                 "reports": int(parts.report_vectors.shape[1]),

@@ -38,7 +38,8 @@ from hsenet_search.data.cache import PreprocessCache
 from hsenet_search.data.cases import Case
 from hsenet_search.data.dataset import open_dataset
 from hsenet_search.data.labels import LABELS
-from hsenet_search.data.loading import iterate_volumes
+from hsenet_search.data.resolve import check_report_text
+from hsenet_search.embedding import EmbeddedBatch, embed_cases
 from hsenet_search.errors import DatasetError, HSENetError, IndexMismatchError, ModelError
 from hsenet_search.outputs import OutputKind, check_output
 
@@ -78,9 +79,7 @@ class BuildConfig:
     overwrite: bool = False
     random_weights: bool = False
     ray: RayOptions | None = None  # run the embedding step on Ray Data (index/ray_build.py)
-
-
-EmbeddedBatch = tuple[list[int], np.ndarray, list[str], float]
+    report_text: str | None = None  # None: the model's own protocol (model.text_protocol)
 
 
 @dataclass
@@ -160,41 +159,28 @@ def encode_cases(model, cases: Sequence[Case], work: Path, *, cfg: BuildConfig, 
     with _progress() as bar, failed_path.open("a") as failures:
         task = bar.add_task("embedding volumes", total=len(cases), completed=len(cases) - len(todo),
                             visible=progress)
-        for positions, emb, errors, seconds in _embedded_batches(model, todo, cfg):
-            for i, message in zip(positions, errors):
-                if message:
-                    failures.write(json.dumps({"volume_name": todo[i].volume_name, "path": str(todo[i].path),
-                                               "error": message}) + "\n")
+        for batch in _embedded_batches(model, todo, cfg):
+            for i, message in batch.failures:
+                failures.write(json.dumps({"volume_name": todo[i].volume_name, "path": str(todo[i].path),
+                                           "error": message}) + "\n")
             failures.flush()
-            ok = [j for j, message in enumerate(errors) if not message]
-            if ok:
-                writer.append([todo[positions[j]].volume_name for j in ok], emb[ok],
-                              [case_row(todo[positions[j]]) for j in ok])
-            encode_seconds += seconds
-            bar.update(task, advance=len(positions))
+            if batch.indices:
+                writer.append([todo[i].volume_name for i in batch.indices], batch.embeddings,
+                              [case_row(todo[i]) for i in batch.indices])
+            encode_seconds += batch.seconds
+            bar.update(task, advance=len(batch.indices) + len(batch.failures))
         writer.close()
     return len(cases) - len(todo), encode_seconds
 
 
 def _embedded_batches(model, cases: Sequence[Case], cfg: BuildConfig) -> Iterator[EmbeddedBatch]:
-    """(positions in ``cases``, embeddings (n, E) float32, error per row or "", encode seconds) in case
-    order: from DataLoader workers and this process's model, or from the Ray pipeline with ``cfg.ray``."""
-    if cfg.ray is not None:
-        yield from embed_stream(model, cases, options=cfg.ray, batch_size=cfg.batch_size,
-                                cache_dir=cfg.cache_dir)
-        return
+    """Embedded batches in case order: the one road (DataLoader workers and this process's model), or
+    the same preparation and encoding on Ray Data with ``cfg.ray``."""
     cache = PreprocessCache(Path(cfg.cache_dir) if cfg.cache_dir else None)
-    device = next(model.parameters()).device
-    for batch in iterate_volumes(cases, model.profile, batch_size=cfg.batch_size, workers=cfg.workers,
-                                 cache=cache):
-        positions = batch.indices + [i for i, _ in batch.failures]
-        errors = [""] * len(batch.indices) + [message for _, message in batch.failures]
-        emb = np.zeros((len(positions), model.embedding_dim), dtype=np.float32)
-        t0 = time.perf_counter()
-        if batch.tensors is not None:
-            with torch.no_grad():
-                emb[:len(batch.indices)] = model.encode_volume(batch.tensors.to(device)).float().cpu().numpy()
-        yield positions, emb, errors, time.perf_counter() - t0
+    if cfg.ray is not None:
+        yield from embed_stream(model, cases, options=cfg.ray, batch_size=cfg.batch_size, cache=cache)
+        return
+    yield from embed_cases(model, cases, batch_size=cfg.batch_size, workers=cfg.workers, cache=cache)
 
 
 def _read_failures_jsonl(work: Path) -> pd.DataFrame:
@@ -223,8 +209,10 @@ def _assemble(model, model_name: str, work: Path, out: Path, *, cfg: BuildConfig
     rows = merge_rows(new_rows, previous)
     vol_emb = (np.concatenate([previous.volume_vectors, new_vectors]) if previous is not None
                else new_vectors).astype(np.float32)
+    protocol = check_report_text(cfg.report_text or model.text_protocol)
     with _progress() as bar:
-        reports, rep_emb, _ = embed_new_reports(model, rows, previous, bar if progress else None)
+        reports, rep_emb, _ = embed_new_reports(model, rows, previous, protocol,
+                                                 bar if progress else None)
     trained = (previous.manifest.trained_on or {}) if previous is not None else {}
     old_counts = previous.manifest.counts if previous is not None else {}
     vol_index = extend_faiss(vol_emb, cfg.factory, _load_faiss(previous, "volumes"),
@@ -234,7 +222,7 @@ def _assemble(model, model_name: str, work: Path, out: Path, *, cfg: BuildConfig
     parts = Assembled(rows, vol_emb, reports, rep_emb, failures, vol_index, rep_index,
                       hubness_banks(vol_emb, rep_emb))
     publish(out, parts, model=model, model_name=model_name, factory=vol_index.index.factory, source=source,
-            previous=previous)
+            text_protocol=protocol, previous=previous)
     return BuildSummary(str(out), len(rows), int(rows["scan_id"].nunique()), len(reports), len(failures),
                         0.0, time.perf_counter() - t0, vol_index.index.factory,
                         notes=[n for n in (vol_index.note, rep_index.note) if n],
@@ -356,7 +344,8 @@ def add_to_index(index_dir: str | Path, data: str, *, model=None, split: str = "
                                 manifest.counts["reports"], manifest.counts["failures"],
                                 time.perf_counter() - start, 0.0, manifest.factory, added=0)
         cfg = BuildConfig(data=data, out=str(index_dir), split=split, factory=manifest.factory,
-                          batch_size=batch_size, workers=workers, cache_dir=cache_dir, device=device)
+                          batch_size=batch_size, workers=workers, cache_dir=cache_dir, device=device,
+                          report_text=manifest.report_text)
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         _, encode_s = encode_cases(model, cases, work, cfg=cfg, resume=False, progress=progress)

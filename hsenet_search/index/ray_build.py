@@ -1,10 +1,10 @@
 """The embedding step of ``index build --ray``: a Ray Data pipeline over one machine or a cluster.
 
 list cases -> read + preprocess (Ray tasks, ``cpus_per_task`` each, through the same
-:class:`~hsenet_search.data.loading.VolumeDataset` and tensor cache as the single-process build) ->
+:func:`~hsenet_search.embedding.prepare_case` and tensor cache as the single-process build) ->
 encode (an actor pool holding the model: one actor per ``gpus_per_actor`` GPUs when the cluster has GPUs,
 else one CPU actor) -> the driver writes the same float16 shards, row metadata and ``failures.jsonl``
-through the builder's :class:`~hsenet_search.index.store.ShardWriter`. Blocks stream through Ray's
+through the builder's :class:`~hsenet_search.index.shards.ShardWriter`. Blocks stream through Ray's
 executor in case order (bounded memory, nothing is materialised), so the shards equal those of the
 single-process build; finished shards survive a crash and ``--resume`` skips them. The builder's own
 assembly step then publishes the index. Ray is imported only here (the ``scale`` extra).
@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import pickle
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from hsenet_search.data.cache import PreprocessCache
-from hsenet_search.data.dataset import Case
-from hsenet_search.data.loading import VolumeDataset
+from hsenet_search.data.cases import Case
 from hsenet_search.data.preprocess import Profile
+from hsenet_search.embedding import EmbeddedBatch, SliceRecipe, embed_prepared, prepare_or_error, slice_recipe
 from hsenet_search.errors import DatasetError
 
 RAY_EXTRA = "pip install 'hsenet-search[scale]'"
@@ -59,21 +59,20 @@ def connect(address: str) -> dict:
     return ray.cluster_resources()
 
 
-def _preprocess(batch: dict[str, np.ndarray], profile: Profile, cache_dir: str | None) -> dict[str, np.ndarray]:
-    """Ray task: decode and preprocess the pickled cases of ``batch``; failures become error strings."""
-    cases = [pickle.loads(b) for b in batch["case"]]
-    data = VolumeDataset(cases, profile, PreprocessCache(Path(cache_dir) if cache_dir else None))
-    blank = np.zeros((1, *profile.output_shape), dtype=np.float32)
-    items = [data[i] for i in range(len(cases))]
+def _preprocess(batch: dict[str, np.ndarray], profile: Profile, recipe: SliceRecipe,
+                cache_dir: str | None) -> dict[str, np.ndarray]:
+    """Ray task: prepare the pickled cases of ``batch`` (the one road); failures become error strings."""
+    cache = PreprocessCache(Path(cache_dir) if cache_dir else None)
+    items = [prepare_or_error(pickle.loads(b), profile, recipe, cache) for b in batch["case"]]
     return {
         "pos": batch["pos"],
-        "tensor": np.stack([x if x is not None else blank for _, x, _ in items]),
-        "error": np.array([err or "" for _, _, err in items], dtype=object),
+        "prepared": np.array([pickle.dumps(p) if p is not None else b"" for p, _ in items], dtype=object),
+        "error": np.array([err or "" for _, err in items], dtype=object),
     }
 
 
 class _Encoder:
-    """Ray actor: holds the model on its GPU (or CPU) and embeds the preprocessed tensors."""
+    """Ray actor: holds the model on its GPU (or CPU) and embeds the prepared cases."""
 
     def __init__(self, model, device: str):
         self.device = torch.device(device)
@@ -84,17 +83,15 @@ class _Encoder:
         emb = np.zeros((len(ok), self.model.embedding_dim), dtype=np.float32)
         t0 = time.perf_counter()
         if ok.any():
-            x = torch.from_numpy(np.ascontiguousarray(batch["tensor"][ok])).to(self.device)
-            with torch.no_grad():
-                emb[ok] = self.model.encode_volume(x).float().cpu().numpy()
+            emb[ok] = embed_prepared(self.model, [pickle.loads(b) for b in batch["prepared"][ok]])
         seconds = time.perf_counter() - t0
         return {"pos": batch["pos"], "error": batch["error"], "embedding": emb,
                 "seconds": np.full(len(ok), seconds / len(ok))}
 
 
 def embed_stream(model, cases: Sequence[Case], *, options: RayOptions, batch_size: int,
-                 cache_dir: str | None):
-    """Yield ``(positions, embeddings (n, E) float32 or None per row, errors)`` batches in case order."""
+                 cache: PreprocessCache) -> Iterator[EmbeddedBatch]:
+    """Yield :class:`~hsenet_search.embedding.EmbeddedBatch` batches in case order."""
     import ray
 
     resources = connect(options.address)
@@ -114,12 +111,18 @@ def embed_stream(model, cases: Sequence[Case], *, options: RayOptions, batch_siz
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), MAX_BLOCKS)))
     # SPREAD puts the decode tasks on every node
     ds = ds.map_batches(_preprocess, batch_size=1, num_cpus=options.cpus_per_task, scheduling_strategy="SPREAD",
-                        fn_kwargs={"profile": model.profile, "cache_dir": cache_dir})
+                        fn_kwargs={"profile": model.profile, "recipe": slice_recipe(model),
+                                   "cache_dir": str(cache.root)})
     ds = ds.map_batches(_Encoder, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
                         **encoder)
     try:
         for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
-            yield batch["pos"].tolist(), batch["embedding"], batch["error"].tolist(), float(batch["seconds"].sum())
+            errors = batch["error"].tolist()
+            ok = [j for j, err in enumerate(errors) if not err]
+            positions = batch["pos"].tolist()
+            yield EmbeddedBatch([positions[j] for j in ok], batch["embedding"][ok],
+                                [(p, err) for p, err in zip(positions, errors, strict=True) if err],
+                                float(batch["seconds"].sum()))
     except ray.exceptions.RayError as e:  # a task or actor that failed past its retries
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DatasetError(f"the Ray pipeline failed ({first}); the shards written so far are kept: "

@@ -79,6 +79,7 @@ class IndexManifest:
     files: dict = field(default_factory=dict)
     trained_on: dict | None = None
     """Vectors each FAISS index was trained on (``index add`` retrains past a growth limit)."""
+    report_text: str = "findings+impression"  # the report text embedded (older indexes: findings+impression)
 
     def model_path(self) -> str:
         """The model name or directory the index was built with (what ``load_model`` takes)."""
@@ -106,7 +107,7 @@ class IndexManifest:
             raise IndexFormatError(f"index format {version} is newer than this hsenet-search supports "
                                    f"({FORMAT_VERSION}); upgrade hsenet-search", path)
         known = {f.name: f for f in fields(cls)}
-        optional = ("hubness", "files", "trained_on")
+        optional = ("hubness", "files", "trained_on", "report_text")
         missing = [name for name in known if name not in data and name not in optional]
         if missing:
             raise IndexFormatError(f"manifest lacks {', '.join(missing)}", path)
@@ -128,6 +129,8 @@ class IndexManifest:
              "trained_on must be an object or null")
         need(self.embedding in EMBEDDING_STAGES,
              f"embedding must be one of {EMBEDDING_STAGES}, got {self.embedding!r}")
+        need(self.report_text in ("findings", "impression", "findings+impression"),
+             f"report_text must be findings, impression or findings+impression, got {self.report_text!r}")
         need(self.metric == "inner_product", f"metric must be 'inner_product', got {self.metric!r}")
         for kind in ("volumes", "reports"):
             d = self.dims.get(kind)

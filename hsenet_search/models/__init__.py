@@ -7,17 +7,20 @@ model directories, an official HSENet checkpoint directory, or (by name) a fresh
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from hsenet_search.errors import ModelError
 
 from .clip import HSENetCLIP
-from .configs import NAMED_CONFIGS, ModelConfig, get_config
+from .configs import ModelConfig, get_config, list_models
+from .loaders import load_directory
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
+DEFAULT_MODEL_DIR = Path(str(files("hsenet_search.models").joinpath("default")))
 
-__all__ = ["DEFAULT_MODEL_DIR", "HSENetCLIP", "ModelConfig", "create_model", "get_config", "load_model"]
+__all__ = ["DEFAULT_MODEL_DIR", "HSENetCLIP", "ModelConfig", "create_model", "get_config", "list_models",
+           "load_model"]
 
 
 def create_model(name: str = "tiny", *, text_model: str | Path | None = None,
@@ -62,8 +65,8 @@ def load_model(path_or_name: str | Path | None = None, **official_options: Any) 
         return HSENetCLIP.from_pretrained(DEFAULT_MODEL_DIR)
     path = Path(path_or_name)
     if path.exists():
-        return HSENetCLIP.from_pretrained(path, **official_options)
-    if str(path_or_name) in NAMED_CONFIGS:
+        return load_directory(path, **official_options)
+    if str(path_or_name) in list_models():
         return create_model(str(path_or_name)).eval()
-    raise ModelError(f"not a model directory, 'default' or a named config ({', '.join(NAMED_CONFIGS)})",
+    raise ModelError(f"not a model directory, 'default' or a named config ({', '.join(list_models())})",
                      path_or_name)

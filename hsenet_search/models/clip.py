@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hsenet_search.data.slices import OFFICIAL_CHAIN
 from hsenet_search.errors import ModelError
 
 from .configs import ModelConfig
@@ -31,7 +32,7 @@ from .slice_tower import SliceTower
 from .text_tower import TextTower, load_tokenizer, minilm_version
 from .vit3d import ViT3D
 
-OFFICIAL_MODEL_TYPES = ("m3d_clip_stage1", "m3d_clip_stage2")
+OFFICIAL_MODEL_TYPES = ("m3d_clip_stage1", "m3d_clip_stage2")  # read by official.load_official
 
 
 class ContrastiveTower(nn.Module):
@@ -44,9 +45,9 @@ class ContrastiveTower(nn.Module):
         self.mm_language_proj = nn.Linear(text_width, config.projection_dim)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)))
         self.packer = None
-        if config.packer_out_dim:
-            self.packer = SpatialPacker(config.width, config.packer_out_dim, config.grid, config.packer_kernel,
-                                        config.packer_dropout)
+        packer = config.packer
+        if packer.out_dim:
+            self.packer = SpatialPacker(config.width, packer.out_dim, config.grid, packer.kernel, packer.dropout)
 
 
 class HSENetCLIP(nn.Module):
@@ -71,7 +72,7 @@ class HSENetCLIP(nn.Module):
         self.slice_tower = None
         if "stage2" in config.towers and config.slice_source != "none":
             self.slice_tower = SliceTower.from_config(config, slice_trunk)
-        self._preprocessing: dict[str, Any] | None = None
+        self._profile = None
         self._fingerprint: tuple[tuple, str] | None = None
 
     # ------------------------------------------------------------------ descriptive properties
@@ -91,22 +92,36 @@ class HSENetCLIP(nn.Module):
     @property
     def preprocessing(self) -> dict[str, Any]:
         """The preprocessing profile dict (``preprocessing.json``) of the tensors this model expects."""
-        if self._preprocessing is None:
-            from hsenet_search.data.preprocess import get_profile
-
-            self._preprocessing = get_profile(self.config.preprocessing).to_dict()
-        return self._preprocessing
+        return self.profile.to_dict()
 
     @preprocessing.setter
     def preprocessing(self, value: dict[str, Any]) -> None:
-        self._preprocessing = dict(value)
+        from hsenet_search.data.preprocess import get_profile
+
+        self._profile = get_profile(dict(value))
 
     @property
     def profile(self):
-        """The :class:`hsenet_search.data.preprocess.Profile` built from :attr:`preprocessing`."""
-        from hsenet_search.data.preprocess import get_profile
+        """The :class:`hsenet_search.data.preprocess.Profile` of the model (built once, then kept)."""
+        if self._profile is None:
+            from hsenet_search.data.preprocess import get_profile
 
-        return get_profile(self.preprocessing)
+            self._profile = get_profile(self.config.preprocessing)
+        return self._profile
+
+    @property
+    def slice_input(self) -> str:
+        """Where the 2E3 tower's slice features come from: ``planes`` (our jointly trained slice tower on the
+        axial planes of the 3D input), ``biomedclip`` (the official 2D slice chain through the BiomedCLIP trunk,
+        or precomputed features), ``features`` (precomputed features only) or ``none`` (no 2E3 tower)."""
+        if "stage2" not in self.towers:
+            return "none"
+        return {"tower": "planes", "biomedclip": "biomedclip", "none": "features"}[self.config.slice_source]
+
+    @property
+    def text_protocol(self) -> str:
+        """The report text the model embeds (``findings``, ``impression`` or ``findings+impression``)."""
+        return self.config.text_protocol
 
     def saved_state(self) -> dict[str, torch.Tensor]:
         """The tensors a model directory stores: everything but a frozen packaged MiniLM trunk."""
@@ -129,6 +144,52 @@ class HSENetCLIP(nn.Module):
         if self.config.text_source == "minilm":
             data["text_package_version"] = minilm_version()
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary of the model: towers, sizes, parameters, slice source, text protocol."""
+        model, cfg = self, self.config
+
+        def count(module) -> int:
+            return sum(p.numel() for p in module.parameters()) if module is not None else 0
+
+        towers = {}
+        for name in model.towers:
+            stage = model.stages[name]
+            text = model.text_tower(name)
+            towers[name] = {
+                "vision_params": count(stage.vision_encoder),
+                "projection_params": count(stage.mm_vision_proj) + count(stage.mm_language_proj),
+                "packer_params": count(stage.packer),
+                "text_trunk": cfg.text_trunk_key(name),
+                "text_width": text.width,
+                "text_frozen": text.frozen,
+                "logit_scale": round(float(model.logit_scale(name).detach()), 4),
+            }
+        return {
+            "name": cfg.name,
+            "source": cfg.source,
+            "fingerprint": model.fingerprint,
+            "embedding": cfg.embedding,
+            "embedding_dim": model.embedding_dim,
+            "towers": towers,
+            "img_size": list(cfg.img_size),
+            "patch_size": list(cfg.patch_size),
+            "grid": list(cfg.grid),
+            "width": cfg.width, "layers": cfg.layers, "heads": cfg.heads, "projection_dim": cfg.projection_dim,
+            "text": {"source": cfg.text_source, "pooling": cfg.text_pooling, "max_length": cfg.text_max_length,
+                     "trunk_params": {k: count(t) for k, t in model.text_towers.items()}},
+            "slice_tower": {"source": cfg.slice_source, "dim": cfg.slice_dim, "params": count(model.slice_tower),
+                            "frozen": bool(model.slice_tower is not None and model.slice_tower.frozen)},
+            "packer": None if cfg.packer_out_dim is None else {"kernel": list(cfg.packer_kernel),
+                                                                "out_dim": cfg.packer_out_dim,
+                                                                "tokens": model.stages["stage1"].packer.num_windows},
+            "logit_scale_mode": cfg.logit_scale_mode,
+            "preprocessing": {"name": model.preprocessing.get("name"), "hash": model.preprocessing.get("hash")},
+            "slice_input": model.slice_input,
+            "slice_chain": OFFICIAL_CHAIN.to_dict() if model.slice_input == "biomedclip" else None,
+            "text_protocol": model.text_protocol,
+            "total_params": count(model),
+        }
 
     # ------------------------------------------------------------------ training helpers
     def text_tower(self, tower: str) -> TextTower:
@@ -178,18 +239,29 @@ class HSENetCLIP(nn.Module):
 
     # ------------------------------------------------------------------ vision side
     def slice_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, D, C2d)`` features of the D axial slices of ``x`` from the 2D slice tower."""
-        if self.slice_tower is None:
+        """``(B, D, C2d)`` features of the D axial planes of ``x`` from our jointly trained slice tower.
+
+        A BiomedCLIP-sourced 2E3 tower never sees the 3D planes: its features come from the official 2D slice
+        chain (:mod:`hsenet_search.embedding` computes them) and must be passed in."""
+        if self.slice_input != "planes":
             raise ModelError(
-                f"this model has no 2D slice tower: pass slice_features of shape (B, slices, {self.config.slice_dim}) "
-                "(BiomedCLIP trunk CLS features) or import it with --biomedclip")
+                f"this model's 2E3 tower takes BiomedCLIP features of the official 2D slices: pass slice_features "
+                f"of shape (B, 32, {self.config.slice_dim}) (hsenet_search.embedding computes them from the volume "
+                "file with a BiomedCLIP trunk, or reads <volume>_biomedclip_features.npy)")
         return self.slice_tower(self._volume(x))
+
+    def slice_image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """BiomedCLIP trunk CLS features ``(N, C2d)`` of preprocessed slice images ``(N, 3, S, S)``."""
+        if self.slice_input != "biomedclip" or self.slice_tower is None:
+            raise ModelError("this model has no BiomedCLIP trunk: pass precomputed slice features, or load the "
+                             "model with a BiomedCLIP checkpoint (biomedclip=DIR)")
+        return self.slice_tower.encode_images(images)
 
     def vision_tokens(self, x: torch.Tensor, tower: str, slice_features: torch.Tensor | None = None) -> torch.Tensor:
         """All tokens of ``tower``'s 3D encoder after its final norm: ``(B, 1 + N, width)``, CLS first."""
         self._check_tower(tower)
         x = self._volume(x)
-        centred = (x - self.config.input_mean) / self.config.input_std
+        centred = self._centred(x)
         if tower == "stage2":
             if slice_features is None:
                 slice_features = self.slice_features(x)
@@ -222,7 +294,7 @@ class HSENetCLIP(nn.Module):
         if slice_features is None:
             slice_features = self.slice_features(x)
         encoder = self.stages["stage2"].vision_encoder
-        return encoder.patch_scores(encoder.embed(x), slice_features.to(x.device))
+        return encoder.patch_scores(encoder.embed(self._centred(x)), slice_features.to(x.device))
 
     # ------------------------------------------------------------------ text side
     def text_pooled(self, texts: list[str], tower: str) -> torch.Tensor:
@@ -296,19 +368,13 @@ class HSENetCLIP(nn.Module):
         return write_dir_atomic(path, write)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **official_options: Any) -> HSENetCLIP:
-        """Load one of our model directories, or an official ``m3d_clip_stage1`` / ``m3d_clip_stage2`` directory
-        (``official_options``: ``text_config``, ``biomedclip``, ``embedding``; see ``official.load_official``).
+    def from_pretrained(cls, path: str | Path) -> HSENetCLIP:
+        """Load one of our model directories (other formats: :func:`hsenet_search.models.loaders.load_directory`).
         Returned in eval mode."""
         path = Path(path)
         meta = _read_meta(path)
-        model_type = meta.get("model_type")
-        if model_type in OFFICIAL_MODEL_TYPES:
-            from .official import load_official
-
-            return load_official(path, **official_options)
-        if model_type != MODEL_TYPE:
-            raise ModelError(f"unknown model_type {model_type!r} in config.json", path)
+        if meta.get("model_type") != MODEL_TYPE:
+            raise ModelError(f"model_type {meta.get('model_type')!r} is not {MODEL_TYPE!r}", path)
         if meta.get("format_version") != FORMAT_VERSION:
             raise ModelError(f"model format_version {meta.get('format_version')} is not {FORMAT_VERSION}", path)
         if not isinstance(meta.get("config"), dict):
@@ -354,6 +420,10 @@ class HSENetCLIP(nn.Module):
             raise ModelError(f"volume tensor has shape {shape}; the model expects (B, {', '.join(map(str, expected))})")
         param = self.stages["stage1"].mm_vision_proj.weight
         return x.to(device=param.device, dtype=param.dtype)
+
+    def _centred(self, x: torch.Tensor) -> torch.Tensor:
+        """What the 3D encoders see: ``(x - input_mean) / input_std``."""
+        return (x - self.config.input_mean) / self.config.input_std
 
     @contextlib.contextmanager
     def _inference(self):

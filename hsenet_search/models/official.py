@@ -49,15 +49,6 @@ STAGE1_PREFIX = "stage1_pretrained_CLIP."
 WEIGHT_FILES = ("pytorch_model.bin", "model_params.bin")
 
 
-def official_model_type(path: str | Path) -> str | None:
-    """``m3d_clip_stage1`` / ``m3d_clip_stage2`` when ``path`` is an official checkpoint directory, else None."""
-    try:
-        model_type = json.loads((Path(path) / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return model_type if model_type in OFFICIAL_MODEL_TYPES else None
-
-
 def read_official_weights(path: Path) -> dict[str, torch.Tensor]:
     """The checkpoint tensors of an official directory (safetensors preferred)."""
     if (path / "model.safetensors").exists():
@@ -104,8 +95,13 @@ def infer_bert_config(state: dict[str, torch.Tensor], prefix: str, path: Path) -
     }
 
 
+def has_tokenizer(path: Path) -> bool:
+    """True when ``path`` holds BERT tokenizer files (``vocab.txt`` or a ``tokenizer.json``)."""
+    return (path / "vocab.txt").exists() or (path / "tokenizer.json").exists()
+
+
 def _official_tokenizer(path: Path):
-    """The checkpoint's BERT tokenizer: ``AutoTokenizer`` when it has a tokenizer config, else ``vocab.txt``."""
+    """The BERT tokenizer in ``path``: ``AutoTokenizer`` when it has a tokenizer config, else ``vocab.txt``."""
     tok_cfg = path / "tokenizer_config.json"
     if tok_cfg.exists():
         try:
@@ -115,7 +111,8 @@ def _official_tokenizer(path: Path):
         if has_class:
             return load_tokenizer(path)
     if not (path / "vocab.txt").exists():
-        raise ModelError("no BERT tokenizer files (vocab.txt) in the checkpoint directory", path)
+        raise ModelError("no BERT tokenizer files (vocab.txt); give the bert-base-uncased folder as the text model",
+                         path)
     from transformers import BertTokenizer
 
     return BertTokenizer(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
@@ -228,9 +225,12 @@ def from_official_key(key: str, mapping: dict[str, str]) -> str | None:
 
 
 def load_official(path: str | Path, *, text_config: dict[str, Any] | str | Path | None = None,
-                  biomedclip: str | Path | None = None, embedding: str | None = None) -> HSENetCLIP:
+                  text_model: str | Path | None = None, biomedclip: str | Path | None = None,
+                  embedding: str | None = None) -> HSENetCLIP:
     """Load an official HSENet CLIP checkpoint directory strictly into an :class:`HSENetCLIP` (eval mode).
 
+    ``text_model``: a local BERT folder (bert-base-uncased) holding the tokenizer files and, optionally, its
+    ``config.json``, for checkpoints saved without them; the checkpoint's own files are used otherwise.
     ``text_config``: a dict or JSON file of BERT config fields overriding the inferred ones (both trunks).
     ``biomedclip``: a local open_clip BiomedCLIP checkpoint for the 2E3 slice tower (frozen); without it a
     stage-2 model needs precomputed slice features. ``embedding``: default ``stage1`` for a stage-1 checkpoint
@@ -242,7 +242,13 @@ def load_official(path: str | Path, *, text_config: dict[str, Any] | str | Path 
     if model_type not in OFFICIAL_MODEL_TYPES:
         raise ModelError(f"not an official HSENet CLIP checkpoint (model_type {model_type!r})", path)
     state = read_official_weights(path)
-    override = _text_override(text_config)
+    text_dir = Path(text_model) if text_model is not None else path
+    if text_model is not None and not text_dir.is_dir():
+        raise ModelError("the text model is not a folder", text_dir)
+    override = {}
+    if text_model is not None and (text_dir / "config.json").exists():
+        override = _text_override(text_dir / "config.json")
+    override |= _text_override(text_config)
     stage2 = model_type == "m3d_clip_stage2"
     trunk_prefixes = {"stage1": STAGE1_PREFIX + "language_encoder.", "stage2": "language_encoder."} if stage2 \
         else {"shared": "language_encoder."}
@@ -252,7 +258,7 @@ def load_official(path: str | Path, *, text_config: dict[str, Any] | str | Path 
         slice_trunk, vision_cfg, mean, std = load_biomedclip_trunk(biomedclip)
         slice_info = {"vision_cfg": vision_cfg, "mean": mean, "std": std, "dim": int(slice_trunk.num_features)}
     config = official_config(path, model_type, raw, state, text_configs, embedding, slice_info)
-    tokenizer = _official_tokenizer(path)
+    tokenizer = _official_tokenizer(text_dir)
     text_towers = {k: TextTower.from_hf_config(text_configs[k], tokenizer, "cls", config.text_max_length, False)
                    for k in text_configs}
     model = HSENetCLIP(config, text_towers=text_towers, slice_trunk=slice_trunk)
@@ -288,9 +294,10 @@ def _text_override(text_config: dict[str, Any] | str | Path | None) -> dict[str,
                                                                                    "transformers_version")}
 
 
-def import_official(src: str | Path, out: str | Path, *, text_config=None, biomedclip=None,
+def import_official(src: str | Path, out: str | Path, *, text_config=None, text_model=None, biomedclip=None,
                     embedding: str | None = None) -> HSENetCLIP:
     """Convert an official checkpoint directory to our model directory format at ``out``."""
-    model = load_official(src, text_config=text_config, biomedclip=biomedclip, embedding=embedding)
+    model = load_official(src, text_config=text_config, text_model=text_model, biomedclip=biomedclip,
+                          embedding=embedding)
     model.save_pretrained(out)
     return model

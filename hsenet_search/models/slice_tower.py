@@ -1,15 +1,14 @@
-"""The 2D slice tower: per-axial-slice features ``(B, D, C2d)`` for the 2E3 encoder.
+"""The 2D slice tower of the 2E3 encoder: per-slice features ``(B, 32, C2d)``.
 
 Two open_clip image towers:
 
-* offline default: a small ``open_clip.transformer.VisionTransformer`` built from the config (no download),
-  trained jointly with the 2E3 tower;
-* BiomedCLIP (the official 2D encoder): ``model.visual.trunk`` of a local open_clip checkpoint directory
-  (``open_clip_config.json`` + weights), a timm ViT-B/16 whose output is the final-norm CLS (768-d); frozen.
-
-Slices are the D axial planes of the model input, resized to the tower's image size and repeated to 3 channels
-(the official online alternative, vit.py); BiomedCLIP inputs are also normalised with its pixel mean/std.
-Precomputed features (the official default path) bypass this module.
+* ``slice_source="tower"`` (our models): a small ``open_clip.transformer.VisionTransformer`` built from the config
+  (no download), trained jointly with the 2E3 tower on the D axial *planes of the 3D model input* (resized to
+  its image size, repeated to 3 channels: the official online alternative in vit.py);
+* ``slice_source="biomedclip"`` (the official 2D encoder): ``model.visual.trunk`` of a local open_clip checkpoint
+  directory (``open_clip_config.json`` + weights), a timm ViT whose output is the final-norm CLS; frozen. It
+  never sees the 3D planes: it encodes the JPEG slices of the official 2D chain
+  (:mod:`hsenet_search.data.slices`), preprocessed by :func:`biomedclip_transform`.
 """
 
 from __future__ import annotations
@@ -35,10 +34,9 @@ def build_offline_trunk(config: ModelConfig) -> nn.Module:
     """A small open_clip ViT whose pooled, projected output has ``config.slice_dim`` features."""
     from open_clip.transformer import VisionTransformer
 
-    return VisionTransformer(
-        image_size=config.slice_image_size, patch_size=config.slice_patch_size, width=config.slice_width,
-        layers=config.slice_layers, heads=config.slice_heads, mlp_ratio=4.0, output_dim=config.slice_dim,
-    )
+    part = config.slice
+    return VisionTransformer(image_size=part.image_size, patch_size=part.patch_size, width=part.width,
+                             layers=part.layers, heads=part.heads, mlp_ratio=4.0, output_dim=part.dim)
 
 
 def build_timm_trunk(vision_cfg: dict[str, Any]) -> nn.Module:
@@ -91,10 +89,18 @@ def load_biomedclip_trunk(path: str | Path) -> tuple[nn.Module, dict[str, Any], 
     return trunk, vision, mean, std
 
 
-class SliceTower(nn.Module):
-    """``(B, C, D, H, W)`` volume -> ``(B, D, C2d)`` slice features. Key prefix ``trunk.``."""
+def biomedclip_transform(image_size: int, mean: tuple, std: tuple):
+    """BiomedCLIP's own eval preprocess (open_clip ``image_transform``): PIL RGB image -> ``(3, S, S)``."""
+    from open_clip.transform import image_transform
 
-    def __init__(self, trunk: nn.Module, image_size: int, out_dim: int, mean=None, std=None, frozen=False):
+    return image_transform(int(image_size), is_train=False, mean=tuple(mean), std=tuple(std))
+
+
+class SliceTower(nn.Module):
+    """Slice features: ``forward`` on a ``(B, C, D, H, W)`` volume's planes (our tower), ``encode_images`` on
+    preprocessed slice images (BiomedCLIP). Key prefix ``trunk.``."""
+
+    def __init__(self, trunk: nn.Module, image_size: int, out_dim: int, frozen: bool = False):
         super().__init__()
         self.trunk = trunk
         self.image_size = int(image_size)
@@ -102,20 +108,15 @@ class SliceTower(nn.Module):
         self.frozen = frozen
         if frozen:
             self.trunk.requires_grad_(False)
-        norm = mean is not None and std is not None
-        self.register_buffer("mean", torch.tensor(mean if norm else (0.0,) * 3).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std if norm else (1.0,) * 3).view(1, 3, 1, 1), persistent=False)
 
     @classmethod
     def from_config(cls, config: ModelConfig, trunk: nn.Module | None = None) -> SliceTower:
         """Build the tower ``config.slice_source`` describes (``trunk`` reuses already loaded BiomedCLIP weights)."""
-        if config.slice_source == "tower":
-            return cls(trunk or build_offline_trunk(config), config.slice_image_size, config.slice_dim)
-        vision = dict(config.slice_vision_cfg or {})
-        trunk = trunk or build_timm_trunk(vision)
-        image_size = vision.get("image_size", 224)
-        image_size = image_size[0] if isinstance(image_size, (list, tuple)) else image_size
-        return cls(trunk, image_size, config.slice_dim, config.slice_mean, config.slice_std, frozen=True)
+        part = config.slice
+        if part.source == "tower":
+            return cls(trunk or build_offline_trunk(config), part.image_size, part.dim)
+        vision = dict(part.vision_cfg or {})
+        return cls(trunk or build_timm_trunk(vision), biomedclip_image_size(vision), part.dim, frozen=True)
 
     def train(self, mode: bool = True) -> SliceTower:
         super().train(mode)
@@ -123,21 +124,32 @@ class SliceTower(nn.Module):
             self.trunk.eval()
         return self
 
-    def slices(self, x: torch.Tensor) -> torch.Tensor:
-        """The axial slices as trunk input: ``(B * D, 3, S, S)``."""
+    def planes(self, x: torch.Tensor) -> torch.Tensor:
+        """The axial planes of the 3D input as trunk input: ``(B * D, 3, S, S)``."""
         b, c, d, h, w = x.shape
         planes = x.permute(0, 2, 1, 3, 4).reshape(b * d, c, h, w).mean(dim=1, keepdim=True)
         if (h, w) != (self.image_size, self.image_size):
             planes = F.interpolate(planes, size=(self.image_size, self.image_size), mode="bilinear",
                                    align_corners=False)
-        return (planes.expand(-1, 3, -1, -1) - self.mean.to(planes.dtype)) / self.std.to(planes.dtype)
+        return planes.expand(-1, 3, -1, -1)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, S, S)`` preprocessed images -> ``(N, C2d)`` trunk features."""
+        param = next(self.trunk.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            feats = self.trunk(images.to(device=param.device, dtype=param.dtype))
+        if feats.ndim != 2 or feats.shape[-1] != self.out_dim:
+            raise ModelError(f"the slice trunk returned shape {tuple(feats.shape)}, expected (N, {self.out_dim})")
+        return feats
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 5:
             raise ModelError(f"the slice tower expects a (B, C, D, H, W) volume, got shape {tuple(x.shape)}")
         b, d = x.shape[0], x.shape[2]
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            feats = self.trunk(self.slices(x))
-        if feats.ndim != 2 or feats.shape[-1] != self.out_dim:
-            raise ModelError(f"the slice trunk returned shape {tuple(feats.shape)}, expected (N, {self.out_dim})")
-        return feats.reshape(b, d, self.out_dim)
+        return self.encode_images(self.planes(x)).reshape(b, d, self.out_dim)
+
+
+def biomedclip_image_size(vision_cfg: dict[str, Any]) -> int:
+    """The square input size of a BiomedCLIP vision config."""
+    size = vision_cfg.get("image_size", 224)
+    return int(size[0] if isinstance(size, (list, tuple)) else size)

@@ -65,13 +65,14 @@ class DisplayVolume:
 
 
 def display_volume(path: str) -> DisplayVolume:
-    """Read a volume file (with its CT-RATE rescale where one applies) and reorient it to LPS."""
+    """Read a volume file by the one road (CT-RATE metadata rescale and spacing where they apply) and
+    reorient it to LPS."""
     import nibabel as nib
 
-    from hsenet_search.data.lookup import rescale_for_path
-    from hsenet_search.data.volume import read_volume
+    from hsenet_search.data.dataset import load_case_volume
+    from hsenet_search.data.resolve import resolve_input
 
-    volume = read_volume(path, rescale=rescale_for_path(path))
+    volume = load_case_volume(resolve_input(path))
     current = nib.orientations.io_orientation(volume.affine)
     target = nib.orientations.axcodes2ornt(("L", "P", "S"))
     transform = nib.orientations.ornt_transform(current, target)

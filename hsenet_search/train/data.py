@@ -13,6 +13,8 @@ from torch.utils.data import Dataset, Sampler
 from hsenet_search.data.cache import PreprocessCache
 from hsenet_search.data.cases import Case
 from hsenet_search.data.preprocess import Profile, preprocess_case
+from hsenet_search.data.resolve import resolve_input
+from hsenet_search.embedding import SliceRecipe, prepare_slices
 
 AUGMENTATIONS = ("none", "intensity", "official")
 
@@ -58,10 +60,12 @@ def augmentation(kind: str, seed: int) -> Compose | None:
 
 
 class ScanDataset(Dataset):
-    """Item ``(position, epoch)`` -> one random reconstruction of the scan, preprocessed and augmented."""
+    """Item ``(position, epoch)`` -> one random reconstruction of the scan, preprocessed and augmented, with
+    the slice inputs ``recipe`` asks for (see :mod:`hsenet_search.embedding`; the augmentation, as in the
+    official code, touches the volume only)."""
 
     def __init__(self, scans: Sequence[Scan], profile: Profile, cache: PreprocessCache | None,
-                 augment: str = "intensity", seed: int = 0):
+                 augment: str = "intensity", seed: int = 0, recipe: SliceRecipe | None = None):
         if augment not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {augment!r}; expected one of {AUGMENTATIONS}")
         self.scans = list(scans)
@@ -69,21 +73,35 @@ class ScanDataset(Dataset):
         self.cache = cache
         self.augment = augment
         self.seed = seed
+        self.recipe = recipe or SliceRecipe("none")
 
     def __len__(self) -> int:
         return len(self.scans)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, torch.Tensor]:
+    def case_of(self, i: int, epoch: int) -> Case:
+        """The reconstruction scan ``i`` shows in ``epoch``."""
+        scan = self.scans[i]
+        rng = np.random.default_rng([self.seed, epoch, i])
+        return scan.cases[int(rng.integers(len(scan.cases)))]
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, torch.Tensor, tuple | None]:
         i, epoch = key
         scan = self.scans[i]
         rng = np.random.default_rng([self.seed, epoch, i])
-        case = scan.cases[int(rng.integers(len(scan.cases)))]
+        case = resolve_input(scan.cases[int(rng.integers(len(scan.cases)))])
         x = preprocess_case(case, self.profile, cache=self.cache)
         chain = augmentation(self.augment, int(rng.integers(2**31)))
         if chain is not None:
             x = np.asarray(chain(x), dtype=np.float32)
         labels = torch.tensor(scan.labels if scan.labels is not None else [-1] * 18, dtype=torch.int64)
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), scan.text_index, labels
+        volume = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        return volume, scan.text_index, labels, prepare_slices(case, self.recipe)
+
+
+def collate_scans(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
+    """Stack volumes, text indices and labels; slice inputs stay a list (features or images per item)."""
+    volumes, text_idx, labels, slices = zip(*items, strict=True)
+    return torch.stack(volumes), torch.tensor(text_idx), torch.stack(labels), list(slices)
 
 
 class EpochOrder(Sampler):

@@ -25,10 +25,12 @@ from torch.utils.data import DataLoader
 from hsenet_search.atomic import atomic_path, write_json
 from hsenet_search.data.cache import PreprocessCache
 from hsenet_search.data.dataset import open_dataset
+from hsenet_search.data.resolve import case_text, check_report_text, truncate_sentences
+from hsenet_search.embedding import Prepared, embed_cases, slice_features_of, slice_recipe
 from hsenet_search.errors import DatasetError, HSENetError, ModelError
 from hsenet_search.eval.retrieval import recall_at_k
 
-from .data import AUGMENTATIONS, EpochOrder, ScanDataset, batches_per_epoch, group_scans
+from .data import AUGMENTATIONS, EpochOrder, ScanDataset, batches_per_epoch, collate_scans, group_scans
 from .losses import (
     consistency_weight,
     contrastive_loss,
@@ -60,7 +62,8 @@ class TrainConfig:
     seed: int = 0
     workers: int = 2
     augment: str = "intensity"        # none | intensity | official
-    text_field: str = "report"        # report (findings + impression) | findings (the official choice)
+    text_field: str | None = None     # findings | impression | findings+impression (None: the model's own)
+    text_truncation: str = "head"     # head (tokenizer truncation) | sentences (official random-sentence draw)
     prompt_loss_weight: float = 0.0   # RadFinder-style disease-prompt loss from the 18 labels
     consistency_decay_steps: int = 5000
     keep_stage2: bool = False         # stage 2: keep the model's 2E3 weights (fine-tuning) instead of copying stage 1
@@ -95,12 +98,20 @@ def state_dir(out: str | Path, stage: int) -> Path:
     return Path(out) / "training" / f"stage{stage}"
 
 
-def _text_of(field_name: str):
-    if field_name == "report":
-        return lambda case: case.report
-    if field_name == "findings":
-        return lambda case: case.findings or case.report
-    raise HSENetError(f"unknown text field {field_name!r} (expected report or findings)")
+def _text_of(protocol: str):
+    check_report_text(protocol)
+    return lambda case: case_text(case, protocol)
+
+
+def _truncated(texts: list[str], tower, budget: int, seed: int) -> list[str]:
+    """The official ``truncate_text`` applied once per text (a fixed draw per run: pooled texts are cached)."""
+    rng = random.Random(seed)
+    tokenizer = tower.tokenizer
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    return [truncate_sentences(t, count, budget, rng) for t in texts]
 
 
 def _device(name: str) -> torch.device:
@@ -144,6 +155,8 @@ class Trainer:
             raise HSENetError("give exactly one of --epochs or --steps")
         if cfg.loss not in ("clip", "siglip"):
             raise HSENetError(f"unknown loss {cfg.loss!r}; expected clip or siglip")
+        if cfg.text_truncation not in ("head", "sentences"):
+            raise HSENetError(f"unknown text truncation {cfg.text_truncation!r}; expected head or sentences")
         if cfg.augment not in AUGMENTATIONS:
             raise HSENetError(f"unknown augmentation {cfg.augment!r}; expected one of {', '.join(AUGMENTATIONS)}")
         self.cfg = cfg
@@ -158,13 +171,17 @@ class Trainer:
         self.model = self._load_model().to(self.device)
         self.profile = self.model.profile
         self.cache = PreprocessCache(Path(cfg.cache_dir) if cfg.cache_dir else None)
-        text_of = _text_of(cfg.text_field)
+        self.recipe = slice_recipe(self.model, self.tower)
+        text_of = _text_of(cfg.text_field or self.model.text_protocol)
         train_cases = open_dataset(cfg.data, split="train", missing="skip")
         valid_cases = open_dataset(cfg.data, split="valid", missing="skip")
         if len(train_cases) == 0:
             raise DatasetError("no training cases in the train split", cfg.data)
         self.train_scans, self.train_texts = group_scans(train_cases, text_of)
         self.valid_scans, self.valid_texts = group_scans(valid_cases, text_of)
+        if cfg.text_truncation == "sentences":
+            tower = self.model.text_tower(self.tower)
+            self.train_texts = _truncated(self.train_texts, tower, tower.max_length, cfg.seed)
         if len(self.train_scans) < cfg.batch_size * self.world:
             raise DatasetError(
                 f"{len(self.train_scans)} training scans are fewer than one global batch "
@@ -278,16 +295,14 @@ class Trainer:
             return {}
         self.model.eval()
         dataset = ScanDataset(self.valid_scans, self.profile, self.cache, augment="none", seed=self.cfg.seed)
-        img = []
-        for i in range(len(dataset)):
-            x, _, _ = dataset[(i, 0)]
-            img.append(x)
-        feats = []
-        for i in range(0, len(img), self.cfg.batch_size):
-            x = torch.stack(img[i:i + self.cfg.batch_size]).to(self.device)
-            feats.append(self.model.vision_features(x, self.tower).float().cpu())
+        cases = [dataset.case_of(i, 0) for i in range(len(dataset))]
+        feats, kept = [], []
+        for batch in embed_cases(self.model, cases, batch_size=self.cfg.batch_size, workers=0, cache=self.cache,
+                                 embedding=self.tower):
+            feats.append(torch.from_numpy(batch.embeddings))
+            kept += batch.indices
         vol = torch.cat(feats)
-        texts = [self.valid_texts[s.text_index] for s in self.valid_scans]
+        texts = [self.valid_texts[self.valid_scans[i].text_index] for i in kept]
         pooled = self._pooled_texts(texts, self.tower)
         txt = (self.model.text_features_from_pooled(pooled, self.tower) if pooled is not None
                else self.model.encode_text(texts, embedding=self.tower)).float().cpu()
@@ -295,7 +310,7 @@ class Trainer:
         self.model.train()
         out = {f"t2v_R@{k}": v for k, v in recall_at_k(scores.T, self.cfg.ks).items()}
         out.update({f"v2t_R@{k}": v for k, v in recall_at_k(scores, self.cfg.ks).items()})
-        out["n_valid"] = len(self.valid_scans)
+        out["n_valid"] = len(kept)
         return out
 
     # ----------------------------------------------------------------- loop
@@ -310,7 +325,7 @@ class Trainer:
         pooled_s1 = self._pooled_texts(self.train_texts, "stage1") if cfg.stage == 2 else None
         prompts_pos, prompts_neg = disease_prompts()
         prompt_cache = (self._pooled_texts(prompts_pos, self.tower), self._pooled_texts(prompts_neg, self.tower))
-        dataset = ScanDataset(self.train_scans, self.profile, self.cache, cfg.augment, cfg.seed)
+        dataset = ScanDataset(self.train_scans, self.profile, self.cache, cfg.augment, cfg.seed, self.recipe)
         eval_every = cfg.eval_every or self.per_epoch
         self.model.train()
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
@@ -323,11 +338,12 @@ class Trainer:
                 order = EpochOrder(len(self.train_scans), seed=cfg.seed, epoch=epoch, batch_size=cfg.batch_size,
                                    start_batch=offset, rank=self.rank, world_size=self.world)
                 loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=order, drop_last=True,
-                                    num_workers=cfg.workers, persistent_workers=False)
-                for x, text_idx, labels in loader:
+                                    num_workers=cfg.workers, persistent_workers=False, collate_fn=collate_scans)
+                for x, text_idx, labels, slices in loader:
                     with autocast:
                         loss, parts = self._step_loss(x.to(self.device), text_idx, labels.to(self.device),
-                                                      pooled, pooled_s1, prompt_cache, step)
+                                                      pooled, pooled_s1, prompt_cache, step,
+                                                      self._slice_features(slices))
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     self._average_gradients()
@@ -353,9 +369,16 @@ class Trainer:
         return TrainResult(str(self.out), cfg.stage, step, step / self.per_epoch, time.time() - start,
                            history, final)
 
-    def _step_loss(self, x, text_idx, labels, pooled, pooled_s1, prompt_cache, step):
+    def _slice_features(self, slices: list) -> torch.Tensor | None:
+        """The batch's slice features for the 2E3 tower (None: the model reads its planes itself)."""
+        if self.recipe.mode == "none":
+            return None
+        with torch.no_grad():
+            return slice_features_of(self.model, [Prepared(None, item) for item in slices]).to(self.device)
+
+    def _step_loss(self, x, text_idx, labels, pooled, pooled_s1, prompt_cache, step, slice_features=None):
         tower, model = self.tower, self.model
-        img = model.vision_features(x, tower)
+        img = model.vision_features(x, tower, slice_features)
         txt = self._text_features(text_idx, self.train_texts, pooled, tower)
         scale = model.logit_scale(tower)
         if self.cfg.loss == "siglip":
