@@ -134,7 +134,7 @@ def conditioned(tmp_path_factory) -> tuple[Path, SynthSummary, Path]:
 def test_layout_and_csv_columns_follow_ct_rate(sampled):
     root, summary = sampled
     assert sorted(p.name for p in root.iterdir()) == sorted(
-        ["train", "valid", "radiology_text_reports", "multi_abnormality_labels", "metadata"])
+        ["train", "valid", "radiology_text_reports", "multi_abnormality_labels", "metadata", ".hsenet-dataset"])
     files = sorted(root.glob("*/*/*/*.nii.gz"))
     assert len(files) == sum(summary.volumes.values()) and summary.scans["valid"] == 3
     assert sum(summary.scans.values()) == 12 and sum(summary.volumes.values()) > 12  # some second recons
