@@ -134,7 +134,7 @@ def conditioned(tmp_path_factory) -> tuple[Path, SynthSummary, Path]:
 def test_layout_and_csv_columns_follow_ct_rate(sampled):
     root, summary = sampled
     assert sorted(p.name for p in root.iterdir()) == sorted(
-        ["train", "valid", "radiology_text_reports", "multi_abnormality_labels", "metadata"])
+        ["train", "valid", "radiology_text_reports", "multi_abnormality_labels", "metadata", ".hsenet-dataset"])
     files = sorted(root.glob("*/*/*/*.nii.gz"))
     assert len(files) == sum(summary.volumes.values()) and summary.scans["valid"] == 3
     assert sum(summary.scans.values()) == 12 and sum(summary.volumes.values()) > 12  # some second recons
@@ -285,7 +285,7 @@ def test_same_seed_same_bytes_different_seed_differs(tmp_path):
     generate_dataset(tmp_path / "c", 4, seed=12, workers=1)
     files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
-    assert files_a == files_b and len(files_a) == 6 + sum(a.volumes.values())
+    assert files_a == files_b and len(files_a) == 7 + sum(a.volumes.values())  # 6 CSVs + the marker
     for rel in files_a:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
     reports_a = (tmp_path / "a" / CSVS["train"][0]).read_text()
@@ -295,7 +295,7 @@ def test_same_seed_same_bytes_different_seed_differs(tmp_path):
     assert not other.exists() or other.read_bytes() != (tmp_path / "a" / vol).read_bytes()
     # Re-running into an existing dataset replaces it.
     generate_dataset(tmp_path / "a", 2, seed=11, workers=1)
-    assert len(list((tmp_path / "a").glob("*/*/*/*.nii.gz"))) < len(files_a) - 6
+    assert len(list((tmp_path / "a").glob("*/*/*/*.nii.gz"))) < len(files_a) - 7
 
 
 def test_real_reports_and_labels_are_copied(tmp_path, shared_data):

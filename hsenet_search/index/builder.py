@@ -272,8 +272,8 @@ def build_index(cfg: BuildConfig, model=None, progress: bool = True) -> BuildSum
 
     start = time.perf_counter()
     out = Path(cfg.out)
-    work = out.with_name(out.name + ".partial")
     check_output(out, OutputKind.INDEX, inputs=[cfg.data], overwrite=cfg.overwrite)
+    work = out.with_name(out.name + ".partial")
     if model is None:
         check_trained_model(cfg.model, cfg.random_weights)
     with IndexLock(out, "build"), _disk_errors(work, "free space and rerun with --resume"):
@@ -329,7 +329,7 @@ def add_to_index(index_dir: str | Path, data: str, *, model=None, split: str = "
     from hsenet_search.models import load_model
 
     start = time.perf_counter()
-    index_dir = Path(index_dir)
+    index_dir = Path(index_dir).resolve()
     work = index_dir.with_name(index_dir.name + ".add.partial")
     with IndexLock(index_dir, "add"), _disk_errors(work, "free space and rerun index add"):
         clear_stale(index_dir)
