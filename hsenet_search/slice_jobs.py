@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from hsenet_search.data.dataset import Case, load_case_volume, open_dataset, volume_stem
+from hsenet_search.data.cases import Case, volume_stem
+from hsenet_search.data.dataset import load_case_volume, open_dataset
 from hsenet_search.data.resolve import resolve_input
 from hsenet_search.data.slices import (
     OFFICIAL_CHAIN,

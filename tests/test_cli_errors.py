@@ -56,7 +56,7 @@ def test_usage_errors_through_main() -> None:
 
 def test_choice_enums_follow_the_library() -> None:
     """The CLI's fixed choices are exactly the values the library accepts."""
-    from hsenet_search.data.dataset import SPLITS
+    from hsenet_search.data.cases import SPLITS
     from hsenet_search.engine import TARGETS
     from hsenet_search.eval.bench import UNITS
     from hsenet_search.generate.draft import MODES

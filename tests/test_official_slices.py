@@ -13,9 +13,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from hsenet_search.data.dataset import open_dataset
+from hsenet_search.data.readers import read_volume
 from hsenet_search.data.resolve import resolve_input
 from hsenet_search.data.slices import OFFICIAL_CHAIN, jpeg_bytes, official_slices
-from hsenet_search.data.volume import Volume, read_volume
+from hsenet_search.data.volume import Volume
 from hsenet_search.errors import VolumeError
 
 

@@ -19,8 +19,8 @@ from PIL import Image
 from test_official_slices import reference_slices
 from typer.testing import CliRunner
 
+from hsenet_search.data.readers import read_volume
 from hsenet_search.data.resolve import report_text, resolve_input, truncate_sentences
-from hsenet_search.data.volume import read_volume
 from hsenet_search.embedding import embed_cases, embed_input
 from hsenet_search.errors import ModelError, VolumeError
 from hsenet_search.models import load_model

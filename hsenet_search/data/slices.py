@@ -155,7 +155,7 @@ def write_slices(planes: np.ndarray, out: str | Path, chain: SliceChain = OFFICI
 
 def features_path_for(volume_path: str | Path, folder: str | Path | None = None) -> Path:
     """``<volume stem>_biomedclip_features.npy`` beside the volume, or in ``folder``."""
-    from .dataset import volume_stem
+    from .cases import volume_stem
 
     volume_path = Path(volume_path)
     name = volume_stem(volume_path.name) + FEATURES_SUFFIX
