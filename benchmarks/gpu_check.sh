@@ -24,8 +24,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 STAGE=/tmp/hsenet-gpu
-OUT=${OUT:-benchmarks/results/gpu}
-RES=benchmarks/results/gpu
+OUT=${OUT:-$PWD/benchmarks/results/gpu}
+RES=$PWD/benchmarks/results/gpu
 mkdir -p "$STAGE" "$OUT" "$RES"
 for f in .gpu/p*/*; do [ -f "$f" ] && cp "$f" "$STAGE/"; done
 ls "$STAGE"
@@ -53,6 +53,9 @@ rm -rf /tmp/hsenet-pkg && mkdir -p /tmp/hsenet-pkg && cp -r "$SRC/hsenet_search"
   cp -r "$SRC/cli" /tmp/hsenet-pkg/hsenet_search/cli
 export HSENET_CUBLAS13="$CU13/libcublas.so.13" PYTHONPATH="/tmp/site:/tmp/hsenet-pkg" PYTHONUNBUFFERED=1
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RAY_ENABLE_UV_RUN_RUNTIME_ENV=0
+# `python -m` puts the working directory first on sys.path: run from the copied package, not from the repo
+# (whose hsenet_search/ lacks the cli subpackage that setuptools maps from ./cli)
+cd /tmp/hsenet-pkg
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import faiss; print('faiss', faiss.__version__, 'GPUs', faiss.get_num_gpus())" | tee -a "$OUT/gpu.txt"
 status=0

@@ -78,7 +78,8 @@ def _lps_xyz(volume: Volume, chain: SliceChain) -> torch.Tensor:
     from monai.data import MetaTensor
     from monai.transforms import Orientation
 
-    affine = np.asarray(check_affine(volume).affine, dtype=np.float64)
+    check_affine(volume.affine, volume.source)
+    affine = np.asarray(volume.affine, dtype=np.float64)
     image = MetaTensor(torch.from_numpy(np.asarray(volume.array))[None], affine=torch.from_numpy(affine))
     oriented = Orientation(axcodes=chain.orientation, labels=_AXIS_LABELS)(image)
     return oriented.as_tensor()[0].to(torch.float64)
