@@ -1,6 +1,6 @@
 """Mutation spot-check: apply deliberate bugs to key functions and show that the tests catch each one.
 
-    python tests/mutation_smoke.py [--out benchmarks/results/mutation_smoke.json] [--only NAME]
+    python tests/mutation_smoke.py [--out benchmarks/results/mutation_smoke.json] [--only TEXT[,TEXT...]]
 
 The named tests of all mutations run once on the real code (they must pass); then each bug is applied in
 place and its tests must fail; the source file is restored afterwards (also on Ctrl-C; ``git checkout`` the
@@ -113,10 +113,11 @@ def run_mutation(m: Mutation, baseline_rc: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "mutation_smoke.json")
-    ap.add_argument("--only", default=None, help="run the mutations whose name contains this text")
+    ap.add_argument("--only", default=None, help="comma-separated texts: run the mutations whose name has one")
     args = ap.parse_args()
     started = run_started()
-    chosen = [m for m in MUTATIONS if args.only is None or args.only in m.name]
+    wanted = [w.strip() for w in args.only.split(",")] if args.only else None
+    chosen = [m for m in MUTATIONS if wanted is None or any(w in m.name for w in wanted)]
     dirty = sorted({m.file for m in chosen if not _clean(m.file)})
     if dirty:
         print(f"refusing: uncommitted changes in {', '.join(dirty)}", file=sys.stderr)
@@ -124,15 +125,21 @@ def main() -> int:
     tests = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
     baseline_rc, baseline_s, baseline_tail = _pytest(tests)
     print(f"real code: exit {baseline_rc} ({baseline_tail})", flush=True)
-    results = []
+    results: list[dict] = []
+
+    def save() -> int:
+        caught = sum(r["status"] == "caught" for r in results)
+        write_result(args.out, {"benchmark": "mutation smoke", "caught": caught, "total": len(chosen),
+                                "complete": len(results) == len(chosen),
+                                "real_code": {"tests": list(tests), "exit": baseline_rc, "seconds": baseline_s,
+                                              "summary": baseline_tail},
+                                "results": results}, started)
+        return caught
+
     for m in chosen:
         results.append(run_mutation(m, baseline_rc))
+        caught = save()  # after every mutation, so a long run leaves its finished part behind
         print(f"{results[-1]['status']:>16}  {m.name}", flush=True)
-    caught = sum(r["status"] == "caught" for r in results)
-    write_result(args.out, {"benchmark": "mutation smoke", "caught": caught, "total": len(results),
-                            "real_code": {"tests": list(tests), "exit": baseline_rc, "seconds": baseline_s,
-                                          "summary": baseline_tail},
-                            "results": results}, started)
     print(f"{caught}/{len(results)} mutations caught; wrote {args.out}")
     return 0 if caught == len(results) else 1
 

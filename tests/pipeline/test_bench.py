@@ -37,12 +37,12 @@ def test_bench_retrieval_cli_writes_tables(index_dir, tmp_path):
 
 
 def test_reconstruction_unit_counts_every_volume(index_dir):
-    """Every valid volume is a query; a sibling reconstruction's identical report ties and counts as a miss."""
+    """Every volume is a query; a sibling reconstruction's identical report ties and counts as a miss."""
     from hsenet_search.index.store import read_embeddings, read_metadata
 
     meta = read_metadata(index_dir / "metadata.parquet")
-    rows = meta[(meta["split"] == "valid") & (meta["report_id"] >= 0)].sort_values("row_id")
-    assert rows["scan_id"].nunique() < len(rows), "fixture: the valid split needs multi-reconstruction scans"
+    rows = meta[meta["report_id"] >= 0].sort_values("row_id")  # split "all": every volume of the index
+    assert rows["scan_id"].nunique() < len(rows), "fixture: the index needs multi-reconstruction scans"
     volumes = read_embeddings(index_dir, "volumes").astype(np.float32)[rows["row_id"].to_numpy()]
     reports = read_embeddings(index_dir, "reports").astype(np.float32)[rows["report_id"].to_numpy()]
     scores = volumes @ reports.T
@@ -51,13 +51,13 @@ def test_reconstruction_unit_counts_every_volume(index_dir):
     v2t = 1 + np.array([(np.delete(scores[i], i) >= scores[i, i]).sum() for i in range(n)])
     t2v = 1 + np.array([(np.delete(scores[:, i], i) >= scores[i, i]).sum() for i in range(n)])
     emb = load_index_embeddings(index_dir)
-    result = retrieval_tables(emb.split("valid", "reconstruction"), [1, 5], n_boot=50)
+    result = retrieval_tables(emb.split("all", "reconstruction"), [1, 5], n_boot=50)
     assert result["n"] == n and result["unit"] == "reconstruction"
     for name, ranks in (("volume_to_text", v2t), ("text_to_volume", t2v)):
         for k in (1, 5):
             assert result[name]["recall"][str(k)]["estimate"] == pytest.approx(100 * np.mean(ranks <= k))
         assert result[name]["mrr"] == pytest.approx(np.mean(1 / ranks))
-    scan_unit = emb.split("valid", "scan")
+    scan_unit = emb.split("all", "scan")
     assert len(scan_unit.names) == rows["scan_id"].nunique()
 
 

@@ -55,6 +55,7 @@ def test_index_refuses_other_preprocessing_and_other_width(tmp_path, index_dir, 
     """Same weights, edited preprocessing.json: refused by its hash; an index of another width: refused."""
     import shutil
 
+    from hsenet_search.data.preprocess import Profile
     from hsenet_search.errors import IndexMismatchError
     from hsenet_search.models import load_model
 
@@ -63,7 +64,8 @@ def test_index_refuses_other_preprocessing_and_other_width(tmp_path, index_dir, 
     pre = json.loads((edited / "preprocessing.json").read_text())
     window = next(step for step in pre["steps"] if step["op"] == "window")
     window["a_max"] = window["a_max"] + 200.0
-    (edited / "preprocessing.json").write_text(json.dumps(pre))
+    pre.pop("hash", None)  # a consistent, different profile (its stored hash matches its steps)
+    (edited / "preprocessing.json").write_text(json.dumps(Profile.from_dict(pre).to_dict()))
     model = load_model(edited)
     assert model.fingerprint == load_model(model_dir).fingerprint  # the weights alone do not tell them apart
     with pytest.raises(IndexMismatchError, match="preprocessing"):

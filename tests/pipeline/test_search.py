@@ -38,6 +38,10 @@ def test_text_search_matches_brute_force_and_collapses_scans(engine, index_dir):
     assert result.hits[0].volume_name == meta.iloc[order[0]]["volume_name"]
     everything = engine.search_text("Bilateral pleural effusion. Cardiomegaly.", k=len(meta), collapse=False)
     assert len(everything.hits) == len(meta)
+    # k = every scan: collapsed hits name each scan once (uncollapsed, sibling reconstructions would repeat)
+    n_scans = meta["scan_id"].nunique()
+    per_scan = engine.search_text("Bilateral pleural effusion. Cardiomegaly.", k=n_scans)
+    assert len(per_scan.hits) == n_scans == len({h.scan_id for h in per_scan.hits})
 
 
 def test_label_filter_is_applied_inside_faiss(engine, index_dir):
