@@ -32,7 +32,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         (["search", "volume", "x.nii.gz", "--index", "nowhere", "--target", "scans"], "--target"),
         ([*TRAIN, "--loss", "triplet"], "--loss"),
         ([*TRAIN, "--augment", "mixup"], "--augment"),
-        ([*TRAIN, "--text", "impression"], "--text"),
+        ([*TRAIN, "--text", "abstract"], "--text"),
     ],
     ids=lambda v: v if isinstance(v, str) else " ".join(v[:2]),
 )

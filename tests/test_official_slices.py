@@ -234,7 +234,7 @@ def test_chain_is_hashed_and_degenerate_affines_are_refused():
     assert info["hash"] == OFFICIAL_CHAIN.hash and len(info["hash"]) == 16
     assert json.loads(json.dumps(info))["jpeg_quality"] == 95
     volume = Volume(np.zeros((40, 40, 40), np.float32), np.diag([0.75, 0.75, 0.0, 1.0]), "flat.nii.gz")
-    with pytest.raises(VolumeError, match="degenerate"):
+    with pytest.raises(VolumeError, match="voxel spacing 0 mm on axis 2"):
         official_slices(volume)
     constant = Volume(np.full((40, 40, 40), -1000.0, np.float32), np.diag([-0.75, -0.75, 1.5, 1.0]), "air")
     assert not official_slices(constant).any()  # a constant slice is all zeros

@@ -241,14 +241,14 @@ def _source(cfg: BuildConfig) -> dict:
 
 def check_trained_model(name: str | None, random_weights: bool) -> None:
     """``--model`` must name a trained model (a directory or ``default``); configs need ``random_weights``."""
-    from hsenet_search.models.configs import NAMED_CONFIGS
+    from hsenet_search.models.configs import list_models
 
     if name is None or name == "default" or Path(name).exists() or random_weights:
         return
-    if name in NAMED_CONFIGS:
+    if name in list_models():
         raise ModelError(f"{name!r} is a model config with random weights, not a trained model: its index "
-                         "could never be queried; give a model directory or 'default' (--random-weights for "
-                         "tests)")
+                         "could never be queried; give a model directory or 'default' (random weights are "
+                         "for tests only, on explicit request)")
 
 
 @contextmanager
