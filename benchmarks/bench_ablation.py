@@ -4,7 +4,8 @@ Synthesises a fresh dataset with a seed the model never saw (``--n`` scans, all 
 embeds one reconstruction per scan with each embedding of the model, and reports text→volume and
 volume→text R@1/5/10/50 with 95 % bootstrap CIs beside a random baseline.
 
-    python benchmarks/bench_ablation.py [--model DIR] [--n 250] [--seed 777] [--out benchmarks/results/ablation_synthetic.json]
+    python benchmarks/bench_ablation.py [--model DIR] [--n 250] [--seed 777] \
+        [--out benchmarks/results/ablation_synthetic.json]
 """
 
 from __future__ import annotations
@@ -53,8 +54,11 @@ def main() -> None:
             text_emb = {name: model.encode_text(texts, embedding=name).numpy() for name in embeddings}
     n = len(cases)
     rows = {}
-    for name, label in (("stage1", "global 3D ViT only (CT-CLIP-like)"), ("stage2", "2E3 only"),
-                        ("fusion", "dual fusion (HSENet)")):
+    for name, label in (
+        ("stage1", "global 3D ViT only (CT-CLIP-like)"),
+        ("stage2", "2E3 only"),
+        ("fusion", "dual fusion (HSENet)"),
+    ):
         vol = np.concatenate(embeddings[name])
         scores = vol @ text_emb[name].T
         rows[name] = {
@@ -64,8 +68,12 @@ def main() -> None:
         }
     result = {
         "benchmark": "HSENet ablation on held-out synthetic pairs (reports never trained on)",
-        "n_pairs": n, "unit": "scan", "data_seed": args.seed, "model": model.fingerprint,
-        "model_source": args.model or "default", "rows": rows,
+        "n_pairs": n,
+        "unit": "scan",
+        "data_seed": args.seed,
+        "model": model.fingerprint,
+        "model_source": args.model or "default",
+        "rows": rows,
         "random": {str(k): v for k, v in random_baseline_recall(n, KS).items()},
         "seconds": round(time.time() - start, 1),
     }
@@ -74,12 +82,18 @@ def main() -> None:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"N = {result['n_pairs']} held-out pairs (one reconstruction per scan); R@k in %, 95 % CI", "",
-             "| embedding | direction | " + " | ".join(f"R@{k}" for k in KS) + " |", "|---|---|" + "---|" * len(KS)]
+    lines = [
+        f"N = {result['n_pairs']} held-out pairs (one reconstruction per scan); R@k in %, 95 % CI",
+        "",
+        "| embedding | direction | " + " | ".join(f"R@{k}" for k in KS) + " |",
+        "|---|---|" + "---|" * len(KS),
+    ]
     for row in result["rows"].values():
         for d in ("text_to_volume", "volume_to_text"):
-            cells = [f"{row[d][str(k)]['estimate']:.1f} [{row[d][str(k)]['low']:.1f}, {row[d][str(k)]['high']:.1f}]"
-                     for k in KS]
+            cells = [
+                f"{row[d][str(k)]['estimate']:.1f} [{row[d][str(k)]['low']:.1f}, {row[d][str(k)]['high']:.1f}]"
+                for k in KS
+            ]
             lines.append(f"| {row['label']} | {d.replace('_', ' ')} | " + " | ".join(cells) + " |")
     lines.append("| random | both | " + " | ".join(f"{result['random'][str(k)]:.1f}" for k in KS) + " |")
     return "\n".join(lines)

@@ -36,9 +36,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100, help="scans in the dataset")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument(
-        "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "add_vs_rebuild_cpu.json"
-    )
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "add_vs_rebuild_cpu.json")
     args = ap.parse_args()
     model = load_model().eval()
     load_before = list(os.getloadavg())
@@ -82,11 +80,7 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(
-        json.dumps(
-            {k: result[k] for k in ("base_volumes", "added_volumes", "ratio_add_vs_rebuild")}, indent=2
-        )
-    )
+    print(json.dumps({k: result[k] for k in ("base_volumes", "added_volumes", "ratio_add_vs_rebuild")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def bare_forward(model, tensors: list[torch.Tensor], batch_size: int, device: st
         _sync(device)
         t0 = time.perf_counter()
         for i in range(0, len(tensors), batch_size):
-            model.encode_volume(torch.stack(tensors[i:i + batch_size]).to(device))
+            model.encode_volume(torch.stack(tensors[i : i + batch_size]).to(device))
         _sync(device)
     return time.perf_counter() - t0
 
@@ -76,8 +76,12 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--text-model", default=None, help="local transformers dir as text trunk (for machines "
-                    "without the MiniLM package; volume encoding does not use the text trunk)")
+    ap.add_argument(
+        "--text-model",
+        default=None,
+        help="local transformers dir as text trunk (for machines "
+        "without the MiniLM package; volume encoding does not use the text trunk)",
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     started = run_started()
@@ -90,36 +94,50 @@ def main() -> None:
         tmp = Path(tmp)
         generate_dataset(tmp / "data", args.n, seed=3, valid_fraction=0.2, size=args.size)
         files = open_dataset(tmp / "data")
-        cases = [replace(c, volume_name=f"p{p}_{c.volume_name}") if p else c
-                 for p in range(args.passes) for c in files]
+        cases = [replace(c, volume_name=f"p{p}_{c.volume_name}") if p else c for p in range(args.passes) for c in files]
         source_mb = sum(c.path.stat().st_size for c in files) / len(files) / 2**20
         cold_s = pipeline(model, files, tmp / "cold", tmp / "cache", args.batch_size, args.workers, args.device)
-        tensors = [torch.from_numpy(preprocess_case(c, model.profile, cache=PreprocessCache(tmp / "cache")))
-                   for c in cases]
+        tensors = [
+            torch.from_numpy(preprocess_case(c, model.profile, cache=PreprocessCache(tmp / "cache"))) for c in cases
+        ]
         bare, warm = [], []
         for r in range(args.repeats):
             bare.append(len(cases) / bare_forward(model, tensors, args.batch_size, args.device))
-            warm.append(len(cases) / pipeline(model, cases, tmp / f"warm{r}", tmp / "cache", args.batch_size,
-                                              args.workers, args.device))
+            warm.append(
+                len(cases)
+                / pipeline(model, cases, tmp / f"warm{r}", tmp / "cache", args.batch_size, args.workers, args.device)
+            )
     ratios = [w / b for w, b in zip(warm, bare, strict=True)]
     result = {
         "benchmark": "index build throughput (volumes/s) vs bare encoder forward",
-        "inputs": {"size": args.size, "distinct_volumes": len(files), "passes": args.passes, "cases": len(cases),
-                   "source_file_mb_mean": round(source_mb, 2), "tensor_shape": list(tensors[0].shape)},
-        "model": model.config.name, "embedding": model.config.embedding, "batch_size": args.batch_size,
+        "inputs": {
+            "size": args.size,
+            "distinct_volumes": len(files),
+            "passes": args.passes,
+            "cases": len(cases),
+            "source_file_mb_mean": round(source_mb, 2),
+            "tensor_shape": list(tensors[0].shape),
+        },
+        "model": model.config.name,
+        "embedding": model.config.embedding,
+        "batch_size": args.batch_size,
         "workers": args.workers,
-        "volumes_per_s": {"bare_forward": spread(bare, 2), "build_warm_cache": spread(warm, 2),
-                          "build_cold": {**spread([len(files) / cold_s], 3),
-                                         "note": "once, over the distinct volumes only"}},
+        "volumes_per_s": {
+            "bare_forward": spread(bare, 2),
+            "build_warm_cache": spread(warm, 2),
+            "build_cold": {**spread([len(files) / cold_s], 3), "note": "once, over the distinct volumes only"},
+        },
         "ratio_warm_vs_bare": spread(ratios, 3),
         "target": "build_warm_cache >= 0.9 x bare_forward",
     }
     out = args.out or ROOT / "benchmarks" / "results" / f"build_throughput_{args.device.split(':')[0]}_{args.size}.json"
     write_result(out, result, started, device=args.device, repeats=args.repeats)
     r = result["ratio_warm_vs_bare"]
-    print(f"{len(cases)} cases ({args.size}): bare {result['volumes_per_s']['bare_forward']['median']:.1f} vol/s, "
-          f"warm {result['volumes_per_s']['build_warm_cache']['median']:.1f} vol/s, warm/bare {r['median']:.3f} "
-          f"[{r['min']:.3f}–{r['max']:.3f}], cold {len(files) / cold_s:.2f} vol/s; wrote {out}")
+    print(
+        f"{len(cases)} cases ({args.size}): bare {result['volumes_per_s']['bare_forward']['median']:.1f} vol/s, "
+        f"warm {result['volumes_per_s']['build_warm_cache']['median']:.1f} vol/s, warm/bare {r['median']:.3f} "
+        f"[{r['min']:.3f}–{r['max']:.3f}], cold {len(files) / cold_s:.2f} vol/s; wrote {out}"
+    )
 
 
 if __name__ == "__main__":

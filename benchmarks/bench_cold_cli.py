@@ -68,9 +68,7 @@ def summary(values: list[float]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--index", type=Path, default=Path("runs/demo/index"))
-    ap.add_argument(
-        "--base", default=None, help="commit of the code to compare with (default: merge-base main)"
-    )
+    ap.add_argument("--base", default=None, help="commit of the code to compare with (default: merge-base main)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/cold_cli.json")
     args = ap.parse_args()
@@ -112,9 +110,7 @@ def main() -> None:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     result["speedup_median"] = result["base"]["wall_s"]["median"] / result["this"]["wall_s"]["median"]
-    result["memory_ratio_median"] = (
-        result["this"]["peak_rss_mb"]["median"] / result["base"]["peak_rss_mb"]["median"]
-    )
+    result["memory_ratio_median"] = result["this"]["peak_rss_mb"]["median"] / result["base"]["peak_rss_mb"]["median"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("base", "this", "speedup_median", "same_hits")}, indent=2))

@@ -51,8 +51,11 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 def machine() -> dict:
     """CPU, usable cores, threads, library versions and the load average when the run started."""
-    names = re.findall(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), flags=re.M) \
-        if Path("/proc/cpuinfo").exists() else []
+    names = (
+        re.findall(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), flags=re.M)
+        if Path("/proc/cpuinfo").exists()
+        else []
+    )
     return {
         "cpu": names[0].strip() if names else platform.machine(),
         "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
@@ -72,14 +75,25 @@ def read_case_groups(n: int, k: int) -> list[list[RetrievedCase]]:
         rows = list(islice(csv.DictReader(f), n * k))
     if len(rows) < n * k:
         raise SystemExit(f"{MANUAL} has {len(rows)} reports; {n} drafts x k={k} need {n * k}")
-    cases = [RetrievedCase(row["AccessionNo"], round(1.0 - 0.05 * (i % k), 2), *split_report_text(row["report_text"]),
-                           tuple(label for label in LABELS if row[label] == "1")) for i, row in enumerate(rows)]
-    return [cases[j * k:(j + 1) * k] for j in range(n)]
+    cases = [
+        RetrievedCase(
+            row["AccessionNo"],
+            round(1.0 - 0.05 * (i % k), 2),
+            *split_report_text(row["report_text"]),
+            tuple(label for label in LABELS if row[label] == "1"),
+        )
+        for i, row in enumerate(rows)
+    ]
+    return [cases[j * k : (j + 1) * k] for j in range(n)]
 
 
 def summary(seconds: list[float]) -> dict:
-    return {"mean_s": statistics.fmean(seconds), "median_s": statistics.median(seconds),
-            "min_s": min(seconds), "max_s": max(seconds)}
+    return {
+        "mean_s": statistics.fmean(seconds),
+        "median_s": statistics.median(seconds),
+        "min_s": min(seconds),
+        "max_s": max(seconds),
+    }
 
 
 def main() -> None:
@@ -104,8 +118,9 @@ def main() -> None:
     llm = load_llm(args.llm, max_new_tokens=args.max_new_tokens, device="cpu")
     load_s = time.perf_counter() - t0
 
-    guarded = {guard: load_llm(args.llm, max_new_tokens=args.max_new_tokens, device="cpu", guard=guard)
-               for guard in GUARDS}
+    guarded = {
+        guard: load_llm(args.llm, max_new_tokens=args.max_new_tokens, device="cpu", guard=guard) for guard in GUARDS
+    }
     runs = [*(m for m in MODES if m != "llm"), *(f"llm/{g}" for g in GUARDS)]
     seconds: dict[str, list[float]] = {run: [] for run in runs}
     drafts: dict[str, list[dict]] = {run: [] for run in runs}
@@ -117,27 +132,50 @@ def main() -> None:
                 start = time.perf_counter()
                 result = draft(cases, mode=mode, llm=guarded[guard] if guard else None)
                 seconds[run].append(time.perf_counter() - start)
-                drafts[run].append({"retrieved": result.retrieved,
-                                    "findings_words": len(result.findings.split()),
-                                    "impression_words": len(result.impression.split()), "llm": result.llm,
-                                    "checks_passed": {k: v["passed"] for k, v in result.checks.items()},
-                                    "warnings": result.warnings})
+                drafts[run].append(
+                    {
+                        "retrieved": result.retrieved,
+                        "findings_words": len(result.findings.split()),
+                        "impression_words": len(result.impression.split()),
+                        "llm": result.llm,
+                        "checks_passed": {k: v["passed"] for k, v in result.checks.items()},
+                        "warnings": result.warnings,
+                    }
+                )
                 bar.update(task, advance=1)
     cold = []
     for _ in range(args.cold):
         start = time.perf_counter()
-        subprocess.run([sys.executable, __file__, "--cold-child", "--k", str(args.k), "--llm", args.llm,
-                        "--max-new-tokens", str(args.max_new_tokens)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--cold-child",
+                "--k",
+                str(args.k),
+                "--llm",
+                args.llm,
+                "--max-new-tokens",
+                str(args.max_new_tokens),
+            ],
+            check=True,
+            capture_output=True,
+        )
         cold.append(time.perf_counter() - start)
 
     results = {run: {**summary(seconds[run]), "seconds": seconds[run], "drafts": drafts[run]} for run in runs}
     report = {
         "benchmark": "latency per drafted report (CPU), k real CT-RATE reports per draft",
         "machine": {**info, "load_average_1m_at_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
-        "config": {"n_drafts": args.n, "k": args.k, "llm": llm.name, "max_new_tokens": args.max_new_tokens,
-                   "context_tokens": llm.context_tokens,
-                   "decoding": "greedy; llm/<guard> rows: no-repeat 8-grams by that guard",
-                   "reports": "shared/data/ct-rate-manual-labels/train.csv (read at run time)"},
+        "config": {
+            "n_drafts": args.n,
+            "k": args.k,
+            "llm": llm.name,
+            "max_new_tokens": args.max_new_tokens,
+            "context_tokens": llm.context_tokens,
+            "decoding": "greedy; llm/<guard> rows: no-repeat 8-grams by that guard",
+            "reports": "shared/data/ct-rate-manual-labels/train.csv (read at run time)",
+        },
         "llm_load_s": load_s,
         "cold_process_s": {**summary(cold), "seconds": cold} if cold else None,
         "results": results,

@@ -32,8 +32,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench(name: str, device: torch.device, batch_size: int, repeats: int, warmup: int, amp: str,
-          text_model: str | None, embeddings: list[str]) -> list[dict]:
+def bench(
+    name: str,
+    device: torch.device,
+    batch_size: int,
+    repeats: int,
+    warmup: int,
+    amp: str,
+    text_model: str | None,
+    embeddings: list[str],
+) -> list[dict]:
     torch.manual_seed(0)
     model = create_model(name, text_model=text_model).to(device).eval()
     x = torch.rand(batch_size, 1, *model.config.img_size, device=device)
@@ -51,9 +59,18 @@ def bench(name: str, device: torch.device, batch_size: int, repeats: int, warmup
                 model.encode_volume(x, embedding=embedding)
                 _sync(device)
                 rates.append(batch_size / (time.perf_counter() - start))
-        rows.append({"config": name, "embedding": embedding, "device": device.type, "amp": amp,
-                     "batch_size": batch_size, "img_size": list(model.config.img_size),
-                     "vision_params": vision, "volumes_per_s": spread(rates, 3)})
+        rows.append(
+            {
+                "config": name,
+                "embedding": embedding,
+                "device": device.type,
+                "amp": amp,
+                "batch_size": batch_size,
+                "img_size": list(model.config.img_size),
+                "vision_params": vision,
+                "volumes_per_s": spread(rates, 3),
+            }
+        )
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -65,14 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", default="tiny,base")
     parser.add_argument("--embeddings", default="stage1,stage2,fusion")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="default: tiny 4 / base 1 on CPU, 8 on CUDA")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: tiny 4 / base 1 on CPU, 8 on CUDA")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls (default: 5 on CPU, 20 on CUDA)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--amp", choices=("none", "bf16"), default="none", help="autocast dtype")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--text-model", default=None,
-                        help="local transformers dir for the text trunk (volume throughput does not use it)")
+    parser.add_argument(
+        "--text-model",
+        default=None,
+        help="local transformers dir for the text trunk (volume throughput does not use it)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     from rich.console import Console
@@ -97,15 +116,29 @@ def main(argv: list[str] | None = None) -> int:
             progress.advance(task)
     suffix = "_bf16" if args.amp == "bf16" else ""
     out = args.out or ROOT / "benchmarks" / "results" / f"encode_throughput_{device.type}{suffix}.json"
-    write_result(out, {"benchmark": "volume encode throughput (model.encode_volume, preprocessed batch in memory)",
-                       "warmup": args.warmup, "results": rows}, started, device=str(device), repeats=repeats)
+    write_result(
+        out,
+        {
+            "benchmark": "volume encode throughput (model.encode_volume, preprocessed batch in memory)",
+            "warmup": args.warmup,
+            "results": rows,
+        },
+        started,
+        device=str(device),
+        repeats=repeats,
+    )
     table = Table(title=f"volume encode throughput on {device.type} ({args.amp}), median of {repeats} [min–max]")
     for col in ("config", "embedding", "batch", "img_size", "volumes/s"):
         table.add_column(col)
     for r in rows:
         v = r["volumes_per_s"]
-        table.add_row(r["config"], r["embedding"], str(r["batch_size"]), "×".join(map(str, r["img_size"])),
-                      f"{v['median']:.2f} [{v['min']:.2f}–{v['max']:.2f}]")
+        table.add_row(
+            r["config"],
+            r["embedding"],
+            str(r["batch_size"]),
+            "×".join(map(str, r["img_size"])),
+            f"{v['median']:.2f} [{v['min']:.2f}–{v['max']:.2f}]",
+        )
     Console().print(table)
     Console().print(f"wrote {out}")
     return 0

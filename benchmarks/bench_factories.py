@@ -48,8 +48,22 @@ def base_embeddings(n: int, index: Path | None) -> tuple[np.ndarray, int]:
         work = Path(tempfile.mkdtemp(prefix="bench-fact-"))
         generate_dataset(work / "data", n, seed=21, size="tiny")
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        subprocess.run([sys.executable, "-m", "hsenet_search.cli.main", "index", "build", str(work / "data"),
-                        "--out", str(work / "index")], check=True, env=env, cwd=REPO, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "hsenet_search.cli.main",
+                "index",
+                "build",
+                str(work / "data"),
+                "--out",
+                str(work / "index"),
+            ],
+            check=True,
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+        )
         index = work / "index"
     volumes = read_embeddings(index, "volumes")
     return np.concatenate([volumes, read_embeddings(index, "reports")]), len(volumes)
@@ -68,29 +82,43 @@ def time_queries(index, q: np.ndarray, k: int) -> dict:
     single = []
     for i in range(min(200, len(q))):
         t0 = time.perf_counter()
-        index.search(q[i:i + 1], k)
+        index.search(q[i : i + 1], k)
         single.append((time.perf_counter() - t0) * 1e3)
     t0 = time.perf_counter()
     index.search(q, k)
     batch = time.perf_counter() - t0
-    return {"p50_ms": statistics.median(single), "p99_ms": float(np.percentile(single, 99)),
-            "batched_qps": len(q) / batch}
+    return {
+        "p50_ms": statistics.median(single),
+        "p99_ms": float(np.percentile(single, 99)),
+        "batched_qps": len(q) / batch,
+    }
 
 
 def write(args: argparse.Namespace, base: np.ndarray, load_start: tuple, rows: list[dict]) -> None:
-    result = {"benchmark": "FAISS presets on real default-model embeddings replicated with noise",
-              "machine": {"cpu_cores": os.cpu_count(), "platform": platform.platform(),
-                          "faiss": faiss.__version__, "faiss_threads": faiss.omp_get_max_threads(),
-                          "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
-              "config": {"base_scans": args.n, "base_vectors": len(base), "noise": args.noise,
-                         "nlist": args.nlist,
-                         "faiss_threads": faiss.omp_get_max_threads(),
-                         "queries": args.queries, "query_mix": "half held-out noisy volume replicas, half "
-                         "report embeddings (text -> volume)"},
-              "notes": "recall_at_10 is measured at the tuned default (tuned.value), chosen on the index's "
-                       "own vectors; latency p50/p99 over 200 single queries, QPS over one batch. The "
-                       "machine was shared (see loadavg).",
-              "results": rows}
+    result = {
+        "benchmark": "FAISS presets on real default-model embeddings replicated with noise",
+        "machine": {
+            "cpu_cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "faiss": faiss.__version__,
+            "faiss_threads": faiss.omp_get_max_threads(),
+            "loadavg_start": load_start,
+            "loadavg_end": os.getloadavg(),
+        },
+        "config": {
+            "base_scans": args.n,
+            "base_vectors": len(base),
+            "noise": args.noise,
+            "nlist": args.nlist,
+            "faiss_threads": faiss.omp_get_max_threads(),
+            "queries": args.queries,
+            "query_mix": "half held-out noisy volume replicas, half report embeddings (text -> volume)",
+        },
+        "notes": "recall_at_10 is measured at the tuned default (tuned.value), chosen on the index's "
+        "own vectors; latency p50/p99 over 200 single queries, QPS over one batch. The "
+        "machine was shared (see loadavg).",
+        "results": rows,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
@@ -111,16 +139,20 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
         x = replicate(base, n, args.noise, seed=0)
-        q = np.concatenate([replicate(base[:n_volumes], args.queries // 2, args.noise, seed=1),
-                            base[-(args.queries // 2):]])
+        q = np.concatenate(
+            [replicate(base[:n_volumes], args.queries // 2, args.noise, seed=1), base[-(args.queries // 2) :]]
+        )
         q /= np.linalg.norm(q, axis=1, keepdims=True)
         _, truth = faiss.knn(q, x, 10, metric=faiss.METRIC_INNER_PRODUCT)
         nlist = args.nlist or nlist_for(n)
         m = x.shape[1] // 8
-        presets = ["IDMap2,Flat", f"IVF{nlist},Flat", f"IVF{nlist},PQ{m}"] + \
-            (["IDMap2,HNSW32"] if n <= args.hnsw_max else [])
-        chunks = lambda x=x: ((x[i:i + 100_000], np.arange(i, min(i + 100_000, len(x))))  # noqa: E731
-                              for i in range(0, len(x), 100_000))
+        presets = ["IDMap2,Flat", f"IVF{nlist},Flat", f"IVF{nlist},PQ{m}"] + (
+            ["IDMap2,HNSW32"] if n <= args.hnsw_max else []
+        )
+
+        def chunks(x=x):
+            return ((x[i : i + 100_000], np.arange(i, min(i + 100_000, len(x)))) for i in range(0, len(x), 100_000))
+
         for factory in presets:
             t0 = time.perf_counter()
             sample = training_sample(chunks, 39 * nlist, seed=0) if "IVF" in factory else None
@@ -130,15 +162,22 @@ def main(argv: list[str] | None = None) -> int:
             tuned = tune_search(index, x, queries=300)
             tune_s = time.perf_counter() - t0
             _, found = index.search(q, 10)
-            recall = float(np.mean([len(set(a) & set(b)) / 10
-                                    for a, b in zip(found.tolist(), truth.tolist())]))
+            recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found.tolist(), truth.tolist())]))
             with tempfile.TemporaryDirectory() as tmp:
                 index.save(Path(tmp) / "i.faiss")
                 file_mb = (Path(tmp) / "i.faiss").stat().st_size / 2**20
-            row = {"n": n, "dim": x.shape[1], "factory": index.factory, "build_s": build_s, "tune_s": tune_s,
-                   "tuned": tuned.__dict__, "recall_at_10": recall, "index_file_mb": file_mb,
-                   "estimated_mb": estimate_bytes(factory, n, x.shape[1]) / 2**20,
-                   **time_queries(index, q, 10)}
+            row = {
+                "n": n,
+                "dim": x.shape[1],
+                "factory": index.factory,
+                "build_s": build_s,
+                "tune_s": tune_s,
+                "tuned": tuned.__dict__,
+                "recall_at_10": recall,
+                "index_file_mb": file_mb,
+                "estimated_mb": estimate_bytes(factory, n, x.shape[1]) / 2**20,
+                **time_queries(index, q, 10),
+            }
             rows.append(row)
             print(json.dumps(row), flush=True)
             write(args, base, load_start, rows)  # after every row: a long run keeps what it measured

@@ -53,8 +53,7 @@ def machine_info(use_gpu: bool) -> dict:
         cpu = names[0].strip() if names else cpu
     info = {
         "cpu": cpu,
-        "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
+        "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "faiss_threads": faiss.omp_get_max_threads(),
         "faiss_version": faiss.__version__,
         "faiss_compile_options": faiss.get_compile_options().strip(),
@@ -91,14 +90,16 @@ def ann_nlist(n: int) -> int:
     return 2 ** max(4, round(math.log2(math.sqrt(n))))
 
 
-def build_index(vectors: np.ndarray, factory: str, *, use_gpu: bool, train_size: int | None,
-                seed: int) -> tuple[VectorIndex, float]:
+def build_index(
+    vectors: np.ndarray, factory: str, *, use_gpu: bool, train_size: int | None, seed: int
+) -> tuple[VectorIndex, float]:
     t0 = time.perf_counter()
     train = None
     if train_size is not None and train_size < len(vectors):
         train = vectors[np.random.default_rng(seed).choice(len(vectors), train_size, replace=False)]
-    index = VectorIndex.build(vectors, np.arange(len(vectors)), factory, train_vectors=train, seed=seed,
-                              use_gpu=use_gpu)
+    index = VectorIndex.build(
+        vectors, np.arange(len(vectors)), factory, train_vectors=train, seed=seed, use_gpu=use_gpu
+    )
     return index, time.perf_counter() - t0
 
 
@@ -122,9 +123,19 @@ def search_engine_searcher(index: VectorIndex) -> Searcher:
 
     n = index.ntotal
     names = [f"bench_{i}_a_1.nii.gz" for i in range(n)]
-    meta = pd.DataFrame({"row_id": np.arange(n), "volume_name": names, "scan_id": [x[:-9] for x in names],
-                         "split": "train", "path": names, "findings": "", "impression": "",
-                         "report_id": np.arange(n), **{name: np.zeros(n, dtype=np.int8) for name in LABELS}})
+    meta = pd.DataFrame(
+        {
+            "row_id": np.arange(n),
+            "volume_name": names,
+            "scan_id": [x[:-9] for x in names],
+            "split": "train",
+            "path": names,
+            "findings": "",
+            "impression": "",
+            "report_id": np.arange(n),
+            **{name: np.zeros(n, dtype=np.int8) for name in LABELS},
+        }
+    )
     engine = SearchEngine(Path("."), None, None, index, index, meta, {})
     return lambda q, k: engine.search_embedding(q, k)
 
@@ -141,7 +152,7 @@ def latencies_ms(searchers: dict[str, Searcher], queries: np.ndarray, k: int) ->
     for fn in searchers.values():  # warm-up
         fn(queries[:1], k)
     for i in range(len(queries)):
-        q = queries[i:i + 1]
+        q = queries[i : i + 1]
         for name, fn in _alternate(searchers, i):
             t0 = time.perf_counter()
             fn(q, k)
@@ -149,15 +160,22 @@ def latencies_ms(searchers: dict[str, Searcher], queries: np.ndarray, k: int) ->
     return times
 
 
-def throughput_qps(searchers: dict[str, Searcher], queries: np.ndarray, k: int, batch: int, *,
-                   min_seconds: float = 1.0, max_rounds: int = 20) -> dict[str, float]:
+def throughput_qps(
+    searchers: dict[str, Searcher],
+    queries: np.ndarray,
+    k: int,
+    batch: int,
+    *,
+    min_seconds: float = 1.0,
+    max_rounds: int = 20,
+) -> dict[str, float]:
     """Queries per second in batches of ``batch``, interleaved batch by batch; repeated until every
     searcher has run ``min_seconds`` (fast indexes would otherwise be timed on a few milliseconds)."""
     spent = dict.fromkeys(searchers, 0.0)
     done = 0
     for r in range(max_rounds):
         for start in range(0, len(queries), batch):
-            q = queries[start:start + batch]
+            q = queries[start : start + batch]
             for name, fn in _alternate(searchers, r + start // batch):
                 t0 = time.perf_counter()
                 fn(q, k)
@@ -172,21 +190,33 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(a[a >= 0]) & set(b)) / len(b) for a, b in zip(found, truth, strict=True)]))
 
 
-def bench_index(index: VectorIndex, queries_single: np.ndarray, queries_batch: np.ndarray, k: int,
-                batch: int) -> dict:
+def bench_index(index: VectorIndex, queries_single: np.ndarray, queries_batch: np.ndarray, k: int, batch: int) -> dict:
     """Latency and QPS of raw FAISS and VectorIndex.search on ``index``, with their ratios."""
     searchers = {"raw_faiss": raw_searcher(index), "vector_index": engine_searcher(index)}
     lat = latencies_ms({**searchers, "search_engine": search_engine_searcher(index)}, queries_single, k)
     qps = throughput_qps(searchers, queries_batch, k, batch)
-    out = {name: {"p50_ms": float(np.percentile(lat[name], 50)),
-                  "p99_ms": float(np.percentile(lat[name], 99)), "qps": qps[name]} for name in searchers}
-    out["search_engine"] = {"p50_ms": float(np.percentile(lat["search_engine"], 50)),
-                            "p99_ms": float(np.percentile(lat["search_engine"], 99))}
-    out["engine_overhead"] = {"p50": out["search_engine"]["p50_ms"] / out["raw_faiss"]["p50_ms"],
-                              "p99": out["search_engine"]["p99_ms"] / out["raw_faiss"]["p99_ms"]}
+    out = {
+        name: {
+            "p50_ms": float(np.percentile(lat[name], 50)),
+            "p99_ms": float(np.percentile(lat[name], 99)),
+            "qps": qps[name],
+        }
+        for name in searchers
+    }
+    out["search_engine"] = {
+        "p50_ms": float(np.percentile(lat["search_engine"], 50)),
+        "p99_ms": float(np.percentile(lat["search_engine"], 99)),
+    }
+    out["engine_overhead"] = {
+        "p50": out["search_engine"]["p50_ms"] / out["raw_faiss"]["p50_ms"],
+        "p99": out["search_engine"]["p99_ms"] / out["raw_faiss"]["p99_ms"],
+    }
     raw, ours = out["raw_faiss"], out["vector_index"]
-    out["overhead"] = {"p50": ours["p50_ms"] / raw["p50_ms"], "p99": ours["p99_ms"] / raw["p99_ms"],
-                       "qps": raw["qps"] / ours["qps"]}
+    out["overhead"] = {
+        "p50": ours["p50_ms"] / raw["p50_ms"],
+        "p99": ours["p99_ms"] / raw["p99_ms"],
+        "qps": raw["qps"] / ours["qps"],
+    }
     return out
 
 
@@ -201,9 +231,18 @@ def bench_size(n: int, args: argparse.Namespace, progress: Progress) -> list[dic
     exact, build_s = build_index(x, "IDMap2,Flat", use_gpu=args.gpu, train_size=None, seed=args.seed)
     progress.advance(task)
     _, truth = exact.search(q_batch, args.k)
-    rows.append({"n": n, "factory": exact.factory, "on_gpu": exact.on_gpu, "build_s": build_s,
-                 "queries_single": n_single, "queries_batch": n_batch, "recall_at_k": 1.0,
-                 **bench_index(exact, q_single, q_batch, args.k, args.batch)})
+    rows.append(
+        {
+            "n": n,
+            "factory": exact.factory,
+            "on_gpu": exact.on_gpu,
+            "build_s": build_s,
+            "queries_single": n_single,
+            "queries_batch": n_batch,
+            "recall_at_k": 1.0,
+            **bench_index(exact, q_single, q_batch, args.k, args.batch),
+        }
+    )
     progress.advance(task)
     del exact
     nlist = ann_nlist(n)
@@ -215,25 +254,51 @@ def bench_size(n: int, args: argparse.Namespace, progress: Progress) -> list[dic
         if ann.on_gpu:
             faiss.GpuParameterSpace().set_index_parameter(ann.faiss_index, "nprobe", min(nprobe, nlist))
         found = ann.search(q_batch, args.k)[1]
-        rows.append({"n": n, "factory": ann.factory, "nprobe": min(nprobe, nlist), "on_gpu": ann.on_gpu,
-                     "build_s": build_s, "train_size": 40 * nlist, "queries_single": n_single,
-                     "queries_batch": n_batch, "recall_at_k": recall_at_k(found, truth),
-                     **bench_index(ann, q_single, q_batch, args.k, args.batch)})
+        rows.append(
+            {
+                "n": n,
+                "factory": ann.factory,
+                "nprobe": min(nprobe, nlist),
+                "on_gpu": ann.on_gpu,
+                "build_s": build_s,
+                "train_size": 40 * nlist,
+                "queries_single": n_single,
+                "queries_batch": n_batch,
+                "recall_at_k": recall_at_k(found, truth),
+                **bench_index(ann, q_single, q_batch, args.k, args.batch),
+            }
+        )
         progress.advance(task)
     return rows
 
 
 def print_table(rows: list[dict], k: int, console: Console) -> None:
     table = Table(title=f"raw FAISS vs VectorIndex.search (k={k})")
-    for col in ("N", "factory", "nprobe", f"R@{k}", "raw p50/p99 ms", "VI p50/p99 ms", "raw QPS", "VI QPS",
-                "overhead p50/p99/QPS"):
+    for col in (
+        "N",
+        "factory",
+        "nprobe",
+        f"R@{k}",
+        "raw p50/p99 ms",
+        "VI p50/p99 ms",
+        "raw QPS",
+        "VI QPS",
+        "overhead p50/p99/QPS",
+    ):
         table.add_column(col, justify="right")
     for r in rows:
         raw, vi, oh = r["raw_faiss"], r["vector_index"], r["overhead"]
-        table.add_row(f"{r['n']:,}", r["factory"], str(r.get("nprobe", "-")), f"{r['recall_at_k']:.3f}",
-                      f"{raw['p50_ms']:.3f}/{raw['p99_ms']:.3f}", f"{vi['p50_ms']:.3f}/{vi['p99_ms']:.3f}",
-                      f"{raw['qps']:,.0f}", f"{vi['qps']:,.0f}",
-                      f"{oh['p50']:.2f}/{oh['p99']:.2f}/{oh['qps']:.2f}")
+        table.add_row(
+            f"{r['n']:,}",
+            r["factory"],
+            str(r.get("nprobe", "-")),
+            f"{r['recall_at_k']:.3f}",
+            f"{raw['p50_ms']:.3f}/{raw['p99_ms']:.3f}",
+            f"{vi['p50_ms']:.3f}/{vi['p99_ms']:.3f}",
+            f"{raw['qps']:,.0f}",
+            f"{vi['qps']:,.0f}",
+            f"{oh['p50']:.2f}/{oh['p99']:.2f}/{oh['qps']:.2f}",
+        )
     console.print(table)
 
 
@@ -281,13 +346,20 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "raw FAISS search vs VectorIndex.search on the same index (random unit vectors)",
         "machine": machine,
-        "config": {"sizes": args.sizes, "dim": args.dim, "k": args.k, "nprobe": args.nprobe,
-                   "batch": args.batch, "queries_single": args.queries_single,
-                   "queries_batch": args.queries_batch, "seed": args.seed},
+        "config": {
+            "sizes": args.sizes,
+            "dim": args.dim,
+            "k": args.k,
+            "nprobe": args.nprobe,
+            "batch": args.batch,
+            "queries_single": args.queries_single,
+            "queries_batch": args.queries_batch,
+            "seed": args.seed,
+        },
         "overhead_target": 1.2,
         "notes": "Uniform random unit vectors have no neighbourhood structure, the worst case for IVF: the "
-                 "recall@k of the ANN rows is a lower bound (clustered data reach >= 0.9, see "
-                 "tests/test_faiss_backend.py). The machine may be shared: p99 includes scheduling noise.",
+        "recall@k of the ANN rows is a lower bound (clustered data reach >= 0.9, see "
+        "tests/test_faiss_backend.py). The machine may be shared: p99 includes scheduling noise.",
         "elapsed_s": elapsed,
         "results": rows,
     }

@@ -42,11 +42,15 @@ def compare(cpu: VectorIndex, gpu: VectorIndex, queries: np.ndarray, k: int, bat
     searchers = {"cpu": lambda q, kk: cpu.search(q, kk), "gpu": lambda q, kk: gpu.search(q, kk)}
     lat = latencies_ms(searchers, queries[:200], k)
     qps = throughput_qps(searchers, queries, k, batch)
-    return {"topk_agreement": agree, "identical_topk_rows": float(np.mean((i_cpu == i_gpu).all(axis=1))),
-            "max_score_diff": float(np.abs(s_cpu - s_gpu).max()),
-            **{f"{name}_p50_ms": float(np.percentile(lat[name], 50)) for name in searchers},
-            **{f"{name}_p99_ms": float(np.percentile(lat[name], 99)) for name in searchers},
-            **{f"{name}_qps": qps[name] for name in searchers}, "gpu_speedup_qps": qps["gpu"] / qps["cpu"]}
+    return {
+        "topk_agreement": agree,
+        "identical_topk_rows": float(np.mean((i_cpu == i_gpu).all(axis=1))),
+        "max_score_diff": float(np.abs(s_cpu - s_gpu).max()),
+        **{f"{name}_p50_ms": float(np.percentile(lat[name], 50)) for name in searchers},
+        **{f"{name}_p99_ms": float(np.percentile(lat[name], 99)) for name in searchers},
+        **{f"{name}_qps": qps[name] for name in searchers},
+        "gpu_speedup_qps": qps["gpu"] / qps["cpu"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if gpu_count() == 0:
         print("FAISS sees no GPU (faiss.get_num_gpus() == 0)", file=sys.stderr)
         return 2
-    x = (np.load(args.embeddings).astype(np.float32) if args.embeddings else clustered(args.n, args.dim, 0))
+    x = np.load(args.embeddings).astype(np.float32) if args.embeddings else clustered(args.n, args.dim, 0)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     queries = x[np.random.default_rng(1).choice(len(x), args.queries, replace=False)]
     queries = queries + 0.05 * np.random.default_rng(2).standard_normal(queries.shape, dtype=np.float32)
@@ -77,14 +81,25 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         gpu = VectorIndex(cpu.index, cpu.factory, use_gpu=True)
         copy_s = time.perf_counter() - t0
-        row = {"factory": cpu.factory, "n": len(x), "dim": x.shape[1], "k": args.k, "cpu_build_s": build_s,
-               "gpu_copy_s": copy_s, "on_gpu": gpu.on_gpu, "tuned": tuning.__dict__,
-               **compare(cpu, gpu, queries, args.k, args.batch)}
+        row = {
+            "factory": cpu.factory,
+            "n": len(x),
+            "dim": x.shape[1],
+            "k": args.k,
+            "cpu_build_s": build_s,
+            "gpu_copy_s": copy_s,
+            "on_gpu": gpu.on_gpu,
+            "tuned": tuning.__dict__,
+            **compare(cpu, gpu, queries, args.k, args.batch),
+        }
         rows.append(row)
         print(json.dumps(row))
-    result = {"benchmark": "GPU FAISS vs CPU FAISS on the same index (VectorIndex use_gpu=True)",
-              "machine": machine_info(True), "vectors": str(args.embeddings or "clustered synthetic"),
-              "results": rows}
+    result = {
+        "benchmark": "GPU FAISS vs CPU FAISS on the same index (VectorIndex use_gpu=True)",
+        "machine": machine_info(True),
+        "vectors": str(args.embeddings or "clustered synthetic"),
+        "results": rows,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0

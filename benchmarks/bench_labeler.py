@@ -66,13 +66,27 @@ def run(data: Path, k: int = 5, seed: int = 0) -> dict:
     below = [label for label, v in zip(LABELS, f1, strict=True) if v < TARGET_MIN_F1]
     return {
         "benchmark": "labeler_cv",
-        "data": {"file": data.name, "reports": len(frame), "source": "CT-CLIP text_classifier train.csv "
-                 "(CT-RATE manual labels, 800 reports)"},
-        "protocol": {"folds": k, "seed": seed, "fold_assignment": "hsenet_search.data.labels.cv_folds",
-                     "pooling": "per-label P/R/F1 over the predictions of all folds", "notes": PROTOCOL},
-        "per_label": {label: {"precision": round(float(p), 4), "recall": round(float(r), 4),
-                              "f1": round(float(v), 4), "support": int(s)}
-                      for label, p, r, v, s in zip(LABELS, precision, recall, f1, support, strict=True)},
+        "data": {
+            "file": data.name,
+            "reports": len(frame),
+            "source": "CT-CLIP text_classifier train.csv (CT-RATE manual labels, 800 reports)",
+        },
+        "protocol": {
+            "folds": k,
+            "seed": seed,
+            "fold_assignment": "hsenet_search.data.labels.cv_folds",
+            "pooling": "per-label P/R/F1 over the predictions of all folds",
+            "notes": PROTOCOL,
+        },
+        "per_label": {
+            label: {
+                "precision": round(float(p), 4),
+                "recall": round(float(r), 4),
+                "f1": round(float(v), 4),
+                "support": int(s),
+            }
+            for label, p, r, v, s in zip(LABELS, precision, recall, f1, support, strict=True)
+        },
         "macro_f1": round(float(f1.mean()), 4),
         "micro_f1": round(float(micro[2]), 4),
         "micro_precision": round(float(micro[0]), 4),
@@ -80,12 +94,20 @@ def run(data: Path, k: int = 5, seed: int = 0) -> dict:
         "per_fold_macro_f1": [round(v, 4) for v in fold_macro],
         "per_fold_macro_f1_mean": round(float(np.mean(fold_macro)), 4),
         "per_fold_macro_f1_sd": round(float(np.std(fold_macro, ddof=1)), 4),
-        "target": {"macro_f1": TARGET_MACRO_F1, "min_label_f1": TARGET_MIN_F1,
-                   "met": bool(f1.mean() >= TARGET_MACRO_F1 and not below), "labels_below_min": below},
+        "target": {
+            "macro_f1": TARGET_MACRO_F1,
+            "min_label_f1": TARGET_MIN_F1,
+            "met": bool(f1.mean() >= TARGET_MACRO_F1 and not below),
+            "labels_below_min": below,
+        },
         "runtime_s": round(seconds, 3),
         "ms_per_report": round(1000 * seconds / max(len(frame), 1), 3),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
@@ -110,8 +132,12 @@ def to_markdown(result: dict) -> str:
         f"{result['per_fold_macro_f1_sd']:.3f} sd).",
         f"Target macro-F1 ≥ {result['target']['macro_f1']} with every label ≥ {result['target']['min_label_f1']}: "
         f"{'met' if result['target']['met'] else 'NOT met'}"
-        + (f" (below: {', '.join(result['target']['labels_below_min'])})"
-           if result["target"]["labels_below_min"] else "") + ".",
+        + (
+            f" (below: {', '.join(result['target']['labels_below_min'])})"
+            if result["target"]["labels_below_min"]
+            else ""
+        )
+        + ".",
         f"Runtime {result['runtime_s']:.2f} s ({result['ms_per_report']:.2f} ms/report) on "
         f"{result['machine']['processor']}, {result['machine']['cpus']} CPUs, Python {result['machine']['python']}.",
         "",

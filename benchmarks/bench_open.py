@@ -61,9 +61,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument(
-        "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "open_verify_cpu.json"
-    )
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "open_verify_cpu.json")
     args = ap.parse_args()
     model = load_model()
     load_before = list(os.getloadavg())

@@ -214,9 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small synthetic volume (a smoke run)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per implementation and input (median)")
-    parser.add_argument(
-        "--threads", type=int, default=0, help="torch threads for both sides (0: torch default)"
-    )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads for both sides (0: torch default)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the interpolation runs there)")
     parser.add_argument("--out", type=Path, default=RESULT, help="result JSON path")
     args = parser.parse_args(argv)

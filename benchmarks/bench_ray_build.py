@@ -119,12 +119,23 @@ def main(argv: list[str] | None = None) -> int:
         common = ["--batch-size", str(args.batch_size), "--device", args.device]
         if args.model:
             common += ["--model", args.model]
-        ray_start = [float(subprocess.run([sys.executable, "-c", RAY_START.format(cpus=os.cpu_count())],
-                                          capture_output=True, text=True, env=env, check=True)
-                           .stdout.strip().splitlines()[-1]) for _ in range(args.repeats)]
+        ray_start = [
+            float(
+                subprocess.run(
+                    [sys.executable, "-c", RAY_START.format(cpus=os.cpu_count())],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
+            for _ in range(args.repeats)
+        ]
         runs: dict[str, list[dict]] = {"single_process": [], "ray": []}
         for r in range(args.repeats):
-            for name in (("single_process", "ray") if r % 2 == 0 else ("ray", "single_process")):
+            for name in ("single_process", "ray") if r % 2 == 0 else ("ray", "single_process"):
                 out = work / f"{name}_{r}"
                 extra = ["--workers", str(args.workers)] if name == "single_process" else ["--ray", "auto"]
                 cmd = [*cli, "index", "build", str(data), "--out", str(out), *common, *extra]
@@ -133,9 +144,17 @@ def main(argv: list[str] | None = None) -> int:
                 runs[name].append(res)
                 shutil.rmtree(out, ignore_errors=True)
                 shutil.rmtree(out.with_name(out.name + ".partial"), ignore_errors=True)
-        stages = json.loads(subprocess.run(
-            [sys.executable, "-c", STAGES.format(model=args.model, device=args.device, data=str(data), n=32)],
-            capture_output=True, text=True, env=env, check=True).stdout.strip().splitlines()[-1])
+        stages = json.loads(
+            subprocess.run(
+                [sys.executable, "-c", STAGES.format(model=args.model, device=args.device, data=str(data), n=32)],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     wall = {k: summary([r["wall_s"] for r in v]) for k, v in runs.items()}
@@ -146,24 +165,31 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "index build --ray auto vs single-process build, same synthetic volumes, cold cache",
         "volumes": volumes,
-        "machine": {"cpu_cores": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "torch": torch.__version__, "device": args.device,
-                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                    "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
+        "machine": {
+            "cpu_cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "device": args.device,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "loadavg_start": load_start,
+            "loadavg_end": os.getloadavg(),
+        },
         "wall_s": wall,
         "peak_rss_mb": rss,
         "ray_start_s": start,
         "ratio_ray_vs_single_wall": wall["ray"]["median"] / wall["single_process"]["median"],
-        "ratio_ray_minus_start_vs_single_wall":
-            (wall["ray"]["median"] - start["median"]) / wall["single_process"]["median"],
-        "volumes_per_s": {"single_process": volumes / wall["single_process"]["median"],
-                          "ray": volumes / wall["ray"]["median"],
-                          "ray_excluding_start": volumes / (wall["ray"]["median"] - start["median"])},
+        "ratio_ray_minus_start_vs_single_wall": (wall["ray"]["median"] - start["median"])
+        / wall["single_process"]["median"],
+        "volumes_per_s": {
+            "single_process": volumes / wall["single_process"]["median"],
+            "ray": volumes / wall["ray"]["median"],
+            "ray_excluding_start": volumes / (wall["ray"]["median"] - start["median"]),
+        },
         "stages": stages,
         "notes": "Each build is a fresh process (model load and report encoding included in wall time). "
-                 "Ray's start is measured apart in fresh processes and subtracted for the 'excluding start' "
-                 "figures. Peak RSS sums the process tree (Ray: driver + raylet + GCS + workers).",
+        "Ray's start is measured apart in fresh processes and subtracted for the 'excluding start' "
+        "figures. Peak RSS sums the process tree (Ray: driver + raylet + GCS + workers).",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -38,9 +38,13 @@ from hsenet_search.index.store import (
 )
 from hsenet_search.models import load_model
 
-QUERIES = ["Right pleural effusion with adjacent atelectasis.", "Cardiomegaly. Pericardial effusion.",
-           "Emphysematous changes in both upper lobes.", "A 12 mm solid nodule in the left lower lobe.",
-           "Consolidation with air bronchograms in the right lower lobe."]
+QUERIES = [
+    "Right pleural effusion with adjacent atelectasis.",
+    "Cardiomegaly. Pericardial effusion.",
+    "Emphysematous changes in both upper lobes.",
+    "A 12 mm solid nodule in the left lower lobe.",
+    "Consolidation with air bronchograms in the right lower lobe.",
+]
 
 
 def write_index(out: Path, model, n: int, seed: int = 0) -> None:
@@ -48,10 +52,19 @@ def write_index(out: Path, model, n: int, seed: int = 0) -> None:
     vol = rng.standard_normal((n, model.embedding_dim)).astype(np.float32)
     vol /= np.linalg.norm(vol, axis=1, keepdims=True)
     names = [f"train_{i}_a_1.nii.gz" for i in range(n)]
-    meta = pd.DataFrame({"row_id": np.arange(n), "volume_name": names, "scan_id": [x[:-9] for x in names],
-                         "split": "train", "path": names, "findings": "Findings text.", "impression": "Impression.",
-                         "report_id": np.arange(n),
-                         **{name: rng.integers(0, 2, n).astype(np.int8) for name in LABELS}})
+    meta = pd.DataFrame(
+        {
+            "row_id": np.arange(n),
+            "volume_name": names,
+            "scan_id": [x[:-9] for x in names],
+            "split": "train",
+            "path": names,
+            "findings": "Findings text.",
+            "impression": "Impression.",
+            "report_id": np.arange(n),
+            **{name: rng.integers(0, 2, n).astype(np.int8) for name in LABELS},
+        }
+    )
     reports = pd.DataFrame({"report_id": np.arange(n), "text": [f"report {i}" for i in range(n)]})
     with atomic_directory(out) as tmp:
         write_embeddings(tmp, "volumes", vol)
@@ -62,10 +75,15 @@ def write_index(out: Path, model, n: int, seed: int = 0) -> None:
         VectorIndex.build(vol, meta["row_id"].to_numpy()).save(tmp / "volumes.faiss")
         VectorIndex.build(vol, reports["report_id"].to_numpy()).save(tmp / "reports.faiss")
         IndexManifest(
-            format_version=FORMAT_VERSION, model_fingerprint=model.fingerprint, model_name="default",
-            preprocessing_hash=model.profile.hash, preprocessing=model.profile.to_dict(),
-            embedding=model.config.embedding, dims={"volumes": model.embedding_dim, "reports": model.embedding_dim},
-            metric="inner_product", factory="IDMap2,Flat",
+            format_version=FORMAT_VERSION,
+            model_fingerprint=model.fingerprint,
+            model_name="default",
+            preprocessing_hash=model.profile.hash,
+            preprocessing=model.profile.to_dict(),
+            embedding=model.config.embedding,
+            dims={"volumes": model.embedding_dim, "reports": model.embedding_dim},
+            metric="inner_product",
+            factory="IDMap2,Flat",
             counts={"volumes": n, "scans": n, "reports": n, "failures": 0},
             source={"dataset": "random unit vectors (latency benchmark)", "split": "all"},
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -96,16 +114,36 @@ def main() -> None:
             encode.append(t1 - t0)
             total.append(t2 - t1)
         t0 = time.perf_counter()
-        res = subprocess.run([sys.executable, "-m", "hsenet_search.cli.main", "search", "text", QUERIES[0],
-                              "--index", str(index), "-k", "10", "--json"], capture_output=True, text=True)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "hsenet_search.cli.main",
+                "search",
+                "text",
+                QUERIES[0],
+                "--index",
+                str(index),
+                "-k",
+                "10",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+        )
         cli_s = time.perf_counter() - t0
         assert res.returncode == 0, res.stderr
     ms = lambda xs, q: float(np.percentile(xs, q) * 1e3)  # noqa: E731
     result = {
-        "benchmark": "end-to-end search text latency", "volumes": args.n, "queries": args.queries, "k": 10,
+        "benchmark": "end-to-end search text latency",
+        "volumes": args.n,
+        "queries": args.queries,
+        "k": 10,
         "search_text_ms": {"p50": ms(total, 50), "p99": ms(total, 99)},
         "text_encode_ms": {"p50": ms(encode, 50), "p99": ms(encode, 99)},
-        "cli_call_s": cli_s, "model": model.fingerprint, "embedding_dim": model.embedding_dim,
+        "cli_call_s": cli_s,
+        "model": model.fingerprint,
+        "embedding_dim": model.embedding_dim,
     }
     write_result(args.out, result, started, repeats=args.queries)
     print(json.dumps(result, indent=2))

@@ -48,9 +48,7 @@ def free_port() -> int:
 
 
 def rss_mb(pid: int) -> dict:
-    fields = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
-    )
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     return {
         "rss_mb": int(fields["VmRSS"].split()[0]) / 1024,
         "peak_rss_mb": int(fields["VmHWM"].split()[0]) / 1024,
@@ -211,9 +209,11 @@ def main() -> None:
         "volumes": args.n,
         "k": 10,
         "server_workers": args.workers,
-        "paired_1_client": {"in_process_ms": {"p50": in_p50, "p99": pct(in_process, 99)},
-                            "served_ms": {"p50": served_p50, "p99": pct(served_one, 99)},
-                            "requests": len(in_process)},
+        "paired_1_client": {
+            "in_process_ms": {"p50": in_p50, "p99": pct(in_process, 99)},
+            "served_ms": {"p50": served_p50, "p99": pct(served_one, 99)},
+            "requests": len(in_process),
+        },
         "main_thread_in_process_ms": main_thread,
         "served": levels,
         "served_p50_over_in_process_1_client": served_p50 / in_p50,

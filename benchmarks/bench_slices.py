@@ -79,9 +79,7 @@ def write_trunk(folder: Path, name: str) -> Path:
     torch.manual_seed(0)
     visual = TimmModel(name, embed_dim=512, image_size=224, pool="", proj="linear")
     folder.mkdir(parents=True)
-    torch.save(
-        {"visual." + k: v for k, v in visual.state_dict().items()}, folder / "open_clip_pytorch_model.bin"
-    )
+    torch.save({"visual." + k: v for k, v in visual.state_dict().items()}, folder / "open_clip_pytorch_model.bin")
     (folder / "open_clip_config.json").write_text(
         json.dumps(
             {
@@ -119,9 +117,7 @@ def official_two_scripts(cases, encoder: BiomedCLIPEncoder, work: Path) -> dict[
         t = (
             t[torch.linspace(0, t.shape[0] - 1, 32).long()]
             if t.shape[0] >= 32
-            else F.interpolate(t[None, None], size=(32, *t.shape[1:]), mode="trilinear", align_corners=False)[
-                0, 0
-            ]
+            else F.interpolate(t[None, None], size=(32, *t.shape[1:]), mode="trilinear", align_corners=False)[0, 0]
         )
         folder = work / Path(case.path).name.split(".")[0] / "slices"
         folder.mkdir(parents=True, exist_ok=True)
@@ -131,9 +127,7 @@ def official_two_scripts(cases, encoder: BiomedCLIPEncoder, work: Path) -> dict[
     out = {}
     for case in cases:
         folder = work / Path(case.path).name.split(".")[0] / "slices"
-        batch = torch.stack(
-            [encoder.transform(Image.open(p).convert("RGB")) for p in sorted(folder.glob("*.jpg"))]
-        )
+        batch = torch.stack([encoder.transform(Image.open(p).convert("RGB")) for p in sorted(folder.glob("*.jpg"))])
         feats = encoder(batch)
         np.save(folder.parent / "features.npy", feats)
         out[case.volume_name] = feats
@@ -160,9 +154,7 @@ def main() -> None:
     ap.add_argument("--volumes", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=0, help="decode/slice workers on our side")
-    ap.add_argument(
-        "--trunk", default="test_vit", help="timm model name of the random BiomedCLIP-format trunk"
-    )
+    ap.add_argument("--trunk", default="test_vit", help="timm model name of the random BiomedCLIP-format trunk")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "slice_features_cpu.json")
     args = ap.parse_args()

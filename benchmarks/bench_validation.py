@@ -84,9 +84,7 @@ def write_inputs(folder: Path, shapes: list[tuple[int, int, int]]) -> Path:
 
 def export(ref: str, into: Path) -> Path:
     """``git archive REF hsenet_search`` unpacked into ``into`` (the package as it was at REF)."""
-    blob = subprocess.run(
-        ["git", "archive", ref, "hsenet_search"], cwd=ROOT, check=True, capture_output=True
-    ).stdout
+    blob = subprocess.run(["git", "archive", ref, "hsenet_search"], cwd=ROOT, check=True, capture_output=True).stdout
     with tarfile.open(fileobj=BytesIO(blob)) as archive:
         archive.extractall(into, filter="data")
     return into

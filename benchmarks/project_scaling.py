@@ -52,10 +52,19 @@ def project(volumes: int, cpu_nodes: int, gpus: int, model: str, m: dict, args: 
     faiss_s = args.faiss_s_per_million * volumes / 1e6
     wall = max(decode_s, encode_s) + m["ray_start_s"] + faiss_s
     cost = wall / 3600 * (cpu_nodes * args.cpu_node_usd_h + gpus * args.gpu_usd_h)
-    return {"volumes": volumes, "cpu_nodes": cpu_nodes, "cores": cores, "gpus": gpus, "model": model,
-            "decode_h": decode_s / 3600, "encode_h": encode_s / 3600, "wall_h": wall / 3600,
-            "bottleneck": "decode (CPU)" if decode_s > encode_s else "encode (GPU)", "cost_usd": cost,
-            "storage_gb_per_s_needed": volumes * m["volume_mb"] / 1024 / max(decode_s, encode_s)}
+    return {
+        "volumes": volumes,
+        "cpu_nodes": cpu_nodes,
+        "cores": cores,
+        "gpus": gpus,
+        "model": model,
+        "decode_h": decode_s / 3600,
+        "encode_h": encode_s / 3600,
+        "wall_h": wall / 3600,
+        "bottleneck": "decode (CPU)" if decode_s > encode_s else "encode (GPU)",
+        "cost_usd": cost,
+        "storage_gb_per_s_needed": volumes * m["volume_mb"] / 1024 / max(decode_s, encode_s),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,31 +72,45 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cores", type=int, default=16, help="cores per CPU node")
     p.add_argument("--cpu-node-usd-h", type=float, default=0.68, help="price of one CPU node per hour")
     p.add_argument("--gpu-usd-h", type=float, default=3.00, help="price of one H100 per hour")
-    p.add_argument("--faiss-s-per-million", type=float, default=600.0,
-                   help="FAISS assembly seconds per 1M vectors (IVF train + add + tune on one node)")
+    p.add_argument(
+        "--faiss-s-per-million",
+        type=float,
+        default=600.0,
+        help="FAISS assembly seconds per 1M vectors (IVF train + add + tune on one node)",
+    )
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     m = measured()
-    rows = [project(v, n, g, model, m, args)
-            for v in (50_000, 1_000_000) for model in ("base", "tiny")
-            for n, g in ((1, 1), (4, 1), (8, 2), (16, 4), (32, 8))]
-    out = {"benchmark": "projected index-build wall time and cost (from measured per-stage costs)",
-           "measured_inputs": m,
-           "assumptions": {
-               "cpu_node_cores": args.cores, "cpu_node_usd_per_h": args.cpu_node_usd_h,
-               "gpu": "H100", "gpu_usd_per_h": args.gpu_usd_h,
-               "faiss_assembly_s_per_million": args.faiss_s_per_million,
-               "decode": "linear in cores x measured Ray efficiency (capped at 1); CT-RATE-sized volumes",
-               "encode": "linear in GPUs at the measured H100 fusion rate of the config, batch 8, fp32",
-               "overlap": "streaming: wall = max(decode, encode) + Ray start + FAISS assembly",
-               "storage": "not a limit; storage_gb_per_s_needed says what it must deliver",
-               "not_included": "reading from object storage, report-text encoding (seconds), cluster set-up"},
-           "rows": rows}
+    rows = [
+        project(v, n, g, model, m, args)
+        for v in (50_000, 1_000_000)
+        for model in ("base", "tiny")
+        for n, g in ((1, 1), (4, 1), (8, 2), (16, 4), (32, 8))
+    ]
+    out = {
+        "benchmark": "projected index-build wall time and cost (from measured per-stage costs)",
+        "measured_inputs": m,
+        "assumptions": {
+            "cpu_node_cores": args.cores,
+            "cpu_node_usd_per_h": args.cpu_node_usd_h,
+            "gpu": "H100",
+            "gpu_usd_per_h": args.gpu_usd_h,
+            "faiss_assembly_s_per_million": args.faiss_s_per_million,
+            "decode": "linear in cores x measured Ray efficiency (capped at 1); CT-RATE-sized volumes",
+            "encode": "linear in GPUs at the measured H100 fusion rate of the config, batch 8, fp32",
+            "overlap": "streaming: wall = max(decode, encode) + Ray start + FAISS assembly",
+            "storage": "not a limit; storage_gb_per_s_needed says what it must deliver",
+            "not_included": "reading from object storage, report-text encoding (seconds), cluster set-up",
+        },
+        "rows": rows,
+    }
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     for r in rows:
-        print(f"{r['volumes']:>9,} {r['model']:>4} {r['cpu_nodes']:>3} nodes {r['gpus']:>2} GPUs  "
-              f"wall {r['wall_h']:7.2f} h  ${r['cost_usd']:8.0f}  {r['bottleneck']}  "
-              f"{r['storage_gb_per_s_needed']:.1f} GB/s")
+        print(
+            f"{r['volumes']:>9,} {r['model']:>4} {r['cpu_nodes']:>3} nodes {r['gpus']:>2} GPUs  "
+            f"wall {r['wall_h']:7.2f} h  ${r['cost_usd']:8.0f}  {r['bottleneck']}  "
+            f"{r['storage_gb_per_s_needed']:.1f} GB/s"
+        )
     return 0
 
 

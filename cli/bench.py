@@ -27,8 +27,13 @@ def _check_out(out: Path | None, overwrite: bool, *inputs: Path | None) -> None:
     if out is None:
         return
     for suffix in (".json", ".md", ".png"):
-        check_output(out.with_suffix(suffix), OutputKind.FILE, inputs=[p for p in inputs if p is not None],
-                     overwrite=overwrite, suffixes=(suffix,))
+        check_output(
+            out.with_suffix(suffix),
+            OutputKind.FILE,
+            inputs=[p for p in inputs if p is not None],
+            overwrite=overwrite,
+            suffixes=(suffix,),
+        )
 
 
 def _embeddings(index: Path | None, data: Path | None, model: str | None, tmp: str):
@@ -61,11 +66,17 @@ def _write(out: Path | None, payload: dict, markdown: str, started) -> None:
 
 
 @app.command("retrieval")
-def retrieval(index: Path | None = INDEX, data: Path | None = DATA, model: str | None = MODEL,
-              split: Split = SPLIT, unit: Unit = UNIT,
-              ks: str = typer.Option("1,5,10,50,100", "--ks", help="Comma-separated k values."),
-              bootstrap: int = typer.Option(1000, "--bootstrap", min=1, help="Bootstrap resamples for 95 % CIs."),
-              out: Path | None = OUT, overwrite: bool = OVERWRITE) -> None:
+def retrieval(
+    index: Path | None = INDEX,
+    data: Path | None = DATA,
+    model: str | None = MODEL,
+    split: Split = SPLIT,
+    unit: Unit = UNIT,
+    ks: str = typer.Option("1,5,10,50,100", "--ks", help="Comma-separated k values."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=1, help="Bootstrap resamples for 95 % CIs."),
+    out: Path | None = OUT,
+    overwrite: bool = OVERWRITE,
+) -> None:
     """Text→volume, volume→text and volume→volume tables with CIs, random baseline and hubness rows."""
     _check_out(out, overwrite, index, data)
     from hsenet_search.eval.bench import retrieval_tables, temporary_workdir
@@ -76,23 +87,36 @@ def retrieval(index: Path | None = INDEX, data: Path | None = DATA, model: str |
     started = run_started()
     with temporary_workdir() as tmp:
         emb = _embeddings(index, data, model, tmp)
-        result = retrieval_tables(emb.split(split.value, unit.value), k_values, bootstrap,
-                                  bank=_bank(emb, split.value, unit.value))
-    result["source"] = {"index": str(index) if index else None, "data": str(data) if data else None,
-                        "model": emb.manifest["model_name"], "model_fingerprint": emb.manifest["model_fingerprint"],
-                        "embedding": emb.manifest["embedding"],
-                        "report_text": emb.manifest.get("report_text", "findings+impression")}
-    console.print(f"protocol: {result['source']['embedding']} embedding, report text "
-                  f"{result['source']['report_text']}, unit {unit.value}, split {split.value}")
+        result = retrieval_tables(
+            emb.split(split.value, unit.value), k_values, bootstrap, bank=_bank(emb, split.value, unit.value)
+        )
+    result["source"] = {
+        "index": str(index) if index else None,
+        "data": str(data) if data else None,
+        "model": emb.manifest["model_name"],
+        "model_fingerprint": emb.manifest["model_fingerprint"],
+        "embedding": emb.manifest["embedding"],
+        "report_text": emb.manifest.get("report_text", "findings+impression"),
+    }
+    console.print(
+        f"protocol: {result['source']['embedding']} embedding, report text "
+        f"{result['source']['report_text']}, unit {unit.value}, split {split.value}"
+    )
     _write(out, result, retrieval_markdown(result), started)
     if out is not None:
         plot_recall({emb.manifest["embedding"]: result}, out.with_suffix(".png"))
 
 
 @app.command("zeroshot")
-def zeroshot(index: Path | None = INDEX, data: Path | None = DATA, model: str | None = MODEL,
-             split: Split = SPLIT, unit: Unit = UNIT, out: Path | None = OUT,
-             overwrite: bool = OVERWRITE) -> None:
+def zeroshot(
+    index: Path | None = INDEX,
+    data: Path | None = DATA,
+    model: str | None = MODEL,
+    split: Split = SPLIT,
+    unit: Unit = UNIT,
+    out: Path | None = OUT,
+    overwrite: bool = OVERWRITE,
+) -> None:
     """Zero-shot 18-label classification: per-label and macro AUC, weighted F1 / accuracy / precision."""
     _check_out(out, overwrite, index, data)
     from hsenet_search.eval.bench import temporary_workdir, zeroshot_tables
@@ -109,9 +133,13 @@ def zeroshot(index: Path | None = INDEX, data: Path | None = DATA, model: str | 
 
 
 @app.command("gap")
-def gap(index: Path = typer.Option(..., "--index", help="Index directory whose embeddings are measured."),
-        split: Split = typer.Option(Split.all, "--split", help="Split of the index to measure."),
-        unit: Unit = UNIT, out: Path | None = OUT, overwrite: bool = OVERWRITE) -> None:
+def gap(
+    index: Path = typer.Option(..., "--index", help="Index directory whose embeddings are measured."),
+    split: Split = typer.Option(Split.all, "--split", help="Split of the index to measure."),
+    unit: Unit = UNIT,
+    out: Path | None = OUT,
+    overwrite: bool = OVERWRITE,
+) -> None:
     """The modality gap: centroid distance, true vs random pair cosine, modality probe, PCA plot."""
     _check_out(out, overwrite, index)
     from hsenet_search.eval.bench import load_index_embeddings
@@ -133,13 +161,17 @@ def generation(
     data: Path = typer.Option(..., "--data", help="Dataset whose scans are drafted and scored."),
     split: Split = SPLIT,
     mode: list[DraftMode] = typer.Option(
-        [DraftMode.nearest, DraftMode.vote, DraftMode.grounded, DraftMode.llm], "--mode",
-        help="Drafting mode (repeatable)."),
-    llm: str = typer.Option("default", "--llm",
-                            help="default (SmolLM2-135M-Instruct) | HF id | path | openai:URL#MODEL."),
+        [DraftMode.nearest, DraftMode.vote, DraftMode.grounded, DraftMode.llm],
+        "--mode",
+        help="Drafting mode (repeatable).",
+    ),
+    llm: str = typer.Option(
+        "default", "--llm", help="default (SmolLM2-135M-Instruct) | HF id | path | openai:URL#MODEL."
+    ),
     k: int = typer.Option(5, "-k", "--k", min=1),
-    limit: int | None = typer.Option(None, "--limit", min=1,
-                                     help="Draft only the first N scans (LLM mode is slow on CPU)."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Draft only the first N scans (LLM mode is slow on CPU)."
+    ),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1),
     out: Path | None = OUT,
     overwrite: bool = OVERWRITE,

@@ -85,8 +85,9 @@ def parse_ks(text: str) -> list[int]:
     try:
         ks = [int(k) for k in text.split(",") if k.strip()]
     except ValueError:
-        raise typer.BadParameter(f"expected comma-separated positive integers, got {text!r}",
-                                 param_hint="--ks") from None
+        raise typer.BadParameter(
+            f"expected comma-separated positive integers, got {text!r}", param_hint="--ks"
+        ) from None
     if not ks or min(ks) < 1 or len(set(ks)) != len(ks):
         raise typer.BadParameter(f"expected distinct positive integers, got {text!r}", param_hint="--ks")
     return ks

@@ -29,8 +29,14 @@ def synth(
     check_output(out, OutputKind.DATASET, inputs=[p for p in (labels_from, reports_from) if p], overwrite=overwrite)
 
     summary = generate_dataset(
-        out, n, seed=seed, valid_fraction=valid_fraction, labels_from=labels_from,
-        reports_from=reports_from, size=size, progress=True,
+        out,
+        n,
+        seed=seed,
+        valid_fraction=valid_fraction,
+        labels_from=labels_from,
+        reports_from=reports_from,
+        size=size,
+        progress=True,
     )
     console.print(summary.describe())
 
@@ -60,8 +66,10 @@ def summarise(
         table = summarise_reports(texts, cache, progress=lambda n: bar.advance(task, n))
     write_parquet(out, table)
     normal = int(table["summary"].map(lambda s: s == ["No significant abnormality."]).sum())
-    console.print(f"{len(table)} unique reports from {len(texts)} volumes summarised with {RULES.name} "
-                  f"({normal} with no positive finding) → {out}")
+    console.print(
+        f"{len(table)} unique reports from {len(texts)} volumes summarised with {RULES.name} "
+        f"({normal} with no positive finding) → {out}"
+    )
 
 
 @app.command("snippets")
@@ -83,8 +91,7 @@ def snippets(
 
     if data.is_file() and data.suffix.lower() == ".csv":
         id_column, ids, texts = read_reports_csv(data)
-        rows = [{id_column: i, **s.to_row()} for i, text in zip(ids, texts, strict=True)
-                for s in mine_snippets(text)]
+        rows = [{id_column: i, **s.to_row()} for i, text in zip(ids, texts, strict=True) for s in mine_snippets(text)]
         n_reports, key = len(texts), id_column
     else:
         cases = open_dataset(data)
@@ -93,8 +100,10 @@ def snippets(
     write_parquet(out, table)
     kept = int((table["dropped"] == "").sum()) if len(table) else 0
     citing = table[key].nunique() if len(table) else 0
-    console.print(f"{len(table)} slice references in {citing} of {n_reports} reports; {kept} kept, "
-                  f"{len(table) - kept} dropped → {out}")
+    console.print(
+        f"{len(table)} slice references in {citing} of {n_reports} reports; {kept} kept, "
+        f"{len(table) - kept} dropped → {out}"
+    )
 
 
 @app.command("inspect")
@@ -125,16 +134,18 @@ def _refuse_existing(out: Path, overwrite: bool) -> None:
 def _progress_bar(total: int):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=console)
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
     return bar, bar.add_task("volumes", total=total)
 
 
 @app.command("slices")
 def slices(
     path: Path = typer.Argument(..., help="A volume (NIfTI, DICOM folder, .npy) or a dataset (CT-RATE dir, manifest)."),
-    out: Path = typer.Option(..., "--out", help="Output folder: slice_000.jpg ... (one folder per volume "
-                                               "for a dataset)."),
+    out: Path = typer.Option(
+        ..., "--out", help="Output folder: slice_000.jpg ... (one folder per volume for a dataset)."
+    ),
     workers: int = typer.Option(0, "--workers", min=0, help="Decode/slice worker processes."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into an existing non-empty --out."),
 ) -> None:
@@ -145,8 +156,9 @@ def slices(
     cases = cases_of(path)
     bar, task = _progress_bar(len(cases))
     with bar:
-        summary = write_case_slices(cases, out, per_volume=is_dataset(path), workers=workers,
-                                    on_progress=lambda: bar.advance(task))
+        summary = write_case_slices(
+            cases, out, per_volume=is_dataset(path), workers=workers, on_progress=lambda: bar.advance(task)
+        )
     console.print(summary.describe(str(out)))
     if summary.failures and not summary.written:
         raise typer.Exit(1)
@@ -156,8 +168,11 @@ def slices(
 def slice_features(
     data: Path = typer.Argument(..., help="A dataset (CT-RATE dir, manifest) or a single volume."),
     biomedclip: Path = typer.Option(..., "--biomedclip", help="Local open_clip BiomedCLIP checkpoint folder."),
-    out: Path | None = typer.Option(None, "--out", help="Folder for the .npy files (default: beside each volume, "
-                                                       "where build/search/embed find them)."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Folder for the .npy files (default: beside each volume, where build/search/embed find them).",
+    ),
     workers: int = typer.Option(0, "--workers", min=0, help="Decode/slice worker processes."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda for the BiomedCLIP trunk."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into an existing non-empty --out."),

@@ -14,12 +14,22 @@ app = typer.Typer(help="Embed text or a volume.", no_args_is_help=True)
 def _show(kind: str, source: str, model, vector, json_out: bool) -> None:
     values = [round(float(v), 6) for v in vector]
     if json_out:
-        print_json({"kind": kind, "input": source, "model": model.fingerprint, "embedding": model.config.embedding,
-                    "dim": len(values), "vector": values})
+        print_json(
+            {
+                "kind": kind,
+                "input": source,
+                "model": model.fingerprint,
+                "embedding": model.config.embedding,
+                "dim": len(values),
+                "vector": values,
+            }
+        )
     else:
         head = ", ".join(f"{v:+.4f}" for v in values[:8])
-        console.print(f"{kind} embedding ({len(values)}-d, {model.config.embedding}, model {model.fingerprint[:12]}):"
-                      f" [{head}, ...]")
+        console.print(
+            f"{kind} embedding ({len(values)}-d, {model.config.embedding}, model {model.fingerprint[:12]}):"
+            f" [{head}, ...]"
+        )
 
 
 @app.command("text")

@@ -13,10 +13,18 @@ def generate(
     path: Path = typer.Argument(..., help="NIfTI file or DICOM series folder of the new scan."),
     index: Path = typer.Option(..., "--index", help="Index of reference cases with reports."),
     k: int = typer.Option(5, "-k", "--k", min=1, help="Number of similar cases to ground the draft in."),
-    mode: DraftMode = typer.Option(DraftMode.llm, "--mode", help="llm (LLM-merged grounded draft) | grounded "
-                                   "(composer, no LLM) | nearest (nearest report) | vote (label-vote composer)."),
-    llm: str = typer.Option("default", "--llm", help="default (SmolLM2-135M-Instruct, offline) | HF id "
-                            "| path | openai:http://HOST:PORT/v1#MODEL (token from $HSENET_LLM_API_KEY)."),
+    mode: DraftMode = typer.Option(
+        DraftMode.llm,
+        "--mode",
+        help="llm (LLM-merged grounded draft) | grounded "
+        "(composer, no LLM) | nearest (nearest report) | vote (label-vote composer).",
+    ),
+    llm: str = typer.Option(
+        "default",
+        "--llm",
+        help="default (SmolLM2-135M-Instruct, offline) | HF id "
+        "| path | openai:http://HOST:PORT/v1#MODEL (token from $HSENET_LLM_API_KEY).",
+    ),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=32),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -35,7 +43,9 @@ def generate(
         return
     console.print(f"[bold]Findings:[/] {result.findings}\n\n[bold]Impression:[/] {result.impression}\n")
     console.print(f"grounded in: {', '.join(result.retrieved)}  (mode {result.mode}, llm {result.llm})")
-    console.print("checks: " + ", ".join(f"{name} {'passed' if check['passed'] else 'FAILED'}"
-                                         for name, check in result.checks.items()))
+    console.print(
+        "checks: "
+        + ", ".join(f"{name} {'passed' if check['passed'] else 'FAILED'}" for name, check in result.checks.items())
+    )
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {warning}")

@@ -20,8 +20,9 @@ def _group() -> None:
 
 @app.command("extract")
 def extract(
-    reports: Path = typer.Argument(..., help="CSV with report_text or Findings_EN/Impressions_EN, and an "
-                                             "AccessionNo or VolumeName id column."),
+    reports: Path = typer.Argument(
+        ..., help="CSV with report_text or Findings_EN/Impressions_EN, and an AccessionNo or VolumeName id column."
+    ),
     out: Path = typer.Option(..., "--out", help="Output labels CSV: the id column + the 18 CT-RATE labels."),
     explain: bool = typer.Option(False, "--explain", help="Print the sentence that triggered each positive label."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table."),
@@ -71,5 +72,7 @@ def extract(
     for label in LABELS:
         table.add_row(label, str(summary["positives"][label]), f"{summary['prevalence'][label]:.1%}")
     console.print(table)
-    console.print(f"id column {id_column}; {len(ids)} rows; {empty} empty reports (all labels 0); "
-                  f"{summary['seconds']:.2f} s", highlight=False)
+    console.print(
+        f"id column {id_column}; {len(ids)} rows; {empty} empty reports (all labels 0); {summary['seconds']:.2f} s",
+        highlight=False,
+    )

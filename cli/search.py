@@ -18,8 +18,9 @@ JSON = typer.Option(False, "--json", help="Print JSON {query, hits:[...]}.")
 NO_COLLAPSE = typer.Option(False, "--all-reconstructions", help="Do not collapse reconstructions of one scan.")
 HUBNESS = typer.Option(False, "--hubness", help="Querybank-normalised (dynamic inverted softmax) scores.")
 MODEL = typer.Option(None, "--model", help="Model dir (default: the one recorded in the index).")
-NPROBE = typer.Option(None, "--nprobe", min=1, help="IVF lists visited for this query (default: the index's "
-                      "tuned value).")
+NPROBE = typer.Option(
+    None, "--nprobe", min=1, help="IVF lists visited for this query (default: the index's tuned value)."
+)
 EF_SEARCH = typer.Option(None, "--ef-search", min=1, help="HNSW efSearch for this query (default: tuned).")
 
 
@@ -41,8 +42,13 @@ def _render(result, json_out: bool) -> None:
     for col in ("#", "score", "scan" if result.target == "volumes" else "report of", "labels", "impression"):
         table.add_column(col, overflow="fold")
     for h in result.hits:
-        table.add_row(str(h.rank), f"{h.score:.3f}", h.scan_id, ", ".join(h.labels) or "normal",
-                      _snippet(h.impression or h.findings))
+        table.add_row(
+            str(h.rank),
+            f"{h.score:.3f}",
+            h.scan_id,
+            ", ".join(h.labels) or "normal",
+            _snippet(h.impression or h.findings),
+        )
     console.print(table)
     if not result.hits:
         console.print("no hits (the label filter matched no case)")
@@ -56,27 +62,65 @@ def _engine(index: Path, model: str | None, parts: str = "all"):
 
 
 @app.command("text")
-def text(query: str = typer.Argument(...), index: Path = INDEX, k: int = K, label: list[str] = LABEL,
-         json_out: bool = JSON, all_recons: bool = NO_COLLAPSE, hubness: bool = HUBNESS,
-         model: str | None = MODEL, nprobe: int | None = NPROBE, ef_search: int | None = EF_SEARCH) -> None:
+def text(
+    query: str = typer.Argument(...),
+    index: Path = INDEX,
+    k: int = K,
+    label: list[str] = LABEL,
+    json_out: bool = JSON,
+    all_recons: bool = NO_COLLAPSE,
+    hubness: bool = HUBNESS,
+    model: str | None = MODEL,
+    nprobe: int | None = NPROBE,
+    ef_search: int | None = EF_SEARCH,
+) -> None:
     """Find the volumes that best match a findings-style text."""
-    _render(_engine(index, model, "text").search_text(query, k, labels=label, collapse=not all_recons,
-                                                      hubness=hubness, params=_params(nprobe, ef_search)), json_out)
+    _render(
+        _engine(index, model, "text").search_text(
+            query, k, labels=label, collapse=not all_recons, hubness=hubness, params=_params(nprobe, ef_search)
+        ),
+        json_out,
+    )
 
 
 @app.command("volume")
-def volume(path: Path = typer.Argument(..., help="NIfTI file or DICOM series folder."), index: Path = INDEX,
-           k: int = K, target: Target = typer.Option(Target.volumes, "--target", help="What to search."),
-           label: list[str] = LABEL, json_out: bool = JSON, all_recons: bool = NO_COLLAPSE,
-           hubness: bool = HUBNESS, model: str | None = MODEL, nprobe: int | None = NPROBE,
-           ef_search: int | None = EF_SEARCH) -> None:
+def volume(
+    path: Path = typer.Argument(..., help="NIfTI file or DICOM series folder."),
+    index: Path = INDEX,
+    k: int = K,
+    target: Target = typer.Option(Target.volumes, "--target", help="What to search."),
+    label: list[str] = LABEL,
+    json_out: bool = JSON,
+    all_recons: bool = NO_COLLAPSE,
+    hubness: bool = HUBNESS,
+    model: str | None = MODEL,
+    nprobe: int | None = NPROBE,
+    ef_search: int | None = EF_SEARCH,
+) -> None:
     """Find similar cases (or the closest reports) for a scan."""
-    _render(_engine(index, model).search_volume(path, k, target=target.value, labels=label, collapse=not all_recons,
-                                                hubness=hubness, params=_params(nprobe, ef_search)), json_out)
+    _render(
+        _engine(index, model).search_volume(
+            path,
+            k,
+            target=target.value,
+            labels=label,
+            collapse=not all_recons,
+            hubness=hubness,
+            params=_params(nprobe, ef_search),
+        ),
+        json_out,
+    )
 
 
 @app.command("report")
-def report(query: str = typer.Argument(...), index: Path = INDEX, k: int = K, json_out: bool = JSON,
-           model: str | None = MODEL, nprobe: int | None = NPROBE, ef_search: int | None = EF_SEARCH) -> None:
+def report(
+    query: str = typer.Argument(...),
+    index: Path = INDEX,
+    k: int = K,
+    json_out: bool = JSON,
+    model: str | None = MODEL,
+    nprobe: int | None = NPROBE,
+    ef_search: int | None = EF_SEARCH,
+) -> None:
     """Find reports similar to a report text."""
     _render(_engine(index, model, "text").search_report(query, k, params=_params(nprobe, ef_search)), json_out)

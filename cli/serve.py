@@ -11,13 +11,9 @@ from .common import console
 
 def serve(
     index: list[Path] = typer.Option(..., "--index", help="Index directory (repeatable)."),
-    host: str = typer.Option(
-        "127.0.0.1", "--host", help="Bind address; a non-loopback one requires a token."
-    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address; a non-loopback one requires a token."),
     port: int = typer.Option(8000, "--port", min=0, max=65535),
-    token: str | None = typer.Option(
-        None, "--token", help="Bearer token clients must send (or $HSENET_TOKEN)."
-    ),
+    token: str | None = typer.Option(None, "--token", help="Bearer token clients must send (or $HSENET_TOKEN)."),
     insecure_no_auth: bool = typer.Option(
         False, "--insecure-no-auth", help="Allow a non-loopback host without a token (not recommended)."
     ),
@@ -25,9 +21,7 @@ def serve(
     workers: int = typer.Option(2, "--workers", min=1, help="CPU-bound jobs running at once."),
     queue: int = typer.Option(8, "--queue", min=0, help="Jobs waiting for a worker before answering 503."),
     timeout: float = typer.Option(120.0, "--timeout", min=1.0, help="Seconds one job may take."),
-    cors: list[str] = typer.Option(
-        [], "--cors-origin", help="Allow this browser origin (CORS off by default)."
-    ),
+    cors: list[str] = typer.Option([], "--cors-origin", help="Allow this browser origin (CORS off by default)."),
     llm: str = typer.Option("default", "--llm", help="LLM for POST /generate in llm mode."),
 ) -> None:
     """Serve search, case viewing and drafting over HTTP (OpenAPI at /docs, web viewer at /)."""
@@ -54,9 +48,7 @@ def serve(
     with console.status("loading indexes"):
         state = ServiceState.load(config)
     app = create_app(config, state, token=required)
-    names = ", ".join(
-        f"{name} ({loaded.engine.volumes.ntotal} volumes)" for name, loaded in state.indexes.items()
-    )
+    names = ", ".join(f"{name} ({loaded.engine.volumes.ntotal} volumes)" for name, loaded in state.indexes.items())
     shown = f"[{host}]" if ":" in host else host
     console.print(
         f"serving {names} on http://{shown}:{port}/  (API docs /docs; "

@@ -23,17 +23,28 @@ def train(
     seed: int = typer.Option(0, "--seed"),
     workers: int = typer.Option(2, "--workers", min=0),
     augment: Augment = typer.Option(Augment.intensity, "--augment", help="official adds rot90/flips."),
-    text_field: ReportText | None = typer.Option(None, "--text", help="Report text to train on (default: the "
-                                                 "model's own: findings for official models, else both)."),
+    text_field: ReportText | None = typer.Option(
+        None,
+        "--text",
+        help="Report text to train on (default: the model's own: findings for official models, else both).",
+    ),
     text_truncation: TextTruncation = typer.Option(
-        TextTruncation.head, "--text-truncation", help="head (tokenizer cut) or sentences (official: first "
-        "sentence + random further sentences that fit)."),
+        TextTruncation.head,
+        "--text-truncation",
+        help="head (tokenizer cut) or sentences (official: first sentence + random further sentences that fit).",
+    ),
     prompt_loss: float = typer.Option(0.0, "--prompt-loss", help="Weight of the disease-prompt loss (0 = off)."),
-    consistency_steps: int = typer.Option(5000, "--consistency-steps", help="Stage 2: steps over which the "
-                                          "consistency weight decays from 0.1 to 0 (official: 5000)."),
+    consistency_steps: int = typer.Option(
+        5000,
+        "--consistency-steps",
+        help="Stage 2: steps over which the consistency weight decays from 0.1 to 0 (official: 5000).",
+    ),
     eval_every: int = typer.Option(0, "--eval-every", help="Validate every N steps (0 = every epoch)."),
-    keep_stage2: bool = typer.Option(False, "--keep-stage2", help="Stage 2: fine-tune the model's 2E3 tower "
-                                     "instead of initialising it from the stage-1 ViT."),
+    keep_stage2: bool = typer.Option(
+        False,
+        "--keep-stage2",
+        help="Stage 2: fine-tune the model's 2E3 tower instead of initialising it from the stage-1 ViT.",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/training/stage{N}/checkpoint.pt."),
     device: str = typer.Option("auto", "--device"),
 ) -> None:
@@ -48,12 +59,27 @@ def train(
     check_output(out, OutputKind.MODEL, inputs=[data], replace_ok=True)
     ckpt = state_dir(out, stage) / "checkpoint.pt"
     if ckpt.exists() and not resume:
-        raise HSENetError("a training checkpoint exists here; pass --resume to continue or choose another --out",
-                          out)
-    cfg = TrainConfig(data=str(data), out=str(out), stage=stage, config=config, init=str(init) if init else None,
-                      loss=loss.value, epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                      workers=workers, augment=augment.value, text_field=text_field.value if text_field else None,
-                      text_truncation=text_truncation.value, prompt_loss_weight=prompt_loss,
-                      consistency_decay_steps=consistency_steps, eval_every=eval_every, device=device,
-                      keep_stage2=keep_stage2)
+        raise HSENetError("a training checkpoint exists here; pass --resume to continue or choose another --out", out)
+    cfg = TrainConfig(
+        data=str(data),
+        out=str(out),
+        stage=stage,
+        config=config,
+        init=str(init) if init else None,
+        loss=loss.value,
+        epochs=epochs,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        workers=workers,
+        augment=augment.value,
+        text_field=text_field.value if text_field else None,
+        text_truncation=text_truncation.value,
+        prompt_loss_weight=prompt_loss,
+        consistency_decay_steps=consistency_steps,
+        eval_every=eval_every,
+        device=device,
+        keep_stage2=keep_stage2,
+    )
     console.print(run(cfg).describe())

@@ -45,9 +45,7 @@ def _result(body: dict) -> SearchResult:
 class Client:
     """Talks to one server; ``index`` picks a loaded index by name (default: the server's first)."""
 
-    def __init__(
-        self, url: str, token: str | None = None, *, index: str | None = None, timeout: float = 300.0
-    ):
+    def __init__(self, url: str, token: str | None = None, *, index: str | None = None, timeout: float = 300.0):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.index = index
         self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
@@ -92,9 +90,7 @@ class Client:
 
     def search_report(self, text: str, k: int = 10) -> SearchResult:
         """Report text → similar reports."""
-        return _result(
-            self._request("POST", "/search/report", json={"text": text, "k": k, "index": self.index}).json()
-        )
+        return _result(self._request("POST", "/search/report", json={"text": text, "k": k, "index": self.index}).json())
 
     def search_volume(
         self,
@@ -126,9 +122,7 @@ class Client:
         if self.index:
             fields["index"] = self.index
         with open(path, "rb") as f:
-            return _result(
-                self._request("POST", "/search/volume", files={"file": (path.name, f)}, data=fields).json()
-            )
+            return _result(self._request("POST", "/search/volume", files={"file": (path.name, f)}, data=fields).json())
 
     def info(self) -> dict:
         """Manifest summaries of the server's indexes."""

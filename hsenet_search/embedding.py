@@ -90,9 +90,7 @@ class Prepared:
     slices: tuple[str, np.ndarray] | None
 
 
-def prepare_case(
-    case: Case, profile: Profile, recipe: SliceRecipe, cache: PreprocessCache | None = None
-) -> Prepared:
+def prepare_case(case: Case, profile: Profile, recipe: SliceRecipe, cache: PreprocessCache | None = None) -> Prepared:
     """The model inputs of ``case`` (CPU work, safe in a DataLoader worker)."""
     volume = np.ascontiguousarray(preprocess_case(case, profile, cache=cache), dtype=np.float32)
     return Prepared(volume, prepare_slices(case, recipe))
@@ -121,9 +119,7 @@ def prepare_or_error(
 
 
 class _CaseDataset(Dataset):
-    def __init__(
-        self, cases: Sequence[Case], profile: Profile, recipe: SliceRecipe, cache: PreprocessCache | None
-    ):
+    def __init__(self, cases: Sequence[Case], profile: Profile, recipe: SliceRecipe, cache: PreprocessCache | None):
         self.cases, self.profile, self.recipe, self.cache = list(cases), profile, recipe, cache
 
     def __len__(self) -> int:
@@ -155,9 +151,7 @@ def embed_prepared(model, prepared: Sequence[Prepared], embedding: str | None = 
     device = next(model.parameters()).device
     volumes = torch.from_numpy(np.stack([p.volume for p in prepared])).to(device)
     feats = slice_features_of(model, prepared)
-    out = model.encode_volume(
-        volumes, slice_features=None if feats is None else feats.to(device), embedding=embedding
-    )
+    out = model.encode_volume(volumes, slice_features=None if feats is None else feats.to(device), embedding=embedding)
     return out.float().cpu().numpy()
 
 

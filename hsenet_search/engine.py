@@ -71,8 +71,16 @@ SearchParams = str | dict[str, float] | None
 class SearchEngine:
     """Queries one index directory with the model that built it."""
 
-    def __init__(self, index_dir: Path, manifest: IndexManifest, model, volumes: VectorIndex,
-                 reports: VectorIndex, metadata: pd.DataFrame, hubness: dict[str, HubnessNormalizer]):
+    def __init__(
+        self,
+        index_dir: Path,
+        manifest: IndexManifest,
+        model,
+        volumes: VectorIndex,
+        reports: VectorIndex,
+        metadata: pd.DataFrame,
+        hubness: dict[str, HubnessNormalizer],
+    ):
         self.index_dir = index_dir
         self.manifest = manifest
         self.model = model
@@ -87,8 +95,17 @@ class SearchEngine:
         self._label_matrix = metadata[list(LABELS)].to_numpy(dtype=np.int8) if len(metadata) else np.zeros((0, 18))
 
     @classmethod
-    def open(cls, index_dir: str | Path, model=None, *, mmap: bool = True, use_gpu: bool | None = None,
-             device: str = "auto", verify: str = "fast", parts: str = "all") -> SearchEngine:
+    def open(
+        cls,
+        index_dir: str | Path,
+        model=None,
+        *,
+        mmap: bool = True,
+        use_gpu: bool | None = None,
+        device: str = "auto",
+        verify: str = "fast",
+        parts: str = "all",
+    ) -> SearchEngine:
         """Open ``index_dir``; ``model`` (object or path) defaults to the model recorded in the manifest.
 
         Every file is checked against the manifest first (``verify``: ``"fast"`` sizes and sample digests,
@@ -113,15 +130,19 @@ class SearchEngine:
 
                 model = load_model(path)
         check_model_matches(manifest, model, index_dir)
-        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                           ("cpu" if device == "auto" else device))
+        dev = torch.device(
+            "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+        )
         model = model.to(dev).eval()
         volumes = VectorIndex.load(index_dir / "volumes.faiss", mmap=mmap, use_gpu=use_gpu)
         reports = VectorIndex.load(index_dir / "reports.faiss", mmap=mmap, use_gpu=use_gpu)
         metadata = read_metadata(index_dir / "metadata.parquet")
         hub_dir = index_dir / "hubness"
-        hubness = {name: HubnessNormalizer.load(hub_dir / f"{name}.npz")
-                   for name in ("text_to_volumes", "volumes_to_reports") if (hub_dir / f"{name}.npz").exists()}
+        hubness = {
+            name: HubnessNormalizer.load(hub_dir / f"{name}.npz")
+            for name in ("text_to_volumes", "volumes_to_reports")
+            if (hub_dir / f"{name}.npz").exists()
+        }
         return cls(index_dir, manifest, model, volumes, reports, metadata, hubness)
 
     # ------------------------------------------------------------------ encoding
@@ -145,21 +166,51 @@ class SearchEngine:
         return embed_input(self.model, path, rescale=rescale)
 
     # ------------------------------------------------------------------ queries
-    def search_text(self, text: str, k: int = 10, *, labels: Sequence[str] = (), collapse: bool = True,
-                    hubness: bool = False, params: SearchParams = None) -> SearchResult:
+    def search_text(
+        self,
+        text: str,
+        k: int = 10,
+        *,
+        labels: Sequence[str] = (),
+        collapse: bool = True,
+        hubness: bool = False,
+        params: SearchParams = None,
+    ) -> SearchResult:
         """Text → volumes (findings-style query text; optional label filter)."""
-        result = self.search_embedding(self.encode_text(text), k, target="volumes", labels=labels,
-                                       collapse=collapse, hubness=hubness, params=params)
+        result = self.search_embedding(
+            self.encode_text(text),
+            k,
+            target="volumes",
+            labels=labels,
+            collapse=collapse,
+            hubness=hubness,
+            params=params,
+        )
         result.query = text
         return result
 
-    def search_volume(self, path: str | Path, k: int = 10, *, target: str = "volumes",
-                      labels: Sequence[str] = (), collapse: bool = True, hubness: bool = False,
-                      rescale: tuple[float, float] | None = None,
-                      params: SearchParams = None) -> SearchResult:
+    def search_volume(
+        self,
+        path: str | Path,
+        k: int = 10,
+        *,
+        target: str = "volumes",
+        labels: Sequence[str] = (),
+        collapse: bool = True,
+        hubness: bool = False,
+        rescale: tuple[float, float] | None = None,
+        params: SearchParams = None,
+    ) -> SearchResult:
         """Volume → similar volumes (cases) or → closest reports."""
-        result = self.search_embedding(self.encode_volume(path, rescale=rescale), k, target=target, labels=labels,
-                                       collapse=collapse, hubness=hubness, params=params)
+        result = self.search_embedding(
+            self.encode_volume(path, rescale=rescale),
+            k,
+            target=target,
+            labels=labels,
+            collapse=collapse,
+            hubness=hubness,
+            params=params,
+        )
         result.query = str(path)
         return result
 
@@ -169,9 +220,17 @@ class SearchEngine:
         result.query = text
         return result
 
-    def search_embedding(self, vector: np.ndarray, k: int = 10, *, target: str = "volumes",
-                         labels: Sequence[str] = (), collapse: bool = True, hubness: bool = False,
-                         params: SearchParams = None) -> SearchResult:
+    def search_embedding(
+        self,
+        vector: np.ndarray,
+        k: int = 10,
+        *,
+        target: str = "volumes",
+        labels: Sequence[str] = (),
+        collapse: bool = True,
+        hubness: bool = False,
+        params: SearchParams = None,
+    ) -> SearchResult:
         """Nearest volumes or reports to an embedding of the index's width.
 
         ``params`` overrides the index's saved search defaults for this query only: ``{"nprobe": 64}``
@@ -200,8 +259,11 @@ class SearchEngine:
         scores, ids = index.search(q, fetch, allowed_ids=allowed, params=params)
         if hubness:
             scores, ids = rerank(self.hubness[name], scores, ids, fetch)
-        hits = self._volume_hits(scores[0], ids[0], k, collapse) if target == "volumes" else \
-            self._report_hits(scores[0], ids[0], k)
+        hits = (
+            self._volume_hits(scores[0], ids[0], k, collapse)
+            if target == "volumes"
+            else self._report_hits(scores[0], ids[0], k)
+        )
         return SearchResult({"embedding_dim": q.shape[1]}, target, hits)
 
     # ------------------------------------------------------------------ helpers
@@ -221,9 +283,20 @@ class SearchEngine:
     def _hit(self, rank: int, score: float, row: int, **extra) -> Hit:
         col = self._col
         labels = [LABELS[j] for j in np.flatnonzero(self._label_matrix[row] == 1)]
-        return Hit(rank, score, col["volume_name"][row], col["scan_id"][row], col["findings"][row],
-                   col["impression"][row], labels, col["split"][row], col["path"][row], row,
-                   int(col["report_id"][row]), **extra)
+        return Hit(
+            rank,
+            score,
+            col["volume_name"][row],
+            col["scan_id"][row],
+            col["findings"][row],
+            col["impression"][row],
+            labels,
+            col["split"][row],
+            col["path"][row],
+            row,
+            int(col["report_id"][row]),
+            **extra,
+        )
 
     def _volume_hits(self, scores: np.ndarray, ids: np.ndarray, k: int, collapse: bool) -> list[Hit]:
         hits: list[Hit] = []
@@ -251,6 +324,9 @@ class SearchEngine:
     def info(self) -> dict:
         """The manifest plus serving details."""
         info = self.manifest.to_dict()
-        info["serving"] = {"volumes_on_gpu": self.volumes.on_gpu, "reports_on_gpu": self.reports.on_gpu,
-                           "device": str(next(self.model.parameters()).device)}
+        info["serving"] = {
+            "volumes_on_gpu": self.volumes.on_gpu,
+            "reports_on_gpu": self.reports.on_gpu,
+            "device": str(next(self.model.parameters()).device),
+        }
         return info

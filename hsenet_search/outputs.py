@@ -89,8 +89,7 @@ def check_output(
     cwd = Path.cwd().resolve()
     if _within(cwd, target):
         raise OutputError(
-            "refusing to write over the current directory or one of its parents; "
-            "give a new path such as indexes/NAME",
+            "refusing to write over the current directory or one of its parents; give a new path such as indexes/NAME",
             given,
         )
     for src in inputs:

@@ -51,9 +51,7 @@ def chest_hu(shape: tuple[int, int, int] = (24, 20, 12), seed: int = 0) -> np.nd
     hu = np.full(shape, -1000.0)
     body = np.broadcast_to((x / 0.8) ** 2 + (y / 0.7) ** 2 < 1, shape)
     hu[body] = 40.0
-    hu[
-        np.broadcast_to(((np.abs(x) - 0.35) / 0.25) ** 2 + (y / 0.45) ** 2 + (z / 1.2) ** 2 < 1, shape)
-    ] = -850.0
+    hu[np.broadcast_to(((np.abs(x) - 0.35) / 0.25) ** 2 + (y / 0.45) ** 2 + (z / 1.2) ** 2 < 1, shape)] = -850.0
     hu[np.broadcast_to((x / 0.15) ** 2 + ((y - 0.5) / 0.15) ** 2 < 1, shape)] = 700.0
     return (hu + rng.normal(0, 10, shape)).round().astype(np.int16)
 

@@ -63,9 +63,9 @@ MUTATIONS = (
         "hsenet_search/data/cache.py",
         'key = hashlib.sha256(f"{self.content_hash(path)}|{profile.hash}|{extras}"'
         ".encode()).hexdigest()[:32]\n"
-        "        return self.root / profile.hash / key[:2] / f\"{key}.npy\"",
+        '        return self.root / profile.hash / key[:2] / f"{key}.npy"',
         'key = hashlib.sha256(f"{self.content_hash(path)}|{extras}".encode()).hexdigest()[:32]\n'
-        "        return self.root / \"any\" / key[:2] / f\"{key}.npy\"",
+        '        return self.root / "any" / key[:2] / f"{key}.npy"',
         ("tests/test_preprocess.py::test_cache_never_decodes_a_file_twice",),
     ),
     Mutation(
@@ -81,15 +81,19 @@ MUTATIONS = (
 def _pytest(tests: tuple[str, ...]) -> tuple[int, float, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
-                          cwd=REPO, capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     tail = [line for line in proc.stdout.strip().splitlines() if line.strip()][-1:]
     return proc.returncode, round(time.perf_counter() - t0, 1), tail[0] if tail else proc.stderr[-300:]
 
 
 def _clean(file: str) -> bool:
-    proc = subprocess.run(["git", "status", "--porcelain", "--", file], cwd=REPO, capture_output=True,
-                          text=True)
+    proc = subprocess.run(["git", "status", "--porcelain", "--", file], cwd=REPO, capture_output=True, text=True)
     return proc.returncode == 0 and not proc.stdout.strip()
 
 
@@ -97,17 +101,20 @@ def run_mutation(m: Mutation, baseline_rc: int) -> dict:
     path = REPO / m.file
     original = path.read_text()
     if original.count(m.old) != 1:
-        return {"mutation": m.name, "file": m.file,
-                "status": "not applied: the original text is not found once"}
+        return {"mutation": m.name, "file": m.file, "status": "not applied: the original text is not found once"}
     try:
         path.write_text(original.replace(m.old, m.new))
         mutant_rc, mutant_s, mutant_tail = _pytest(m.tests)
     finally:
         path.write_text(original)
     caught = baseline_rc == 0 and mutant_rc != 0
-    return {"mutation": m.name, "file": m.file, "tests": list(m.tests),
-            "mutant": {"exit": mutant_rc, "seconds": mutant_s, "summary": mutant_tail},
-            "status": "caught" if caught else ("baseline failed" if baseline_rc else "SURVIVED")}
+    return {
+        "mutation": m.name,
+        "file": m.file,
+        "tests": list(m.tests),
+        "mutant": {"exit": mutant_rc, "seconds": mutant_s, "summary": mutant_tail},
+        "status": "caught" if caught else ("baseline failed" if baseline_rc else "SURVIVED"),
+    }
 
 
 def main() -> int:
@@ -129,11 +136,23 @@ def main() -> int:
 
     def save() -> int:
         caught = sum(r["status"] == "caught" for r in results)
-        write_result(args.out, {"benchmark": "mutation smoke", "caught": caught, "total": len(chosen),
-                                "complete": len(results) == len(chosen),
-                                "real_code": {"tests": list(tests), "exit": baseline_rc, "seconds": baseline_s,
-                                              "summary": baseline_tail},
-                                "results": results}, started)
+        write_result(
+            args.out,
+            {
+                "benchmark": "mutation smoke",
+                "caught": caught,
+                "total": len(chosen),
+                "complete": len(results) == len(chosen),
+                "real_code": {
+                    "tests": list(tests),
+                    "exit": baseline_rc,
+                    "seconds": baseline_s,
+                    "summary": baseline_tail,
+                },
+                "results": results,
+            },
+            started,
+        )
         return caught
 
     for m in chosen:

@@ -89,9 +89,7 @@ def test_bad_volumes_are_recorded_as_readable_sentences(
         ("wide.nii.gz", "resampled volume of shape"),
     ],
 )
-def test_embed_volume_bad_input_is_one_line(
-    monkeypatch, capsys, tmp_path: Path, tiny_model: Path, name, problem
-):
+def test_embed_volume_bad_input_is_one_line(monkeypatch, capsys, tmp_path: Path, tiny_model: Path, name, problem):
     from input_files import set_field, write_nifti
 
     if name == "wide.nii.gz":
@@ -99,9 +97,7 @@ def test_embed_volume_bad_input_is_one_line(
         monkeypatch.setenv(MEMORY_BUDGET_ENV, "8")
     else:
         path = write_nifti(tmp_path / name, set_field("srow_x", np.nan, 0))
-    monkeypatch.setattr(
-        sys, "argv", ["hsenet-search", "embed", "volume", str(path), "--model", str(tiny_model)]
-    )
+    monkeypatch.setattr(sys, "argv", ["hsenet-search", "embed", "volume", str(path), "--model", str(tiny_model)])
     with pytest.raises(SystemExit) as info:
         main()
     out, err = capsys.readouterr()

@@ -20,9 +20,7 @@ from hsenet_search.data.inspect import inspect_path
 from hsenet_search.data.labels import LABELS
 
 
-def run_cli(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str
-) -> tuple[int, str, str]:
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
     """Run the real entry point in-process; returns (exit code, stdout, stderr)."""
     monkeypatch.setattr(sys, "argv", ["hsenet-search", *args])
     with pytest.raises(SystemExit) as info:
@@ -113,9 +111,7 @@ def _dataset_missing_row(tmp_path: Path, make_ctrate) -> Path:
         (_dataset_missing_row, "train_reports.csv: has no row for VolumeName train_2_a_1.nii.gz"),
     ],
 )
-def test_bad_input_is_one_line_exit_2(
-    monkeypatch, capsys, tmp_path: Path, make_ctrate, make, problem: str
-) -> None:
+def test_bad_input_is_one_line_exit_2(monkeypatch, capsys, tmp_path: Path, make_ctrate, make, problem: str) -> None:
     path = make(tmp_path, make_ctrate)
     code, out, err = run_cli(monkeypatch, capsys, "data", "inspect", str(path), "--json")
     assert code == 2 and out == ""
@@ -137,9 +133,7 @@ def test_console_script_subprocess(tmp_path: Path) -> None:
     assert "is not a NIfTI image" in result.stderr and "Traceback" not in result.stderr + result.stdout
 
 
-def test_bad_dicom_and_label_csv_via_cli(
-    monkeypatch, capsys, tmp_path: Path, real_ct_dicom: Path, make_ctrate
-) -> None:
+def test_bad_dicom_and_label_csv_via_cli(monkeypatch, capsys, tmp_path: Path, real_ct_dicom: Path, make_ctrate) -> None:
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     for path in sorted(real_ct_dicom.glob("*.dcm"))[:3]:
@@ -155,9 +149,7 @@ def test_bad_dicom_and_label_csv_via_cli(
     labels = root / "multi_abnormality_labels" / "valid_predicted_labels.csv"
     header, *rows = labels.read_text().splitlines()
     labels.write_text(
-        "\n".join(
-            [header.replace(",Emphysema", ""), *(",".join(r.split(",")[:8] + r.split(",")[9:]) for r in rows)]
-        )
+        "\n".join([header.replace(",Emphysema", ""), *(",".join(r.split(",")[:8] + r.split(",")[9:]) for r in rows)])
         + "\n"
     )
     code, _, err = run_cli(monkeypatch, capsys, "data", "inspect", str(root), "--json")

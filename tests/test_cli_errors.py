@@ -16,8 +16,14 @@ TRAIN = ["train", "--data", "nowhere", "--out", "nowhere", "--steps", "1"]
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "hsenet_search.cli.main", *args], capture_output=True,
-                          text=True, timeout=300, cwd=REPO, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "hsenet_search.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=env,
+    )
 
 
 @pytest.mark.parametrize(
@@ -47,8 +53,10 @@ def test_bad_choice_is_a_usage_error(args: list[str], names: str) -> None:
 
 def test_usage_errors_through_main() -> None:
     """The installed entry point (``main()``): exit 2, the option named, no traceback."""
-    for args, names in ((["bench", "retrieval", "--index", "nowhere", "--ks", "abc"], "--ks"),
-                        (["bench", "retrieval", "--index", "nowhere", "--unit", "foo"], "--unit")):
+    for args, names in (
+        (["bench", "retrieval", "--index", "nowhere", "--ks", "abc"], "--ks"),
+        (["bench", "retrieval", "--index", "nowhere", "--unit", "foo"], "--unit"),
+    ):
         proc = _cli(*args)
         assert proc.returncode == 2, proc.stderr
         assert names in proc.stderr and "Traceback" not in proc.stderr

@@ -14,8 +14,9 @@ from hsenet_search.data.synth import generate_dataset
 
 
 def test_data_synth_cli_equals_the_generator(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["data", "synth", "--n", "3", "--seed", "5", "--valid-fraction", "0.34",
-                                      "--out", str(tmp_path / "cli")])
+    result = CliRunner().invoke(
+        app, ["data", "synth", "--n", "3", "--seed", "5", "--valid-fraction", "0.34", "--out", str(tmp_path / "cli")]
+    )
     assert result.exit_code == 0, result.output
     generate_dataset(tmp_path / "lib", 3, seed=5, valid_fraction=0.34, size="tiny", workers=1)
     cli_files = sorted(p.relative_to(tmp_path / "cli") for p in (tmp_path / "cli").rglob("*") if p.is_file())

@@ -34,15 +34,11 @@ def test_scan_id_of(name: str, scan: str) -> None:
 
 
 def test_writers_produce_ctrate_headers(tmp_path: Path) -> None:
-    reports = ctrate.write_reports_csv(
-        tmp_path / "r.csv", [{"VolumeName": "valid_1_a_1.nii.gz", "Findings_EN": "x"}]
-    )
+    reports = ctrate.write_reports_csv(tmp_path / "r.csv", [{"VolumeName": "valid_1_a_1.nii.gz", "Findings_EN": "x"}])
     labels = ctrate.write_labels_csv(
         tmp_path / "l.csv", [{"VolumeName": "valid_1_a_1.nii.gz", **dict.fromkeys(LABELS, 0)}]
     )
-    meta = ctrate.write_metadata_csv(
-        tmp_path / "m.csv", [{"VolumeName": "valid_1_a_1.nii.gz", "RescaleSlope": 1}]
-    )
+    meta = ctrate.write_metadata_csv(tmp_path / "m.csv", [{"VolumeName": "valid_1_a_1.nii.gz", "RescaleSlope": 1}])
     rows = {p: list(csv.reader(p.open())) for p in (reports, labels, meta)}
     assert rows[reports][0] == list(ctrate.REPORT_COLUMNS)
     assert rows[reports][1] == ["valid_1_a_1.nii.gz", "Not given.", "Not given.", "x", "Not given."]
@@ -284,9 +280,7 @@ def test_manifest_csv_and_parquet(tmp_path: Path, suffix: str) -> None:
             "row 2: volume_path vols/absent.nii.gz does not exist",
         ),
         (
-            pd.DataFrame(
-                {"volume_path": ["vols/case0.nii.gz"] * 2, "findings": ["x"] * 2, "impression": ["y"] * 2}
-            ),
+            pd.DataFrame({"volume_path": ["vols/case0.nii.gz"] * 2, "findings": ["x"] * 2, "impression": ["y"] * 2}),
             "row 3 repeats volume_path",
         ),
     ],

@@ -47,9 +47,7 @@ def test_slices_sorted_by_position_along_the_normal(real_ct_dicom: Path, real_se
     assert volume.affine[:3, 3] == pytest.approx([-lowest[0], -lowest[1], lowest[2]])
 
 
-def test_order_ignores_file_names_and_other_files(
-    real_ct_dicom: Path, real_series: Volume, tmp_path: Path
-) -> None:
+def test_order_ignores_file_names_and_other_files(real_ct_dicom: Path, real_series: Volume, tmp_path: Path) -> None:
     files = sorted(real_ct_dicom.glob("*.dcm"))
     for i, path in enumerate(files):  # reversed names: name order is now opposite to position order
         shutil.copy(path, tmp_path / f"{len(files) - i:03d}.dcm")
@@ -102,9 +100,7 @@ def test_single_slice_and_duplicates_are_rejected(real_ct_dicom: Path, tmp_path:
 def test_missing_slices_and_empty_folder_are_rejected(real_ct_dicom: Path, tmp_path: Path) -> None:
     gappy = tmp_path / "gappy"
     gappy.mkdir()
-    files = sorted(
-        real_ct_dicom.glob("*.dcm"), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2])
-    )
+    files = sorted(real_ct_dicom.glob("*.dcm"), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
     for path in files[:3] + files[8:10]:  # a 5-slice hole in the middle
         shutil.copy(path, gappy / path.name)
     with pytest.raises(VolumeError, match="irregular slice spacing"):

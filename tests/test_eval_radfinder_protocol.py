@@ -11,14 +11,28 @@ from hsenet_search.eval.radfinder_protocol import radfinder_ranks, read_exclusio
 
 
 def _metadata():
-    return pd.DataFrame({
-        "volume_name": ["valid_1_a_1.nii.gz", "valid_1_a_2.nii.gz", "valid_2_a_1.nii.gz", "valid_3_a_1.nii.gz",
-                        "valid_3_a_2.nii.gz", "valid_4_a_1.nii.gz"],
-        "scan_id": ["valid_1_a", "valid_1_a", "valid_2_a", "valid_3_a", "valid_3_a", "valid_4_a"],
-        "findings": ["Nodule.", "Nodule.", "Normal  lungs.", "Effusion.", "Effusion.", "Normal lungs."],
-        "spacing": [[0.8, 0.8, 1.0], [0.6, 0.6, 1.0], [0.7, 0.7, 1.0], [0.9, 0.9, 1.0], [0.9, 0.9, 1.0],
-                    [0.5, 0.5, 1.0]],
-    })
+    return pd.DataFrame(
+        {
+            "volume_name": [
+                "valid_1_a_1.nii.gz",
+                "valid_1_a_2.nii.gz",
+                "valid_2_a_1.nii.gz",
+                "valid_3_a_1.nii.gz",
+                "valid_3_a_2.nii.gz",
+                "valid_4_a_1.nii.gz",
+            ],
+            "scan_id": ["valid_1_a", "valid_1_a", "valid_2_a", "valid_3_a", "valid_3_a", "valid_4_a"],
+            "findings": ["Nodule.", "Nodule.", "Normal  lungs.", "Effusion.", "Effusion.", "Normal lungs."],
+            "spacing": [
+                [0.8, 0.8, 1.0],
+                [0.6, 0.6, 1.0],
+                [0.7, 0.7, 1.0],
+                [0.9, 0.9, 1.0],
+                [0.9, 0.9, 1.0],
+                [0.5, 0.5, 1.0],
+            ],
+        }
+    )
 
 
 def test_dup_all_keeps_every_volume():
@@ -27,13 +41,20 @@ def test_dup_all_keeps_every_volume():
 
 def test_first_all_keeps_the_first_volume_of_each_scan():
     assert select_rows(_metadata(), "first_all")["volume_name"].tolist() == [
-        "valid_1_a_1.nii.gz", "valid_2_a_1.nii.gz", "valid_3_a_1.nii.gz", "valid_4_a_1.nii.gz"]
+        "valid_1_a_1.nii.gz",
+        "valid_2_a_1.nii.gz",
+        "valid_3_a_1.nii.gz",
+        "valid_4_a_1.nii.gz",
+    ]
 
 
 def test_smallestdeduptext_takes_the_finest_spacing_then_drops_repeated_findings():
     # scan 1: reconstruction 2 is finer; scan 3: a tie keeps the first; scan 4 repeats scan 2's findings
     assert select_rows(_metadata(), "smallestdeduptext")["volume_name"].tolist() == [
-        "valid_1_a_2.nii.gz", "valid_2_a_1.nii.gz", "valid_3_a_1.nii.gz"]
+        "valid_1_a_2.nii.gz",
+        "valid_2_a_1.nii.gz",
+        "valid_3_a_1.nii.gz",
+    ]
 
 
 def test_exclusion_list(tmp_path):

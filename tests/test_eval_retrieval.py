@@ -97,9 +97,7 @@ def test_ctclip_protocol_hand_example_with_running_mean():
     # k=1 per query: q0 J(v0,v0)=1, q1 J(v1,v3)=0, q2 normal 0, q3 J(v3,v3)=1      -> 2/4 = 0.5
     # k=2 per query: q0 (1+1/2)/2, q1 (0+1/2)/2, q2 0, q3 (1+1/3)/2 (tie v0 before v1) -> 5/12
     # the published code reports k=2 as the running mean (0.5 + 5/12) / 2 = 11/24
-    assert label_jaccard_at_k(SCORES4, LABELS4, [1, 2], protocol="ctclip") == pytest.approx(
-        {1: 50.0, 2: 100 * 11 / 24}
-    )
+    assert label_jaccard_at_k(SCORES4, LABELS4, [1, 2], protocol="ctclip") == pytest.approx({1: 50.0, 2: 100 * 11 / 24})
     assert label_jaccard_at_k(SCORES4, LABELS4, [2], protocol="ctclip") == pytest.approx({2: 100 * 5 / 12})
     # the running mean follows the order of ks
     assert label_jaccard_at_k(SCORES4, LABELS4, [2, 1], protocol="ctclip") == pytest.approx(
@@ -110,12 +108,8 @@ def test_ctclip_protocol_hand_example_with_running_mean():
 def test_ctclip_protocol_normal_query_scores_zero_and_k_is_capped_by_gallery():
     per_query = label_jaccard_per_query(SCORES4, LABELS4, [3], protocol="ctclip")[:, 0]
     # k=3 is the whole gallery {v0, v1, v3}
-    assert per_query == pytest.approx(
-        [(1 + 1 / 2 + 1 / 3) / 3, (0 + 1 / 2 + 1) / 3, 0.0, (1 + 1 / 3 + 0) / 3]
-    )
-    assert label_jaccard_at_k(SCORES4, LABELS4, [50], protocol="ctclip")[50] == pytest.approx(
-        100 * per_query.mean()
-    )
+    assert per_query == pytest.approx([(1 + 1 / 2 + 1 / 3) / 3, (0 + 1 / 2 + 1) / 3, 0.0, (1 + 1 / 3 + 0) / 3])
+    assert label_jaccard_at_k(SCORES4, LABELS4, [50], protocol="ctclip")[50] == pytest.approx(100 * per_query.mean())
 
 
 def test_ctclip_protocol_self_retrieval():

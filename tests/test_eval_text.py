@@ -96,9 +96,7 @@ def test_bleu_brevity_penalty_and_corpus_level_counts():
 
 def test_bleu_closest_reference_length():
     # hypothesis of 2 tokens; references of 6 and 3 tokens -> r = 3, BP = exp(1 - 3/2)
-    assert corpus_bleu([[REF, "the cat sat"]], ["the cat"])["bleu_1"] == pytest.approx(
-        math.exp(-0.5), rel=1e-8
-    )
+    assert corpus_bleu([[REF, "the cat sat"]], ["the cat"])["bleu_1"] == pytest.approx(math.exp(-0.5), rel=1e-8)
     # references of 1 and 3 tokens are equally close; the shorter wins -> no penalty
     assert corpus_bleu([["the", "the cat sat"]], ["the cat"])["bleu_1"] == pytest.approx(1.0, rel=1e-8)
 
@@ -114,9 +112,7 @@ def test_rouge_l_hand_lcs():
     p, r = 2 / 3, 1 / 3
     assert rouge_l([REF], ["the cat sat"]) == pytest.approx(2.44 * p * r / (r + 1.44 * p))
     # LCS(HYP, REF) = 5 ("the cat on the mat"), P = R = 5/6 -> F = 5/6; mean over the two samples
-    assert rouge_l([REF, REF], [HYP, "the cat sat"]) == pytest.approx(
-        (5 / 6 + 2.44 * p * r / (r + 1.44 * p)) / 2
-    )
+    assert rouge_l([REF, REF], [HYP, "the cat sat"]) == pytest.approx((5 / 6 + 2.44 * p * r / (r + 1.44 * p)) / 2)
     assert rouge_l([REF], ["dog"]) == 0.0
 
 
@@ -212,9 +208,7 @@ def test_hsenet_precision_matches_sacrebleu_per_sample_precisions():
     raw = _real_reports(10)
     refs, hyps = raw, raw[1:] + raw[:1]
     scorer = BLEU(tokenize="13a", smooth_method="none")
-    per_sample = (
-        np.array([scorer.corpus_score([h], [[r]]).precisions for r, h in zip(refs, hyps, strict=True)]) / 100
-    )
+    per_sample = np.array([scorer.corpus_score([h], [[r]]).precisions for r, h in zip(refs, hyps, strict=True)]) / 100
     ours = hsenet_ngram_precision(refs, hyps)
     assert [ours[f"hsenet_precision_{n}"] for n in range(1, 5)] == pytest.approx(per_sample.mean(axis=0))
 

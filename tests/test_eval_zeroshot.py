@@ -34,9 +34,7 @@ def test_presence_probability_is_the_softmax_over_the_pair():
     # 1 / (1 + e^-5) for a cosine gap of 0.05 at scale 100
     assert presence_probability(0.30, 0.25, 100.0) == pytest.approx(1 / (1 + np.exp(-5.0)))
     # large gaps saturate without overflow
-    assert presence_probability(np.array([1.0, -1.0]), np.array([-1.0, 1.0]), 1000.0) == pytest.approx(
-        [1.0, 0.0]
-    )
+    assert presence_probability(np.array([1.0, -1.0]), np.array([-1.0, 1.0]), 1000.0) == pytest.approx([1.0, 0.0])
     with pytest.raises(ValueError):
         presence_probability(pos, neg, 0.0)
 
@@ -73,9 +71,7 @@ def test_zero_shot_metrics_same_split_hand_example():
 def test_separate_split_thresholds():
     # calibration: TPR 1 and FPR 0 for 0.2 <= t < 0.3, the largest grid point there is 29/99
     y_cal, p_cal = np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.3, 0.7])
-    result = zero_shot_metrics(
-        Y[:, None], P[:, None], thresholds_from=(y_cal[:, None], p_cal[:, None]), labels=["A"]
-    )
+    result = zero_shot_metrics(Y[:, None], P[:, None], thresholds_from=(y_cal[:, None], p_cal[:, None]), labels=["A"])
     metrics = result.per_label["A"]
     assert result.threshold_source == SEPARATE_SPLIT
     assert metrics["threshold"] == pytest.approx(29 / 99)

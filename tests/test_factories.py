@@ -27,17 +27,20 @@ def clustered(n: int, dim: int = 64, seed: int = 0, clusters: int = 50) -> np.nd
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize(("n", "budget", "expected"), [
-    (10_000, "4G", "IDMap2,Flat"),
-    (150_000, "4G", "IDMap2,Flat"),
-    (1_000_000, "4G", "IDMap2,HNSW32"),
-    (1_000_000, "1G", "IVF16384,Flat"),
-    (1_000_000, "512M", "IVF16384_HNSW32,PQ128"),
-    (5_000_000, "8G", "IVF16384,Flat"),
-    (100_000_000, "16G", "IVF262144_HNSW32,PQ128"),
-    (100_000_000, "8G", "IVF262144_HNSW32,PQ64"),
-    (100_000_000, "4G", "IVF262144_HNSW32,PQ16"),
-])
+@pytest.mark.parametrize(
+    ("n", "budget", "expected"),
+    [
+        (10_000, "4G", "IDMap2,Flat"),
+        (150_000, "4G", "IDMap2,Flat"),
+        (1_000_000, "4G", "IDMap2,HNSW32"),
+        (1_000_000, "1G", "IVF16384,Flat"),
+        (1_000_000, "512M", "IVF16384_HNSW32,PQ128"),
+        (5_000_000, "8G", "IVF16384,Flat"),
+        (100_000_000, "16G", "IVF262144_HNSW32,PQ128"),
+        (100_000_000, "8G", "IVF262144_HNSW32,PQ64"),
+        (100_000_000, "4G", "IVF262144_HNSW32,PQ16"),
+    ],
+)
 def test_auto_picks_the_first_preset_that_fits(n, budget, expected):
     choice = choose_factory(n, 256, parse_budget(budget))
     assert choice.factory == expected
@@ -69,7 +72,7 @@ def test_auto_factories_build_and_search_at_several_sizes():
 
 
 def _chunks(x: np.ndarray, size: int):
-    return lambda: ((x[i:i + size], np.arange(i, min(i + size, len(x)))) for i in range(0, len(x), size))
+    return lambda: ((x[i : i + size], np.arange(i, min(i + size, len(x)))) for i in range(0, len(x), size))
 
 
 @pytest.mark.parametrize("factory", ["IVF32,Flat", "IVF32,SQ8"])
@@ -86,8 +89,9 @@ def test_ivf_built_shard_by_shard_equals_ivf_built_at_once(factory):
         ids_b = faiss.rev_swig_ptr(b.invlists.get_ids(lst), b.invlists.list_size(lst)).copy()
         np.testing.assert_array_equal(ids_a, ids_b)
     q = clustered(50, seed=9)
-    np.testing.assert_array_equal(at_once.search(q, 10, params="nprobe=4")[1],
-                                  by_shard.search(q, 10, params="nprobe=4")[1])
+    np.testing.assert_array_equal(
+        at_once.search(q, 10, params="nprobe=4")[1], by_shard.search(q, 10, params="nprobe=4")[1]
+    )
 
 
 def test_training_sample_draws_from_every_chunk():
@@ -125,5 +129,6 @@ def test_ivf_files_are_served_with_on_disk_lists(tmp_path):
     np.testing.assert_array_equal(mapped.search(x[:20], 5)[1], index.search(x[:20], 5)[1])
     flat = VectorIndex.build(x, np.arange(len(x)), "IDMap2,Flat")
     flat.save(tmp_path / "flat.faiss")
-    np.testing.assert_array_equal(VectorIndex.load(tmp_path / "flat.faiss", mmap=True).search(x[:3], 2)[1],
-                                  flat.search(x[:3], 2)[1])
+    np.testing.assert_array_equal(
+        VectorIndex.load(tmp_path / "flat.faiss", mmap=True).search(x[:3], 2)[1], flat.search(x[:3], 2)[1]
+    )

@@ -67,9 +67,7 @@ HEADER_EDITS = st.lists(
         st.tuples(st.sampled_from(["srow_x", "srow_y", "srow_z"]), st.integers(0, 3), ODD_FLOATS),
         st.tuples(st.sampled_from(["scl_slope", "scl_inter"]), st.none(), ODD_FLOATS),
         st.tuples(st.sampled_from(["sform_code", "qform_code"]), st.none(), st.integers(-1, 5)),
-        st.tuples(
-            st.just("datatype"), st.none(), st.sampled_from([0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 2304])
-        ),
+        st.tuples(st.just("datatype"), st.none(), st.sampled_from([0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 2304])),
         st.tuples(st.just("bitpix"), st.none(), st.sampled_from([0, 8, 16, 24, 32, 64])),
         st.tuples(st.just("vox_offset"), st.none(), st.sampled_from([0.0, 100.0, 352.0, 1e9, math.nan])),
     ),
@@ -119,9 +117,7 @@ DICOM_EDITS = st.lists(
             st.sampled_from(["RescaleSlope", "RescaleIntercept"]),
             st.sampled_from(["NaN", "inf", "1e38", "0", "-1", "-1e38", "", "2.5"]),
         ),
-        st.tuples(
-            st.just("PixelSpacing"), st.sampled_from([[0, 0], ["nan", 1], [1e4, 1e4], [0.5, 0.5], [1]])
-        ),
+        st.tuples(st.just("PixelSpacing"), st.sampled_from([[0, 0], ["nan", 1], [1e4, 1e4], [0.5, 0.5], [1]])),
         st.tuples(
             st.just("ImagePositionPatient"),
             st.sampled_from([[0, 0, 0], [0, 0, "nan"], [1, 2], [0, 0, 1e9], [0, 0, 7.5]]),

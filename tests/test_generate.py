@@ -43,10 +43,12 @@ from hsenet_search.generate.prompt import build_prompt
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MANUAL = SHARED / "ct-rate-manual-labels" / "train.csv"
 
-NORMAL_FINDINGS = ("Trachea and both main bronchi are open. Mediastinal main vascular structures, heart contour, "
-                   "size are normal. Pericardial effusion-thickening was not observed. No enlarged lymph nodes "
-                   "in pathological dimensions were detected. Aeration of both lung parenchyma is normal and no "
-                   "nodular or infiltrative lesion is detected. Pleural effusion-thickening was not detected.")
+NORMAL_FINDINGS = (
+    "Trachea and both main bronchi are open. Mediastinal main vascular structures, heart contour, "
+    "size are normal. Pericardial effusion-thickening was not observed. No enlarged lymph nodes "
+    "in pathological dimensions were detected. Aeration of both lung parenchyma is normal and no "
+    "nodular or infiltrative lesion is detected. Pleural effusion-thickening was not detected."
+)
 EMPHYSEMA = "Centriacinar emphysematous changes are observed in both lung upper lobes."
 EFFUSION = "A pleural effusion measuring 2 cm in its thickest part is observed on the right."
 
@@ -59,13 +61,29 @@ def _case(case_id: str, score: float, findings: str, impression: str, *labels: s
 def emphysema_cases() -> list[RetrievedCase]:
     """Three of four neighbours report emphysema; one reports a pleural effusion (a minority label)."""
     return [
-        _case("train_1_a_1", 0.93, f"Trachea and both main bronchi are open. {EMPHYSEMA} No pleural effusion.",
-              "Emphysema in both lungs.", "Emphysema"),
-        _case("train_2_a_1", 0.90, f"{EFFUSION} Paraseptal emphysema is present in both lungs.",
-              "Emphysema. Right pleural effusion.", "Emphysema", "Pleural effusion"),
+        _case(
+            "train_1_a_1",
+            0.93,
+            f"Trachea and both main bronchi are open. {EMPHYSEMA} No pleural effusion.",
+            "Emphysema in both lungs.",
+            "Emphysema",
+        ),
+        _case(
+            "train_2_a_1",
+            0.90,
+            f"{EFFUSION} Paraseptal emphysema is present in both lungs.",
+            "Emphysema. Right pleural effusion.",
+            "Emphysema",
+            "Pleural effusion",
+        ),
         _case("train_3_a_1", 0.88, NORMAL_FINDINGS, NORMAL_IMPRESSION),
-        _case("train_4_a_1", 0.85, "Emphysematous areas are seen in both lungs. Heart size is normal.",
-              "Emphysema.", "Emphysema"),
+        _case(
+            "train_4_a_1",
+            0.85,
+            "Emphysematous areas are seen in both lungs. Heart size is normal.",
+            "Emphysema.",
+            "Emphysema",
+        ),
     ]
 
 
@@ -79,8 +97,15 @@ def _manual_cases(n: int) -> list[RetrievedCase]:
     """The first ``n`` real reports of the shared CT-RATE manual-label CSV as retrieved cases."""
     with MANUAL.open(newline="", encoding="utf-8") as f:
         rows = list(islice(csv.DictReader(f), n))
-    return [RetrievedCase(row["AccessionNo"], 1.0 - 0.01 * i, *split_report_text(row["report_text"]),
-                          tuple(label for label in LABELS if row[label] == "1")) for i, row in enumerate(rows)]
+    return [
+        RetrievedCase(
+            row["AccessionNo"],
+            1.0 - 0.01 * i,
+            *split_report_text(row["report_text"]),
+            tuple(label for label in LABELS if row[label] == "1"),
+        )
+        for i, row in enumerate(rows)
+    ]
 
 
 # ------------------------------------------------------------------------------------------------ the LLM
@@ -101,8 +126,15 @@ def test_llm_from_a_local_model_directory(llm, tmp_path):
     """Any transformers causal LM by local path: a small real Llama built from a config, saved and reloaded."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=len(llm.tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256)
+    config = LlamaConfig(
+        vocab_size=len(llm.tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+    )
     LlamaForCausalLM(config).save_pretrained(tmp_path)
     llm.tokenizer.save_pretrained(tmp_path)
     small = load_llm(str(tmp_path), max_new_tokens=8)
@@ -139,8 +171,17 @@ def test_draft_llm_with_real_model(llm, emphysema_cases):
     assert result.findings.strip() and result.impression.strip()
     assert result.retrieved == [c.case_id for c in emphysema_cases]
     assert result.labels == ["Emphysema"] and result.mode == "llm" and result.llm.startswith(llm.name)
-    assert set(result.to_json()) == {"findings", "impression", "retrieved", "labels", "llm", "mode", "warnings",
-                                     "sentences", "checks"}
+    assert set(result.to_json()) == {
+        "findings",
+        "impression",
+        "retrieved",
+        "labels",
+        "llm",
+        "mode",
+        "warnings",
+        "sentences",
+        "checks",
+    }
     assert "Findings:" not in result.findings and "Impression:" not in result.impression
     assert all(check["passed"] for check in result.checks.values())  # or the composer's draft replaced it
     assert {s["origin"] for s in result.to_json()["sentences"]} <= {"retrieved", "template", "llm"}
@@ -169,7 +210,8 @@ def test_draft_llm_on_real_reports_passes_the_checks_or_falls_back(llm):
     result = draft_llm(cases, load_llm("default", max_new_tokens=96))
     assert result.mode == "llm" and result.findings.strip() and result.impression.strip()
     assert all(check["passed"] for check in result.checks.values()) or any(
-        "grounded composer" in w for w in result.warnings)
+        "grounded composer" in w for w in result.warnings
+    )
     composer = draft_grounded(cases)
     normal = [s.text for s in composer.sentences if s.section == "findings" and not s.labels]
     assert all(text in result.findings for text in normal)  # the composer's negatives are kept as they are
@@ -209,14 +251,20 @@ class _Degenerate:
         return self.reply
 
 
-@pytest.mark.parametrize(("reply", "problem"), [
-    ("", "no usable findings"),
-    ("   \n ", "no usable findings"),
-    ("lung lung lung lung lung lung lung lung lung lung " * 4, "no usable findings"),
-    (f"{EMPHYSEMA} A right pleural effusion is observed.\nImpression: Emphysema. Pleural effusion.", "label_agreement"),
-    (f"{EMPHYSEMA}\nImpression: Normal chest CT.", "consistency"),
-    (f"{EMPHYSEMA} {EMPHYSEMA}\nImpression: Emphysema.", "repetition"),
-])
+@pytest.mark.parametrize(
+    ("reply", "problem"),
+    [
+        ("", "no usable findings"),
+        ("   \n ", "no usable findings"),
+        ("lung lung lung lung lung lung lung lung lung lung " * 4, "no usable findings"),
+        (
+            f"{EMPHYSEMA} A right pleural effusion is observed.\nImpression: Emphysema. Pleural effusion.",
+            "label_agreement",
+        ),
+        (f"{EMPHYSEMA}\nImpression: Normal chest CT.", "consistency"),
+        (f"{EMPHYSEMA} {EMPHYSEMA}\nImpression: Emphysema.", "repetition"),
+    ],
+)
 def test_failing_llm_draft_falls_back_to_the_grounded_composer(emphysema_cases, reply, problem):
     double = _Degenerate(reply)
     result = draft_llm(emphysema_cases, double)
@@ -248,17 +296,23 @@ def test_no_agreed_abnormality_does_not_call_the_llm():
 
 
 def test_parse_sections_and_clean():
-    text = ("**Findings:** Sure, here is the report. Trachea is open. Emphysema in both lungs.\n"
-            "Impression: Emphysema.\nFindings: another report")
+    text = (
+        "**Findings:** Sure, here is the report. Trachea is open. Emphysema in both lungs.\n"
+        "Impression: Emphysema.\nFindings: another report"
+    )
     findings, impression = parse_sections(text)
     assert clean(findings) == "Trachea is open. Emphysema in both lungs."
     assert clean(impression) == "Emphysema."
     loop = "Trachea is open. The adrenal gland is thick. The adrenal gland is thin. The adrenal gland is small."
     assert clean(loop) == "Trachea is open. The adrenal gland is thick."
-    stock = ("No mass was detected in the liver. The spleen is normal. No mass was detected in the liver. "
-             "Bones are normal. Nodules are seen in the right")
-    assert clean(stock) == "No mass was detected in the liver. The spleen is normal. " \
-                           "No mass was detected in the liver. Bones are normal."
+    stock = (
+        "No mass was detected in the liver. The spleen is normal. No mass was detected in the liver. "
+        "Bones are normal. Nodules are seen in the right"
+    )
+    assert (
+        clean(stock) == "No mass was detected in the liver. The spleen is normal. "
+        "No mass was detected in the liver. Bones are normal."
+    )
 
 
 # ------------------------------------------------------------------------------------ retrieval-only modes
@@ -352,7 +406,7 @@ def test_grounded_composer_traces_every_sentence(emphysema_cases):
 def test_grounded_composer_on_real_reports_passes_all_checks():
     cases = _manual_cases(60)
     for start in range(0, 60, 5):
-        result = draft_grounded(cases[start:start + 5])
+        result = draft_grounded(cases[start : start + 5])
         assert all(check["passed"] for check in result.checks.values()), (start, result.checks)
         assert positive_labels(result.findings) == positive_labels(result.impression)
         negatives = [s for s in result.sentences if s.section == "findings" and not s.labels]
@@ -360,16 +414,23 @@ def test_grounded_composer_on_real_reports_passes_all_checks():
         assert 0 < len(negatives) <= len(normal_systems)  # at most one explicit negative per normal system
         assert all(s.origin == "retrieved" for s in negatives)
         for cue in normal_systems:  # a normal system that some neighbour's negative sentence covers has one
-            if any(re.search(cue, s, re.IGNORECASE) and not positive_labels(s)
-                   for c in cases[start:start + 5] for s in sentences(c.findings)):
+            if any(
+                re.search(cue, s, re.IGNORECASE) and not positive_labels(s)
+                for c in cases[start : start + 5]
+                for s in sentences(c.findings)
+            ):
                 assert any(re.search(cue, s.text, re.IGNORECASE) for s in negatives), (start, cue)
 
 
 def test_checks_detect_disagreement_inconsistency_repetition_and_truncation(emphysema_cases):
     ok = check_draft([EMPHYSEMA], ["Emphysema."], emphysema_cases, ["Emphysema"])
     assert all(check["passed"] for check in ok.values())
-    bad = check_draft([EMPHYSEMA, EFFUSION, EMPHYSEMA.lower(), "Nodules are seen in the right"], ["Emphysema."],
-                      emphysema_cases, ["Emphysema"])
+    bad = check_draft(
+        [EMPHYSEMA, EFFUSION, EMPHYSEMA.lower(), "Nodules are seen in the right"],
+        ["Emphysema."],
+        emphysema_cases,
+        ["Emphysema"],
+    )
     assert bad["label_agreement"]["unsupported"] == ["Lung nodule", "Pleural effusion"]
     assert not bad["consistency"]["passed"] and bad["consistency"]["impression_labels"] == ["Emphysema"]
     assert bad["repetition"]["repeated"] == [EMPHYSEMA.lower()]
@@ -390,10 +451,13 @@ def test_no_repeat_guard_bans_exactly_the_repeating_continuations(n):
     prompt = [rng.randrange(5) for _ in range(4)]
     guard, ids = NoRepeatNewNGrams(len(prompt), n), list(prompt)
     for _ in range(14):
-        generated = ids[len(prompt):]
-        suffix = tuple(generated[len(generated) - n + 1:]) if n > 1 else ()
-        expected = {generated[i + n - 1] for i in range(len(generated) - n + 1)
-                    if tuple(generated[i:i + n - 1]) == suffix} if len(generated) >= n - 1 else set()
+        generated = ids[len(prompt) :]
+        suffix = tuple(generated[len(generated) - n + 1 :]) if n > 1 else ()
+        expected = (
+            {generated[i + n - 1] for i in range(len(generated) - n + 1) if tuple(generated[i : i + n - 1]) == suffix}
+            if len(generated) >= n - 1
+            else set()
+        )
         out = guard(torch.tensor([ids]), torch.zeros(1, 5))
         assert {t for t in range(5) if out[0, t] == -float("inf")} == expected
         ids.append(rng.randrange(5))

@@ -39,9 +39,30 @@ def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", f"{source}/{gguf_file}", "--model_alias", ALIAS,
-             "--host", "127.0.0.1", "--port", str(port), "--api_key", TOKEN, "--n_ctx", "2048",
-             "--n_threads", "1", "--seed", "0"], stdout=out, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                f"{source}/{gguf_file}",
+                "--model_alias",
+                ALIAS,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--api_key",
+                TOKEN,
+                "--n_ctx",
+                "2048",
+                "--n_threads",
+                "1",
+                "--seed",
+                "0",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}/v1"
     request = urllib.request.Request(f"{url}/models", headers={"Authorization": f"Bearer {TOKEN}"})
     deadline = time.monotonic() + 180
@@ -81,10 +102,22 @@ def test_endpoint_chat_is_deterministic_and_authenticated(server, token):
 
 def test_endpoint_drafts_a_checked_report(server, token):
     emphysema = "Centriacinar emphysematous changes are observed in both lung upper lobes."
-    cases = [RetrievedCase("train_1_a_1", 0.9, f"Trachea and both main bronchi are open. {emphysema}",
-                           "Emphysema in both lungs.", ("Emphysema",)),
-             RetrievedCase("train_2_a_1", 0.8, "Paraseptal emphysema is present in both lungs. No pleural effusion.",
-                           "Emphysema.", ("Emphysema",))]
+    cases = [
+        RetrievedCase(
+            "train_1_a_1",
+            0.9,
+            f"Trachea and both main bronchi are open. {emphysema}",
+            "Emphysema in both lungs.",
+            ("Emphysema",),
+        ),
+        RetrievedCase(
+            "train_2_a_1",
+            0.8,
+            "Paraseptal emphysema is present in both lungs. No pleural effusion.",
+            "Emphysema.",
+            ("Emphysema",),
+        ),
+    ]
     result = draft(cases, mode="llm", llm=load_llm(server, max_new_tokens=64, timeout_s=600, retries=0))
     assert result.mode == "llm" and result.findings.strip() and result.impression.strip()
     passed = all(check["passed"] for check in result.checks.values())

@@ -76,8 +76,9 @@ def test_uninformative_bank_keeps_the_ranking():
 def test_dis_renormalises_only_queries_whose_top1_is_activated():
     scores = np.array([[0.9, 0.8, 0.1], [0.7, 0.6, 0.5]], dtype=np.float32)
     ids = np.array([[0, 1, 2], [1, 0, -1]])
-    normalizer = HubnessNormalizer(beta=10.0, method="dis", log_norm=np.array([5.0, 0.0, 0.0]),
-                                   activated=np.array([True, False, False]))
+    normalizer = HubnessNormalizer(
+        beta=10.0, method="dis", log_norm=np.array([5.0, 0.0, 0.0]), activated=np.array([True, False, False])
+    )
     new_scores, new_ids = rerank(normalizer, scores, ids, 4)
     # query 0: top-1 (id 0) is activated -> 10*s - log_norm: id 1 (8.0) > id 0 (4.0) > id 2 (1.0)
     assert new_ids[0].tolist() == [1, 0, 2, -1]

@@ -42,9 +42,15 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 def manifest(**changes) -> IndexManifest:
     fields = dict(
-        format_version=FORMAT_VERSION, model_fingerprint="f" * 64, model_name="tiny",
-        preprocessing_hash="abc123", preprocessing={"spacing": [1.5, 1.5, 3.0]}, embedding="fusion",
-        dims={"volumes": 16, "reports": 16}, metric="inner_product", factory="IDMap2,Flat",
+        format_version=FORMAT_VERSION,
+        model_fingerprint="f" * 64,
+        model_name="tiny",
+        preprocessing_hash="abc123",
+        preprocessing={"spacing": [1.5, 1.5, 3.0]},
+        embedding="fusion",
+        dims={"volumes": 16, "reports": 16},
+        metric="inner_product",
+        factory="IDMap2,Flat",
         counts={"volumes": 6, "scans": 3, "reports": 2, "failures": 1},
         source={"dataset": "/data/ct-rate", "format": "ct-rate", "split": "valid"},
         created="2026-11-22T10:00:00Z",
@@ -54,13 +60,18 @@ def manifest(**changes) -> IndexManifest:
 
 
 def metadata_rows(n: int) -> pd.DataFrame:
-    rows = pd.DataFrame({
-        "row_id": np.arange(n), "volume_name": [f"valid_{i // 2}_a_{i % 2 + 1}.nii.gz" for i in range(n)],
-        "scan_id": [f"valid_{i // 2}_a" for i in range(n)], "split": "valid",
-        "path": [f"/d/{i}.nii.gz" for i in range(n)],
-        "findings": ["Right pleural effusion." if i % 3 else None for i in range(n)],
-        "impression": ["Effusion."] * n, "report_id": [i % 2 for i in range(n)],
-    })
+    rows = pd.DataFrame(
+        {
+            "row_id": np.arange(n),
+            "volume_name": [f"valid_{i // 2}_a_{i % 2 + 1}.nii.gz" for i in range(n)],
+            "scan_id": [f"valid_{i // 2}_a" for i in range(n)],
+            "split": "valid",
+            "path": [f"/d/{i}.nii.gz" for i in range(n)],
+            "findings": ["Right pleural effusion." if i % 3 else None for i in range(n)],
+            "impression": ["Effusion."] * n,
+            "report_id": [i % 2 for i in range(n)],
+        }
+    )
     for j, name in enumerate(LABELS):
         rows[name] = [(i + j) % 2 for i in range(n)]
     rows["spacing"] = [(0.75, 0.75, 1.5)] * n
@@ -76,8 +87,7 @@ def write_index(directory: Path, seed: int = 0) -> np.ndarray:
     write_embeddings(directory, "reports", rep)
     write_metadata(directory / "metadata.parquet", metadata_rows(6))
     write_reports(directory / "reports.parquet", pd.DataFrame({"report_id": [0, 1], "text": ["a", "b"]}))
-    write_failures(directory / "failures.parquet",
-                   [{"volume_name": "x.nii.gz", "path": "/d/x", "error": "bad gzip"}])
+    write_failures(directory / "failures.parquet", [{"volume_name": "x.nii.gz", "path": "/d/x", "error": "bad gzip"}])
     VectorIndex.build(vol, np.arange(6)).save(directory / "volumes.faiss")
     VectorIndex.build(rep, np.arange(2)).save(directory / "reports.faiss")
     manifest().write(directory)
@@ -113,8 +123,14 @@ def test_complete_index_round_trip(tmp_path: Path):
     vol = write_index(tmp_path / "idx")
     m = open_index_dir(tmp_path / "idx", verify=True)
     assert set(m.files) == {
-        "volumes.faiss", "reports.faiss", "metadata.parquet", "reports.parquet", "failures.parquet",
-        "embeddings/volumes_00000.npy", "embeddings/volumes_00001.npy", "embeddings/reports_00000.npy",
+        "volumes.faiss",
+        "reports.faiss",
+        "metadata.parquet",
+        "reports.parquet",
+        "failures.parquet",
+        "embeddings/volumes_00000.npy",
+        "embeddings/volumes_00001.npy",
+        "embeddings/reports_00000.npy",
     }
     assert all(len(info["sha256"]) == 64 for info in m.files.values())
     np.testing.assert_allclose(read_embeddings(tmp_path / "idx", "volumes"), vol, atol=1e-3)
@@ -209,8 +225,7 @@ def test_shard_writer_resumes_after_a_crash(tmp_path: Path):
         open(os.path.join({str(tmp_path)!r}, "volumes_shards", "shard_000003.npy"), "wb").write(b"half")
         os._exit(1)           # killed: no flush, no cleanup
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     writer = ShardWriter(tmp_path, kind="volumes", shard_size=4, resume=True)
     done = writer.completed_keys()
@@ -219,8 +234,7 @@ def test_shard_writer_resumes_after_a_crash(tmp_path: Path):
     with writer:
         for i in range(12, 18):
             if f"vol{i}" not in done:
-                writer.append([f"vol{i}"], np.full((1, 6), i, dtype=np.float32),
-                              [{"volume_name": f"vol{i}", "n": i}])
+                writer.append([f"vol{i}"], np.full((1, 6), i, dtype=np.float32), [{"volume_name": f"vol{i}", "n": i}])
     rows, emb = ShardWriter.read_all(tmp_path, kind="volumes")
     assert rows["volume_name"].tolist() == [f"vol{i}" for i in range(18)]
     assert list(rows.columns) == ["volume_name", "n"]

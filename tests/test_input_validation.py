@@ -71,9 +71,7 @@ def _nifti_cases():
 
 
 @pytest.mark.parametrize(("name", "edit", "array", "problem"), _nifti_cases())
-def test_bad_nifti_header_is_one_line(
-    monkeypatch, capsys, tmp_path: Path, name, edit, array, problem
-) -> None:
+def test_bad_nifti_header_is_one_line(monkeypatch, capsys, tmp_path: Path, name, edit, array, problem) -> None:
     path = write_nifti(tmp_path / name, edit, array=array)
     code, out, err = run_cli(monkeypatch, capsys, "data", "inspect", path, "--json")
     assert_one_line(code, out, err, path, problem)
@@ -239,9 +237,7 @@ def test_duplicate_volume_name_row_is_refused(monkeypatch, capsys, tmp_path: Pat
     pd.concat([frame, frame.iloc[[1]]]).to_csv(reports, index=False)
     code, out, err = run_cli(monkeypatch, capsys, "data", "inspect", root, "--json")
     name = frame["VolumeName"].iloc[1]
-    assert_one_line(
-        code, out, err, reports, f"row {len(frame) + 2} repeats VolumeName {name} (first on row 3)"
-    )
+    assert_one_line(code, out, err, reports, f"row {len(frame) + 2} repeats VolumeName {name} (first on row 3)")
 
 
 def test_fractional_label_is_refused_with_its_row(monkeypatch, capsys, tmp_path: Path, make_ctrate) -> None:
@@ -358,9 +354,7 @@ def test_gzip_bomb_and_huge_resample_stay_small_in_memory(tmp_path: Path) -> Non
     lines = result.stdout.strip().splitlines()
     assert lines[0] == f"read {bomb}"  # the declared volume; the 1 GiB of trailing zeros is never inflated
     assert lines[1].startswith(f"error {huge_header}: is truncated")
-    assert (
-        lines[2].startswith(f"error {wide}: resampled volume of shape ") and "GiB volume budget" in lines[2]
-    )
+    assert lines[2].startswith(f"error {wide}: resampled volume of shape ") and "GiB volume budget" in lines[2]
     assert float(lines[3].split()[1]) < 300, lines
 
 

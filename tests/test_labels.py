@@ -39,26 +39,33 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
 
 # ------------------------------------------------------------------------------------------------ negation
 
-@pytest.mark.parametrize(("text", "label"), [
-    ("No pleural effusion.", "Pleural effusion"),
-    ("Pleural effusion-thickening was not detected.", "Pleural effusion"),
-    ("Pericardial effusion-thickening was not observed.", "Pericardial effusion"),
-    ("No enlarged lymph nodes were detected in the mediastinum.", "Lymphadenopathy"),
-    ("Atelectasis was not observed.", "Atelectasis"),
-    ("Bronchiectasis not detected.", "Bronchiectasis"),
-    ("Both lungs are free of consolidation.", "Consolidation"),
-    ("There is no evidence of cardiomegaly.", "Cardiomegaly"),
-    ("No pleural or pericardial effusion was detected.", "Pericardial effusion"),
-    ("No pleural or pericardial effusion was detected.", "Pleural effusion"),
-    ("No mass or nodular lesion was detected in both lungs.", "Lung nodule"),
-    ("Hiatal hernia is not seen.", "Hiatal hernia"),
-    ("Pleural effusion and pneumothorax were not detected.", "Pleural effusion"),
-    ("A nodule in the right lung, which was observed in the previous examination, was not detected in the "
-     "current examination.", "Lung nodule"),
-    ("The ground glass areas seen before have disappeared.", "Lung opacity"),
-    ("The central venous catheter was removed.", "Medical material"),
-    ("Mediastinal and hilar lymph nodes are not enlarged.", "Lymphadenopathy"),
-])
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("No pleural effusion.", "Pleural effusion"),
+        ("Pleural effusion-thickening was not detected.", "Pleural effusion"),
+        ("Pericardial effusion-thickening was not observed.", "Pericardial effusion"),
+        ("No enlarged lymph nodes were detected in the mediastinum.", "Lymphadenopathy"),
+        ("Atelectasis was not observed.", "Atelectasis"),
+        ("Bronchiectasis not detected.", "Bronchiectasis"),
+        ("Both lungs are free of consolidation.", "Consolidation"),
+        ("There is no evidence of cardiomegaly.", "Cardiomegaly"),
+        ("No pleural or pericardial effusion was detected.", "Pericardial effusion"),
+        ("No pleural or pericardial effusion was detected.", "Pleural effusion"),
+        ("No mass or nodular lesion was detected in both lungs.", "Lung nodule"),
+        ("Hiatal hernia is not seen.", "Hiatal hernia"),
+        ("Pleural effusion and pneumothorax were not detected.", "Pleural effusion"),
+        (
+            "A nodule in the right lung, which was observed in the previous examination, was not detected in the "
+            "current examination.",
+            "Lung nodule",
+        ),
+        ("The ground glass areas seen before have disappeared.", "Lung opacity"),
+        ("The central venous catheter was removed.", "Medical material"),
+        ("Mediastinal and hilar lymph nodes are not enlarged.", "Lymphadenopathy"),
+    ],
+)
 def test_negated_mentions_do_not_count(text: str, label: str) -> None:
     assert label_report(text)[label] == 0
     evidence = [e for e in explain_report(text) if e.label == label]
@@ -67,8 +74,9 @@ def test_negated_mentions_do_not_count(text: str, label: str) -> None:
 
 def test_negation_scope_stops_at_the_next_finding() -> None:
     assert positives("Heart size increased and pericardial effusion was not observed.") == {"Cardiomegaly"}
-    assert positives("No pleural effusion was detected, but atelectasis is observed in the left lower lobe.") \
-        == {"Atelectasis"}
+    assert positives("No pleural effusion was detected, but atelectasis is observed in the left lower lobe.") == {
+        "Atelectasis"
+    }
     assert positives("Emphysematous changes are observed. No nodule was detected.") == {"Emphysema"}
 
 
@@ -111,37 +119,46 @@ def test_positive_phrasing(label: str) -> None:
     assert list(found) == list(LABELS)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("Bilateral effusion reaching 2 cm.", {"Pleural effusion"}),
-    ("Hydrothorax on the left.", {"Pleural effusion"}),
-    ("The cardiothoracic ratio increased in favor of the heart.", {"Cardiomegaly"}),
-    ("Fibroatelectatic changes in the lingula.", {"Pulmonary fibrotic sequela"}),
-    ("Thickening of the peribronchial sheath is observed.", {"Peribronchial thickening"}),
-    ("Increases in interlobular septal thickness in both lungs.", {"Interlobular septal thickening"}),
-    ("No pathological LAP was detected. A millimetric lymph node is observed in the right paratracheal area.",
-     {"Lymphadenopathy"}),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Bilateral effusion reaching 2 cm.", {"Pleural effusion"}),
+        ("Hydrothorax on the left.", {"Pleural effusion"}),
+        ("The cardiothoracic ratio increased in favor of the heart.", {"Cardiomegaly"}),
+        ("Fibroatelectatic changes in the lingula.", {"Pulmonary fibrotic sequela"}),
+        ("Thickening of the peribronchial sheath is observed.", {"Peribronchial thickening"}),
+        ("Increases in interlobular septal thickness in both lungs.", {"Interlobular septal thickening"}),
+        (
+            "No pathological LAP was detected. A millimetric lymph node is observed in the right paratracheal area.",
+            {"Lymphadenopathy"},
+        ),
+    ],
+)
 def test_report_phrasings(text: str, expected: set[str]) -> None:
     assert positives(text) == expected
 
 
-@pytest.mark.parametrize(("text", "label"), [
-    ("A 5 mm nodule in the thyroid gland.", "Lung nodule"),
-    ("Subcutaneous emphysema in the chest wall.", "Emphysema"),
-    ("Mediastinal structures cannot be evaluated because contrast material is not given.", "Medical material"),
-    ("Calcification of the aortic valve.", "Arterial wall calcification"),
-    ("Calcific plaques in the coronary arteries.", "Arterial wall calcification"),
-    ("Minimal pleural thickening is observed.", "Pleural effusion"),
-    ("Minimal pericardial effusion is observed.", "Pleural effusion"),
-    ("Interventricular septal thickening.", "Interlobular septal thickening"),
-    ("Pulmonary veins drain into the left atrium.", "Medical material"),
-    ("A ground-glass nodule of 6 mm in the right upper lobe.", "Lung opacity"),
-])
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("A 5 mm nodule in the thyroid gland.", "Lung nodule"),
+        ("Subcutaneous emphysema in the chest wall.", "Emphysema"),
+        ("Mediastinal structures cannot be evaluated because contrast material is not given.", "Medical material"),
+        ("Calcification of the aortic valve.", "Arterial wall calcification"),
+        ("Calcific plaques in the coronary arteries.", "Arterial wall calcification"),
+        ("Minimal pleural thickening is observed.", "Pleural effusion"),
+        ("Minimal pericardial effusion is observed.", "Pleural effusion"),
+        ("Interventricular septal thickening.", "Interlobular septal thickening"),
+        ("Pulmonary veins drain into the left atrium.", "Medical material"),
+        ("A ground-glass nodule of 6 mm in the right upper lobe.", "Lung opacity"),
+    ],
+)
 def test_other_organ_or_meaning_does_not_count(text: str, label: str) -> None:
     assert label_report(text)[label] == 0
 
 
 # ------------------------------------------------------------------------------------------------ uncertainty
+
 
 def test_hedged_findings_count_and_are_marked() -> None:
     text = "Findings may be compatible with pneumonic consolidation. Suspicious for a lung nodule."
@@ -156,6 +173,7 @@ def test_bare_questioned_finding_does_not_count() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ API
+
 
 def test_extract_labels_matrix() -> None:
     texts = [POSITIVE["Emphysema"], "", "No pleural effusion. " + POSITIVE["Hiatal hernia"]]
@@ -178,15 +196,34 @@ def test_cv_folds_deterministic_and_balanced() -> None:
 
 # ------------------------------------------------------------------------------------------------ sections / CSV
 
+
 def test_findings_and_impressions_csv(tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "valid_reports.csv", [
-        {"VolumeName": "valid_2_a_1.nii.gz", "ClinicalInformation_EN": "Cough.", "Technique_EN": "Non-contrast.",
-         "Findings_EN": "No pleural effusion.", "Impressions_EN": "Cardiomegaly."},
-        {"VolumeName": "valid_1_a_1.nii.gz", "ClinicalInformation_EN": "Not given.", "Technique_EN": "Not given.",
-         "Findings_EN": "Not given.", "Impressions_EN": "Not given."},
-        {"VolumeName": "valid_1_a_2.nii.gz", "ClinicalInformation_EN": "Not given.", "Technique_EN": "Not given.",
-         "Findings_EN": "Bilateral pleural effusion.", "Impressions_EN": "Not given."},
-    ])
+    path = write_csv(
+        tmp_path / "valid_reports.csv",
+        [
+            {
+                "VolumeName": "valid_2_a_1.nii.gz",
+                "ClinicalInformation_EN": "Cough.",
+                "Technique_EN": "Non-contrast.",
+                "Findings_EN": "No pleural effusion.",
+                "Impressions_EN": "Cardiomegaly.",
+            },
+            {
+                "VolumeName": "valid_1_a_1.nii.gz",
+                "ClinicalInformation_EN": "Not given.",
+                "Technique_EN": "Not given.",
+                "Findings_EN": "Not given.",
+                "Impressions_EN": "Not given.",
+            },
+            {
+                "VolumeName": "valid_1_a_2.nii.gz",
+                "ClinicalInformation_EN": "Not given.",
+                "Technique_EN": "Not given.",
+                "Findings_EN": "Bilateral pleural effusion.",
+                "Impressions_EN": "Not given.",
+            },
+        ],
+    )
     id_column, ids, texts = read_reports_csv(path)
     assert id_column == "VolumeName"
     assert ids == ["valid_2_a_1.nii.gz", "valid_1_a_1.nii.gz", "valid_1_a_2.nii.gz"]
@@ -198,11 +235,14 @@ def test_findings_and_impressions_csv(tmp_path: Path) -> None:
 
 
 def test_report_text_csv_and_labels_csv_roundtrip(tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "reports.csv", [
-        {"AccessionNo": "train_9", "report_text": POSITIVE["Bronchiectasis"], "Emphysema": "1"},
-        {"AccessionNo": "train_3", "report_text": "", "Emphysema": "0"},
-        {"AccessionNo": "train_5", "report_text": POSITIVE["Cardiomegaly"], "Emphysema": "0"},
-    ])
+    path = write_csv(
+        tmp_path / "reports.csv",
+        [
+            {"AccessionNo": "train_9", "report_text": POSITIVE["Bronchiectasis"], "Emphysema": "1"},
+            {"AccessionNo": "train_3", "report_text": "", "Emphysema": "0"},
+            {"AccessionNo": "train_5", "report_text": POSITIVE["Cardiomegaly"], "Emphysema": "0"},
+        ],
+    )
     id_column, ids, texts = read_reports_csv(path)
     assert (id_column, ids) == ("AccessionNo", ["train_9", "train_3", "train_5"])
     out = tmp_path / "sub" / "labels.csv"
@@ -217,10 +257,13 @@ def test_report_text_csv_and_labels_csv_roundtrip(tmp_path: Path) -> None:
     assert [p.name for p in out.parent.iterdir()] == ["labels.csv"], "no temporary file left behind"
 
 
-@pytest.mark.parametrize(("header", "needle"), [
-    (["VolumeName", "Impression"], "report_text"),
-    (["PatientID", "report_text"], "AccessionNo"),
-])
+@pytest.mark.parametrize(
+    ("header", "needle"),
+    [
+        (["VolumeName", "Impression"], "report_text"),
+        (["PatientID", "report_text"], "AccessionNo"),
+    ],
+)
 def test_missing_column_is_one_line_dataset_error(tmp_path: Path, header: list[str], needle: str) -> None:
     path = tmp_path / "bad_reports.csv"
     path.write_text(",".join(header) + "\nx,y\n")
@@ -247,13 +290,21 @@ def test_write_labels_csv_rejects_wrong_shape(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------ CLI
 
+
 def test_cli_extract(tmp_path: Path) -> None:
     from hsenet_search.cli.labels import app
 
-    reports = write_csv(tmp_path / "reports.csv", [
-        {"VolumeName": "valid_7_a_1.nii.gz", "Findings_EN": POSITIVE["Lung nodule"], "Impressions_EN": "Not given."},
-        {"VolumeName": "valid_3_a_1.nii.gz", "Findings_EN": "Not given.", "Impressions_EN": "Not given."},
-    ])
+    reports = write_csv(
+        tmp_path / "reports.csv",
+        [
+            {
+                "VolumeName": "valid_7_a_1.nii.gz",
+                "Findings_EN": POSITIVE["Lung nodule"],
+                "Impressions_EN": "Not given.",
+            },
+            {"VolumeName": "valid_3_a_1.nii.gz", "Findings_EN": "Not given.", "Impressions_EN": "Not given."},
+        ],
+    )
     out = tmp_path / "labels.csv"
     result = CliRunner().invoke(app, ["extract", str(reports), "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
@@ -279,14 +330,28 @@ def test_cli_missing_column_error(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "hsenet_search.cli.main", "labels", "extract", str(bad), "--out",
-                           str(tmp_path / "o.csv")], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hsenet_search.cli.main",
+            "labels",
+            "extract",
+            str(bad),
+            "--out",
+            str(tmp_path / "o.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "no_text.csv" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o.csv").exists()
 
 
 # ------------------------------------------------------------------------------------------------ real reports
+
 
 def test_macro_f1_on_held_out_fold_of_real_reports() -> None:
     from sklearn.metrics import f1_score

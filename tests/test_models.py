@@ -21,8 +21,11 @@ from hsenet_search.models import (
 )
 from hsenet_search.models.text_tower import clean_report_text, minilm_dir
 
-REPORTS = ["Bilateral pleural effusion (moderate). No 'focal' consolidation.",
-           "Lungs are clear. Heart size is normal.", "A 6 mm nodule in the right upper lobe."]
+REPORTS = [
+    "Bilateral pleural effusion (moderate). No 'focal' consolidation.",
+    "Lungs are clear. Heart size is normal.",
+    "A 6 mm nodule in the right upper lobe.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,13 @@ def volumes() -> torch.Tensor:
 def test_named_configs():
     base, tiny = get_config("base"), get_config("tiny")
     assert (base.img_size, base.patch_size, base.width, base.layers, base.heads, base.mlp_dim) == (
-        (32, 256, 256), (4, 16, 16), 768, 12, 12, 3072)
+        (32, 256, 256),
+        (4, 16, 16),
+        768,
+        12,
+        12,
+        3072,
+    )
     assert base.num_patches == 2048 and base.preprocessing == "hsenet"
     assert tiny.img_size == (32, 64, 64) and tiny.preprocessing == "tiny"
     for cfg in (base, tiny):
@@ -97,8 +106,12 @@ def test_text_tower_is_minilm_mean_pooling_with_official_cleaning(model):
         pooled = model.text_pooled(REPORTS, "stage1")
     torch.testing.assert_close(pooled, expected, atol=1e-5, rtol=1e-5)
     assert clean_report_text('a "b" (c) d\'s') == "a b c ds"
-    torch.testing.assert_close(model.text_features_from_pooled(pooled, "stage2"),
-                               model.encode_text(REPORTS, embedding="stage2"), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        model.text_features_from_pooled(pooled, "stage2"),
+        model.encode_text(REPORTS, embedding="stage2"),
+        atol=1e-6,
+        rtol=0,
+    )
     assert torch.equal(model.encode_text(['no "focal" (acute) disease']), model.encode_text(["no focal acute disease"]))
     long_text = " ".join(["nodule"] * 600)
     assert model.text_tower("stage1").tokenize([long_text])["input_ids"].shape[1] == 256
@@ -132,15 +145,18 @@ def test_vit_matches_monai_blocks(model, volumes):
     cfg = model.config
     encoder = model.stages["stage1"].vision_encoder
     sd = encoder.state_dict()
-    embed = PatchEmbeddingBlock(1, cfg.img_size, cfg.patch_size, cfg.width, cfg.heads, proj_type="perceptron",
-                                pos_embed_type="learnable").eval()
-    embed.load_state_dict({k.removeprefix("patch_embedding."): v for k, v in sd.items()
-                           if k.startswith("patch_embedding.")})
+    embed = PatchEmbeddingBlock(
+        1, cfg.img_size, cfg.patch_size, cfg.width, cfg.heads, proj_type="perceptron", pos_embed_type="learnable"
+    ).eval()
+    embed.load_state_dict(
+        {k.removeprefix("patch_embedding."): v for k, v in sd.items() if k.startswith("patch_embedding.")}
+    )
     blocks = []
     for i in range(cfg.layers):
         block = TransformerBlock(cfg.width, cfg.mlp_dim, cfg.heads, 0.0, qkv_bias=False).eval()
         missing, unexpected = block.load_state_dict(
-            {k.removeprefix(f"blocks.{i}."): v for k, v in sd.items() if k.startswith(f"blocks.{i}.")}, strict=False)
+            {k.removeprefix(f"blocks.{i}."): v for k, v in sd.items() if k.startswith(f"blocks.{i}.")}, strict=False
+        )
         assert missing == ["norm_cross_attn.weight", "norm_cross_attn.bias"] and unexpected == []
         blocks.append(block)
     with torch.no_grad():
@@ -278,8 +294,16 @@ def test_text_model_directory_round_trip(tmp_path, volumes):
     bert_dir.mkdir()
     (bert_dir / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
     torch.manual_seed(4)
-    BertModel(BertConfig(vocab_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(str(bert_dir))
+    BertModel(
+        BertConfig(
+            vocab_size=16,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(str(bert_dir))
     BertTokenizer(vocab_file=str(bert_dir / "vocab.txt")).save_pretrained(str(bert_dir))
     m = create_model("tiny", text_model=bert_dir, text_pooling="cls", freeze_text_trunk=False).eval()
     assert m.config.text_source == "config" and m.text_tower("stage1").width == 32
@@ -304,11 +328,24 @@ def _write_open_clip_timm(folder, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3)):
     state["logit_scale"] = torch.tensor(4.6)
     folder.mkdir()
     torch.save(state, folder / "open_clip_pytorch_model.bin")
-    (folder / "open_clip_config.json").write_text(json.dumps({
-        "model_cfg": {"embed_dim": 24, "vision_cfg": {"timm_model_name": "test_vit", "timm_model_pretrained": False,
-                                                      "timm_pool": "", "timm_proj": "linear", "image_size": 160},
-                      "text_cfg": {"hf_model_name": "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"}},
-        "preprocess_cfg": {"mean": list(mean), "std": list(std)}}))
+    (folder / "open_clip_config.json").write_text(
+        json.dumps(
+            {
+                "model_cfg": {
+                    "embed_dim": 24,
+                    "vision_cfg": {
+                        "timm_model_name": "test_vit",
+                        "timm_model_pretrained": False,
+                        "timm_pool": "",
+                        "timm_proj": "linear",
+                        "image_size": 160,
+                    },
+                    "text_cfg": {"hf_model_name": "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"},
+                },
+                "preprocess_cfg": {"mean": list(mean), "std": list(std)},
+            }
+        )
+    )
     return visual.trunk.eval()
 
 

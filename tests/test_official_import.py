@@ -19,31 +19,74 @@ from hsenet_search.models import load_model
 from hsenet_search.models.official import import_official
 
 IMG, PATCH, WIDTH, MLP, LAYERS, HEADS, PROJ, SLICE_DIM = (8, 32, 32), (4, 16, 16), 64, 128, 2, 4, 48, 40
-WORDS = ["no", "nodule", "nodules", "is", "seen", "lung", "lungs", "clear", "effusion", "pleural", "mild",
-         "emphysema", "the", "heart", "normal", "size", "there", "a", "small", "right", "left", "lobe", "."]
-TEXTS = ['No pleural effusion. The "heart" is normal (size).', "Mild emphysema in the right lobe",
-         "a small nodule is seen in the left lung"]
+WORDS = [
+    "no",
+    "nodule",
+    "nodules",
+    "is",
+    "seen",
+    "lung",
+    "lungs",
+    "clear",
+    "effusion",
+    "pleural",
+    "mild",
+    "emphysema",
+    "the",
+    "heart",
+    "normal",
+    "size",
+    "there",
+    "a",
+    "small",
+    "right",
+    "left",
+    "lobe",
+    ".",
+]
+TEXTS = [
+    'No pleural effusion. The "heart" is normal (size).',
+    "Mild emphysema in the right lobe",
+    "a small nodule is seen in the left lung",
+]
 
 
 def _vit_shapes(width=WIDTH) -> dict[str, tuple[int, ...]]:
     """Key -> shape of the official ViT_stage1 (MONAI 1.3 names), written from the spec tables."""
     n = math.prod(i // p for i, p in zip(IMG, PATCH, strict=True))
-    shapes = {"cls_token": (1, 1, width), "patch_embedding.position_embeddings": (1, n, width),
-              "patch_embedding.patch_embeddings.1.weight": (width, math.prod(PATCH)),
-              "patch_embedding.patch_embeddings.1.bias": (width,), "norm.weight": (width,), "norm.bias": (width,)}
+    shapes = {
+        "cls_token": (1, 1, width),
+        "patch_embedding.position_embeddings": (1, n, width),
+        "patch_embedding.patch_embeddings.1.weight": (width, math.prod(PATCH)),
+        "patch_embedding.patch_embeddings.1.bias": (width,),
+        "norm.weight": (width,),
+        "norm.bias": (width,),
+    }
     for i in range(LAYERS):
         b = f"blocks.{i}."
-        shapes |= {b + "mlp.linear1.weight": (MLP, width), b + "mlp.linear1.bias": (MLP,),
-                   b + "mlp.linear2.weight": (width, MLP), b + "mlp.linear2.bias": (width,),
-                   b + "norm1.weight": (width,), b + "norm1.bias": (width,), b + "norm2.weight": (width,),
-                   b + "norm2.bias": (width,), b + "attn.out_proj.weight": (width, width),
-                   b + "attn.out_proj.bias": (width,), b + "attn.qkv.weight": (3 * width, width)}
+        shapes |= {
+            b + "mlp.linear1.weight": (MLP, width),
+            b + "mlp.linear1.bias": (MLP,),
+            b + "mlp.linear2.weight": (width, MLP),
+            b + "mlp.linear2.bias": (width,),
+            b + "norm1.weight": (width,),
+            b + "norm1.bias": (width,),
+            b + "norm2.weight": (width,),
+            b + "norm2.bias": (width,),
+            b + "attn.out_proj.weight": (width, width),
+            b + "attn.out_proj.bias": (width,),
+            b + "attn.qkv.weight": (3 * width, width),
+        }
     return shapes
 
 
 def _e3_shapes() -> dict[str, tuple[int, ...]]:
-    shapes = {"patch_score_proj.weight": (1, WIDTH), "patch_score_proj.bias": (1,),
-              "slice_guided_attention.norm.weight": (WIDTH,), "slice_guided_attention.norm.bias": (WIDTH,)}
+    shapes = {
+        "patch_score_proj.weight": (1, WIDTH),
+        "patch_score_proj.bias": (1,),
+        "slice_guided_attention.norm.weight": (WIDTH,),
+        "slice_guided_attention.norm.bias": (WIDTH,),
+    }
     for name, fan_in in (("Wq", WIDTH), ("Wk", SLICE_DIM), ("Wv", SLICE_DIM), ("output_linear", WIDTH)):
         shapes[f"slice_guided_attention.{name}.weight"] = (WIDTH, fan_in)
         shapes[f"slice_guided_attention.{name}.bias"] = (WIDTH,)
@@ -58,8 +101,16 @@ def _clip_state(gen: torch.Generator, e3: bool, text_seed: int) -> dict[str, tor
         base = 1.0 if key.endswith(("norm.weight", "norm1.weight", "norm2.weight")) else 0.0
         state["vision_encoder." + key] = base + scale * torch.randn(shape, generator=gen)
     torch.manual_seed(text_seed)
-    bert = BertModel(BertConfig(vocab_size=len(WORDS) + 5, hidden_size=WIDTH, num_hidden_layers=2,
-                                num_attention_heads=1, intermediate_size=96, max_position_embeddings=40))
+    bert = BertModel(
+        BertConfig(
+            vocab_size=len(WORDS) + 5,
+            hidden_size=WIDTH,
+            num_hidden_layers=2,
+            num_attention_heads=1,
+            intermediate_size=96,
+            max_position_embeddings=40,
+        )
+    )
     for key, value in bert.state_dict().items():
         state["language_encoder." + key] = value.clone()
     for name, fan_in in (("mm_vision_proj", WIDTH), ("mm_language_proj", WIDTH)):
@@ -69,12 +120,29 @@ def _clip_state(gen: torch.Generator, e3: bool, text_seed: int) -> dict[str, tor
 
 
 def _official_config(model_type: str) -> dict:
-    return {"model_type": model_type, "architectures": ["M3DCLIP"], "in_channels": 1, "img_size": list(IMG),
-            "patch_size": list(PATCH), "hidden_size": WIDTH, "mlp_dim": MLP, "num_layers": LAYERS,
-            "num_heads": HEADS, "pos_embed": "perceptron", "dropout_rate": 0.0, "spatial_dims": 3,
-            "max_text_len": 128, "vocab_size": 30522, "local_loss": False, "gather_loss": True,
-            "language_model_name_or_path": "/authors/bert-base-uncased", "use_mask": False,
-            "use_2D_Encoder": False, "mask_rate": 0.08, "transformers_version": "4.49.0"}
+    return {
+        "model_type": model_type,
+        "architectures": ["M3DCLIP"],
+        "in_channels": 1,
+        "img_size": list(IMG),
+        "patch_size": list(PATCH),
+        "hidden_size": WIDTH,
+        "mlp_dim": MLP,
+        "num_layers": LAYERS,
+        "num_heads": HEADS,
+        "pos_embed": "perceptron",
+        "dropout_rate": 0.0,
+        "spatial_dims": 3,
+        "max_text_len": 128,
+        "vocab_size": 30522,
+        "local_loss": False,
+        "gather_loss": True,
+        "language_model_name_or_path": "/authors/bert-base-uncased",
+        "use_mask": False,
+        "use_2D_Encoder": False,
+        "mask_rate": 0.08,
+        "transformers_version": "4.49.0",
+    }
 
 
 def write_official(folder: Path, model_type: str, fmt: str = "safetensors", tokenizer_config: bool = True) -> Path:
@@ -134,10 +202,17 @@ def reference_vision(sd: dict, prefix: str, x: torch.Tensor, slices: torch.Tenso
 def reference_text(sd: dict, prefix: str, folder: Path, texts: list[str]) -> torch.Tensor:
     """transformers BERT with the raw weights, [CLS] -> mm_language_proj -> L2 normalise (official cleaning)."""
     p = prefix + "language_encoder."
-    bert_sd = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
-    bert = BertModel(BertConfig(vocab_size=bert_sd["embeddings.word_embeddings.weight"].shape[0], hidden_size=WIDTH,
-                                num_hidden_layers=2, num_attention_heads=1, intermediate_size=96,
-                                max_position_embeddings=40)).eval()
+    bert_sd = {k[len(p) :]: v for k, v in sd.items() if k.startswith(p)}
+    bert = BertModel(
+        BertConfig(
+            vocab_size=bert_sd["embeddings.word_embeddings.weight"].shape[0],
+            hidden_size=WIDTH,
+            num_hidden_layers=2,
+            num_attention_heads=1,
+            intermediate_size=96,
+            max_position_embeddings=40,
+        )
+    ).eval()
     bert.load_state_dict(bert_sd)
     tok = BertTokenizer(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
     cleaned = [t.replace('"', "").replace("'", "").replace("(", "").replace(")", "") for t in texts]
@@ -232,8 +307,9 @@ def test_strict_loading_names_the_key(stage2_dir, tmp_path):
     folder = _mutated_copy(stage2_dir, tmp_path / "shape", lambda s: s.__setitem__(key2, torch.zeros(PROJ, 3)))
     with pytest.raises(ModelError, match=f"key '{key2}' has shape \\(48, 3\\)"):
         load_model(folder)
-    folder = _mutated_copy(stage2_dir, tmp_path / "extra",
-                           lambda s: s.__setitem__("vision_encoder.extra_gate.weight", torch.zeros(2)))
+    folder = _mutated_copy(
+        stage2_dir, tmp_path / "extra", lambda s: s.__setitem__("vision_encoder.extra_gate.weight", torch.zeros(2))
+    )
     with pytest.raises(ModelError, match="unexpected key 'vision_encoder.extra_gate.weight'"):
         load_model(folder)
     folder = _mutated_copy(stage2_dir, tmp_path / "e3", lambda s: s.pop("vision_encoder.patch_score_proj.bias"))
@@ -244,8 +320,11 @@ def test_strict_loading_names_the_key(stage2_dir, tmp_path):
 def test_pooler_and_position_ids_are_ignored(stage1_dir, tmp_path, volume):
     sd = _raw_state(stage1_dir)
     assert any(k.startswith("language_encoder.pooler.") for k in sd)  # present in the checkpoint, unused
-    folder = _mutated_copy(stage1_dir, tmp_path / "posids", lambda s: s.__setitem__(
-        "language_encoder.embeddings.position_ids", torch.arange(40)[None]))
+    folder = _mutated_copy(
+        stage1_dir,
+        tmp_path / "posids",
+        lambda s: s.__setitem__("language_encoder.embeddings.position_ids", torch.arange(40)[None]),
+    )
     a, b = load_model(stage1_dir), load_model(folder)
     assert a.fingerprint == b.fingerprint
     assert not any("pooler" in k for k in a.state_dict())
@@ -263,9 +342,14 @@ def test_mismatched_config_is_named(stage1_dir, tmp_path):
 def test_text_config_override_and_inference(stage1_dir):
     model = load_model(stage1_dir)
     bert_cfg = model.text_towers["shared"].model.config
-    assert (bert_cfg.hidden_size, bert_cfg.num_hidden_layers, bert_cfg.intermediate_size,
-            bert_cfg.max_position_embeddings, bert_cfg.vocab_size, bert_cfg.num_attention_heads) == (
-        WIDTH, 2, 96, 40, len(WORDS) + 5, 1)
+    assert (
+        bert_cfg.hidden_size,
+        bert_cfg.num_hidden_layers,
+        bert_cfg.intermediate_size,
+        bert_cfg.max_position_embeddings,
+        bert_cfg.vocab_size,
+        bert_cfg.num_attention_heads,
+    ) == (WIDTH, 2, 96, 40, len(WORDS) + 5, 1)
     assert model.text_towers["shared"].max_length == 40
     overridden = load_model(stage1_dir, text_config={"num_attention_heads": 2})
     assert overridden.text_towers["shared"].model.config.num_attention_heads == 2
@@ -277,17 +361,22 @@ def test_import_official_round_trip(stage2_dir, tmp_path, volume, slices):
     out = tmp_path / "converted"
     imported = import_official(stage2_dir, out, embedding="fusion")
     assert {"config.json", "model.safetensors", "preprocessing.json", "tokenizer_config.json"} <= {
-        p.name for p in out.iterdir()}
+        p.name for p in out.iterdir()
+    }
     loaded = load_model(out)
     assert loaded.fingerprint == imported.fingerprint
     assert loaded.config.embedding == "fusion" and loaded.config.source == "official:m3d_clip_stage2"
     assert loaded.preprocessing == original.preprocessing
     for emb in ("stage1", "stage2", "fusion"):
-        torch.testing.assert_close(loaded.encode_volume(volume, slice_features=slices, embedding=emb),
-                                   original.encode_volume(volume, slice_features=slices, embedding=emb),
-                                   atol=0, rtol=0)
-        torch.testing.assert_close(loaded.encode_text(TEXTS, embedding=emb),
-                                   original.encode_text(TEXTS, embedding=emb), atol=0, rtol=0)
+        torch.testing.assert_close(
+            loaded.encode_volume(volume, slice_features=slices, embedding=emb),
+            original.encode_volume(volume, slice_features=slices, embedding=emb),
+            atol=0,
+            rtol=0,
+        )
+        torch.testing.assert_close(
+            loaded.encode_text(TEXTS, embedding=emb), original.encode_text(TEXTS, embedding=emb), atol=0, rtol=0
+        )
     same_config = import_official(stage2_dir, tmp_path / "again")
     assert load_model(tmp_path / "again").fingerprint == same_config.fingerprint == original.fingerprint
 

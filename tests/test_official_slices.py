@@ -29,9 +29,7 @@ def _torch_linspace_float32(start: float, end: float, steps: int) -> np.ndarray:
     half = steps // 2
     for i in range(steps):
         out[i] = (
-            np.float32(start) + step * np.float32(i)
-            if i < half
-            else np.float32(end) - step * np.float32(steps - i - 1)
+            np.float32(start) + step * np.float32(i) if i < half else np.float32(end) - step * np.float32(steps - i - 1)
         )
     return out
 
@@ -143,9 +141,7 @@ def test_real_ct_slices_match_the_reference(real_ct_nifti, tmp_path):
 def _tall_volume(seed: int = 3) -> np.ndarray:
     """Stored int16 values of a CT-like volume (HU + 1024) tall enough to keep more than 32 slices."""
     rng = np.random.default_rng(seed)
-    x, y, z = np.meshgrid(
-        np.linspace(-1, 1, 40), np.linspace(-1, 1, 36), np.linspace(-1, 1, 30), indexing="ij"
-    )
+    x, y, z = np.meshgrid(np.linspace(-1, 1, 40), np.linspace(-1, 1, 36), np.linspace(-1, 1, 30), indexing="ij")
     hu = np.where(x**2 / 0.8 + y**2 / 0.6 < 1, 40.0, -1000.0)
     hu = np.where(((np.abs(x) - 0.35) / 0.25) ** 2 + (y / 0.4) ** 2 < 1 + 0.3 * z, -850.0, hu)
     hu += rng.normal(0, 30, hu.shape)
@@ -191,9 +187,7 @@ def test_synthetic_ctrate_slices_use_metadata_rescale_and_spacing(tmp_path):
 
     planes = official_slices(load_case_volume(case), case.spacing)
     _assert_pixel_equal(planes, reference)
-    _assert_pixel_equal(
-        planes, reference_slices(stored, 1.0, -1024.0, 0.9, 2.0, resize=numpy_trilinear), flips=1e-4
-    )
+    _assert_pixel_equal(planes, reference_slices(stored, 1.0, -1024.0, 0.9, 2.0, resize=numpy_trilinear), flips=1e-4)
     assert np.asarray(reference[0]).shape == (int(36 * 0.9 / 0.75), int(40 * 0.9 / 0.75))
     # fewer than 32 resampled slices: the depth is interpolated to 32
     short = _ctrate_v1(tmp_path / "short", stored[:, :, :10], (2.0, 2.0, 2.0), 0.9, 2.0)

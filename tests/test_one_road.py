@@ -37,9 +37,7 @@ def test_ctrate_query_finds_itself_whatever_its_header_says(tmp_path, make_ctrat
 
     # metadata spacing double the header's: only the metadata road reproduces the index's vectors
     root = make_ctrate(tmp_path / "ds", metadata_spacing=(1.5, 3.0))
-    build_index(
-        BuildConfig(data=str(root), out=str(tmp_path / "index"), workers=0, batch_size=4), progress=False
-    )
+    build_index(BuildConfig(data=str(root), out=str(tmp_path / "index"), workers=0, batch_size=4), progress=False)
     engine = SearchEngine.open(tmp_path / "index")
     assert engine.manifest.report_text == "findings+impression"
     for row in engine.metadata.itertuples():
@@ -53,9 +51,7 @@ def test_ctrate_query_finds_itself_whatever_its_header_says(tmp_path, make_ctrat
     # the report text is the model's protocol unless the build overrides it; the manifest records it
     import pandas as pd
 
-    build_index(
-        BuildConfig(data=str(root), out=str(tmp_path / "f"), workers=0, report_text="findings"), progress=False
-    )
+    build_index(BuildConfig(data=str(root), out=str(tmp_path / "f"), workers=0, report_text="findings"), progress=False)
     engine = SearchEngine.open(tmp_path / "f")
     assert engine.manifest.report_text == "findings"
     texts = pd.read_parquet(tmp_path / "f" / "reports.parquet")["text"].tolist()
@@ -153,9 +149,7 @@ def test_official_2e3_embedding_of_a_raw_nifti_matches_the_reference(official_2e
     with torch.no_grad():
         slice_feats = trunk(torch.stack(images))
     assert slice_feats.shape == (32, TRUNK_DIM)
-    volume = torch.from_numpy(model.profile(read_volume(path)))[
-        None
-    ]  # 3D preprocessing: see test_preprocess.py
+    volume = torch.from_numpy(model.profile(read_volume(path)))[None]  # 3D preprocessing: see test_preprocess.py
     state = official_ckpt._raw_state(ckpt)
     expected = official_ckpt.reference_vision(state, "", volume, slice_feats[None])
     torch.testing.assert_close(ours, expected, atol=1e-4, rtol=0)

@@ -180,9 +180,7 @@ def test_every_writing_command_guards_its_out(tmp_path: Path):
     results = tmp_path / "r.json"
     results.write_text("{}")
     refused(cli("bench", "zeroshot", "--index", tmp_path / "none", "--out", tmp_path / "r"), "--overwrite")
-    refused(
-        cli("train", "--data", tmp_path / "nodata", "--out", folder, "--steps", "1"), "not a model directory"
-    )
+    refused(cli("train", "--data", tmp_path / "nodata", "--out", folder, "--steps", "1"), "not a model directory")
     assert sorted(p.name for p in folder.iterdir()) == ["thesis.docx"]
     assert results.read_text() == "{}"
 

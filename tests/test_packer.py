@@ -24,15 +24,19 @@ def naive_packer(packer: SpatialPacker, tokens: torch.Tensor) -> torch.Tensor:
     for d in range(gd // kd):
         for h in range(gh // kh):
             for w in range(gw // kw):
-                members = grid[:, d * kd:(d + 1) * kd, h * kh:(h + 1) * kh, w * kw:(w + 1) * kw].reshape(b, -1, c)
+                members = grid[:, d * kd : (d + 1) * kd, h * kh : (h + 1) * kh, w * kw : (w + 1) * kw].reshape(b, -1, c)
                 centroid = pooled[:, :, d, h, w]  # (B, C)
                 q = centroid @ sd[att + "Wq.weight"].T + sd[att + "Wq.bias"]
                 k = members @ sd[att + "Wk.weight"].T + sd[att + "Wk.bias"]
                 v = members @ sd[att + "Wv.weight"].T + sd[att + "Wv.bias"]
                 weights = torch.softmax((k @ q.unsqueeze(-1)).squeeze(-1) / math.sqrt(c), dim=-1)  # (B, members)
                 agg = (weights.unsqueeze(-1) * v).sum(dim=1)
-                z = F.layer_norm(q + agg @ sd[att + "output_linear.weight"].T + sd[att + "output_linear.bias"],
-                                 (c,), sd[att + "norm.weight"], sd[att + "norm.bias"])
+                z = F.layer_norm(
+                    q + agg @ sd[att + "output_linear.weight"].T + sd[att + "output_linear.bias"],
+                    (c,),
+                    sd[att + "norm.weight"],
+                    sd[att + "norm.bias"],
+                )
                 hidden = F.gelu(z @ sd["proj_mpls.0.weight"].T + sd["proj_mpls.0.bias"])
                 out.append(hidden @ sd["proj_mpls.2.weight"].T + sd["proj_mpls.2.bias"])
     return torch.stack(out, dim=1)

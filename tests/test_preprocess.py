@@ -21,9 +21,7 @@ from hsenet_search.errors import ModelError
 
 
 def _load_benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "bench_preprocess", REPO_ROOT / "benchmarks" / "bench_preprocess.py"
-    )
+    spec = importlib.util.spec_from_file_location("bench_preprocess", REPO_ROOT / "benchmarks" / "bench_preprocess.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -166,9 +164,7 @@ def test_cache_never_decodes_a_file_twice(tmp_path: Path, counted_reads: list[st
     nib.save(nib.Nifti1Image(chest_hu(), LPS_AFFINE), str(path))
     cache = PreprocessCache(tmp_path / "cache")
     first = preprocess_file(path, "tiny", cache=cache)
-    second = preprocess_file(
-        path, "tiny", cache=PreprocessCache(tmp_path / "cache")
-    )  # a new process, same disk
+    second = preprocess_file(path, "tiny", cache=PreprocessCache(tmp_path / "cache"))  # a new process, same disk
     assert len(counted_reads) == 1
     np.testing.assert_array_equal(first, second)
     entries = list((tmp_path / "cache").rglob("*.npy"))

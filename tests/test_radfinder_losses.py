@@ -63,8 +63,15 @@ def test_prompt_loss_matches_a_hand_computation():
             log_sig, log_one_minus = -math.log1p(math.exp(-s)), -math.log1p(math.exp(s))
             total += -(pw[j] * y * log_sig + (1 - y) * log_one_minus)
             count += 1
-    got = prompt_loss(torch.as_tensor(img), torch.as_tensor(pos), torch.as_tensor(neg), torch.as_tensor(variant),
-                      torch.as_tensor(targets), torch.tensor(t, dtype=torch.float64), torch.as_tensor(pw))
+    got = prompt_loss(
+        torch.as_tensor(img),
+        torch.as_tensor(pos),
+        torch.as_tensor(neg),
+        torch.as_tensor(variant),
+        torch.as_tensor(targets),
+        torch.tensor(t, dtype=torch.float64),
+        torch.as_tensor(pw),
+    )
     assert float(got) == pytest.approx(total / count, rel=1e-10)
 
 
@@ -73,8 +80,8 @@ def test_depth_targets_follow_the_spec():
     target = depth_targets(torch.tensor([8]), valid)[0].numpy()
     bins = np.arange(16)
     g = np.exp(-0.5 * ((bins - 8) / 2.0) ** 2) * (np.abs(bins - 8) <= 6)
-    g = g / g.sum()          # renormalised over every bin
-    g[10:] = 0.0             # then zeroed where invalid, not renormalised again
+    g = g / g.sum()  # renormalised over every bin
+    g[10:] = 0.0  # then zeroed where invalid, not renormalised again
     np.testing.assert_allclose(target, g, atol=1e-7)
     assert target.sum() < 1.0
 
@@ -93,12 +100,17 @@ def test_localisation_loss_matches_a_hand_computation():
         logits = np.array([snip[i] @ depths[i, j] / 0.1 for j in range(d)])
         ok = valid[i]
         logz = np.log(np.exp(logits[ok]).sum())
-        g = np.array([math.exp(-0.5 * ((j - target_bin[i]) / 2.0) ** 2) if abs(j - target_bin[i]) <= 6 else 0.0
-                      for j in range(d)])
+        g = np.array(
+            [
+                math.exp(-0.5 * ((j - target_bin[i]) / 2.0) ** 2) if abs(j - target_bin[i]) <= 6 else 0.0
+                for j in range(d)
+            ]
+        )
         g = g / g.sum()
         total += -sum(g[j] * (logits[j] - logz) for j in range(d) if ok[j])
-    got = localisation_loss(torch.as_tensor(snip), torch.as_tensor(depths), torch.as_tensor(target_bin),
-                            torch.as_tensor(valid))
+    got = localisation_loss(
+        torch.as_tensor(snip), torch.as_tensor(depths), torch.as_tensor(target_bin), torch.as_tensor(valid)
+    )
     assert float(got) == pytest.approx(total / s, rel=1e-10)
 
 

@@ -40,8 +40,14 @@ def dataset(tmp_path_factory) -> Path:
 def single(tmp_path_factory, dataset) -> Path:
     """The single-process build of ``dataset`` (the reference)."""
     out = tmp_path_factory.mktemp("single") / "index"
-    res = subprocess.run(_cli("index", "build", dataset, "--out", out, "--workers", "1", "--shard-size", "3"),
-                         capture_output=True, text=True, env=ENV, cwd=REPO, timeout=900)
+    res = subprocess.run(
+        _cli("index", "build", dataset, "--out", out, "--workers", "1", "--shard-size", "3"),
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=REPO,
+        timeout=900,
+    )
     assert res.returncode == 0, res.stderr
     return out
 
@@ -57,9 +63,11 @@ def _assert_same_index(a: Path, b: Path) -> None:
 
 
 def test_single_process_build_never_imports_ray(tmp_path, dataset):
-    code = ("import sys; from hsenet_search.index.builder import BuildConfig, build_index; "
-            f"build_index(BuildConfig(data={str(dataset)!r}, out={str(tmp_path / 'i')!r}, workers=0), "
-            "progress=False); from hsenet_search.cli import main; print('ray' in sys.modules)")
+    code = (
+        "import sys; from hsenet_search.index.builder import BuildConfig, build_index; "
+        f"build_index(BuildConfig(data={str(dataset)!r}, out={str(tmp_path / 'i')!r}, workers=0), "
+        "progress=False); from hsenet_search.cli import main; print('ray' in sys.modules)"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=600)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "False"
@@ -68,9 +76,14 @@ def test_single_process_build_never_imports_ray(tmp_path, dataset):
 @pytest.mark.slow
 def test_ray_build_equals_single_process_and_records_failures(tmp_path, dataset, single):
     out = tmp_path / "ray"
-    res = subprocess.run(_cli("index", "build", dataset, "--out", out, "--ray", "auto", "--shard-size", "3",
-                              "--ray-cpus-per-task", "1"),
-                         capture_output=True, text=True, env=ENV, cwd=REPO, timeout=900)
+    res = subprocess.run(
+        _cli("index", "build", dataset, "--out", out, "--ray", "auto", "--shard-size", "3", "--ray-cpus-per-task", "1"),
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=REPO,
+        timeout=900,
+    )
     assert res.returncode == 0, res.stderr
     assert "1 failures" in " ".join(res.stdout.split())
     _assert_same_index(single, out)
@@ -84,8 +97,9 @@ def test_killed_ray_build_keeps_its_shards_and_resumes(tmp_path, dataset, single
     out = tmp_path / "ray"
     shards = tmp_path / "ray.partial" / "volumes_shards"
     args = ("index", "build", dataset, "--out", out, "--ray", "auto", "--shard-size", "1", "--batch-size", "1")
-    proc = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=REPO,
-                            start_new_session=True)  # its own process group: the driver and its local Ray
+    proc = subprocess.Popen(
+        _cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=REPO, start_new_session=True
+    )  # its own process group: the driver and its local Ray
     try:
         deadline = time.monotonic() + 600
         while len(list(shards.glob("shard_*.parquet"))) < 2 and time.monotonic() < deadline:

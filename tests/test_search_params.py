@@ -25,8 +25,9 @@ def hnsw_index(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("params")
     generate_dataset(root / "data", 10, seed=4, size="tiny")
-    build_index(BuildConfig(data=str(root / "data"), out=str(root / "index"), factory="HNSW8", workers=0),
-                progress=False)
+    build_index(
+        BuildConfig(data=str(root / "data"), out=str(root / "index"), factory="HNSW8", workers=0), progress=False
+    )
     return root / "index"
 
 
@@ -45,10 +46,20 @@ def test_engine_passes_per_query_parameters(hnsw_index):
 
 
 def test_cli_search_options(hnsw_index):
-    cmd = [sys.executable, "-m", "hsenet_search.cli.main", "search", "text", QUERY, "--index", str(hnsw_index),
-           "-k", "3", "--json"]
-    ok = subprocess.run([*cmd, "--ef-search", "128"], capture_output=True, text=True, env=ENV, cwd=REPO,
-                        timeout=600)
+    cmd = [
+        sys.executable,
+        "-m",
+        "hsenet_search.cli.main",
+        "search",
+        "text",
+        QUERY,
+        "--index",
+        str(hnsw_index),
+        "-k",
+        "3",
+        "--json",
+    ]
+    ok = subprocess.run([*cmd, "--ef-search", "128"], capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
     assert ok.returncode == 0, ok.stderr
     bad = subprocess.run([*cmd, "--nprobe", "8"], capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
@@ -61,8 +72,9 @@ def test_factory_auto_in_a_build(tmp_path, hnsw_index):
     from hsenet_search.index.store import read_embeddings
 
     data = hnsw_index.parent / "data"
-    summary = build_index(BuildConfig(data=str(data), out=str(tmp_path / "auto"), factory="auto", workers=0),
-                          progress=False)
+    summary = build_index(
+        BuildConfig(data=str(data), out=str(tmp_path / "auto"), factory="auto", workers=0), progress=False
+    )
     assert summary.factory == "IDMap2,Flat"  # a few vectors: exact search
     index = VectorIndex.load(tmp_path / "auto" / "volumes.faiss")
     emb = read_embeddings(tmp_path / "auto", "volumes")

@@ -9,28 +9,34 @@ import pytest
 from hsenet_search.data.snippets import kept, mine_snippets, strip_references
 
 
-@pytest.mark.parametrize(("sentence", "series", "images"), [
-    ("A 5 mm nodule in the right upper lobe in series 3 image 129.", 3, [129]),
-    ("Nodule in the left lower lobe (series 2, image 124).", 2, [124]),
-    ("In the right lung, serial: 201 image: 92, a small bulla is seen.", 201, [92]),
-    ("Nodule at the segment junction (series 5 section 379) in the left lower lobe.", 5, [379]),
-    ("A nodule (in image 18 in series 2) in the right lower lobe.", 2, [18]),
-    ("Ground-glass nodules in series 2 images 206 and 286.", 2, [206, 286]),
-    ("Consolidation spanning series 4 images 120-126 in the left lower lobe.", 4, [123]),
-    ("Subpleural consolidation with irregular contours in image 449, 17 mm.", None, [449]),
-])
+@pytest.mark.parametrize(
+    ("sentence", "series", "images"),
+    [
+        ("A 5 mm nodule in the right upper lobe in series 3 image 129.", 3, [129]),
+        ("Nodule in the left lower lobe (series 2, image 124).", 2, [124]),
+        ("In the right lung, serial: 201 image: 92, a small bulla is seen.", 201, [92]),
+        ("Nodule at the segment junction (series 5 section 379) in the left lower lobe.", 5, [379]),
+        ("A nodule (in image 18 in series 2) in the right lower lobe.", 2, [18]),
+        ("Ground-glass nodules in series 2 images 206 and 286.", 2, [206, 286]),
+        ("Consolidation spanning series 4 images 120-126 in the left lower lobe.", 4, [123]),
+        ("Subpleural consolidation with irregular contours in image 449, 17 mm.", None, [449]),
+    ],
+)
 def test_reference_forms(sentence, series, images):
     found = mine_snippets(sentence)
     assert [(s.series, s.image) for s in found] == [(series, i) for i in images]
     assert all(s.slice_index == s.image - 1 and not s.dropped for s in found)
 
 
-@pytest.mark.parametrize("sentence", [
-    "A 13x9 mm lymph node in the right paratracheal area.",
-    "Axial sections, 109 mm was measured as 98 mm before.",
-    "In the first 5 thoracic sections there are expansile lesions.",
-    "Image 12 mm nodule is not a reference.",
-])
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "A 13x9 mm lymph node in the right paratracheal area.",
+        "Axial sections, 109 mm was measured as 98 mm before.",
+        "In the first 5 thoracic sections there are expansile lesions.",
+        "Image 12 mm nodule is not a reference.",
+    ],
+)
 def test_non_references(sentence):
     assert mine_snippets(sentence) == []
 
@@ -41,8 +47,10 @@ def test_a_count_after_a_reference_is_not_an_image():
 
 
 def test_positions_and_drops():
-    report = ("Nodule in series 2 image 40. Mass in series 2 image 90. "
-              "Compared with the prior examination, the nodule in series 2 image 30 is stable. Image 0 is odd.")
+    report = (
+        "Nodule in series 2 image 40. Mass in series 2 image 90. "
+        "Compared with the prior examination, the nodule in series 2 image 30 is stable. Image 0 is odd."
+    )
     found = mine_snippets(report, depth=64, spacing_z=1.5)
     by_image = {s.image: s for s in found}
     assert by_image[40].slice_index == 39 and by_image[40].z_mm == pytest.approx(58.5)

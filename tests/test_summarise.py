@@ -23,8 +23,7 @@ REPORT = (
 
 def test_summary_keeps_positive_findings_with_attributes_and_drops_negatives():
     summary = rule_summary(REPORT)
-    assert summary == ["There is a 6 mm nodule in the right upper lobe.", "Heart size is increased.",
-                       "Cardiomegaly."]
+    assert summary == ["There is a 6 mm nodule in the right upper lobe.", "Heart size is increased.", "Cardiomegaly."]
     positives = {k for k, v in label_report(REPORT).items() if v}
     assert positives == {k for k, v in label_report(" ".join(summary)).items() if v}
 

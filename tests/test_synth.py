@@ -28,10 +28,16 @@ METADATA_HEADER = (
 ).split(", ")
 REPORT_COLUMNS = ["VolumeName", "ClinicalInformation_EN", "Technique_EN", "Findings_EN", "Impressions_EN"]
 CSVS = {
-    "train": ("radiology_text_reports/train_reports.csv", "multi_abnormality_labels/train_predicted_labels.csv",
-              "metadata/train_metadata.csv"),
-    "valid": ("radiology_text_reports/validation_reports.csv", "multi_abnormality_labels/valid_predicted_labels.csv",
-              "metadata/validation_metadata.csv"),
+    "train": (
+        "radiology_text_reports/train_reports.csv",
+        "multi_abnormality_labels/train_predicted_labels.csv",
+        "metadata/train_metadata.csv",
+    ),
+    "valid": (
+        "radiology_text_reports/validation_reports.csv",
+        "multi_abnormality_labels/valid_predicted_labels.csv",
+        "metadata/validation_metadata.csv",
+    ),
 }
 NAME = re.compile(r"^(train|valid)_(\d+)_([a-z])_(\d+)\.nii\.gz$")
 SERIES = re.compile(r"series (\d+),? image (\d+)")
@@ -94,7 +100,7 @@ def _hu(root: Path, plan, recon_index: int = 0) -> np.ndarray:
 def _patch(hu: np.ndarray, plan, point, k: int | None = None, half: int = 1) -> np.ndarray:
     i, j, kk = plan.acquisition.grid.index_of(point)
     k = kk if k is None else k
-    return hu[i - half:i + half + 1, j - half:j + half + 1, k]
+    return hu[i - half : i + half + 1, j - half : j + half + 1, k]
 
 
 def _lung_mask(plan) -> np.ndarray:
@@ -115,8 +121,13 @@ CONDITIONS = {  # AccessionNo -> positive labels
     "heart": ("Cardiomegaly", "Pericardial effusion", "Coronary artery wall calcification"),
     "devices": ("Medical material", "Arterial wall calcification", "Hiatal hernia"),
     "infection": ("Consolidation", "Lung opacity", "Lymphadenopathy"),
-    "airways": ("Bronchiectasis", "Peribronchial thickening", "Mosaic attenuation pattern",
-                "Interlobular septal thickening", "Pulmonary fibrotic sequela"),
+    "airways": (
+        "Bronchiectasis",
+        "Peribronchial thickening",
+        "Mosaic attenuation pattern",
+        "Interlobular septal thickening",
+        "Pulmonary fibrotic sequela",
+    ),
 }
 
 
@@ -124,8 +135,10 @@ CONDITIONS = {  # AccessionNo -> positive labels
 def conditioned(tmp_path_factory) -> tuple[Path, SynthSummary, Path]:
     base = tmp_path_factory.mktemp("conditioned")
     csv = base / "labels.csv"
-    rows = [{"AccessionNo": acc, "report_text": "", **{lb: int(lb in pos) for lb in LABELS}}
-            for acc, pos in CONDITIONS.items()]
+    rows = [
+        {"AccessionNo": acc, "report_text": "", **{lb: int(lb in pos) for lb in LABELS}}
+        for acc, pos in CONDITIONS.items()
+    ]
     pd.DataFrame(rows).to_csv(csv, index=False)
     root = base / "ds"
     return root, generate_dataset(root, len(rows), seed=5, valid_fraction=0.3, labels_from=csv, workers=1), csv
@@ -134,7 +147,8 @@ def conditioned(tmp_path_factory) -> tuple[Path, SynthSummary, Path]:
 def test_layout_and_csv_columns_follow_ct_rate(sampled):
     root, summary = sampled
     assert sorted(p.name for p in root.iterdir()) == sorted(
-        ["train", "valid", "radiology_text_reports", "multi_abnormality_labels", "metadata", ".hsenet-dataset"])
+        ["train", "valid", "radiology_text_reports", "multi_abnormality_labels", "metadata", ".hsenet-dataset"]
+    )
     files = sorted(root.glob("*/*/*/*.nii.gz"))
     assert len(files) == sum(summary.volumes.values()) and summary.scans["valid"] == 3
     assert sum(summary.scans.values()) == 12 and sum(summary.volumes.values()) > 12  # some second recons
@@ -174,7 +188,9 @@ def test_volumes_are_v1_ints_in_lps_order_matching_metadata(sampled):
         _, _, meta = _read(root, split)
         for row in meta.itertuples():
             m = NAME.match(row.VolumeName)
-            img = nib.load(root / split / f"{split}_{m.group(2)}" / f"{split}_{m.group(2)}_{m.group(3)}" / row.VolumeName)
+            img = nib.load(
+                root / split / f"{split}_{m.group(2)}" / f"{split}_{m.group(2)}_{m.group(3)}" / row.VolumeName
+            )
             assert img.get_data_dtype() == np.int16
             assert np.isnan(img.header["scl_slope"]) or (img.dataobj.slope, img.dataobj.inter) == (1.0, 0.0)
             assert nib.aff2axcodes(img.affine) == ("L", "P", "S")
@@ -240,6 +256,7 @@ def test_labels_csv_matches_source_rows_and_rendered_findings(conditioned):
         z = p.acquisition.grid.axes()[2]
         upper = lung & (z > 0.5 * p.anatomy.H)
         return float((h[upper] < -950).mean())
+
     emph = by_acc["emphysema"]
     normal_fraction = low_fraction(by_acc["normal"], normal)
     assert normal_fraction < 0.01 and low_fraction(emph, _hu(root, emph)) > max(0.03, 10 * normal_fraction)
@@ -301,8 +318,9 @@ def test_same_seed_same_bytes_different_seed_differs(tmp_path):
 def test_real_reports_and_labels_are_copied(tmp_path, shared_data):
     csv = shared_data / "ct-rate-manual-labels" / "train.csv"
     real = pd.read_csv(csv, dtype={"AccessionNo": str}).set_index("AccessionNo")
-    summary = generate_dataset(tmp_path / "ds", 6, seed=2, valid_fraction=0.5, labels_from=csv, reports_from=csv,
-                               workers=1)
+    summary = generate_dataset(
+        tmp_path / "ds", 6, seed=2, valid_fraction=0.5, labels_from=csv, reports_from=csv, workers=1
+    )
     accessions = {s: {p.accession for p in summary.plans if p.split == s} for s in ("train", "valid")}
     assert not accessions["train"] & accessions["valid"] and len(accessions["train"] | accessions["valid"]) == 6
     for split in ("train", "valid"):

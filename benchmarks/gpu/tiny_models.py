@@ -18,12 +18,29 @@ from hsenet_search.models import create_model
 out = Path(sys.argv[1])
 text = out / "text"
 text.mkdir(parents=True, exist_ok=True)
-words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase, *string.digits,
-         *string.punctuation, *(f"##{c}" for c in string.ascii_lowercase + string.digits)]
+words = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    *string.ascii_lowercase,
+    *string.digits,
+    *string.punctuation,
+    *(f"##{c}" for c in string.ascii_lowercase + string.digits),
+]
 (text / "vocab.txt").write_text("\n".join(words) + "\n")
 BertTokenizerFast(vocab_file=str(text / "vocab.txt")).save_pretrained(text)
 torch.manual_seed(0)
-BertModel(BertConfig(vocab_size=len(words), hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=256, max_position_embeddings=512)).save_pretrained(text)
+BertModel(
+    BertConfig(
+        vocab_size=len(words),
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=256,
+        max_position_embeddings=512,
+    )
+).save_pretrained(text)
 create_model("tiny", text_model=text).save_pretrained(out / "model")
 print(out / "model")

@@ -141,8 +141,11 @@ def _load_entry(entry: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     """The entry's array, or None (warned, entry removed) when it is unreadable or not float32 ``shape``."""
     try:
         array = np.load(entry, allow_pickle=False)
-        problem = None if array.shape == shape and array.dtype == np.float32 else \
-            f"holds {array.dtype} {list(array.shape)}, expected float32 {list(shape)}"
+        problem = (
+            None
+            if array.shape == shape and array.dtype == np.float32
+            else f"holds {array.dtype} {list(array.shape)}, expected float32 {list(shape)}"
+        )
     except (OSError, ValueError, EOFError) as exc:
         array, problem = None, f"unreadable ({exc})"
     if problem is None:

@@ -30,9 +30,7 @@ class Case:
     impression: str
     labels: tuple[int, ...] | None
     rescale: tuple[float, float] | None
-    spacing: tuple[float, float, float] | None = (
-        None  # CT-RATE metadata (XYSpacing, ZSpacing), file axis order
-    )
+    spacing: tuple[float, float, float] | None = None  # CT-RATE metadata (XYSpacing, ZSpacing), file axis order
     slice_features: Path | None = None  # precomputed (32, 768) BiomedCLIP slice features, when present
 
     @property

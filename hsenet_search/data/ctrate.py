@@ -128,9 +128,7 @@ def split_folder(root: Path, split: str) -> Path | None:
 
 def dataset_format(root: Path) -> str:
     """``"ct-rate v2"`` when any split uses a ``_fixed`` folder, else ``"ct-rate v1"``."""
-    fixed = any(
-        (f := split_folder(root, s)) is not None and f.name.endswith("_fixed") for s in ("train", "valid")
-    )
+    fixed = any((f := split_folder(root, s)) is not None and f.name.endswith("_fixed") for s in ("train", "valid"))
     return "ct-rate v2" if fixed else "ct-rate v1"
 
 
@@ -235,9 +233,7 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> dict[str, dict[str, str]
             raise DatasetError(f"row {number} has an empty VolumeName", path)
         key = volume_key(name)
         if key in first_row:
-            raise DatasetError(
-                f"row {number} repeats VolumeName {name} (first on row {first_row[key]})", path
-            )
+            raise DatasetError(f"row {number} repeats VolumeName {name} (first on row {first_row[key]})", path)
         first_row[key] = number
         rows[key] = {k: str(v).strip() for k, v in record.items()} | {"_row": str(number)}
     return rows
@@ -261,8 +257,7 @@ def _read_labels(path: Path) -> dict[str, tuple[int, ...]]:
             if value is None:
                 kind = "label other than 0/1" if _NUMBER.fullmatch(row[label]) else "non-numeric label"
                 raise DatasetError(
-                    f"row {row['_row']} (VolumeName {row['VolumeName']}) has a {kind} "
-                    f"({label}={row[label]!r})",
+                    f"row {row['_row']} (VolumeName {row['VolumeName']}) has a {kind} ({label}={row[label]!r})",
                     path,
                 )
             values.append(value)
@@ -306,8 +301,9 @@ def _spacing(row: Mapping[str, str], path: Path) -> tuple[float, float, float] |
         )
     z = _number(row, "ZSpacing", path)
     if not 0 < z < math.inf:
-        raise DatasetError(f"row {row['_row']} (VolumeName {row['VolumeName']}): ZSpacing {z} is not a "
-                           "positive number", path)
+        raise DatasetError(
+            f"row {row['_row']} (VolumeName {row['VolumeName']}): ZSpacing {z} is not a positive number", path
+        )
     return (xy[-1], xy[0], z)
 
 

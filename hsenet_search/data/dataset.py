@@ -33,9 +33,7 @@ def open_dataset(path: str | Path, split: str = "all", *, missing: str = "error"
     if split not in (*SPLITS, "all"):
         raise DatasetError(f"unknown split {split!r}; expected train, valid or all")
     if missing not in MISSING_POLICIES:
-        raise DatasetError(
-            f"unknown missing-volume policy {missing!r}; expected {', '.join(MISSING_POLICIES)}"
-        )
+        raise DatasetError(f"unknown missing-volume policy {missing!r}; expected {', '.join(MISSING_POLICIES)}")
     path = Path(path)
     wanted = SPLITS if split == "all" else (split,)
     if not path.exists() and not path.is_symlink():

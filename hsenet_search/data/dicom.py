@@ -58,9 +58,7 @@ def _read_series(folder: Path, rescale: tuple[float, float] | None) -> Volume:
     check_memory((cols, rows, len(slices)), "DICOM series", folder)
 
     finite = True
-    array = np.empty(
-        (cols, rows, len(slices)), dtype=np.float32, order="F"
-    )  # each slice one contiguous block
+    array = np.empty((cols, rows, len(slices)), dtype=np.float32, order="F")  # each slice one contiguous block
     for k, (path, ds) in enumerate(slices):
         if (int(ds.Rows), int(ds.Columns)) != (rows, cols):
             raise VolumeError(f"slice is {ds.Rows}x{ds.Columns}, the series is {rows}x{cols}", path)
@@ -111,9 +109,7 @@ def _read_slices(folder: Path) -> list[tuple[Path, pydicom.Dataset]]:
         )
     frames = int(slices[0][1].get("NumberOfFrames", 1) or 1)
     if frames > 1:
-        raise VolumeError(
-            f"multi-frame DICOM ({frames} frames) is not supported; export single slices", slices[0][0]
-        )
+        raise VolumeError(f"multi-frame DICOM ({frames} frames) is not supported; export single slices", slices[0][0])
     if len(slices) == 1:
         raise VolumeError("holds a single 2D DICOM slice, not a 3D series", folder)
     return slices
@@ -146,9 +142,7 @@ def _slice_spacing(along_normal: np.ndarray, folder: Path) -> float:
     if gaps.min() < 1e-3:
         raise VolumeError("two slices share one ImagePositionPatient (duplicate slices?)", folder)
     if np.abs(gaps - spacing).max() > 0.1 * spacing + 0.01:
-        raise VolumeError(
-            f"irregular slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm; missing slices?)", folder
-        )
+        raise VolumeError(f"irregular slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm; missing slices?)", folder)
     return spacing
 
 
@@ -172,9 +166,7 @@ def _pixels(path: Path, ds: pydicom.Dataset) -> np.ndarray:
     except Exception as exc:  # pydicom raises many types for missing codecs and corrupt pixel data
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VolumeError(
-            f"pixel data cannot be decoded (transfer syntax {syntax}: {message})", path
-        ) from exc
+        raise VolumeError(f"pixel data cannot be decoded (transfer syntax {syntax}: {message})", path) from exc
     if pixels.ndim != 2:
         raise VolumeError(f"pixel data has shape {pixels.shape}; expected one 2D slice", path)
     return pixels

@@ -64,9 +64,7 @@ def _inspect_dataset(path: Path, kind: str) -> dict[str, Any]:
             "scans": len({c.scan_id for c in in_split}),
             "missing_files": sum(not c.path.exists() for c in in_split),
         }
-    labelled = np.array([c.labels for c in cases if c.labels is not None], dtype=np.float64).reshape(
-        -1, len(LABELS)
-    )
+    labelled = np.array([c.labels for c in cases if c.labels is not None], dtype=np.float64).reshape(-1, len(LABELS))
     prevalence = (
         {label: round(float(v), 4) for label, v in zip(LABELS, labelled.mean(axis=0), strict=True)}
         if len(labelled)

@@ -59,7 +59,6 @@ def parse_label(cell: str) -> int | None:
     return _LABEL_VALUES.get(str(cell).strip().lower())
 
 
-
 def _rx(*alternatives: str) -> re.Pattern[str]:
     """Compile word-bounded alternatives (case-insensitive; the text is lower-cased anyway)."""
     return re.compile(r"\b(?:" + "|".join(alternatives) + r")", re.IGNORECASE)
@@ -87,128 +86,319 @@ class LabelRule:
     cues: tuple[Cue, ...]
 
 
-_LUNG = (r"lung", r"pulmon", r"lobe", r"lobar", r"segment", r"lingul", r"parenchym", r"subpleural", r"apical",
-         r"apex", r"bibasal", r"basal", r"fissur", r"hemithora")
+_LUNG = (
+    r"lung",
+    r"pulmon",
+    r"lobe",
+    r"lobar",
+    r"segment",
+    r"lingul",
+    r"parenchym",
+    r"subpleural",
+    r"apical",
+    r"apex",
+    r"bibasal",
+    r"basal",
+    r"fissur",
+    r"hemithora",
+)
 _OTHER_ORGAN = (
-    r"thyroid", r"liver", r"hepat", r"adrenal", r"kidney", r"renal", r"perirenal", r"perinephric", r"splen",
-    r"spleen", r"pancrea", r"breast", r"mammar", r"axilla", r"bone", r"vertebra", r"subcutaneous", r"skin",
-    r"gallbladder", r"stomach", r"gastric", r"colon", r"bowel", r"uter", r"ovar", r"prostat", r"peritone",
-    r"omentum", r"omental", r"retroperitone", r"mesenter", r"abdominal wall", r"muscle", r"lymph node",
+    r"thyroid",
+    r"liver",
+    r"hepat",
+    r"adrenal",
+    r"kidney",
+    r"renal",
+    r"perirenal",
+    r"perinephric",
+    r"splen",
+    r"spleen",
+    r"pancrea",
+    r"breast",
+    r"mammar",
+    r"axilla",
+    r"bone",
+    r"vertebra",
+    r"subcutaneous",
+    r"skin",
+    r"gallbladder",
+    r"stomach",
+    r"gastric",
+    r"colon",
+    r"bowel",
+    r"uter",
+    r"ovar",
+    r"prostat",
+    r"peritone",
+    r"omentum",
+    r"omental",
+    r"retroperitone",
+    r"mesenter",
+    r"abdominal wall",
+    r"muscle",
+    r"lymph node",
 )
 _CALCIFIC = (r"calci\w*", r"atheroma\w*", r"atherosclero\w*", r"atheromatous", r"plaques?")
 # Non-coronary arteries (calcification of the aortic valve is not arterial wall calcification).
 _VESSEL = (
-    r"aort(?!ic valve)\w*", r"arcus", r"(?<!coronary )(?<!descending )(?<!circumflex )arter(?:y|ies|ial)", r"carotid",
-    r"subclavian", r"brachiocephalic", r"innominate", r"(?<!coronary )vascular (?:structure|wall|system)\w*",
+    r"aort(?!ic valve)\w*",
+    r"arcus",
+    r"(?<!coronary )(?<!descending )(?<!circumflex )arter(?:y|ies|ial)",
+    r"carotid",
+    r"subclavian",
+    r"brachiocephalic",
+    r"innominate",
+    r"(?<!coronary )vascular (?:structure|wall|system)\w*",
     r"(?<!coronary )vessels?",
 )
 _CORONARY = (r"coronar\w*", r"lad\b", r"rca\b", r"circumflex", r"descending arter")
 
 RULES: tuple[LabelRule, ...] = (
-    LabelRule("Medical material", (
-        _cue(
-            r"catheters?", r"stents?\b", r"stenting", r"pacemakers?", r"pace maker", r"icd\b", r"defibrillator",
-            r"electrodes?", r"(?:suture|surgical|metallic|metal|clip|prosthe\w*|postoperative|embolization|"
-            r"pacemaker|stent|foreign|peg|coil) materials?",
-            r"metallic (?:sutures?|clips?|densit\w*|wires?|artifacts?|implants?|screws?|plates?)",
-            r"sternal (?:sutures?|wires?|cerclages?)", r"sternotomy (?:sutures?|wires?)", r"cerclage",
-            r"clips?\b", r"port\b", r"prosthes[ie]s", r"prosthetic", r"valve replacement",
-            r"(?:tracheostomy|tracheal) (?:cannula|tube)", r"cannula",
-            r"(?:endotracheal|nasogastric|chest|thoracic|drainage|feeding|gastrostomy|jejunostomy|thoracostomy|"
-            r"intubation) tubes?", r"(?:chest|surgical|thoracic|pleural|percutaneous|mediastinal|abdominal) drains?\b", r"peg\b", r"grafts?\b", r"evar\b", r"tevar\b", r"screws?\b",
-            r"fixation (?:material|device|plate)s?", r"coils?\b", r"occluder",
-            r"vena cava filter", r"filter in the (?:inferior )?vena cava",
-            veto=(r"contrast material",),
+    LabelRule(
+        "Medical material",
+        (
+            _cue(
+                r"catheters?",
+                r"stents?\b",
+                r"stenting",
+                r"pacemakers?",
+                r"pace maker",
+                r"icd\b",
+                r"defibrillator",
+                r"electrodes?",
+                r"(?:suture|surgical|metallic|metal|clip|prosthe\w*|postoperative|embolization|"
+                r"pacemaker|stent|foreign|peg|coil) materials?",
+                r"metallic (?:sutures?|clips?|densit\w*|wires?|artifacts?|implants?|screws?|plates?)",
+                r"sternal (?:sutures?|wires?|cerclages?)",
+                r"sternotomy (?:sutures?|wires?)",
+                r"cerclage",
+                r"clips?\b",
+                r"port\b",
+                r"prosthes[ie]s",
+                r"prosthetic",
+                r"valve replacement",
+                r"(?:tracheostomy|tracheal) (?:cannula|tube)",
+                r"cannula",
+                r"(?:endotracheal|nasogastric|chest|thoracic|drainage|feeding|gastrostomy|jejunostomy|thoracostomy|"
+                r"intubation) tubes?",
+                r"(?:chest|surgical|thoracic|pleural|percutaneous|mediastinal|abdominal) drains?\b",
+                r"peg\b",
+                r"grafts?\b",
+                r"evar\b",
+                r"tevar\b",
+                r"screws?\b",
+                r"fixation (?:material|device|plate)s?",
+                r"coils?\b",
+                r"occluder",
+                r"vena cava filter",
+                r"filter in the (?:inferior )?vena cava",
+                veto=(r"contrast material",),
+            ),
         ),
-    )),
-    LabelRule("Arterial wall calcification", (
-        _cue(*_CALCIFIC, context=_VESSEL,
-             veto=(r"calcified (?:lymph|nodul|granulom)", r"nodules? (?:with|containing) calcification",
-                   r"pleural plaque")),
-    )),
-    LabelRule("Cardiomegaly", (
-        _cue(
-            r"cardiomegal\w*",
-            r"heart (?:size|sizes|dimensions?|contours? and size)s? (?:is |are |was |were |has |have )?(?:been )?"
-            r"(?:slightly |mildly |markedly |significantly |minimally )?(?:increased|enlarged|larger)",
-            r"heart (?:is |was )?(?:slightly |mildly |markedly )?(?:enlarged|larger than normal)",
-            r"enlarged heart", r"enlargement of the heart", r"increase[sd]? in (?:the )?heart size",
-            r"(?:cardiothoracic (?:index|ratio)|ctr) (?:is |was |has )?(?:slightly |mildly )?increased",
-            r"increase in (?:the )?(?:cardiothoracic (?:index|ratio)|ctr)",
-            r"(?:cardiothoracic (?:index|ratio)|ctr) increase",
+    ),
+    LabelRule(
+        "Arterial wall calcification",
+        (
+            _cue(
+                *_CALCIFIC,
+                context=_VESSEL,
+                veto=(
+                    r"calcified (?:lymph|nodul|granulom)",
+                    r"nodules? (?:with|containing) calcification",
+                    r"pleural plaque",
+                ),
+            ),
         ),
-    )),
-    LabelRule("Pericardial effusion", (
-        _cue(
-            r"pericardial (?:\w+ )?(?:effusion|fluid)", r"pericardial thickening-effusion", r"hydropericard\w*",
-            r"(?:effusion|fluid)[\w ,-]{0,90}(?:pericardial (?:space|area|cavity|recess|sac)|pericardium)",
-            r"pericardial (?:and|or|,) (?:\w+ )?pleural (?:\w+ )?effusion", r"pericardial thickening-(?:\w+ )?effusion",
+    ),
+    LabelRule(
+        "Cardiomegaly",
+        (
+            _cue(
+                r"cardiomegal\w*",
+                r"heart (?:size|sizes|dimensions?|contours? and size)s? (?:is |are |was |were |has |have )?(?:been )?"
+                r"(?:slightly |mildly |markedly |significantly |minimally )?(?:increased|enlarged|larger)",
+                r"heart (?:is |was )?(?:slightly |mildly |markedly )?(?:enlarged|larger than normal)",
+                r"enlarged heart",
+                r"enlargement of the heart",
+                r"increase[sd]? in (?:the )?heart size",
+                r"(?:cardiothoracic (?:index|ratio)|ctr) (?:is |was |has )?(?:slightly |mildly )?increased",
+                r"increase in (?:the )?(?:cardiothoracic (?:index|ratio)|ctr)",
+                r"(?:cardiothoracic (?:index|ratio)|ctr) increase",
+            ),
         ),
-    )),
+    ),
+    LabelRule(
+        "Pericardial effusion",
+        (
+            _cue(
+                r"pericardial (?:\w+ )?(?:effusion|fluid)",
+                r"pericardial thickening-effusion",
+                r"hydropericard\w*",
+                r"(?:effusion|fluid)[\w ,-]{0,90}(?:pericardial (?:space|area|cavity|recess|sac)|pericardium)",
+                r"pericardial (?:and|or|,) (?:\w+ )?pleural (?:\w+ )?effusion",
+                r"pericardial thickening-(?:\w+ )?effusion",
+            ),
+        ),
+    ),
     LabelRule("Coronary artery wall calcification", (_cue(*_CALCIFIC, context=_CORONARY),)),
-    LabelRule("Hiatal hernia", (
-        _cue(r"hiat\w* hernia", r"hernia\w*[\w ,-]{0,40}hiatus", r"hiatal", r"sliding type hernia",
-             r"para-?esophageal hernia", r"(?:stomach|gastric)[\w ,-]{0,30}herniat\w*", r"herniat\w* of the stomach"),
-    )),
-    LabelRule("Lymphadenopathy", (
-        _cue(r"lymph ?nod\w*(?! stations?)", r"lymphadenopath\w*", r"adenopath\w*", r"lap\b",
-             veto=(r"intramammar\w* lymph", r"subpleural lymph", r"intra-?(?:pulmonary|parenchymal) lymph",
-                   r"fissur\w* lymph", r"lymph node-nodule")),
-    )),
-    LabelRule("Emphysema", (
-        _cue(r"emphysem\w*", r"bullae?\b", r"bullous", r"blebs?\b",
-             veto=(r"subcutaneous emphysema", r"emphysema in the subcutaneous", r"mediastinal emphysema",
-                   r"soft tissue emphysema", r"(?:fatty|fat) (?:planes|tissue)")),
-    )),
-    LabelRule("Atelectasis", (
-        _cue(r"(?<!fibro)(?<!fibro )(?<!fibro-)atelecta\w*", r"collapsed? (?:lung|lobe)",
-             r"(?:lung|lobe|lobar) collapse"),
-    )),
-    LabelRule("Lung nodule", (
-        _cue(r"(?:micro)?nodules?\b", r"(?:micro)?nodular (?:lesion|formation|structure|appearance|opacit\w*)s?",
-             r"(?:lung|pulmonary|parenchymal) mass(?:es)?",
-             veto=(*_OTHER_ORGAN, r"trachea", r"mediastin\w*", r"in the pleura\b")),
-    )),
-    LabelRule("Lung opacity", (
-        _cue(r"ground[ -]glass\w*", r"frosted glass", veto=(r"ground[ -]glass (?:density )?nodul",)),
-        _cue(r"opacit\w*", veto=_OTHER_ORGAN),
-        _cue(r"(?:density|densities) increases?", r"increased densit\w*", r"increases? in (?:\w+ )?density",
-             r"(?:dependent|depandant|subpleural|parenchymal|patchy|nodular|alveolar) densit\w*",
-             context=_LUNG,
-             veto=(*_OTHER_ORGAN, r"sequela", r"fibrotic", r"pleuroparenchymal", r"pleural parenchymal",
-                   r"atelecta", r"consolidat", r"linear")),
-    )),
-    LabelRule("Pulmonary fibrotic sequela", (
-        _cue(r"fibro\w*", r"sequela\w*", r"parenchymal bands?", r"scar(?:s|ring)?\b", r"pleuroparenchymal",
-             r"pleural parenchymal", r"traction bronchiectasis", r"(?:linear|band) (?:density|densities|opacit\w*)",
-             context=(*_LUNG, r"pleuroparenchymal"),
-             veto=(*_OTHER_ORGAN, r"rib", r"fibroadenom\w*", r"fibrous dysplasia")),
-    )),
-    LabelRule("Pleural effusion", (
-        _cue(r"pleural (?:\w+ )?effusion", r"pleural (?:effusion|thickening)-(?:effusion|thickening)",
-             r"pleural (?:and|or|,) pericardial (?:\w+ )?(?:effusion|fluid)", r"pleural fluid",
-             r"hydro(?:pneumo|pnomo)?thora\w*", r"empyema",
-             r"(?:effusion|fluid)[\w ,-]{0,60}pleural (?:space|cavit|lea[fv]|area|sinus)\w*",
-             r"(?:effusion|fluid) in (?:both|the (?:right|left)) hemithora\w*",
-             veto=(r"joint effusion",)),
-        _cue(r"effusion\w*", veto=(r"pericard", r"joint", *_OTHER_ORGAN)),
-    )),
+    LabelRule(
+        "Hiatal hernia",
+        (
+            _cue(
+                r"hiat\w* hernia",
+                r"hernia\w*[\w ,-]{0,40}hiatus",
+                r"hiatal",
+                r"sliding type hernia",
+                r"para-?esophageal hernia",
+                r"(?:stomach|gastric)[\w ,-]{0,30}herniat\w*",
+                r"herniat\w* of the stomach",
+            ),
+        ),
+    ),
+    LabelRule(
+        "Lymphadenopathy",
+        (
+            _cue(
+                r"lymph ?nod\w*(?! stations?)",
+                r"lymphadenopath\w*",
+                r"adenopath\w*",
+                r"lap\b",
+                veto=(
+                    r"intramammar\w* lymph",
+                    r"subpleural lymph",
+                    r"intra-?(?:pulmonary|parenchymal) lymph",
+                    r"fissur\w* lymph",
+                    r"lymph node-nodule",
+                ),
+            ),
+        ),
+    ),
+    LabelRule(
+        "Emphysema",
+        (
+            _cue(
+                r"emphysem\w*",
+                r"bullae?\b",
+                r"bullous",
+                r"blebs?\b",
+                veto=(
+                    r"subcutaneous emphysema",
+                    r"emphysema in the subcutaneous",
+                    r"mediastinal emphysema",
+                    r"soft tissue emphysema",
+                    r"(?:fatty|fat) (?:planes|tissue)",
+                ),
+            ),
+        ),
+    ),
+    LabelRule(
+        "Atelectasis",
+        (
+            _cue(
+                r"(?<!fibro)(?<!fibro )(?<!fibro-)atelecta\w*",
+                r"collapsed? (?:lung|lobe)",
+                r"(?:lung|lobe|lobar) collapse",
+            ),
+        ),
+    ),
+    LabelRule(
+        "Lung nodule",
+        (
+            _cue(
+                r"(?:micro)?nodules?\b",
+                r"(?:micro)?nodular (?:lesion|formation|structure|appearance|opacit\w*)s?",
+                r"(?:lung|pulmonary|parenchymal) mass(?:es)?",
+                veto=(*_OTHER_ORGAN, r"trachea", r"mediastin\w*", r"in the pleura\b"),
+            ),
+        ),
+    ),
+    LabelRule(
+        "Lung opacity",
+        (
+            _cue(r"ground[ -]glass\w*", r"frosted glass", veto=(r"ground[ -]glass (?:density )?nodul",)),
+            _cue(r"opacit\w*", veto=_OTHER_ORGAN),
+            _cue(
+                r"(?:density|densities) increases?",
+                r"increased densit\w*",
+                r"increases? in (?:\w+ )?density",
+                r"(?:dependent|depandant|subpleural|parenchymal|patchy|nodular|alveolar) densit\w*",
+                context=_LUNG,
+                veto=(
+                    *_OTHER_ORGAN,
+                    r"sequela",
+                    r"fibrotic",
+                    r"pleuroparenchymal",
+                    r"pleural parenchymal",
+                    r"atelecta",
+                    r"consolidat",
+                    r"linear",
+                ),
+            ),
+        ),
+    ),
+    LabelRule(
+        "Pulmonary fibrotic sequela",
+        (
+            _cue(
+                r"fibro\w*",
+                r"sequela\w*",
+                r"parenchymal bands?",
+                r"scar(?:s|ring)?\b",
+                r"pleuroparenchymal",
+                r"pleural parenchymal",
+                r"traction bronchiectasis",
+                r"(?:linear|band) (?:density|densities|opacit\w*)",
+                context=(*_LUNG, r"pleuroparenchymal"),
+                veto=(*_OTHER_ORGAN, r"rib", r"fibroadenom\w*", r"fibrous dysplasia"),
+            ),
+        ),
+    ),
+    LabelRule(
+        "Pleural effusion",
+        (
+            _cue(
+                r"pleural (?:\w+ )?effusion",
+                r"pleural (?:effusion|thickening)-(?:effusion|thickening)",
+                r"pleural (?:and|or|,) pericardial (?:\w+ )?(?:effusion|fluid)",
+                r"pleural fluid",
+                r"hydro(?:pneumo|pnomo)?thora\w*",
+                r"empyema",
+                r"(?:effusion|fluid)[\w ,-]{0,60}pleural (?:space|cavit|lea[fv]|area|sinus)\w*",
+                r"(?:effusion|fluid) in (?:both|the (?:right|left)) hemithora\w*",
+                veto=(r"joint effusion",),
+            ),
+            _cue(r"effusion\w*", veto=(r"pericard", r"joint", *_OTHER_ORGAN)),
+        ),
+    ),
     LabelRule("Mosaic attenuation pattern", (_cue(r"mosaic\w*"),)),
-    LabelRule("Peribronchial thickening", (
-        _cue(r"peribronch\w*(?: \w+){0,3} (?:thicken\w*|thickness increases?|increases? in thickness|cuffing)",
-             r"(?:thicken\w*|increases? in thickness|thickness increases?|calibration increases?)(?: \w+){0,4} "
-             r"peribronch\w*"),
-    )),
+    LabelRule(
+        "Peribronchial thickening",
+        (
+            _cue(
+                r"peribronch\w*(?: \w+){0,3} (?:thicken\w*|thickness increases?|increases? in thickness|cuffing)",
+                r"(?:thicken\w*|increases? in thickness|thickness increases?|calibration increases?)(?: \w+){0,4} "
+                r"peribronch\w*",
+            ),
+        ),
+    ),
     LabelRule("Consolidation", (_cue(r"consolidat\w*"),)),
     LabelRule("Bronchiectasis", (_cue(r"bronchiecta\w*", r"bronchiolecta\w*"),)),
-    LabelRule("Interlobular septal thickening", (
-        _cue(r"(?:(?:interlobular|interlobar|intralobular) sept\w*|(?<!ventricular )(?<!atrial )septal|interseptal)"
-             r"[\w -]{0,20}?(?:thicken\w*|thickness increases?|increases? in thickness)",
-             r"(?:thicken\w*|thickness increases?|increases? in thickness)(?: \w+){0,4} (?:interlobular |interlobar )?"
-             r"sept(?:a|um|al)\b", r"increase[sd]?(?: in)? (?:interlobular |interlobar )?septal thickness",
-             r"interlobular sept\w* (?:clarification|prominence)", r"prominen\w*(?: \w+){0,3} interlobular sept",
-             r"septal lines", r"kerley"),
-    )),
+    LabelRule(
+        "Interlobular septal thickening",
+        (
+            _cue(
+                r"(?:(?:interlobular|interlobar|intralobular) sept\w*|(?<!ventricular )(?<!atrial )septal|interseptal)"
+                r"[\w -]{0,20}?(?:thicken\w*|thickness increases?|increases? in thickness)",
+                r"(?:thicken\w*|thickness increases?|increases? in thickness)(?: \w+){0,4} "
+                r"(?:interlobular |interlobar )?sept(?:a|um|al)\b",
+                r"increase[sd]?(?: in)? (?:interlobular |interlobar )?septal thickness",
+                r"interlobular sept\w* (?:clarification|prominence)",
+                r"prominen\w*(?: \w+){0,3} interlobular sept",
+                r"septal lines",
+                r"kerley",
+            ),
+        ),
+    ),
 )
 assert tuple(rule.label for rule in RULES) == LABELS
 
@@ -217,8 +407,18 @@ assert tuple(rule.label for rule in RULES) == LABELS
 # A cue before the mention negates it ("no ...", "without ...", "free of ...").
 _PRE_NEG = _rx(
     r"no(?! (?:significant |obvious |marked )?(?:change|difference|progression|regression|increase in (?:size|number)"
-    r"|decrease))\b", r"without", r"free of", r"absence of", r"negative for", r"neither", r"nor\b", r"rule out",
-    r"ruled out", r"there is not", r"there are not", r"not (?:any|seen|observed|detected)\b",
+    r"|decrease))\b",
+    r"without",
+    r"free of",
+    r"absence of",
+    r"negative for",
+    r"neither",
+    r"nor\b",
+    r"rule out",
+    r"ruled out",
+    r"there is not",
+    r"there are not",
+    r"not (?:any|seen|observed|detected)\b",
 )
 # A cue after the mention negates it ("... was not observed", "... not detected", "... is absent").
 _POST_NEG = _rx(
@@ -226,28 +426,50 @@ _POST_NEG = _rx(
     r"(?:observed|detected|seen|noted|present|identified|found|visuali[sz]ed|determined|evident|demonstrated|"
     r"monitored|apparent|recogni[sz]ed|encountered|shown|described|reported|visible|distinguished|followed|"
     r"(?:pathologically )?enlarged|dilated|thickened)",
-    r"(?:is|are|was|were|or) absent", r"(?:has|have) (?:completely )?(?:disappeared|resolved)",
+    r"(?:is|are|was|were|or) absent",
+    r"(?:has|have) (?:completely )?(?:disappeared|resolved)",
     r"(?:has been|have been|was|were) removed",
-    r"(?:is|are|was|were) not (?:in|of) pathological", r"(?:is|are|was|were) excluded",
+    r"(?:is|are|was|were) not (?:in|of) pathological",
+    r"(?:is|are|was|were) excluded",
 )
 # A clause saying that a finding of an earlier examination is gone negates every mention in it.
 _RESOLVED = _rx(
     r"not (?:been )?(?:observed|detected|seen|present|visuali[sz]ed) (?:in|on) (?:the |this )?(?:current|present|"
-    r"recent|last|control|this|follow)", r"disappeared", r"(?:completely|fully|totally) (?:regressed|resolved)",
-    r"(?:complete|full|total) (?:regression|resolution)", r"no longer",
+    r"recent|last|control|this|follow)",
+    r"disappeared",
+    r"(?:completely|fully|totally) (?:regressed|resolved)",
+    r"(?:complete|full|total) (?:regression|resolution)",
+    r"no longer",
 )
 # Words that close the forward scope of a pre-negation cue (a new verb phrase or clause starts).
-_PRE_STOP = re.compile(r"\b(?:is|are|was|were|has|have|there|but|however|although|except|apart from|other than|"
-                       r"whereas|while)\b")
+_PRE_STOP = re.compile(
+    r"\b(?:is|are|was|were|has|have|there|but|however|although|except|apart from|other than|"
+    r"whereas|while)\b"
+)
 # Words that close the backward scope of a post-negation cue.
-_POST_STOP = re.compile(r"^\W*(?:\w+\W+){0,2}?,|\b(?:but|with|is|are|was|were|observed|detected|seen|noted|present|"
-                        r"increased|enlarged|decreased)\b")
+_POST_STOP = re.compile(
+    r"^\W*(?:\w+\W+){0,2}?,|\b(?:but|with|is|are|was|were|observed|detected|seen|noted|present|"
+    r"increased|enlarged|decreased)\b"
+)
 
 _PLURAL = re.compile(r"\s*(?:were|are|have)\b")
 
-_HEDGE = _rx(r"suspicious", r"suspected", r"possib\w*", r"probab\w*", r"may\b", r"might", r"could be",
-             r"compatible with", r"consistent with", r"in favou?r of", r"differential", r"cannot be excluded",
-             r"questionable", r"equivocal")
+_HEDGE = _rx(
+    r"suspicious",
+    r"suspected",
+    r"possib\w*",
+    r"probab\w*",
+    r"may\b",
+    r"might",
+    r"could be",
+    r"compatible with",
+    r"consistent with",
+    r"in favou?r of",
+    r"differential",
+    r"cannot be excluded",
+    r"questionable",
+    r"equivocal",
+)
 
 # The finding itself is questioned ("... atelectasis?"): too uncertain to count.
 _QUESTIONED = re.compile(r"[\w-]*[\s)]*\?")
@@ -271,12 +493,12 @@ def _negated(clause: str, start: int, end: int) -> bool:
     if _RESOLVED.search(clause):
         return True
     for cue in _PRE_NEG.finditer(clause, 0, start):
-        between = clause[cue.end():start]
+        between = clause[cue.end() : start]
         if not _PRE_STOP.search(between) and len(between.split()) <= 12:
             return True
     cue = _POST_NEG.search(clause, end)
     if cue is not None:
-        between = clause[end:cue.start()]
+        between = clause[end : cue.start()]
         # "A and B were not seen" negates both; "A and B was not seen" only B.
         coordinated = re.search(r"\band\b", between) and not _PLURAL.match(cue.group(0))
         if not coordinated and not _POST_STOP.search(between) and len(between.split()) <= 25:
@@ -310,26 +532,38 @@ def explain_report(text: str) -> list[LabelEvidence]:
             for rule in RULES:
                 covered: list[tuple[int, int]] = []  # spans already reported for this label in this clause
                 for cue in rule.cues:
-                    matches = [m for m in cue.mention.finditer(clause)
-                               if not any(a <= m.start() and m.end() <= b for a, b in covered)]
+                    matches = [
+                        m
+                        for m in cue.mention.finditer(clause)
+                        if not any(a <= m.start() and m.end() <= b for a, b in covered)
+                    ]
                     if not matches or (cue.veto is not None and cue.veto.search(clause)):
                         continue
                     if cue.context is not None and not cue.context.search(clause):
                         continue
                     for m in matches:
                         covered.append(m.span())
-                        evidence.append(LabelEvidence(
-                            label=rule.label, sentence=sentence, mention=m.group(0),
-                            negated=_negated(clause, m.start(), m.end()), hedged=hedged,
-                            questioned=bool(_QUESTIONED.match(clause, m.end())),
-                        ))
+                        evidence.append(
+                            LabelEvidence(
+                                label=rule.label,
+                                sentence=sentence,
+                                mention=m.group(0),
+                                negated=_negated(clause, m.start(), m.end()),
+                                hedged=hedged,
+                                questioned=bool(_QUESTIONED.match(clause, m.end())),
+                            )
+                        )
     return evidence
 
 
 def positive_clauses(text: str) -> list[str]:
     """The clauses of ``text`` (original case) that carry at least one positive label mention."""
-    return [clause for sentence in split_sentences(text) for clause in _clauses(sentence)
-            if any(e.positive for e in explain_report(clause))]
+    return [
+        clause
+        for sentence in split_sentences(text)
+        for clause in _clauses(sentence)
+        if any(e.positive for e in explain_report(clause))
+    ]
 
 
 def label_report(text: str | None) -> dict[str, int]:
@@ -390,10 +624,11 @@ def read_reports_csv(path: str | Path) -> tuple[str, list[str], list[str]]:
         texts = []
         for r in rows:
             parts = [clean_section(r.get("Findings_EN")), clean_section(r.get("Impressions_EN"))]
-            texts.append(" \" ".join(p for p in parts if p))
+            texts.append(' " '.join(p for p in parts if p))
     else:
-        raise DatasetError(f"no report column: expected report_text or Findings_EN/Impressions_EN; found {columns}",
-                           path)
+        raise DatasetError(
+            f"no report column: expected report_text or Findings_EN/Impressions_EN; found {columns}", path
+        )
     return id_column, [r[id_column] or "" for r in rows], texts
 
 
@@ -415,4 +650,3 @@ def prevalence(labels: np.ndarray) -> dict[str, float]:
     if len(labels) == 0:
         return {label: 0.0 for label in LABELS}
     return {label: float(v) for label, v in zip(LABELS, labels.mean(axis=0), strict=True)}
-

@@ -44,9 +44,7 @@ def read_manifest(path: str | Path, *, missing: str = "error") -> list[Case]:
     frame = _read_table(path)
     for column in REQUIRED_COLUMNS:
         if column not in frame.columns:
-            raise DatasetError(
-                f"has no column {column!r} (a manifest needs {', '.join(REQUIRED_COLUMNS)})", path
-            )
+            raise DatasetError(f"has no column {column!r} (a manifest needs {', '.join(REQUIRED_COLUMNS)})", path)
     label_columns = [c for c in LABELS if c in frame.columns]
     if label_columns and len(label_columns) != len(LABELS):
         absent = next(c for c in LABELS if c not in frame.columns)

@@ -73,9 +73,7 @@ class Window(Transform):
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         scale = (self.b_max - self.b_min) / (self.a_max - self.a_min)
         offset = torch.tensor(self.b_min - self.a_min * scale, dtype=img.dtype, device=img.device)
-        return torch.add(offset, img, alpha=scale).clamp_(
-            self.b_min, self.b_max
-        )  # two passes, one new tensor
+        return torch.add(offset, img, alpha=scale).clamp_(self.b_min, self.b_max)  # two passes, one new tensor
 
 
 def _step_transform(step: dict[str, Any]) -> Callable:
@@ -312,9 +310,7 @@ def preprocess_file(
     return cache.get_or_compute(path, profile, compute, rescale=rescale) if cache is not None else compute()
 
 
-def preprocess_case(
-    case: Case, profile: str | dict | Profile, *, cache: PreprocessCache | None = None
-) -> np.ndarray:
+def preprocess_case(case: Case, profile: str | dict | Profile, *, cache: PreprocessCache | None = None) -> np.ndarray:
     """Like :func:`preprocess_file` for a dataset case: its rescale and CT-RATE metadata spacing apply."""
     profile = get_profile(profile)
 

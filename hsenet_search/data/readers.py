@@ -236,9 +236,7 @@ def _npy_sidecar_affine(path: Path) -> np.ndarray:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise VolumeError(f"sidecar has no valid 'affine' ({first_line(exc)})", sidecar) from exc
     if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise VolumeError(
-            f"sidecar 'affine' must be a finite invertible 4x4 matrix, got shape {affine.shape}", sidecar
-        )
+        raise VolumeError(f"sidecar 'affine' must be a finite invertible 4x4 matrix, got shape {affine.shape}", sidecar)
     return affine
 
 

@@ -115,9 +115,7 @@ class ResampleMinMaxForegroundResize(Transform):
             for axis, (start, end) in enumerate(box)
         ]
         out = src
-        for axis in sorted(
-            range(3), key=lambda a: self.spatial_size[a] / shape[a]
-        ):  # biggest reduction first
+        for axis in sorted(range(3), key=lambda a: self.spatial_size[a] / shape[a]):  # biggest reduction first
             out = _apply_along(out, matrices[axis], axis)
         out = out.contiguous().mul_(1.0 / peak)
         final = affine
@@ -129,12 +127,8 @@ class ResampleMinMaxForegroundResize(Transform):
 
     def _sees_only_zeros(self, src: torch.Tensor, weights: list[np.ndarray], sizes: list[int]) -> bool:
         """Whether some resampled voxel is exactly 0: a grid corner (CT padding), else one next to zeros."""
-        corners = np.array(
-            [[i, j, k] for i in (0, sizes[0] - 1) for j in (0, sizes[1] - 1) for k in (0, sizes[2] - 1)]
-        )
-        return bool(
-            (_sample(src, weights, corners) == 0).any() or (self._probe(src, 0.0, weights) == 0).any()
-        )
+        corners = np.array([[i, j, k] for i in (0, sizes[0] - 1) for j in (0, sizes[1] - 1) for k in (0, sizes[2] - 1)])
+        return bool((_sample(src, weights, corners) == 0).any() or (self._probe(src, 0.0, weights) == 0).any())
 
     def _probe(self, src: torch.Tensor, value: float, weights: list[np.ndarray]) -> np.ndarray:
         """Resampled values at the grid points nearest to (a 3-strided sample of) source voxels == ``value``;
@@ -157,9 +151,7 @@ def linear_resize_weights(n: int, m: int) -> np.ndarray:
         weights = np.eye(n)
     else:
         eye = torch.eye(n, dtype=torch.float64)[:, None, :]
-        weights = torch.nn.functional.interpolate(eye, size=m, mode="linear", align_corners=False)[
-            :, 0, :
-        ].T.numpy()
+        weights = torch.nn.functional.interpolate(eye, size=m, mode="linear", align_corners=False)[:, 0, :].T.numpy()
     weights.flags.writeable = False
     return weights
 
@@ -184,16 +176,12 @@ def _sample(src: torch.Tensor, weights: list[np.ndarray], points: np.ndarray) ->
         tap_weights.append(np.stack([rows[np.arange(len(rows)), first], w_second], 1))
     n1, n2 = src.shape[1], src.shape[2]
     flat = (taps[0][:, :, None, None] * n1 + taps[1][:, None, :, None]) * n2 + taps[2][:, None, None, :]
-    weight = (
-        tap_weights[0][:, :, None, None] * tap_weights[1][:, None, :, None] * tap_weights[2][:, None, None, :]
-    )
+    weight = tap_weights[0][:, :, None, None] * tap_weights[1][:, None, :, None] * tap_weights[2][:, None, None, :]
     values = src.reshape(-1)[torch.from_numpy(flat.reshape(-1)).to(src.device)].double().cpu().numpy()
     return (values.reshape(len(points), 8) * weight.reshape(len(points), 8)).sum(1)
 
 
-def _foreground_box(
-    src: torch.Tensor, weights: list[np.ndarray], slice_max: torch.Tensor
-) -> list[tuple[int, int]]:
+def _foreground_box(src: torch.Tensor, weights: list[np.ndarray], slice_max: torch.Tensor) -> list[tuple[int, int]]:
     """Per axis, the [start, end) range of resampled indices with a positive-weight source neighbour > 0.
 
     ``src`` is >= 0, so "some voxel > 0" along an index is "the max over the other axes > 0" (``slice_max``
@@ -211,9 +199,7 @@ def _foreground_box(
             kept = src
             for other in range(3):
                 if other != axis and not used[other].all():
-                    kept = kept.index_select(
-                        other, torch.from_numpy(np.flatnonzero(used[other])).to(src.device)
-                    )
+                    kept = kept.index_select(other, torch.from_numpy(np.flatnonzero(used[other])).to(src.device))
             profiles.append(kept.amax(dim=tuple(d for d in range(3) if d != axis)) > 0)
     box = []
     for axis in range(3):

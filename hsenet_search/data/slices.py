@@ -100,9 +100,7 @@ def official_slices(
     current = (sz, sx, sy)
     size = [int(n * c / t) for n, c, t in zip(x.shape, current, chain.spacing_zxy, strict=True)]
     if min(size) < 1:
-        raise VolumeError(
-            f"resampling to {chain.spacing_zxy} mm leaves no voxels (shape {size})", volume.source
-        )
+        raise VolumeError(f"resampling to {chain.spacing_zxy} mm leaves no voxels (shape {size})", volume.source)
     x = _trilinear(x, size)
     depth = x.shape[0]
     if depth >= chain.slices:

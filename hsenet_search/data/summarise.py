@@ -77,8 +77,9 @@ class SummaryCache:
         return sentences
 
 
-def summarise_reports(texts: Sequence[str], cache: SummaryCache, *,
-                      progress: Callable[[int], None] | None = None) -> pd.DataFrame:
+def summarise_reports(
+    texts: Sequence[str], cache: SummaryCache, *, progress: Callable[[int], None] | None = None
+) -> pd.DataFrame:
     """One row per unique report: ``report_hash``, ``report``, ``summary`` (list of sentences)."""
     rows: dict[str, dict] = {}
     for text in texts:

@@ -32,9 +32,9 @@ TOWERS_OF = {"stage1": ("stage1",), "stage2": ("stage2",), "fusion": ("stage1", 
 class SplitEmbeddings:
     """Paired volume and report embeddings of one split, one row per evaluation unit."""
 
-    volumes: np.ndarray         # (N, E) float32
-    reports: np.ndarray         # (N, E) the report embedding paired with each volume
-    labels: np.ndarray          # (N, 18) int, -1 where unknown
+    volumes: np.ndarray  # (N, E) float32
+    reports: np.ndarray  # (N, E) the report embedding paired with each volume
+    labels: np.ndarray  # (N, 18) int, -1 where unknown
     names: list[str]
     unit: str
     split: str
@@ -62,8 +62,14 @@ class IndexEmbeddings:
             raise DatasetError(f"the index has no rows in split {split!r}", self.index_dir)
         ids = rows["row_id"].to_numpy()
         labels = rows[list(LABELS)].to_numpy(dtype=np.int64)
-        return SplitEmbeddings(self.volumes[ids], self.reports[rows["report_id"].to_numpy()], labels,
-                               rows["volume_name"].tolist(), unit, split)
+        return SplitEmbeddings(
+            self.volumes[ids],
+            self.reports[rows["report_id"].to_numpy()],
+            labels,
+            rows["volume_name"].tolist(),
+            unit,
+            split,
+        )
 
 
 def load_index_embeddings(index_dir: str | Path) -> IndexEmbeddings:
@@ -72,19 +78,24 @@ def load_index_embeddings(index_dir: str | Path) -> IndexEmbeddings:
 
     index_dir = Path(index_dir)
     manifest = open_index_dir(index_dir)
-    return IndexEmbeddings(index_dir, manifest.to_dict(), read_metadata(index_dir / "metadata.parquet"),
-                           read_embeddings(index_dir, "volumes"), read_embeddings(index_dir, "reports"),
-                           manifest.model_path())
+    return IndexEmbeddings(
+        index_dir,
+        manifest.to_dict(),
+        read_metadata(index_dir / "metadata.parquet"),
+        read_embeddings(index_dir, "volumes"),
+        read_embeddings(index_dir, "reports"),
+        manifest.model_path(),
+    )
 
 
-def build_temporary_index(data: str | Path, model: str | None, workdir: Path, *, workers: int = 2,
-                          progress: bool = True) -> Path:
+def build_temporary_index(
+    data: str | Path, model: str | None, workdir: Path, *, workers: int = 2, progress: bool = True
+) -> Path:
     """Index every split of ``data`` with ``model`` into ``workdir`` and return the index path."""
     from hsenet_search.index.builder import BuildConfig, build_index
 
     out = workdir / "index"
-    build_index(BuildConfig(data=str(data), out=str(out), model=model, split="all", workers=workers),
-                progress=progress)
+    build_index(BuildConfig(data=str(data), out=str(out), model=model, split="all", workers=workers), progress=progress)
     return out
 
 
@@ -92,10 +103,16 @@ def _ci_table(cis: dict) -> dict:
     return {str(k): ci.as_dict() for k, ci in cis.items()}
 
 
-def retrieval_tables(ev: SplitEmbeddings, ks: Sequence[int], n_boot: int = 1000, seed: int = 0,
-                     bank: SplitEmbeddings | None = None, beta: float = 20.0) -> dict:
+def retrieval_tables(
+    ev: SplitEmbeddings,
+    ks: Sequence[int],
+    n_boot: int = 1000,
+    seed: int = 0,
+    bank: SplitEmbeddings | None = None,
+    beta: float = 20.0,
+) -> dict:
     """Text→volume, volume→text (R@k with 95 % CIs, MRR, ranks), random baseline, volume→volume Jaccard."""
-    scores = ev.volumes @ ev.reports.T            # [i, j] volume i vs report j
+    scores = ev.volumes @ ev.reports.T  # [i, j] volume i vs report j
     n = len(ev.names)
     ks = [k for k in ks if k <= n] or [n]
     out: dict = {"n": n, "unit": ev.unit, "split": ev.split, "ks": list(ks)}
@@ -134,8 +151,10 @@ def hubness_tables(ev: SplitEmbeddings, bank: SplitEmbeddings, ks: Sequence[int]
         new_scores, new_ids = rerank(normalizer, cand_scores, order.astype(np.int64), n)
         adjusted = np.full_like(raw, -np.inf, dtype=np.float64)
         np.put_along_axis(adjusted, new_ids, -np.arange(n, dtype=np.float64)[None, :].repeat(len(raw), 0), axis=1)
-        result[name] = {"without": {str(k): v for k, v in recall_at_k(raw, ks).items()},
-                        "with": {str(k): v for k, v in recall_at_k(adjusted, ks).items()}}
+        result[name] = {
+            "without": {str(k): v for k, v in recall_at_k(raw, ks).items()},
+            "with": {str(k): v for k, v in recall_at_k(adjusted, ks).items()},
+        }
     return result
 
 
@@ -156,8 +175,13 @@ def zeroshot_tables(model, ev: SplitEmbeddings, calibration: SplitEmbeddings | N
         return emb.labels[known], presence_probability(v @ pos.T, v @ neg.T, scale)
 
     y, p = probs(ev)
-    out = {"n": int(len(y)), "unit": ev.unit, "split": ev.split, "logit_scale": scale,
-           "same_split": _zs_json(zero_shot_metrics(y, p))}
+    out = {
+        "n": int(len(y)),
+        "unit": ev.unit,
+        "split": ev.split,
+        "logit_scale": scale,
+        "same_split": _zs_json(zero_shot_metrics(y, p)),
+    }
     if calibration is not None:
         out["separate_split"] = _zs_json(zero_shot_metrics(y, p, thresholds_from=probs(calibration)))
         out["calibration_split"] = calibration.split
@@ -165,8 +189,12 @@ def zeroshot_tables(model, ev: SplitEmbeddings, calibration: SplitEmbeddings | N
 
 
 def _zs_json(result) -> dict:
-    return {"threshold_source": result.threshold_source, "macro": result.macro, "per_label": result.per_label,
-            "auc_undefined": result.auc_undefined}
+    return {
+        "threshold_source": result.threshold_source,
+        "macro": result.macro,
+        "per_label": result.per_label,
+        "auc_undefined": result.auc_undefined,
+    }
 
 
 def temporary_workdir() -> tempfile.TemporaryDirectory:

@@ -64,10 +64,7 @@ def bootstrap_ci(
     rng = np.random.default_rng(seed)
     draws = [metric_fn(rng.integers(0, n_items, size=n_items)) for _ in range(n_boot)]
     if isinstance(point, Mapping):
-        return {
-            key: _interval(value, np.array([float(d[key]) for d in draws]), alpha)
-            for key, value in point.items()
-        }
+        return {key: _interval(value, np.array([float(d[key]) for d in draws]), alpha) for key, value in point.items()}
     return _interval(float(point), np.array(draws, dtype=np.float64), alpha)
 
 

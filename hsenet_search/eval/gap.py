@@ -80,17 +80,29 @@ def _probe_accuracy(v: np.ndarray, t: np.ndarray, seed: int) -> float:
 
 def gap_markdown(rows: dict[str, GapResult], title: str = "Modality gap") -> str:
     """One table row per named embedding set."""
-    lines = [f"### {title}", "",
-             "| embeddings | N pairs | centroid distance | true-pair cosine | random-pair cosine | probe accuracy |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"### {title}",
+        "",
+        "| embeddings | N pairs | centroid distance | true-pair cosine | random-pair cosine | probe accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, r in rows.items():
-        lines.append(f"| {name} | {r.n} | {r.centroid_distance:.3f} | {r.true_pair_cosine:.3f} | "
-                     f"{r.random_pair_cosine:.3f} | {r.probe_accuracy:.3f} |")
+        lines.append(
+            f"| {name} | {r.n} | {r.centroid_distance:.3f} | {r.true_pair_cosine:.3f} | "
+            f"{r.random_pair_cosine:.3f} | {r.probe_accuracy:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def plot_gap(volumes: np.ndarray, reports: np.ndarray, path: str | Path, *, title: str = "",
-             max_points: int = 2000, seed: int = 0) -> Path:
+def plot_gap(
+    volumes: np.ndarray,
+    reports: np.ndarray,
+    path: str | Path,
+    *,
+    title: str = "",
+    max_points: int = 2000,
+    seed: int = 0,
+) -> Path:
     """Scatter both modalities on the first two principal components of their union; PNG at ``path``."""
     import matplotlib
 
@@ -103,7 +115,7 @@ def plot_gap(volumes: np.ndarray, reports: np.ndarray, path: str | Path, *, titl
     centred = both - both.mean(0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     xy = centred @ vt[:2].T
-    pv, pt = xy[: len(take)], xy[len(take):]
+    pv, pt = xy[: len(take)], xy[len(take) :]
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for i in range(min(len(take), 40)):  # a few true pairs, to show how far a pair spans
         ax.plot([pv[i, 0], pt[i, 0]], [pv[i, 1], pt[i, 1]], color="0.8", lw=0.6, zorder=0)

@@ -40,8 +40,9 @@ def localisation_errors(predicted: np.ndarray, cited: np.ndarray, bin_mm: float)
     return np.abs(np.asarray(predicted) - np.asarray(cited)).astype(np.float64) * bin_mm
 
 
-def summarise_errors(errors: np.ndarray, bin_mm: float, *, resamples: int = BOOTSTRAP_RESAMPLES,
-                     seed: int = BOOTSTRAP_SEED) -> LocalisationResult:
+def summarise_errors(
+    errors: np.ndarray, bin_mm: float, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+) -> LocalisationResult:
     """MAE with its bootstrap CI, median, exact, ≤ 12 mm and ≤ 24 mm shares."""
     errors = np.asarray(errors, dtype=np.float64)
     if errors.size == 0:
@@ -53,9 +54,16 @@ def summarise_errors(errors: np.ndarray, bin_mm: float, *, resamples: int = BOOT
         picks = rng.integers(0, errors.size, (stop - start, errors.size))
         means[start:stop] = errors[picks].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
-    return LocalisationResult(int(errors.size), float(errors.mean()), float(low), float(high),
-                              float(np.median(errors)), float(np.mean(errors < bin_mm / 2)),
-                              float(np.mean(errors <= 12.0)), float(np.mean(errors <= 24.0)))
+    return LocalisationResult(
+        int(errors.size),
+        float(errors.mean()),
+        float(low),
+        float(high),
+        float(np.median(errors)),
+        float(np.mean(errors < bin_mm / 2)),
+        float(np.mean(errors <= 12.0)),
+        float(np.mean(errors <= 24.0)),
+    )
 
 
 def baseline_predictions(valid: np.ndarray, seed: int = BOOTSTRAP_SEED) -> dict[str, np.ndarray]:

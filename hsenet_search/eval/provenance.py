@@ -89,23 +89,42 @@ def spread(values: list[float] | tuple[float, ...], digits: int = 6) -> dict[str
     """Median with min and max of repeated measurements (and the values themselves)."""
     if not values:
         raise ValueError("spread of no values")
-    return {"median": round(median(values), digits), "min": round(min(values), digits),
-            "max": round(max(values), digits), "n": len(values), "values": [round(v, digits) for v in values]}
+    return {
+        "median": round(median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+        "n": len(values),
+        "values": [round(v, digits) for v in values],
+    }
 
 
 def run_record(started: RunStart, device: str | None = None, repeats: int | None = None) -> dict[str, Any]:
     """Machine, load at start and end, versions, command line and repeats of a run."""
-    record = {"machine": {**machine_info(device),
-                          "load_average": {"start": list(started.load_average), "end": list(load_average()),
-                                           "note": "1/5/15-min load; above the core count the machine was "
-                                                   "shared with other work and timings are pessimistic"}},
-              "versions": versions(), "command": " ".join(started.command)}
+    record = {
+        "machine": {
+            **machine_info(device),
+            "load_average": {
+                "start": list(started.load_average),
+                "end": list(load_average()),
+                "note": "1/5/15-min load; above the core count the machine was "
+                "shared with other work and timings are pessimistic",
+            },
+        },
+        "versions": versions(),
+        "command": " ".join(started.command),
+    }
     if repeats is not None:
         record["repeats"] = repeats
     return record
 
 
-def write_result(path: str | Path, payload: dict[str, Any], started: RunStart, *, device: str | None = None,
-                 repeats: int | None = None) -> Path:
+def write_result(
+    path: str | Path,
+    payload: dict[str, Any],
+    started: RunStart,
+    *,
+    device: str | None = None,
+    repeats: int | None = None,
+) -> Path:
     """Write a benchmark result with its run record (machine, load, versions, command, repeats)."""
     return write_json(path, {**payload, **run_record(started, device, repeats)})

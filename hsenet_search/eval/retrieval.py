@@ -26,9 +26,7 @@ def _check_scores(scores: np.ndarray, *, square: bool = False) -> np.ndarray:
     if square and scores.shape[0] != scores.shape[1]:
         raise ValueError(f"scores must be square (query x gallery over the same items), got {scores.shape}")
     if scores.shape[0] > scores.shape[1]:
-        raise ValueError(
-            f"scores has more queries than candidates {scores.shape}; candidate i must match query i"
-        )
+        raise ValueError(f"scores has more queries than candidates {scores.shape}; candidate i must match query i")
     if np.isnan(scores).any():
         raise ValueError("scores contain NaN")
     return scores

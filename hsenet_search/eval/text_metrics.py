@@ -237,9 +237,7 @@ def _meteor_single(hyp: list[str], ref: list[str]) -> float:
     if matches == 0:
         return 0.0
     pairs = sorted(aligned.items())
-    breaks = sum(
-        1 for (h0, r0), (h1, r1) in zip(pairs, pairs[1:], strict=False) if (h1 - h0, r1 - r0) != (1, 1)
-    )
+    breaks = sum(1 for (h0, r0), (h1, r1) in zip(pairs, pairs[1:], strict=False) if (h1 - h0, r1 - r0) != (1, 1))
     chunks = 1 + breaks
     precision, recall = matches / len(hyp), matches / len(ref)
     fmean = 10 * precision * recall / (recall + 9 * precision)
@@ -288,9 +286,7 @@ def _hsenet_precision(pairs: Pairs, max_n: int) -> dict[str, float]:
     return {f"hsenet_precision_{k + 1}": total / len(pairs) for k, total in enumerate(totals)}
 
 
-def generation_scores(
-    references: Sequence[str | Sequence[str]], hypotheses: Sequence[str]
-) -> dict[str, float]:
+def generation_scores(references: Sequence[str | Sequence[str]], hypotheses: Sequence[str]) -> dict[str, float]:
     """All text metrics: ``bleu_1..4`` (coco), ``meteor``, ``rouge_l``, ``hsenet_precision_1..4``."""
     ptb_pairs = _tokenized(references, hypotheses, ptb_tokenize)
     return {

@@ -73,14 +73,10 @@ class ZeroShotResult:
     auc_undefined: list[str] = field(default_factory=list)
 
 
-def _check_matrices(
-    y_true: np.ndarray, probs: np.ndarray, n_labels: int, name: str
-) -> tuple[np.ndarray, ...]:
+def _check_matrices(y_true: np.ndarray, probs: np.ndarray, n_labels: int, name: str) -> tuple[np.ndarray, ...]:
     y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=np.float64)
     if y_true.ndim != 2 or y_true.shape != probs.shape or y_true.shape[1] != n_labels:
-        raise ValueError(
-            f"{name}: y_true and probs must both be (N, {n_labels}), got {y_true.shape}, {probs.shape}"
-        )
+        raise ValueError(f"{name}: y_true and probs must both be (N, {n_labels}), got {y_true.shape}, {probs.shape}")
     if y_true.shape[0] == 0:
         raise ValueError(f"{name}: no samples")
     if not np.isin(y_true, (0, 1)).all():

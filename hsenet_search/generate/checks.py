@@ -43,8 +43,9 @@ def label_votes(cases: Sequence) -> dict[str, int]:
     return votes
 
 
-def check_draft(findings_sentences: Sequence[str], impression_sentences: Sequence[str], cases: Sequence,
-                agreed: Sequence[str]) -> dict:
+def check_draft(
+    findings_sentences: Sequence[str], impression_sentences: Sequence[str], cases: Sequence, agreed: Sequence[str]
+) -> dict:
     """Run the three checks; each entry has ``passed`` and what it found."""
     findings, impression = " ".join(findings_sentences), " ".join(impression_sentences)
     found, concluded = positive_labels(findings), positive_labels(impression)
@@ -60,12 +61,15 @@ def check_draft(findings_sentences: Sequence[str], impression_sentences: Sequenc
         seen.add(key)
     truncated = [s for s in [*findings_sentences, *impression_sentences] if not complete(s)]
     return {
-        "label_agreement": {"passed": not unsupported, "agreed": list(agreed), "unsupported": unsupported,
-                            "left_out": left_out, "neighbours": len(cases)},
-        "consistency": {"passed": found == concluded, "findings_labels": found,
-                        "impression_labels": concluded},
-        "repetition": {"passed": not repeated and not truncated, "repeated": repeated,
-                       "truncated": truncated},
+        "label_agreement": {
+            "passed": not unsupported,
+            "agreed": list(agreed),
+            "unsupported": unsupported,
+            "left_out": left_out,
+            "neighbours": len(cases),
+        },
+        "consistency": {"passed": found == concluded, "findings_labels": found, "impression_labels": concluded},
+        "repetition": {"passed": not repeated and not truncated, "repeated": repeated, "truncated": truncated},
     }
 
 

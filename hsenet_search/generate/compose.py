@@ -19,55 +19,88 @@ NORMAL_IMPRESSION = "Thoracic CT examination within normal limits."
 
 # label -> (findings sentence used when no neighbour sentence fits, impression phrase)
 LABEL_TEXT: dict[str, tuple[str, str]] = {
-    "Medical material": ("Medical material (catheter, surgical material) is observed in the study area.",
-                         "Medical material (catheter, surgical material)"),
-    "Arterial wall calcification": ("Atherosclerotic calcifications are observed in the wall of the thoracic aorta.",
-                                    "Atherosclerotic changes in the thoracic aorta"),
+    "Medical material": (
+        "Medical material (catheter, surgical material) is observed in the study area.",
+        "Medical material (catheter, surgical material)",
+    ),
+    "Arterial wall calcification": (
+        "Atherosclerotic calcifications are observed in the wall of the thoracic aorta.",
+        "Atherosclerotic changes in the thoracic aorta",
+    ),
     "Cardiomegaly": ("The heart size is increased (cardiomegaly).", "Cardiomegaly"),
     "Pericardial effusion": ("Pericardial effusion is observed.", "Pericardial effusion"),
-    "Coronary artery wall calcification": ("Calcified atherosclerotic plaques are observed in the coronary arteries.",
-                                           "Coronary artery calcifications"),
+    "Coronary artery wall calcification": (
+        "Calcified atherosclerotic plaques are observed in the coronary arteries.",
+        "Coronary artery calcifications",
+    ),
     "Hiatal hernia": ("A hiatal hernia is observed.", "Hiatal hernia"),
-    "Lymphadenopathy": ("Lymph nodes of pathological size are observed in the mediastinum.",
-                        "Mediastinal lymphadenopathy"),
+    "Lymphadenopathy": (
+        "Lymph nodes of pathological size are observed in the mediastinum.",
+        "Mediastinal lymphadenopathy",
+    ),
     "Emphysema": ("Emphysematous changes are observed in both lungs.", "Emphysema in both lungs"),
     "Atelectasis": ("Atelectatic changes are observed in both lungs.", "Atelectasis"),
     "Lung nodule": ("Nodules are observed in the lung parenchyma.", "Lung nodules"),
     "Lung opacity": ("Ground-glass opacities are observed in the lung parenchyma.", "Lung opacities"),
-    "Pulmonary fibrotic sequela": ("Fibrotic sequela changes are observed in the lung parenchyma.",
-                                   "Pulmonary fibrotic sequelae"),
+    "Pulmonary fibrotic sequela": (
+        "Fibrotic sequela changes are observed in the lung parenchyma.",
+        "Pulmonary fibrotic sequelae",
+    ),
     "Pleural effusion": ("Pleural effusion is observed.", "Pleural effusion"),
-    "Mosaic attenuation pattern": ("A mosaic attenuation pattern is observed in both lungs.",
-                                   "Mosaic attenuation pattern"),
+    "Mosaic attenuation pattern": (
+        "A mosaic attenuation pattern is observed in both lungs.",
+        "Mosaic attenuation pattern",
+    ),
     "Peribronchial thickening": ("Peribronchial thickening is observed.", "Peribronchial thickening"),
     "Consolidation": ("Consolidation areas are observed in the lung parenchyma.", "Consolidation"),
     "Bronchiectasis": ("Bronchiectatic changes are observed in both lungs.", "Bronchiectasis"),
-    "Interlobular septal thickening": ("Interlobular septal thickening is observed.",
-                                       "Interlobular septal thickening"),
+    "Interlobular septal thickening": ("Interlobular septal thickening is observed.", "Interlobular septal thickening"),
 }
 
-_LUNG_LABELS = ("Emphysema", "Atelectasis", "Lung nodule", "Lung opacity", "Pulmonary fibrotic sequela",
-                "Mosaic attenuation pattern", "Peribronchial thickening", "Consolidation", "Bronchiectasis",
-                "Interlobular septal thickening")
+_LUNG_LABELS = (
+    "Emphysema",
+    "Atelectasis",
+    "Lung nodule",
+    "Lung opacity",
+    "Pulmonary fibrotic sequela",
+    "Mosaic attenuation pattern",
+    "Peribronchial thickening",
+    "Consolidation",
+    "Bronchiectasis",
+    "Interlobular septal thickening",
+)
 
 # Body systems in CT-RATE reading order: (labels reported there, CT-RATE negative statement or None,
 # words that tell a neighbour's sentence is about that system).
 SYSTEMS: tuple[tuple[tuple[str, ...], str | None, str | None], ...] = (
     (("Medical material",), None, None),
     ((), "Trachea and both main bronchi are open.", r"\btrache|\bmain bronch"),
-    (("Cardiomegaly", "Arterial wall calcification", "Coronary artery wall calcification"),
-     "Mediastinal main vascular structures, heart contour, size are normal.",
-     r"\bheart\b|\bcardiac|vascular struct"),
+    (
+        ("Cardiomegaly", "Arterial wall calcification", "Coronary artery wall calcification"),
+        "Mediastinal main vascular structures, heart contour, size are normal.",
+        r"\bheart\b|\bcardiac|vascular struct",
+    ),
     (("Pericardial effusion",), "Pericardial effusion-thickening was not observed.", r"pericard"),
-    (("Hiatal hernia",), "Thoracic esophagus calibration was normal and no significant tumoral wall thickening "
-                         "was detected.", r"esophag|hiatal"),
-    (("Lymphadenopathy",), "No enlarged lymph nodes in prevascular, pre-paratracheal, subcarinal or bilateral "
-                           "hilar-axillary pathological dimensions were detected.", r"lymph"),
-    (_LUNG_LABELS, "When examined in the lung parenchyma window; aeration of both lungs is normal and no nodular "
-                   "or infiltrative lesion is detected in the lung parenchyma.",
-     r"\blungs?\b|parenchym|aeration"),
+    (
+        ("Hiatal hernia",),
+        "Thoracic esophagus calibration was normal and no significant tumoral wall thickening was detected.",
+        r"esophag|hiatal",
+    ),
+    (
+        ("Lymphadenopathy",),
+        "No enlarged lymph nodes in prevascular, pre-paratracheal, subcarinal or bilateral "
+        "hilar-axillary pathological dimensions were detected.",
+        r"lymph",
+    ),
+    (
+        _LUNG_LABELS,
+        "When examined in the lung parenchyma window; aeration of both lungs is normal and no nodular "
+        "or infiltrative lesion is detected in the lung parenchyma.",
+        r"\blungs?\b|parenchym|aeration",
+    ),
     (("Pleural effusion",), "Pleural effusion-thickening was not detected.", r"pleura"),
 )
+
 
 @dataclass(frozen=True)
 class RetrievedCase:
@@ -140,8 +173,14 @@ def draft_nearest(cases: Sequence[RetrievedCase]) -> Draft:
     """The nearest case's findings and impression verbatim."""
     check_cases(cases)
     nearest = cases[0]
-    result = Draft(nearest.findings.strip(), nearest.impression.strip(), [c.case_id for c in cases],
-                   agreed_labels(cases), "none (nearest report)", "nearest")
+    result = Draft(
+        nearest.findings.strip(),
+        nearest.impression.strip(),
+        [c.case_id for c in cases],
+        agreed_labels(cases),
+        "none (nearest report)",
+        "nearest",
+    )
     if not result.findings:
         vote = draft_vote(cases)
         result.findings = vote.findings
@@ -189,8 +228,7 @@ def draft_vote(cases: Sequence[RetrievedCase], min_fraction: float = 0.5) -> Dra
             add(label)
     phrases = [LABEL_TEXT[label][1] if label in LABEL_TEXT else label for label in agreed]
     impression = ". ".join(phrases) + "." if phrases else NORMAL_IMPRESSION
-    return Draft(" ".join(findings), impression, [c.case_id for c in cases], agreed, "none (label vote)",
-                 "vote")
+    return Draft(" ".join(findings), impression, [c.case_id for c in cases], agreed, "none (label vote)", "vote")
 
 
 # ------------------------------------------------------------------------------------- grounded composer
@@ -222,27 +260,29 @@ def _candidates(cases: Sequence[RetrievedCase]) -> tuple[list[_Candidate], dict[
     return pool, holders
 
 
-def attribute(text: str, section: str, cases: Sequence[RetrievedCase], *,
-              unknown: str = "llm") -> list[Sentence]:
+def attribute(text: str, section: str, cases: Sequence[RetrievedCase], *, unknown: str = "llm") -> list[Sentence]:
     """Split ``text`` into sentences and trace each to the neighbours whose reports hold it (same words);
     a sentence held by none gets ``origin=unknown``."""
     _, holders = _candidates(cases)
     out = []
     for part in sentences(text):
         sources = tuple(holders.get(sentence_key(part), ()))
-        out.append(Sentence(part, section, sources, tuple(positive_labels(part)),
-                            "retrieved" if sources else unknown))
+        out.append(Sentence(part, section, sources, tuple(positive_labels(part)), "retrieved" if sources else unknown))
     return out
 
 
 def finish(result: Draft, cases: Sequence[RetrievedCase]) -> Draft:
     """Fill ``sentences`` (when the mode did not) and ``checks`` from the draft's text."""
     if not result.sentences:
-        result.sentences = (attribute(result.findings, "findings", cases, unknown="template")
-                            + attribute(result.impression, "impression", cases, unknown="template"))
-    result.checks = check_draft([s.text for s in result.sentences if s.section == "findings"],
-                                [s.text for s in result.sentences if s.section == "impression"], cases,
-                                result.labels)
+        result.sentences = attribute(result.findings, "findings", cases, unknown="template") + attribute(
+            result.impression, "impression", cases, unknown="template"
+        )
+    result.checks = check_draft(
+        [s.text for s in result.sentences if s.section == "findings"],
+        [s.text for s in result.sentences if s.section == "impression"],
+        cases,
+        result.labels,
+    )
     return result
 
 
@@ -272,13 +312,24 @@ def draft_grounded(cases: Sequence[RetrievedCase], min_fraction: float = 0.5) ->
             return
         used.add(key)
         sources = tuple(holders.get(key, ()))
-        out.append(Sentence(text, section, sources or template_sources, _ordered(labels),
-                            "retrieved" if sources else "template"))
+        out.append(
+            Sentence(
+                text, section, sources or template_sources, _ordered(labels), "retrieved" if sources else "template"
+            )
+        )
 
     def best(section: str, label: str | None, cue: str | None = None) -> _Candidate | None:
-        fits = [c for c in pool if c.section == section and sentence_key(c.text) not in used
-                and (c.labels <= wanted and label in c.labels if label else
-                     not c.labels and cue and re.search(cue, c.text, re.IGNORECASE))]
+        fits = [
+            c
+            for c in pool
+            if c.section == section
+            and sentence_key(c.text) not in used
+            and (
+                c.labels <= wanted and label in c.labels
+                if label
+                else not c.labels and cue and re.search(cue, c.text, re.IGNORECASE)
+            )
+        ]
         if label is None:  # the phrasing most neighbours share; rank order breaks ties
             fits.sort(key=lambda c: -len(holders[sentence_key(c.text)]))
         return fits[0] if fits else None
@@ -317,13 +368,21 @@ def draft_grounded(cases: Sequence[RetrievedCase], min_fraction: float = 0.5) ->
         normals = [c for c in pool if c.section == "impression" and not c.labels]
         found = max(normals, key=lambda c: len(holders[sentence_key(c.text)]), default=None)  # first of ties
         add(found.text if found else NORMAL_IMPRESSION, "impression", (), normal_cases, impression)
-    result = Draft(" ".join(s.text for s in findings), " ".join(s.text for s in impression),
-                   [c.case_id for c in cases], agreed, "none (grounded composer)", "grounded",
-                   sentences=findings + impression)
+    result = Draft(
+        " ".join(s.text for s in findings),
+        " ".join(s.text for s in impression),
+        [c.case_id for c in cases],
+        agreed,
+        "none (grounded composer)",
+        "grounded",
+        sentences=findings + impression,
+    )
     left_out = {label: n for label, n in votes.items() if label not in wanted}
     if left_out:
-        result.warnings.append("left out (too few neighbours agree): "
-                               + ", ".join(f"{label} ({n}/{len(cases)})" for label, n in left_out.items()))
+        result.warnings.append(
+            "left out (too few neighbours agree): "
+            + ", ".join(f"{label} ({n}/{len(cases)})" for label, n in left_out.items())
+        )
     return finish(result, cases)
 
 

@@ -31,16 +31,30 @@ from .compose import (
 from .llm import LLM, load_llm
 from .prompt import build_prompt
 
-__all__ = ["Draft", "RetrievedCase", "agreed_labels", "draft", "draft_grounded", "draft_llm", "draft_nearest",
-           "draft_vote", "parse_sections", "split_report_text"]
+__all__ = [
+    "Draft",
+    "RetrievedCase",
+    "agreed_labels",
+    "draft",
+    "draft_grounded",
+    "draft_llm",
+    "draft_nearest",
+    "draft_vote",
+    "parse_sections",
+    "split_report_text",
+]
 
 MODES = ("llm", "grounded", "nearest", "vote")
 _HEADER = re.compile(r"(?:\*\*|#+ *)?\b(findings?|impressions?|conclusions?)\b(?:\*\*)? *:(?:\*\*)?", re.IGNORECASE)
 # Where a small model starts something other than the report: another example case, a new turn, a note.
-_CUT = re.compile(r"\bCase \d+\b|<\|im_|\n\s*(?:Note|Explanation|Reports? of|Sentences:|Example:"
-                  r"|Abnormalities:)", re.IGNORECASE)
-_CHATTER = re.compile(r"^(?:sure|certainly|here is|here's|here are|i hope|i have|as an ai|note:|let me)\b",
-                      re.IGNORECASE)
+_CUT = re.compile(
+    r"\bCase \d+\b|<\|im_|\n\s*(?:Note|Explanation|Reports? of|Sentences:|Example:"
+    r"|Abnormalities:)",
+    re.IGNORECASE,
+)
+_CHATTER = re.compile(
+    r"^(?:sure|certainly|here is|here's|here are|i hope|i have|as an ai|note:|let me)\b", re.IGNORECASE
+)
 _NEAR_REPEAT = 0.6
 _PROMPT_SLACK = 8  # tokens reserved for tokenisation differences at the joins of prompt pieces
 
@@ -102,8 +116,9 @@ def usable(text: str) -> bool:
     return distinct >= 3 and (len(words) < 20 or distinct / len(words) >= 0.2)
 
 
-def draft_llm(cases: Sequence[RetrievedCase], llm: LLM, *, max_new_tokens: int | None = None,
-              min_fraction: float = 0.5) -> Draft:
+def draft_llm(
+    cases: Sequence[RetrievedCase], llm: LLM, *, max_new_tokens: int | None = None, min_fraction: float = 0.5
+) -> Draft:
     """The grounded composer's draft, with its abnormal findings merged into one paragraph and the impression
     written by ``llm``.
 
@@ -130,9 +145,19 @@ def draft_llm(cases: Sequence[RetrievedCase], llm: LLM, *, max_new_tokens: int |
     first = base.sentences.index(abnormal[0])
     kept = [s for s in base.sentences if s.section == "findings" and not s.labels]
     sentences_ = kept[:first] + merged + kept[first:] + attribute(impression, "impression", cases)
-    result = finish(Draft(" ".join(s.text for s in sentences_ if s.section == "findings"), impression,
-                          base.retrieved, base.labels, llm.name, "llm", prompt.warnings + base.warnings,
-                          sentences_), cases)
+    result = finish(
+        Draft(
+            " ".join(s.text for s in sentences_ if s.section == "findings"),
+            impression,
+            base.retrieved,
+            base.labels,
+            llm.name,
+            "llm",
+            prompt.warnings + base.warnings,
+            sentences_,
+        ),
+        cases,
+    )
     sections = (("findings", findings), ("impression", impression))
     problems = failed(result.checks) + [f"no usable {name}" for name, text in sections if not usable(text)]
     if problems:

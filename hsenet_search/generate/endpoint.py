@@ -36,7 +36,7 @@ class EndpointConfig:
 
 def parse_spec(spec: str) -> tuple[str, str]:
     """``openai:URL#MODEL`` -> ``(base URL without a trailing slash, model name)``."""
-    url, _, model = spec[len(PREFIX):].partition("#")
+    url, _, model = spec[len(PREFIX) :].partition("#")
     if not url.startswith(("http://", "https://")) or not model:
         raise ModelError("expected openai:http://HOST:PORT/v1#MODEL", spec)
     return url.rstrip("/"), model
@@ -62,15 +62,19 @@ class EndpointLLM:
         """The assistant's reply. ``prefill`` cannot be forced over this API; it is asked for in the user turn."""
         if prefill:
             user = f"{user}\nStart your answer with '{prefill}'."
-        body = {"model": self.model, "temperature": 0, "seed": self.config.seed,
-                "max_tokens": self.config.max_new_tokens if max_new_tokens is None else max_new_tokens,
-                "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]}
+        body = {
+            "model": self.model,
+            "temperature": 0,
+            "seed": self.config.seed,
+            "max_tokens": self.config.max_new_tokens if max_new_tokens is None else max_new_tokens,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+        }
         answer = self._post("/chat/completions", body)
         try:
             text = answer["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError) as exc:
             raise ModelError("the endpoint's answer has no choices[0].message.content", self.url) from exc
-        return text[len(prefill):] if prefill and text.startswith(prefill) else text
+        return text[len(prefill) :] if prefill and text.startswith(prefill) else text
 
     def _post(self, path: str, body: dict) -> dict:
         headers = {"Content-Type": "application/json"}
@@ -89,8 +93,9 @@ class EndpointLLM:
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 problem = str(getattr(exc, "reason", exc))
                 if attempt == self.config.retries:
-                    raise ModelError(f"the LLM endpoint is unreachable after {attempt + 1} tries ({problem})",
-                                     self.url) from exc
+                    raise ModelError(
+                        f"the LLM endpoint is unreachable after {attempt + 1} tries ({problem})", self.url
+                    ) from exc
             except json.JSONDecodeError as exc:
                 raise ModelError("the endpoint's answer is not JSON", self.url) from exc
             time.sleep(0.5 * 2**attempt)

@@ -14,8 +14,15 @@ def retrieved_cases(hits) -> list:
     return [RetrievedCase(h.scan_id, h.score, h.findings, h.impression, tuple(h.labels)) for h in hits]
 
 
-def ground(engine, path: str | Path, k: int, *, rescale: tuple[float, float] | None = None,
-           exclude_scan: str | None = None, exclude_text: str | None = None) -> list:
+def ground(
+    engine,
+    path: str | Path,
+    k: int,
+    *,
+    rescale: tuple[float, float] | None = None,
+    exclude_scan: str | None = None,
+    exclude_text: str | None = None,
+) -> list:
     """The k nearest cases of the scan at ``path``; a scan's own case and identical report are excluded."""
     vector = engine.encode_volume(path, rescale=rescale)
     fetch = min(engine.volumes.ntotal, k + 10) if (exclude_scan or exclude_text) else k

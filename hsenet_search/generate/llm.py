@@ -88,9 +88,12 @@ class NoRepeatNewNGrams:
             for end in range(max(self._done, self.n - 1), len(tokens)):
                 table.setdefault(tuple(tokens[end - self.n + 1 : end]), set()).add(tokens[end])
         self._done = len(generated[0]) if generated else 0
-        banned = [(row, token) for row, tokens in enumerate(generated)
-                  for token in self._seen[row].get(tuple(tokens[len(tokens) - self.n + 1 :]), ())
-                  if len(tokens) >= self.n - 1 and token < scores.shape[1]]
+        banned = [
+            (row, token)
+            for row, tokens in enumerate(generated)
+            for token in self._seen[row].get(tuple(tokens[len(tokens) - self.n + 1 :]), ())
+            if len(tokens) >= self.n - 1 and token < scores.shape[1]
+        ]
         if banned:
             scores = scores.clone()
             rows, tokens = zip(*banned, strict=True)

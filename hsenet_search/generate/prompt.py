@@ -16,16 +16,20 @@ from hsenet_search.errors import QueryError
 
 from .compose import Sentence
 
-SYSTEM = ("You are a radiologist. Merge the given sentences into the findings of one chest CT report, then "
-          "write its impression. Use only the facts in the sentences; add no other finding.")
+SYSTEM = (
+    "You are a radiologist. Merge the given sentences into the findings of one chest CT report, then "
+    "write its impression. Use only the facts in the sentences; add no other finding."
+)
 
-EXAMPLE = ("Sentences:\n- Emphysematous changes are observed in both lungs. [a]\n"
-           "- Centriacinar emphysema is seen in both upper lobes. [b]\n"
-           "- A 4 mm nodule is observed in the right lower lobe. [c]\n"
-           "Abnormalities: Emphysema, Lung nodule.\n"
-           "Findings: Centriacinar emphysematous changes are observed in both lungs, most in the upper lobes. "
-           "A 4 mm nodule is observed in the right lower lobe.\n"
-           "Impression: Emphysema in both lungs. Right lower lobe nodule.")
+EXAMPLE = (
+    "Sentences:\n- Emphysematous changes are observed in both lungs. [a]\n"
+    "- Centriacinar emphysema is seen in both upper lobes. [b]\n"
+    "- A 4 mm nodule is observed in the right lower lobe. [c]\n"
+    "Abnormalities: Emphysema, Lung nodule.\n"
+    "Findings: Centriacinar emphysematous changes are observed in both lungs, most in the upper lobes. "
+    "A 4 mm nodule is observed in the right lower lobe.\n"
+    "Impression: Emphysema in both lungs. Right lower lobe nodule."
+)
 
 
 @dataclass
@@ -40,12 +44,15 @@ class Prompt:
 
 def _user(shown: Sequence[Sentence], agreed: Sequence[str]) -> str:
     lines = "\n".join(f"- {s.text} [{', '.join(s.sources)}]" for s in shown)
-    return (f"Example:\n{EXAMPLE}\n\nNow the new scan.\nSentences:\n{lines}\n"
-            f"Abnormalities: {', '.join(agreed)}.\nWrite Findings: and Impression: as in the example.")
+    return (
+        f"Example:\n{EXAMPLE}\n\nNow the new scan.\nSentences:\n{lines}\n"
+        f"Abnormalities: {', '.join(agreed)}.\nWrite Findings: and Impression: as in the example."
+    )
 
 
-def build_prompt(sentences: Sequence[Sentence], agreed: Sequence[str], count_tokens: Callable[[str], int],
-                 budget_tokens: int) -> Prompt:
+def build_prompt(
+    sentences: Sequence[Sentence], agreed: Sequence[str], count_tokens: Callable[[str], int], budget_tokens: int
+) -> Prompt:
     """The merge prompt for ``sentences`` (the composer's abnormal findings) within ``budget_tokens``."""
     if not sentences:
         raise QueryError("no sentences to merge")

@@ -79,8 +79,10 @@ def merge_rows(new_rows: pd.DataFrame, previous: Previous | None) -> pd.DataFram
 
 def report_texts(rows: pd.DataFrame, protocol: str) -> list[str]:
     """The embedded text of each row under the report-text ``protocol`` (see ``data.resolve.REPORT_TEXTS``)."""
-    return [report_text(f, i, protocol)
-            for f, i in zip(rows["findings"].fillna(""), rows["impression"].fillna(""), strict=True)]
+    return [
+        report_text(f, i, protocol)
+        for f, i in zip(rows["findings"].fillna(""), rows["impression"].fillna(""), strict=True)
+    ]
 
 
 def _encode_texts(model, texts: list[str], progress) -> np.ndarray:

@@ -140,33 +140,41 @@ def case_row(case: Case) -> dict:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn())
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()
+    )
 
 
-def encode_cases(model, cases: Sequence[Case], work: Path, *, cfg: BuildConfig, resume: bool,
-                 progress: bool = True) -> tuple[int, float]:
+def encode_cases(
+    model, cases: Sequence[Case], work: Path, *, cfg: BuildConfig, resume: bool, progress: bool = True
+) -> tuple[int, float]:
     """Embed the volumes of ``cases`` into shards under ``work``; returns (already done, encode seconds)."""
     writer = ShardWriter(work, kind="volumes", shard_size=cfg.shard_size, resume=resume)
     done = writer.completed_keys()
     failed_path = work / "failures.jsonl"
-    failed = {json.loads(x)["volume_name"] for x in failed_path.read_text().splitlines()} if (
-        resume and failed_path.exists()) else set()
+    failed = (
+        {json.loads(x)["volume_name"] for x in failed_path.read_text().splitlines()}
+        if (resume and failed_path.exists())
+        else set()
+    )
     if not resume and failed_path.exists():
         failed_path.unlink()
     todo = [c for c in cases if c.volume_name not in done and c.volume_name not in failed]
     encode_seconds = 0.0
     with _progress() as bar, failed_path.open("a") as failures:
-        task = bar.add_task("embedding volumes", total=len(cases), completed=len(cases) - len(todo),
-                            visible=progress)
+        task = bar.add_task("embedding volumes", total=len(cases), completed=len(cases) - len(todo), visible=progress)
         for batch in _embedded_batches(model, todo, cfg):
             for i, message in batch.failures:
-                failures.write(json.dumps({"volume_name": todo[i].volume_name, "path": str(todo[i].path),
-                                           "error": message}) + "\n")
+                failures.write(
+                    json.dumps({"volume_name": todo[i].volume_name, "path": str(todo[i].path), "error": message}) + "\n"
+                )
             failures.flush()
             if batch.indices:
-                writer.append([todo[i].volume_name for i in batch.indices], batch.embeddings,
-                              [case_row(todo[i]) for i in batch.indices])
+                writer.append(
+                    [todo[i].volume_name for i in batch.indices],
+                    batch.embeddings,
+                    [case_row(todo[i]) for i in batch.indices],
+                )
             encode_seconds += batch.seconds
             bar.update(task, advance=len(batch.indices) + len(batch.failures))
         writer.close()
@@ -190,12 +198,20 @@ def _read_failures_jsonl(work: Path) -> pd.DataFrame:
 
 
 def _failure_examples(failures: pd.DataFrame) -> list[str]:
-    return [f"{r.path}: {r.error}" if str(r.path) not in str(r.error) else str(r.error)
-            for r in failures.itertuples()]
+    return [f"{r.path}: {r.error}" if str(r.path) not in str(r.error) else str(r.error) for r in failures.itertuples()]
 
 
-def _assemble(model, model_name: str, work: Path, out: Path, *, cfg: BuildConfig, source: dict,
-              progress: bool, previous: Previous | None = None) -> BuildSummary:
+def _assemble(
+    model,
+    model_name: str,
+    work: Path,
+    out: Path,
+    *,
+    cfg: BuildConfig,
+    source: dict,
+    progress: bool,
+    previous: Previous | None = None,
+) -> BuildSummary:
     """Turn finished shards (plus, for ``add``, the index they extend) into the published index directory."""
     t0 = time.perf_counter()
     new_rows, new_vectors = ShardWriter.read_all(work, kind="volumes")
@@ -207,26 +223,51 @@ def _assemble(model, model_name: str, work: Path, out: Path, *, cfg: BuildConfig
         if len(new_rows) == 0:
             new_rows, new_vectors = previous.rows.iloc[:0], previous.volume_vectors[:0]
     rows = merge_rows(new_rows, previous)
-    vol_emb = (np.concatenate([previous.volume_vectors, new_vectors]) if previous is not None
-               else new_vectors).astype(np.float32)
+    vol_emb = (np.concatenate([previous.volume_vectors, new_vectors]) if previous is not None else new_vectors).astype(
+        np.float32
+    )
     protocol = check_report_text(cfg.report_text or model.text_protocol)
     with _progress() as bar:
-        reports, rep_emb, _ = embed_new_reports(model, rows, previous, protocol,
-                                                 bar if progress else None)
+        reports, rep_emb, _ = embed_new_reports(model, rows, previous, protocol, bar if progress else None)
     trained = (previous.manifest.trained_on or {}) if previous is not None else {}
     old_counts = previous.manifest.counts if previous is not None else {}
-    vol_index = extend_faiss(vol_emb, cfg.factory, _load_faiss(previous, "volumes"),
-                             trained.get("volumes", old_counts.get("volumes", 0)), "volume")
-    rep_index = extend_faiss(rep_emb, cfg.factory, _load_faiss(previous, "reports"),
-                             trained.get("reports", old_counts.get("reports", 0)), "report")
-    parts = Assembled(rows, vol_emb, reports, rep_emb, failures, vol_index, rep_index,
-                      hubness_banks(vol_emb, rep_emb))
-    publish(out, parts, model=model, model_name=model_name, factory=vol_index.index.factory, source=source,
-            text_protocol=protocol, previous=previous)
-    return BuildSummary(str(out), len(rows), int(rows["scan_id"].nunique()), len(reports), len(failures),
-                        0.0, time.perf_counter() - t0, vol_index.index.factory,
-                        notes=[n for n in (vol_index.note, rep_index.note) if n],
-                        failure_examples=_failure_examples(failures))
+    vol_index = extend_faiss(
+        vol_emb,
+        cfg.factory,
+        _load_faiss(previous, "volumes"),
+        trained.get("volumes", old_counts.get("volumes", 0)),
+        "volume",
+    )
+    rep_index = extend_faiss(
+        rep_emb,
+        cfg.factory,
+        _load_faiss(previous, "reports"),
+        trained.get("reports", old_counts.get("reports", 0)),
+        "report",
+    )
+    parts = Assembled(rows, vol_emb, reports, rep_emb, failures, vol_index, rep_index, hubness_banks(vol_emb, rep_emb))
+    publish(
+        out,
+        parts,
+        model=model,
+        model_name=model_name,
+        factory=vol_index.index.factory,
+        source=source,
+        text_protocol=protocol,
+        previous=previous,
+    )
+    return BuildSummary(
+        str(out),
+        len(rows),
+        int(rows["scan_id"].nunique()),
+        len(reports),
+        len(failures),
+        0.0,
+        time.perf_counter() - t0,
+        vol_index.index.factory,
+        notes=[n for n in (vol_index.note, rep_index.note) if n],
+        failure_examples=_failure_examples(failures),
+    )
 
 
 def _load_faiss(previous: Previous | None, kind: str):
@@ -246,9 +287,11 @@ def check_trained_model(name: str | None, random_weights: bool) -> None:
     if name is None or name == "default" or Path(name).exists() or random_weights:
         return
     if name in list_models():
-        raise ModelError(f"{name!r} is a model config with random weights, not a trained model: its index "
-                         "could never be queried; give a model directory or 'default' (random weights are "
-                         "for tests only, on explicit request)")
+        raise ModelError(
+            f"{name!r} is a model config with random weights, not a trained model: its index "
+            "could never be queried; give a model directory or 'default' (random weights are "
+            "for tests only, on explicit request)"
+        )
 
 
 @contextmanager
@@ -262,8 +305,9 @@ def _disk_errors(work: Path, action: str) -> Iterator[None]:
         if code is None:
             raise
         where = f" ({e.filename})" if e.filename else ""
-        raise HSENetError(f"{os.strerror(code)} while writing{where}; nothing already written is lost: "
-                          f"{action}", work) from e
+        raise HSENetError(
+            f"{os.strerror(code)} while writing{where}; nothing already written is lost: {action}", work
+        ) from e
 
 
 def build_index(cfg: BuildConfig, model=None, progress: bool = True) -> BuildSummary:
@@ -291,8 +335,9 @@ def build_index(cfg: BuildConfig, model=None, progress: bool = True) -> BuildSum
             work.mkdir(parents=True)
             record(work, fingerprint)
         resumed, encode_s = encode_cases(model, cases, work, cfg=cfg, resume=resume, progress=progress)
-        model_name = str(Path(cfg.model).resolve()) if cfg.model and Path(cfg.model).exists() else (
-            cfg.model or "default")
+        model_name = (
+            str(Path(cfg.model).resolve()) if cfg.model and Path(cfg.model).exists() else (cfg.model or "default")
+        )
         summary = _assemble(model, model_name, work, out, cfg=cfg, source=_source(cfg), progress=progress)
         shutil.rmtree(work, ignore_errors=True)
     summary.seconds = time.perf_counter() - start
@@ -310,17 +355,29 @@ def _new_cases(cases: Sequence[Case], old_rows: pd.DataFrame, index_dir: Path) -
         if old_path is None:
             new.append(case)
         elif Path(old_path) != Path(case.path) and not (
-                Path(old_path).is_file() and Path(case.path).is_file()
-                and filecmp.cmp(old_path, case.path, shallow=False)):
-            raise IndexMismatchError(f"volume {case.volume_name} is already indexed from {old_path}; "
-                                     f"{case.path} is a different file under the same name (rename it or "
-                                     "rebuild)", index_dir)
+            Path(old_path).is_file() and Path(case.path).is_file() and filecmp.cmp(old_path, case.path, shallow=False)
+        ):
+            raise IndexMismatchError(
+                f"volume {case.volume_name} is already indexed from {old_path}; "
+                f"{case.path} is a different file under the same name (rename it or "
+                "rebuild)",
+                index_dir,
+            )
     return new
 
 
-def add_to_index(index_dir: str | Path, data: str, *, model=None, split: str = "all", batch_size: int = 8,
-                 workers: int = 2, cache_dir: str | None = None, device: str = "auto",
-                 progress: bool = True) -> BuildSummary:
+def add_to_index(
+    index_dir: str | Path,
+    data: str,
+    *,
+    model=None,
+    split: str = "all",
+    batch_size: int = 8,
+    workers: int = 2,
+    cache_dir: str | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> BuildSummary:
     """Add the cases of ``data`` that the index does not hold yet, encoding only what is new.
 
     The stored embedding shards, report vectors and FAISS indexes are reused; the FAISS indexes are
@@ -340,23 +397,45 @@ def add_to_index(index_dir: str | Path, data: str, *, model=None, split: str = "
         old_rows = read_metadata(index_dir / "metadata.parquet")
         cases = _new_cases(open_dataset(data, split=split, missing="keep"), old_rows, index_dir)
         if not cases:
-            return BuildSummary(str(index_dir), len(old_rows), int(old_rows["scan_id"].nunique()),
-                                manifest.counts["reports"], manifest.counts["failures"],
-                                time.perf_counter() - start, 0.0, manifest.factory, added=0)
-        cfg = BuildConfig(data=data, out=str(index_dir), split=split, factory=manifest.factory,
-                          batch_size=batch_size, workers=workers, cache_dir=cache_dir, device=device,
-                          report_text=manifest.report_text)
+            return BuildSummary(
+                str(index_dir),
+                len(old_rows),
+                int(old_rows["scan_id"].nunique()),
+                manifest.counts["reports"],
+                manifest.counts["failures"],
+                time.perf_counter() - start,
+                0.0,
+                manifest.factory,
+                added=0,
+            )
+        cfg = BuildConfig(
+            data=data,
+            out=str(index_dir),
+            split=split,
+            factory=manifest.factory,
+            batch_size=batch_size,
+            workers=workers,
+            cache_dir=cache_dir,
+            device=device,
+            report_text=manifest.report_text,
+        )
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         _, encode_s = encode_cases(model, cases, work, cfg=cfg, resume=False, progress=progress)
-        previous = Previous(index_dir, manifest, old_rows, read_embeddings(index_dir, "volumes"),
-                            read_reports(index_dir / "reports.parquet"),
-                            read_embeddings(index_dir, "reports"),
-                            read_failures(index_dir / "failures.parquet"))
+        previous = Previous(
+            index_dir,
+            manifest,
+            old_rows,
+            read_embeddings(index_dir, "volumes"),
+            read_reports(index_dir / "reports.parquet"),
+            read_embeddings(index_dir, "reports"),
+            read_failures(index_dir / "failures.parquet"),
+        )
         source = dict(manifest.source)
         source["added"] = [*source.get("added", []), _source(cfg)]
-        summary = _assemble(model, manifest.model_name, work, index_dir, cfg=cfg, source=source,
-                            progress=progress, previous=previous)
+        summary = _assemble(
+            model, manifest.model_name, work, index_dir, cfg=cfg, source=source, progress=progress, previous=previous
+        )
         shutil.rmtree(work, ignore_errors=True)
     summary.added = summary.volumes - len(old_rows)
     summary.seconds = time.perf_counter() - start

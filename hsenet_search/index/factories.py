@@ -69,7 +69,7 @@ class FactoryChoice:
     """What ``auto`` picked and why."""
 
     factory: str
-    bytes: int          # estimated memory of the index
+    bytes: int  # estimated memory of the index
     reason: str
 
 
@@ -135,8 +135,7 @@ def training_sample(chunks: Chunks, size: int, seed: int = 0) -> np.ndarray:
     return np.concatenate(out)
 
 
-def build_from_chunks(chunks: Chunks, factory: str, *, sample: np.ndarray | None = None,
-                      seed: int = 0) -> VectorIndex:
+def build_from_chunks(chunks: Chunks, factory: str, *, sample: np.ndarray | None = None, seed: int = 0) -> VectorIndex:
     """Train ``factory`` on ``sample`` (default: :func:`training_sample` of ``256 K`` rows), then add the
     chunks one by one: peak memory is one chunk plus the index, never all the embeddings."""
     first, first_ids = next(iter(chunks()))
@@ -145,8 +144,9 @@ def build_from_chunks(chunks: Chunks, factory: str, *, sample: np.ndarray | None
         probe = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         k = faiss.extract_index_ivf(probe).nlist if _is_ivf(probe) else 256
         sample = training_sample(chunks, MAX_POINTS_PER_CENTROID * k, seed)
-    index = VectorIndex.build(np.asarray(first, dtype=np.float32), first_ids, factory, train_vectors=sample,
-                              seed=seed, use_gpu=False)
+    index = VectorIndex.build(
+        np.asarray(first, dtype=np.float32), first_ids, factory, train_vectors=sample, seed=seed, use_gpu=False
+    )
     for i, (vectors, ids) in enumerate(chunks()):
         if i:
             index.add(np.asarray(vectors, dtype=np.float32), ids)
@@ -165,14 +165,21 @@ def _is_ivf(index: faiss.Index) -> bool:
 class Tuning:
     """The search parameter chosen at build time and the recall it measured."""
 
-    param: str | None          # "nprobe", "efSearch" or None for exact indexes
+    param: str | None  # "nprobe", "efSearch" or None for exact indexes
     value: int | None
     recall_at_10: float
     queries: int
 
 
-def tune_search(index: VectorIndex, vectors: np.ndarray, ids: np.ndarray | None = None, *, queries: int = 500,
-                target: float = TARGET_RECALL, seed: int = 0) -> Tuning:
+def tune_search(
+    index: VectorIndex,
+    vectors: np.ndarray,
+    ids: np.ndarray | None = None,
+    *,
+    queries: int = 500,
+    target: float = TARGET_RECALL,
+    seed: int = 0,
+) -> Tuning:
     """Smallest ``nprobe`` (IVF) or ``efSearch`` (HNSW) reaching recall@10 >= ``target`` against exact
     search, on ``queries`` held-out rows of ``vectors`` (the index's own embeddings under ``ids``, default
     0..n-1, lightly perturbed so a query is not trivially its own nearest neighbour); the value is saved
@@ -210,9 +217,12 @@ def build_tuned(vectors: np.ndarray, ids: np.ndarray, factory: str) -> VectorInd
     index = VectorIndex.build(x, ids, resolve_factory(factory, len(x), x.shape[1]))
     tuned = tune_search(index, x, ids)
     if tuned.recall_at_10 < TARGET_RECALL:
-        warnings.warn(f"{index.factory} reaches recall@10 {tuned.recall_at_10:.2f} < {TARGET_RECALL} even with "
-                      f"{tuned.param}={tuned.value} on its own vectors: its codes are too coarse; use more PQ "
-                      "bytes, add ',RFlat' re-ranking, or an IVF-Flat/HNSW preset", stacklevel=2)
+        warnings.warn(
+            f"{index.factory} reaches recall@10 {tuned.recall_at_10:.2f} < {TARGET_RECALL} even with "
+            f"{tuned.param}={tuned.value} on its own vectors: its codes are too coarse; use more PQ "
+            "bytes, add ',RFlat' re-ranking, or an IVF-Flat/HNSW preset",
+            stacklevel=2,
+        )
     return index
 
 

@@ -91,8 +91,10 @@ def as_unit_rows(x: np.ndarray, dim: int | None, what: str, error: type[HSENetEr
         if 1 - 2 * NORM_TOLERANCE <= lo and hi <= 1 + 2 * NORM_TOLERANCE:
             return x / np.sqrt(squared)[:, None]  # float16 rounding and the like
     if not np.isfinite(squared).all():  # NaN/inf anywhere in a row makes its squared norm non-finite
-        raise error(f"{what} contain NaN, inf or overflowing values (first in row "
-                    f"{int(np.flatnonzero(~np.isfinite(squared))[0])})")
+        raise error(
+            f"{what} contain NaN, inf or overflowing values (first in row "
+            f"{int(np.flatnonzero(~np.isfinite(squared))[0])})"
+        )
     if not squared.all():
         raise error(f"{what} contain an all-zero row (row {int(np.flatnonzero(squared == 0)[0])})")
     if len(squared):
@@ -170,8 +172,7 @@ def _training_bounds(index: faiss.Index) -> tuple[int, int]:
 
 def _is_gpu_convertible(index: faiss.Index) -> bool:
     leaf = _unwrap(index)
-    return isinstance(leaf, (faiss.IndexFlat, faiss.IndexIVFFlat, faiss.IndexIVFScalarQuantizer,
-                             faiss.IndexIVFPQ))
+    return isinstance(leaf, (faiss.IndexFlat, faiss.IndexIVFFlat, faiss.IndexIVFScalarQuantizer, faiss.IndexIVFPQ))
 
 
 class _Params:
@@ -203,8 +204,9 @@ class _Params:
             p = faiss.IndexRefineSearchParameters(k_factor=self._take("k_factor", float(index.k_factor)))
             p.base_index_params = base
         elif isinstance(index, faiss.IndexIVF):
-            p = faiss.SearchParametersIVF(nprobe=self._take("nprobe", int(index.nprobe)),
-                                          max_codes=self._take("max_codes", int(index.max_codes)))
+            p = faiss.SearchParametersIVF(
+                nprobe=self._take("nprobe", int(index.nprobe)), max_codes=self._take("max_codes", int(index.max_codes))
+            )
         elif isinstance(index, faiss.IndexHNSW):
             p = faiss.SearchParametersHNSW(efSearch=self._take("efSearch", int(index.hnsw.efSearch)))
         elif sel is None:
@@ -219,8 +221,10 @@ class _Params:
     def check_all_used(self, index_name: str) -> None:
         unused = sorted(set(self.overrides) - self.used)
         if unused:
-            raise QueryError(f"search parameter(s) {', '.join(unused)} do not apply to a {index_name} index "
-                             "(known: nprobe, max_codes for IVF; efSearch for HNSW; k_factor for RFlat)")
+            raise QueryError(
+                f"search parameter(s) {', '.join(unused)} do not apply to a {index_name} index "
+                "(known: nprobe, max_codes for IVF; efSearch for HNSW; k_factor for RFlat)"
+            )
 
 
 def _selector(allowed: np.ndarray):
@@ -237,8 +241,15 @@ def _selector(allowed: np.ndarray):
 class VectorIndex:
     """A FAISS index over L2-normalised float32 vectors with stable int64 ids, inner-product metric."""
 
-    def __init__(self, index: faiss.Index, factory: str, *, use_gpu: bool | None = None,
-                 read_only: bool = False, path: str | Path | None = None):
+    def __init__(
+        self,
+        index: faiss.Index,
+        factory: str,
+        *,
+        use_gpu: bool | None = None,
+        read_only: bool = False,
+        path: str | Path | None = None,
+    ):
         self.index = index  # the CPU index: saved, reconstructed from, used for filtered searches
         self.factory = factory
         self.read_only = read_only
@@ -249,9 +260,16 @@ class VectorIndex:
 
     # ----------------------------------------------------------------- construction
     @classmethod
-    def build(cls, vectors: np.ndarray, ids: np.ndarray, factory: str = "IDMap2,Flat", *,
-              train_vectors: np.ndarray | None = None, seed: int = 0,
-              use_gpu: bool | None = None) -> VectorIndex:
+    def build(
+        cls,
+        vectors: np.ndarray,
+        ids: np.ndarray,
+        factory: str = "IDMap2,Flat",
+        *,
+        train_vectors: np.ndarray | None = None,
+        seed: int = 0,
+        use_gpu: bool | None = None,
+    ) -> VectorIndex:
         """Train (when needed) and fill an index of ``factory`` with ``vectors`` under ``ids``."""
         x = as_unit_rows(vectors, None, "vectors", IndexFormatError)
         dim = x.shape[1]
@@ -263,8 +281,9 @@ class VectorIndex:
             factory = f"IDMap2,{factory}"
             index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         if not index.is_trained:
-            sample = x if train_vectors is None else as_unit_rows(train_vectors, dim, "training vectors",
-                                                                 IndexFormatError)
+            sample = (
+                x if train_vectors is None else as_unit_rows(train_vectors, dim, "training vectors", IndexFormatError)
+            )
             _train(index, sample, factory, seed)
         _set_search_defaults(index)
         vi = cls(index, factory, use_gpu=False)
@@ -326,12 +345,13 @@ class VectorIndex:
         n = gpu_count()
         convertible = _is_gpu_convertible(self.index)
         if use_gpu and n == 0:
-            raise GpuPlacementError("use_gpu=True but FAISS sees no GPU (faiss.get_num_gpus() == 0)",
-                                    self.path)
+            raise GpuPlacementError("use_gpu=True but FAISS sees no GPU (faiss.get_num_gpus() == 0)", self.path)
         if use_gpu and not convertible:
             raise GpuPlacementError(
                 f"index type {type(_unwrap(self.index)).__name__} ({self.factory}) has no FAISS GPU "
-                "implementation; use Flat, IVF*,Flat, IVF*,SQ* or IVF*,PQ*", self.path)
+                "implementation; use Flat, IVF*,Flat, IVF*,SQ* or IVF*,PQ*",
+                self.path,
+            )
         if n == 0 or not convertible:
             return
         try:
@@ -340,16 +360,16 @@ class VectorIndex:
             self._gpu_resources = res
         except (RuntimeError, AttributeError) as e:  # AttributeError: a faiss-cpu build has no GPU symbols
             if use_gpu:
-                raise GpuPlacementError(f"could not copy the index to the GPU: {_faiss_message(e)}",
-                                        self.path) from e
+                raise GpuPlacementError(f"could not copy the index to the GPU: {_faiss_message(e)}", self.path) from e
             warnings.warn(f"FAISS GPU copy failed, searching on the CPU: {_faiss_message(e)}", stacklevel=3)
 
     # ----------------------------------------------------------------- mutation
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         """Add unit-normalised ``vectors`` under the unique int64 ``ids`` (not already in the index)."""
         if self.read_only:
-            raise IndexFormatError("index is memory-mapped read-only; load it with mmap=False to add vectors",
-                                   self.path)
+            raise IndexFormatError(
+                "index is memory-mapped read-only; load it with mmap=False to add vectors", self.path
+            )
         x = as_unit_rows(vectors, self.dim, "vectors", IndexFormatError)
         ids = _as_ids(ids, len(x))
         if len(x) == 0:
@@ -369,8 +389,9 @@ class VectorIndex:
         return None
 
     # ----------------------------------------------------------------- queries
-    def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None,
-               params: str | dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None, params: str | dict | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (scores (Q,k) float32, ids (Q,k) int64); empty slots have id -1 and score -inf.
 
         ``allowed_ids`` restricts the search inside FAISS (ID selector), ``params`` sets ``nprobe``,
@@ -390,16 +411,16 @@ class VectorIndex:
                 sel, keep = _selector(allowed)
         kk = min(k, limit)
         if kk == 0 or len(q) == 0:
-            return (np.full((len(q), k), _PAD_SCORE, dtype=np.float32),
-                    np.full((len(q), k), -1, dtype=np.int64))
+            return (np.full((len(q), k), _PAD_SCORE, dtype=np.float32), np.full((len(q), k), -1, dtype=np.int64))
         p = None
         overrides = _parse_params(params)
         if overrides or sel is not None:  # otherwise FAISS uses the index's own defaults: no per-call cost
             builder = _Params(overrides)
             p = builder.build(self.index, sel)
             builder.check_all_used(self.factory)
-        on_gpu = self._gpu_index is not None and sel is None and kk <= GPU_MAX_K and \
-            overrides.get("nprobe", 0) <= GPU_MAX_K
+        on_gpu = (
+            self._gpu_index is not None and sel is None and kk <= GPU_MAX_K and overrides.get("nprobe", 0) <= GPU_MAX_K
+        )
         scores, ids = (self._gpu_index if on_gpu else self.index).search(q, kk, params=p)
         scores[ids < 0] = _PAD_SCORE
         if kk < k:
@@ -421,8 +442,9 @@ class VectorIndex:
                 return self.reconstruct(id)
             msg = _faiss_message(first)
             if "not implemented" in msg:
-                raise QueryError(f"a {self.factory} index cannot reconstruct vectors; read the embedding "
-                                 "shards instead") from first
+                raise QueryError(
+                    f"a {self.factory} index cannot reconstruct vectors; read the embedding shards instead"
+                ) from first
             raise QueryError(f"id {int(id)} is not in the index") from first
 
 
@@ -441,7 +463,8 @@ def _train(index: faiss.Index, sample: np.ndarray, factory: str, seed: int) -> N
     if len(sample) < lo:
         raise IndexTrainingError(
             f"factory {factory!r} needs at least {lo} training vectors, got {len(sample)}; "
-            f"use a smaller one such as {suggest_factory(len(sample))!r}")
+            f"use a smaller one such as {suggest_factory(len(sample))!r}"
+        )
     if len(sample) > hi:
         pick = np.random.default_rng(seed).choice(len(sample), size=hi, replace=False)
         sample = sample[np.sort(pick)]

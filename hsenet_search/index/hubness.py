@@ -59,8 +59,13 @@ class HubnessNormalizer:
 
     def save(self, path: str | Path) -> None:
         with atomic_open(path, "wb") as f:
-            np.savez(f, beta=np.float64(self.beta), method=np.array(self.method),
-                     log_norm=self.log_norm, activated=self.activated)
+            np.savez(
+                f,
+                beta=np.float64(self.beta),
+                method=np.array(self.method),
+                log_norm=self.log_norm,
+                activated=self.activated,
+            )
 
     @classmethod
     def load(cls, path: str | Path) -> HubnessNormalizer:
@@ -72,8 +77,15 @@ class HubnessNormalizer:
             raise IndexFormatError(f"not a valid hubness normaliser file ({e})", path) from e
 
 
-def gallery_normalizer(bank_queries: np.ndarray, gallery: np.ndarray, beta: float = 20.0, *,
-                       method: str = "dis", batch: int = 4096, progress: bool = False) -> HubnessNormalizer:
+def gallery_normalizer(
+    bank_queries: np.ndarray,
+    gallery: np.ndarray,
+    beta: float = 20.0,
+    *,
+    method: str = "dis",
+    batch: int = 4096,
+    progress: bool = False,
+) -> HubnessNormalizer:
     """Precompute the QB-Norm statistics of ``gallery`` (N, D) over ``bank_queries`` (M, D).
 
     Works in (batch x batch) similarity blocks, so memory stays at ``batch**2`` floats whatever M and N.
@@ -91,19 +103,19 @@ def gallery_normalizer(bank_queries: np.ndarray, gallery: np.ndarray, beta: floa
     best_item = np.zeros(len(bank), dtype=np.int64)
     starts = range(0, len(gal), batch)
     for g0 in track(starts, description="hubness statistics", disable=not progress):
-        block = gal[g0:g0 + batch]
+        block = gal[g0 : g0 + batch]
         lse = np.full(len(block), -np.inf)
         for b0 in range(0, len(bank), batch):
-            s = bank[b0:b0 + batch] @ block.T  # (bank rows, gallery items)
+            s = bank[b0 : b0 + batch] @ block.T  # (bank rows, gallery items)
             top = s.argmax(axis=1)
             top_val = s[np.arange(len(s)), top]
-            better = top_val > best[b0:b0 + batch]
-            best[b0:b0 + batch][better] = top_val[better]
-            best_item[b0:b0 + batch][better] = g0 + top[better]
+            better = top_val > best[b0 : b0 + batch]
+            best[b0 : b0 + batch][better] = top_val[better]
+            best_item[b0 : b0 + batch][better] = g0 + top[better]
             z = beta * s
             peak = z.max(axis=0)
             lse = np.logaddexp(lse, peak + np.log(np.exp(z - peak).sum(axis=0, dtype=np.float64)))
-        log_norm[g0:g0 + len(block)] = lse
+        log_norm[g0 : g0 + len(block)] = lse
     activated = np.zeros(len(gal), dtype=bool)
     if method == "dis":
         activated[best_item] = True
@@ -112,8 +124,7 @@ def gallery_normalizer(bank_queries: np.ndarray, gallery: np.ndarray, beta: floa
     return HubnessNormalizer(float(beta), method, log_norm.astype(np.float32), activated)
 
 
-def rerank(normalizer: HubnessNormalizer, scores: np.ndarray, ids: np.ndarray,
-           k: int) -> tuple[np.ndarray, np.ndarray]:
+def rerank(normalizer: HubnessNormalizer, scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Rescore FAISS candidates (Q, K) with the normaliser and keep the top ``k`` (padded with -1 / -inf)."""
     scores = np.asarray(scores, dtype=np.float32)
     ids = np.asarray(ids, dtype=np.int64)
@@ -123,8 +134,10 @@ def rerank(normalizer: HubnessNormalizer, scores: np.ndarray, ids: np.ndarray,
         raise QueryError(f"k must be positive, got {k}")
     valid = ids >= 0
     if (ids >= normalizer.size).any():
-        raise QueryError(f"candidate id {int(ids.max())} is outside the hubness normaliser's gallery "
-                         f"({normalizer.size} items); rebuild the index's hubness files")
+        raise QueryError(
+            f"candidate id {int(ids.max())} is outside the hubness normaliser's gallery "
+            f"({normalizer.size} items); rebuild the index's hubness files"
+        )
     safe = np.where(valid, ids, 0)
     normed = normalizer.beta * scores - normalizer.log_norm[safe]
     raw = np.where(valid, scores, -np.inf)

@@ -42,10 +42,7 @@ def build_fingerprint(cases: Sequence[Case], model, *, dataset: str, split: str,
         "dataset": str(Path(dataset).resolve()),
         "split": split,
         "cases": _digest(
-            [
-                f"{c.volume_name}|{c.scan_id}|{c.split}|{c.path}|{c.rescale}|{c.spacing}|{c.labels}"
-                for c in cases
-            ]
+            [f"{c.volume_name}|{c.scan_id}|{c.split}|{c.path}|{c.rescale}|{c.spacing}|{c.labels}" for c in cases]
         ),
         "reports": _digest([c.report for c in cases]),
         "model_fingerprint": model.fingerprint,
@@ -65,13 +62,10 @@ def check_resume(work: Path, fingerprint: dict) -> None:
         old = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise IndexMismatchError(
-            "cannot resume: the partial build records no readable build.json; rerun "
-            "without --resume to start over",
+            "cannot resume: the partial build records no readable build.json; rerun without --resume to start over",
             work,
         ) from e
-    differs = [
-        LABELS_OF.get(k, k) for k in fingerprint if not isinstance(old, dict) or old.get(k) != fingerprint[k]
-    ]
+    differs = [LABELS_OF.get(k, k) for k in fingerprint if not isinstance(old, dict) or old.get(k) != fingerprint[k]]
     if differs:
         raise IndexMismatchError(
             f"cannot resume: the partial build was made with a different "

@@ -36,9 +36,9 @@ MAX_BLOCKS = 10_000  # input blocks (one preprocess task each): fine-grained ret
 class RayOptions:
     """Where and how the Ray build runs."""
 
-    address: str = "auto"         # "auto": start a local Ray on this machine; else a cluster address
-    cpus_per_task: float = 1.0    # CPUs reserved by each read + preprocess task
-    gpus_per_actor: float = 1.0   # GPUs per encoder actor (used only when the cluster has GPUs)
+    address: str = "auto"  # "auto": start a local Ray on this machine; else a cluster address
+    cpus_per_task: float = 1.0  # CPUs reserved by each read + preprocess task
+    gpus_per_actor: float = 1.0  # GPUs per encoder actor (used only when the cluster has GPUs)
 
 
 def connect(address: str) -> dict:
@@ -50,8 +50,9 @@ def connect(address: str) -> dict:
     if not ray.is_initialized():
         try:
             if address == "auto":
-                ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                         configure_logging=False)
+                ray.init(
+                    num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False, configure_logging=False
+                )
             else:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
@@ -59,8 +60,9 @@ def connect(address: str) -> dict:
     return ray.cluster_resources()
 
 
-def _preprocess(batch: dict[str, np.ndarray], profile: Profile, recipe: SliceRecipe,
-                cache_dir: str | None) -> dict[str, np.ndarray]:
+def _preprocess(
+    batch: dict[str, np.ndarray], profile: Profile, recipe: SliceRecipe, cache_dir: str | None
+) -> dict[str, np.ndarray]:
     """Ray task: prepare the pickled cases of ``batch`` (the one road); failures become error strings."""
     cache = PreprocessCache(Path(cache_dir) if cache_dir else None)
     items = [prepare_or_error(pickle.loads(b), profile, recipe, cache) for b in batch["case"]]
@@ -85,45 +87,60 @@ class _Encoder:
         if ok.any():
             emb[ok] = embed_prepared(self.model, [pickle.loads(b) for b in batch["prepared"][ok]])
         seconds = time.perf_counter() - t0
-        return {"pos": batch["pos"], "error": batch["error"], "embedding": emb,
-                "seconds": np.full(len(ok), seconds / len(ok))}
+        return {
+            "pos": batch["pos"],
+            "error": batch["error"],
+            "embedding": emb,
+            "seconds": np.full(len(ok), seconds / len(ok)),
+        }
 
 
-def embed_stream(model, cases: Sequence[Case], *, options: RayOptions, batch_size: int,
-                 cache: PreprocessCache) -> Iterator[EmbeddedBatch]:
+def embed_stream(
+    model, cases: Sequence[Case], *, options: RayOptions, batch_size: int, cache: PreprocessCache
+) -> Iterator[EmbeddedBatch]:
     """Yield :class:`~hsenet_search.embedding.EmbeddedBatch` batches in case order."""
     import ray
 
     resources = connect(options.address)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # shards come out as in the single-process build
-    ctx.enable_progress_bars = False              # the builder's rich bar is the progress display
+    ctx.enable_progress_bars = False  # the builder's rich bar is the progress display
     gpus = float(resources.get("GPU", 0))
     if gpus > 0:
         actors, resources = max(1, int(gpus // options.gpus_per_actor)), {"num_gpus": options.gpus_per_actor}
     else:
         actors, resources = 1, {"num_cpus": 1}
-    encoder = {**resources, "fn_constructor_kwargs": {"model": model.cpu(), "device": "cuda" if gpus else "cpu"},
-               # an explicit strategy unlike the tasks' SPREAD: Ray Data would otherwise fuse the preprocess
-               # tasks into the encoder actors and decode serially inside them
-               "scheduling_strategy": "DEFAULT"}
+    encoder = {
+        **resources,
+        "fn_constructor_kwargs": {"model": model.cpu(), "device": "cuda" if gpus else "cpu"},
+        # an explicit strategy unlike the tasks' SPREAD: Ray Data would otherwise fuse the preprocess
+        # tasks into the encoder actors and decode serially inside them
+        "scheduling_strategy": "DEFAULT",
+    }
     rows = [{"pos": i, "case": pickle.dumps(c)} for i, c in enumerate(cases)]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), MAX_BLOCKS)))
     # SPREAD puts the decode tasks on every node
-    ds = ds.map_batches(_preprocess, batch_size=1, num_cpus=options.cpus_per_task, scheduling_strategy="SPREAD",
-                        fn_kwargs={"profile": model.profile, "recipe": slice_recipe(model),
-                                   "cache_dir": str(cache.root)})
-    ds = ds.map_batches(_Encoder, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
-                        **encoder)
+    ds = ds.map_batches(
+        _preprocess,
+        batch_size=1,
+        num_cpus=options.cpus_per_task,
+        scheduling_strategy="SPREAD",
+        fn_kwargs={"profile": model.profile, "recipe": slice_recipe(model), "cache_dir": str(cache.root)},
+    )
+    ds = ds.map_batches(_Encoder, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors), **encoder)
     try:
         for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
             errors = batch["error"].tolist()
             ok = [j for j, err in enumerate(errors) if not err]
             positions = batch["pos"].tolist()
-            yield EmbeddedBatch([positions[j] for j in ok], batch["embedding"][ok],
-                                [(p, err) for p, err in zip(positions, errors, strict=True) if err],
-                                float(batch["seconds"].sum()))
+            yield EmbeddedBatch(
+                [positions[j] for j in ok],
+                batch["embedding"][ok],
+                [(p, err) for p, err in zip(positions, errors, strict=True) if err],
+                float(batch["seconds"].sum()),
+            )
     except ray.exceptions.RayError as e:  # a task or actor that failed past its retries
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DatasetError(f"the Ray pipeline failed ({first}); the shards written so far are kept: "
-                           "rerun with --resume") from e
+        raise DatasetError(
+            f"the Ray pipeline failed ({first}); the shards written so far are kept: rerun with --resume"
+        ) from e

@@ -27,9 +27,7 @@ class ShardWriter:
 
     KEY = "_key"
 
-    def __init__(
-        self, directory: str | Path, kind: str = "volumes", *, shard_size: int = 256, resume: bool = False
-    ):
+    def __init__(self, directory: str | Path, kind: str = "volumes", *, shard_size: int = 256, resume: bool = False):
         check_kind(kind)
         if shard_size < 1:
             raise ValueError("shard_size must be >= 1")

@@ -44,17 +44,26 @@ COUNT_KEYS = ("volumes", "scans", "reports", "failures")
 SHARD_ROWS = 1 << 20
 
 METADATA_COLUMNS: dict[str, pa.DataType] = {
-    "row_id": pa.int64(), "volume_name": pa.string(), "scan_id": pa.string(), "split": pa.string(),
-    "path": pa.string(), "findings": pa.string(), "impression": pa.string(), "report_id": pa.int64(),
+    "row_id": pa.int64(),
+    "volume_name": pa.string(),
+    "scan_id": pa.string(),
+    "split": pa.string(),
+    "path": pa.string(),
+    "findings": pa.string(),
+    "impression": pa.string(),
+    "report_id": pa.int64(),
     **{name: pa.int8() for name in LABELS},
 }
 """Required columns of metadata.parquet. Labels: 0/1, -1 when unknown; report_id: -1 without a report."""
 METADATA_OPTIONAL_COLUMNS: dict[str, pa.DataType] = {
-    "spacing": pa.list_(pa.float64(), 3), "shape": pa.list_(pa.int64(), 3),
+    "spacing": pa.list_(pa.float64(), 3),
+    "shape": pa.list_(pa.int64(), 3),
 }
 REPORT_COLUMNS: dict[str, pa.DataType] = {"report_id": pa.int64(), "text": pa.string()}
 FAILURE_COLUMNS: dict[str, pa.DataType] = {
-    "volume_name": pa.string(), "path": pa.string(), "error": pa.string(),
+    "volume_name": pa.string(),
+    "path": pa.string(),
+    "error": pa.string(),
 }
 
 
@@ -104,8 +113,11 @@ class IndexManifest:
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise IndexFormatError(f"manifest has no valid format_version ({version!r})", path)
         if version > FORMAT_VERSION:
-            raise IndexFormatError(f"index format {version} is newer than this hsenet-search supports "
-                                   f"({FORMAT_VERSION}); upgrade hsenet-search", path)
+            raise IndexFormatError(
+                f"index format {version} is newer than this hsenet-search supports "
+                f"({FORMAT_VERSION}); upgrade hsenet-search",
+                path,
+            )
         known = {f.name: f for f in fields(cls)}
         optional = ("hubness", "files", "trained_on", "report_text")
         missing = [name for name in known if name not in data and name not in optional]
@@ -125,27 +137,31 @@ class IndexManifest:
         for name in ("preprocessing", "dims", "counts", "source", "files"):
             need(isinstance(getattr(self, name), dict), f"{name} must be an object")
         need(self.hubness is None or isinstance(self.hubness, dict), "hubness must be an object or null")
-        need(self.trained_on is None or isinstance(self.trained_on, dict),
-             "trained_on must be an object or null")
-        need(self.embedding in EMBEDDING_STAGES,
-             f"embedding must be one of {EMBEDDING_STAGES}, got {self.embedding!r}")
-        need(self.report_text in ("findings", "impression", "findings+impression"),
-             f"report_text must be findings, impression or findings+impression, got {self.report_text!r}")
+        need(self.trained_on is None or isinstance(self.trained_on, dict), "trained_on must be an object or null")
+        need(self.embedding in EMBEDDING_STAGES, f"embedding must be one of {EMBEDDING_STAGES}, got {self.embedding!r}")
+        need(
+            self.report_text in ("findings", "impression", "findings+impression"),
+            f"report_text must be findings, impression or findings+impression, got {self.report_text!r}",
+        )
         need(self.metric == "inner_product", f"metric must be 'inner_product', got {self.metric!r}")
         for kind in ("volumes", "reports"):
             d = self.dims.get(kind)
-            need(isinstance(d, int) and not isinstance(d, bool) and d > 0,
-                 f"dims.{kind} must be a positive integer")
+            need(isinstance(d, int) and not isinstance(d, bool) and d > 0, f"dims.{kind} must be a positive integer")
         for key in COUNT_KEYS:
             c = self.counts.get(key)
-            need(isinstance(c, int) and not isinstance(c, bool) and c >= 0,
-                 f"counts.{key} must be a non-negative integer")
+            need(
+                isinstance(c, int) and not isinstance(c, bool) and c >= 0,
+                f"counts.{key} must be a non-negative integer",
+            )
         for name, info in self.files.items():
-            need(isinstance(info, dict) and isinstance(info.get("size"), int)
-                 and isinstance(info.get("sha256", ""), str) and isinstance(info.get("sample", ""), str),
-                 f"files entry {name!r} needs size and sha256")
-            need(not Path(name).is_absolute() and ".." not in Path(name).parts,
-                 f"file {name!r} is outside the index")
+            need(
+                isinstance(info, dict)
+                and isinstance(info.get("size"), int)
+                and isinstance(info.get("sha256", ""), str)
+                and isinstance(info.get("sample", ""), str),
+                f"files entry {name!r} needs size and sha256",
+            )
+            need(not Path(name).is_absolute() and ".." not in Path(name).parts, f"file {name!r} is outside the index")
 
     def write(self, directory: str | Path, *, checksums: bool = True, known: dict | None = None) -> Path:
         """List every file under ``directory`` (size, sample digest, sha256), then write ``manifest.json``.
@@ -202,8 +218,9 @@ def open_index_dir(path: str | Path, *, verify: str | bool = "fast") -> IndexMan
     for name, info in manifest.files.items() if mode != "size" else ():
         problem = check_file(path / name, info, mode)
         if problem is not None:
-            raise IndexFormatError(f"corrupt or modified index: {name} {problem}; rebuild the index or "
-                                   "restore it from a backup", path)
+            raise IndexFormatError(
+                f"corrupt or modified index: {name} {problem}; rebuild the index or restore it from a backup", path
+            )
     return manifest
 
 
@@ -231,8 +248,9 @@ def as_float16(vectors: np.ndarray, what: str) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float16)
 
 
-def write_embeddings(directory: str | Path, kind: str, vectors: np.ndarray, *,
-                     rows_per_shard: int = SHARD_ROWS, first_shard: int = 0) -> list[Path]:
+def write_embeddings(
+    directory: str | Path, kind: str, vectors: np.ndarray, *, rows_per_shard: int = SHARD_ROWS, first_shard: int = 0
+) -> list[Path]:
     """Write ``vectors`` as float16 shards ``embeddings/<kind>_00000.npy``, ... (file order == row order).
 
     ``first_shard`` > 0 appends shards after existing ones (``index add``); 0 replaces all shards of ``kind``.
@@ -247,7 +265,7 @@ def write_embeddings(directory: str | Path, kind: str, vectors: np.ndarray, *,
     paths = []
     for i, start in enumerate(range(0, max(len(x), 1), rows_per_shard), start=first_shard):
         p = out / f"{kind}_{i:05d}.npy"
-        write_npy(p, x[start:start + rows_per_shard])
+        write_npy(p, x[start : start + rows_per_shard])
         paths.append(p)
     return paths
 
@@ -267,7 +285,7 @@ def load_shards(paths: Sequence[Path], what: str) -> np.ndarray:
     out = np.empty((sum(len(a) for a in arrays), arrays[0].shape[1]), dtype=np.float32)
     start = 0
     for a in arrays:
-        out[start:start + len(a)] = a
+        out[start : start + len(a)] = a
         start += len(a)
     return out
 
@@ -282,16 +300,20 @@ def read_embeddings(directory: str | Path, kind: str) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- parquet tables
-def _write_table(path: str | Path, data: pd.DataFrame | pa.Table, required: dict[str, pa.DataType],
-                 optional: dict[str, pa.DataType], id_column: str | None) -> None:
+def _write_table(
+    path: str | Path,
+    data: pd.DataFrame | pa.Table,
+    required: dict[str, pa.DataType],
+    optional: dict[str, pa.DataType],
+    id_column: str | None,
+) -> None:
     path = Path(path)
     df = data.to_pandas() if isinstance(data, pa.Table) else pd.DataFrame(data)
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise IndexFormatError(f"cannot write {path.name}: missing column(s) {', '.join(missing)}", path)
     if id_column is not None and not np.array_equal(df[id_column].to_numpy(), np.arange(len(df))):
-        raise IndexFormatError(f"cannot write {path.name}: {id_column} must be 0..{len(df) - 1} in order",
-                               path)
+        raise IndexFormatError(f"cannot write {path.name}: {id_column} must be 0..{len(df) - 1} in order", path)
     types = {**required, **optional}
     arrays, names = [], []
     for col in df.columns:

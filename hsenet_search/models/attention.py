@@ -35,5 +35,6 @@ class ResidualCrossAttention(nn.Module):
         k = self.Wk(context)
         v = self.Wv(context)
         attended = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout_p if self.training else 0.0, scale=self.scale)
+            q, k, v, dropout_p=self.dropout_p if self.training else 0.0, scale=self.scale
+        )
         return self.norm(q + self.dropout(self.output_linear(attended)))

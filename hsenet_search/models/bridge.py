@@ -62,8 +62,14 @@ class CMKILoss:
     bridged: torch.Tensor
 
 
-def cmki_loss(e_img: torch.Tensor, e_txt: torch.Tensor, bank: KnowledgeBank, *,
-              scale: float = INFO_NCE_SCALE, mse_weight: float = MSE_WEIGHT) -> CMKILoss:
+def cmki_loss(
+    e_img: torch.Tensor,
+    e_txt: torch.Tensor,
+    bank: KnowledgeBank,
+    *,
+    scale: float = INFO_NCE_SCALE,
+    mse_weight: float = MSE_WEIGHT,
+) -> CMKILoss:
     """BrgSA's CMKI objective on raw (unnormalised) projected embeddings of a batch of pairs."""
     r_img, r_txt = bank(e_img), bank(e_txt)
     original = info_nce(e_img, e_txt, scale)

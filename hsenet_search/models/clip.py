@@ -53,22 +53,30 @@ class ContrastiveTower(nn.Module):
 class HSENetCLIP(nn.Module):
     """The HSENet dual-tower CLIP model. See the module docstring for the key layout and the fusion rule."""
 
-    def __init__(self, config: ModelConfig, *, text_towers: dict[str, TextTower] | None = None,
-                 slice_trunk: nn.Module | None = None):
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        text_towers: dict[str, TextTower] | None = None,
+        slice_trunk: nn.Module | None = None,
+    ):
         super().__init__()
         self.config = config.validate()
         if text_towers is None:
             if config.text_source != "minilm":
                 raise ModelError("a text_source 'config' model needs its text towers (load it from its directory)")
-            text_towers = {k: TextTower.minilm(config.text_pooling, config.text_max_length,
-                                               config.freeze_text_trunk) for k in config.text_trunk_keys}
+            text_towers = {
+                k: TextTower.minilm(config.text_pooling, config.text_max_length, config.freeze_text_trunk)
+                for k in config.text_trunk_keys
+            }
         if sorted(text_towers) != sorted(config.text_trunk_keys):
-            raise ModelError(f"text towers {sorted(text_towers)} do not match the config's "
-                             f"{list(config.text_trunk_keys)}")
+            raise ModelError(
+                f"text towers {sorted(text_towers)} do not match the config's {list(config.text_trunk_keys)}"
+            )
         self.text_towers = nn.ModuleDict(text_towers)
-        self.stages = nn.ModuleDict({
-            t: ContrastiveTower(config, t, self.text_towers[config.text_trunk_key(t)].width) for t in config.towers
-        })
+        self.stages = nn.ModuleDict(
+            {t: ContrastiveTower(config, t, self.text_towers[config.text_trunk_key(t)].width) for t in config.towers}
+        )
         self.slice_tower = None
         if "stage2" in config.towers and config.slice_source != "none":
             self.slice_tower = SliceTower.from_config(config, slice_trunk)
@@ -175,14 +183,29 @@ class HSENetCLIP(nn.Module):
             "img_size": list(cfg.img_size),
             "patch_size": list(cfg.patch_size),
             "grid": list(cfg.grid),
-            "width": cfg.width, "layers": cfg.layers, "heads": cfg.heads, "projection_dim": cfg.projection_dim,
-            "text": {"source": cfg.text_source, "pooling": cfg.text_pooling, "max_length": cfg.text_max_length,
-                     "trunk_params": {k: count(t) for k, t in model.text_towers.items()}},
-            "slice_tower": {"source": cfg.slice_source, "dim": cfg.slice_dim, "params": count(model.slice_tower),
-                            "frozen": bool(model.slice_tower is not None and model.slice_tower.frozen)},
-            "packer": None if cfg.packer_out_dim is None else {"kernel": list(cfg.packer_kernel),
-                                                                "out_dim": cfg.packer_out_dim,
-                                                                "tokens": model.stages["stage1"].packer.num_windows},
+            "width": cfg.width,
+            "layers": cfg.layers,
+            "heads": cfg.heads,
+            "projection_dim": cfg.projection_dim,
+            "text": {
+                "source": cfg.text_source,
+                "pooling": cfg.text_pooling,
+                "max_length": cfg.text_max_length,
+                "trunk_params": {k: count(t) for k, t in model.text_towers.items()},
+            },
+            "slice_tower": {
+                "source": cfg.slice_source,
+                "dim": cfg.slice_dim,
+                "params": count(model.slice_tower),
+                "frozen": bool(model.slice_tower is not None and model.slice_tower.frozen),
+            },
+            "packer": None
+            if cfg.packer_out_dim is None
+            else {
+                "kernel": list(cfg.packer_kernel),
+                "out_dim": cfg.packer_out_dim,
+                "tokens": model.stages["stage1"].packer.num_windows,
+            },
             "logit_scale_mode": cfg.logit_scale_mode,
             "preprocessing": {"name": model.preprocessing.get("name"), "hash": model.preprocessing.get("hash")},
             "slice_input": model.slice_input,
@@ -247,14 +270,17 @@ class HSENetCLIP(nn.Module):
             raise ModelError(
                 f"this model's 2E3 tower takes BiomedCLIP features of the official 2D slices: pass slice_features "
                 f"of shape (B, 32, {self.config.slice_dim}) (hsenet_search.embedding computes them from the volume "
-                "file with a BiomedCLIP trunk, or reads <volume>_biomedclip_features.npy)")
+                "file with a BiomedCLIP trunk, or reads <volume>_biomedclip_features.npy)"
+            )
         return self.slice_tower(self._volume(x))
 
     def slice_image_features(self, images: torch.Tensor) -> torch.Tensor:
         """BiomedCLIP trunk CLS features ``(N, C2d)`` of preprocessed slice images ``(N, 3, S, S)``."""
         if self.slice_input != "biomedclip" or self.slice_tower is None:
-            raise ModelError("this model has no BiomedCLIP trunk: pass precomputed slice features, or load the "
-                             "model with a BiomedCLIP checkpoint (biomedclip=DIR)")
+            raise ModelError(
+                "this model has no BiomedCLIP trunk: pass precomputed slice features, or load the "
+                "model with a BiomedCLIP checkpoint (biomedclip=DIR)"
+            )
         return self.slice_tower.encode_images(images)
 
     def vision_tokens(self, x: torch.Tensor, tower: str, slice_features: torch.Tensor | None = None) -> torch.Tensor:
@@ -268,8 +294,7 @@ class HSENetCLIP(nn.Module):
             return self.stages[tower].vision_encoder(centred, slice_features.to(x.device))
         return self.stages[tower].vision_encoder(centred)
 
-    def vision_features(self, x: torch.Tensor, tower: str, slice_features: torch.Tensor | None = None
-                        ) -> torch.Tensor:
+    def vision_features(self, x: torch.Tensor, tower: str, slice_features: torch.Tensor | None = None) -> torch.Tensor:
         """``normalize(mm_vision_proj(CLS))`` of ``tower``: ``(B, projection_dim)``, L2-normalised."""
         cls = self.vision_tokens(x, tower, slice_features)[:, 0]
         return F.normalize(self.stages[tower].mm_vision_proj(cls), dim=-1)
@@ -278,8 +303,7 @@ class HSENetCLIP(nn.Module):
         """Patch tokens after the final norm, CLS dropped: ``(B, N, width)``, row-major over the patch grid."""
         return self.vision_tokens(x, tower, slice_features)[:, 1:]
 
-    def packed_tokens(self, x: torch.Tensor, tower: str, slice_features: torch.Tensor | None = None
-                      ) -> torch.Tensor:
+    def packed_tokens(self, x: torch.Tensor, tower: str, slice_features: torch.Tensor | None = None) -> torch.Tensor:
         """Spatial Packer output for ``tower``: ``(B, N / prod(packer_kernel), packer_out_dim)``."""
         self._check_tower(tower)
         packer = self.stages[tower].packer
@@ -309,8 +333,9 @@ class HSENetCLIP(nn.Module):
         return F.normalize(proj(pooled.to(proj.weight.device)), dim=-1)
 
     # ------------------------------------------------------------------ embedding API
-    def encode_volume(self, x: torch.Tensor, *, slice_features: torch.Tensor | None = None,
-                      embedding: str | None = None) -> torch.Tensor:
+    def encode_volume(
+        self, x: torch.Tensor, *, slice_features: torch.Tensor | None = None, embedding: str | None = None
+    ) -> torch.Tensor:
         """Preprocessed volumes ``(B, 1, D, H, W)`` -> L2-normalised ``(B, E)`` (eval mode, no gradients).
 
         ``slice_features (B, slices, C2d)`` replaces the slice tower for the 2E3 tower (required when the model has
@@ -332,7 +357,7 @@ class HSENetCLIP(nn.Module):
         out = []
         with self._inference():
             for start in range(0, len(texts), batch_size):
-                chunk = list(texts[start:start + batch_size])
+                chunk = list(texts[start : start + batch_size])
                 pooled: dict[str, torch.Tensor] = {}
                 feats = []
                 for t in towers:
@@ -352,8 +377,13 @@ class HSENetCLIP(nn.Module):
         from safetensors.torch import save_file
 
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.saved_state().items()}
-        meta = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION, "fingerprint": self.fingerprint,
-                "embedding_dim": self.embedding_dim, "config": self.config.to_dict()}
+        meta = {
+            "model_type": MODEL_TYPE,
+            "format_version": FORMAT_VERSION,
+            "fingerprint": self.fingerprint,
+            "embedding_dim": self.embedding_dim,
+            "config": self.config.to_dict(),
+        }
         if self.config.text_source == "minilm":
             meta["text_package_version"] = minilm_version()
         preprocessing = self.preprocessing
@@ -383,9 +413,16 @@ class HSENetCLIP(nn.Module):
         text_towers = None
         if config.text_source == "config":
             tokenizer = load_tokenizer(path)
-            text_towers = {k: TextTower.from_hf_config(config.text_configs[k], tokenizer, config.text_pooling,
-                                                       config.text_max_length, config.freeze_text_trunk)
-                           for k in config.text_trunk_keys}
+            text_towers = {
+                k: TextTower.from_hf_config(
+                    config.text_configs[k],
+                    tokenizer,
+                    config.text_pooling,
+                    config.text_max_length,
+                    config.freeze_text_trunk,
+                )
+                for k in config.text_trunk_keys
+            }
         model = cls(config, text_towers=text_towers)
         tensors = read_weights(path / "model.safetensors")
         check_tensors(model.saved_state(), tensors, path / "model.safetensors")
@@ -405,8 +442,11 @@ class HSENetCLIP(nn.Module):
         """The preprocessing profile must produce tensors of the model's ``img_size``."""
         shape = tuple(self.profile.output_shape)
         if shape != tuple(self.config.img_size):
-            raise ModelError(f"preprocessing profile {self.preprocessing.get('name')!r} produces {shape}, not the "
-                             f"model's img_size {tuple(self.config.img_size)}; choose a matching profile", source)
+            raise ModelError(
+                f"preprocessing profile {self.preprocessing.get('name')!r} produces {shape}, not the "
+                f"model's img_size {tuple(self.config.img_size)}; choose a matching profile",
+                source,
+            )
 
     # ------------------------------------------------------------------ internals
     def _check_tower(self, tower: str) -> None:

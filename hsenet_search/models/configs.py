@@ -79,16 +79,53 @@ class TextCfg:
 # Nested config part -> {its field: the flat ModelConfig field}. Model directories store the flat form (their
 # fingerprints hash it); the nested form is accepted everywhere a config dict is read.
 PARTS: dict[str, tuple[type, dict[str, str]]] = {
-    "vision": (VisionCfg, {f: f for f in ("img_size", "patch_size", "in_channels", "width", "layers", "heads",
-                                          "mlp_dim", "dropout", "input_mean", "input_std", "e3_dropout")}),
-    "slice": (SliceCfg, {"source": "slice_source", "dim": "slice_dim", "image_size": "slice_image_size",
-                         "patch_size": "slice_patch_size", "width": "slice_width", "layers": "slice_layers",
-                         "heads": "slice_heads", "vision_cfg": "slice_vision_cfg", "mean": "slice_mean",
-                         "std": "slice_std"}),
+    "vision": (
+        VisionCfg,
+        {
+            f: f
+            for f in (
+                "img_size",
+                "patch_size",
+                "in_channels",
+                "width",
+                "layers",
+                "heads",
+                "mlp_dim",
+                "dropout",
+                "input_mean",
+                "input_std",
+                "e3_dropout",
+            )
+        },
+    ),
+    "slice": (
+        SliceCfg,
+        {
+            "source": "slice_source",
+            "dim": "slice_dim",
+            "image_size": "slice_image_size",
+            "patch_size": "slice_patch_size",
+            "width": "slice_width",
+            "layers": "slice_layers",
+            "heads": "slice_heads",
+            "vision_cfg": "slice_vision_cfg",
+            "mean": "slice_mean",
+            "std": "slice_std",
+        },
+    ),
     "packer": (PackerCfg, {"out_dim": "packer_out_dim", "kernel": "packer_kernel", "dropout": "packer_dropout"}),
-    "text": (TextCfg, {"source": "text_source", "configs": "text_configs", "pooling": "text_pooling",
-                       "max_length": "text_max_length", "shared_trunk": "shared_text_trunk",
-                       "freeze_trunk": "freeze_text_trunk", "report_text": "report_text"}),
+    "text": (
+        TextCfg,
+        {
+            "source": "text_source",
+            "configs": "text_configs",
+            "pooling": "text_pooling",
+            "max_length": "text_max_length",
+            "shared_trunk": "shared_text_trunk",
+            "freeze_trunk": "freeze_text_trunk",
+            "report_text": "report_text",
+        },
+    ),
 }
 
 
@@ -245,6 +282,7 @@ class ModelConfig:
     # ------------------------------------------------------------------ validation / serialisation
     def validate(self) -> ModelConfig:
         """Raise :class:`ModelError` naming the first inconsistent field; return self."""
+
         def bad(msg: str) -> ModelError:
             return ModelError(f"model config {self.name!r}: {msg}")
 
@@ -286,13 +324,16 @@ class ModelConfig:
             raise bad(f"report_text must be one of {REPORT_TEXTS}, got {self.report_text!r}")
         params = self.parameter_estimate()
         if params * 4 > memory_budget():
-            raise bad(f"about {params / 1e9:.1f}G parameters ({params * 4 / 2**30:.1f} GiB in float32) exceed the "
-                      f"memory budget of {memory_budget() / 2**30:.1f} GiB; check its sizes")
+            raise bad(
+                f"about {params / 1e9:.1f}G parameters ({params * 4 / 2**30:.1f} GiB in float32) exceed the "
+                f"memory budget of {memory_budget() / 2**30:.1f} GiB; check its sizes"
+            )
         return self
 
     def parameter_estimate(self) -> int:
         """Parameters the config would allocate (3D towers, projections, packers, slice and text trunks),
         computed from the sizes alone, before anything is built."""
+
         def vit(width: int, layers: int, mlp: int, tokens: int, patch_in: int) -> int:
             block = 4 * width * width + 2 * width * mlp + mlp + 9 * width
             return patch_in * width + width + (tokens + 1) * width + layers * block + 2 * width
@@ -304,11 +345,20 @@ class ModelConfig:
             total += 2 * self.width * self.width + 2 * self.slice_dim * self.width + self.width
             if self.slice_source == "tower":
                 slice_tokens = (self.slice_image_size // self.slice_patch_size) ** 2
-                total += vit(self.slice_width, self.slice_layers, 4 * self.slice_width, slice_tokens,
-                             3 * self.slice_patch_size**2) + self.slice_width * self.slice_dim
+                total += (
+                    vit(
+                        self.slice_width,
+                        self.slice_layers,
+                        4 * self.slice_width,
+                        slice_tokens,
+                        3 * self.slice_patch_size**2,
+                    )
+                    + self.slice_width * self.slice_dim
+                )
         if self.packer_out_dim:
-            total += len(self.towers) * (4 * self.width * self.width + self.width * self.packer_out_dim
-                                         + self.packer_out_dim**2)
+            total += len(self.towers) * (
+                4 * self.width * self.width + self.width * self.packer_out_dim + self.packer_out_dim**2
+            )
         for text in (self.text_configs or {}).values():
             hidden = int(text.get("hidden_size", 0) or 0)
             vocab = int(text.get("vocab_size", 0) or 0)
@@ -349,10 +399,22 @@ class ModelConfig:
 
 # Upper bounds of the size fields: far above any real HSENet model, low enough to stop a typo before allocation.
 SIZE_LIMITS = {
-    "img_size": 2048, "patch_size": 512, "in_channels": 16, "width": 16384, "layers": 256, "heads": 512,
-    "mlp_dim": 65536, "projection_dim": 16384, "slice_dim": 16384, "slice_image_size": 2048,
-    "slice_patch_size": 512, "slice_width": 16384, "slice_layers": 256, "slice_heads": 512,
-    "packer_out_dim": 16384, "text_max_length": 65536,
+    "img_size": 2048,
+    "patch_size": 512,
+    "in_channels": 16,
+    "width": 16384,
+    "layers": 256,
+    "heads": 512,
+    "mlp_dim": 65536,
+    "projection_dim": 16384,
+    "slice_dim": 16384,
+    "slice_image_size": 2048,
+    "slice_patch_size": 512,
+    "slice_width": 16384,
+    "slice_layers": 256,
+    "slice_heads": 512,
+    "packer_out_dim": 16384,
+    "text_max_length": 65536,
 }
 
 

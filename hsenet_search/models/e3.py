@@ -29,11 +29,15 @@ class E3ViT(ViT3D):
 
     def patch_scores(self, tokens: torch.Tensor, slice_features: torch.Tensor) -> torch.Tensor:
         """Sigmoid gate in (0, 1) for every patch token: ``(B, N)``."""
-        if slice_features.ndim != 3 or slice_features.shape[0] != tokens.shape[0] \
-                or slice_features.shape[-1] != self.slice_dim:
+        if (
+            slice_features.ndim != 3
+            or slice_features.shape[0] != tokens.shape[0]
+            or slice_features.shape[-1] != self.slice_dim
+        ):
             raise ModelError(
                 f"slice features must have shape (B={tokens.shape[0]}, slices, {self.slice_dim}), "
-                f"got {tuple(slice_features.shape)}")
+                f"got {tuple(slice_features.shape)}"
+            )
         guided = self.slice_guided_attention(tokens, slice_features.to(tokens.dtype))
         return self.patch_score_norm(self.patch_score_proj(guided)).squeeze(-1)
 

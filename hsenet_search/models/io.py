@@ -42,16 +42,18 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def check_tensors(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor], path,
-                  name: Callable[[str], str] = str) -> None:
+def check_tensors(
+    expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor], path, name: Callable[[str], str] = str
+) -> None:
     """Strict-loading check: a missing, mis-shaped or unexpected key is a ModelError naming it as ``name(key)``
     (the checkpoint's own spelling)."""
     for key, value in expected.items():
         if key not in found:
             raise ModelError(f"missing key {name(key)!r}", path)
         if tuple(found[key].shape) != tuple(value.shape):
-            raise ModelError(f"key {name(key)!r} has shape {tuple(found[key].shape)}, "
-                             f"expected {tuple(value.shape)}", path)
+            raise ModelError(
+                f"key {name(key)!r} has shape {tuple(found[key].shape)}, expected {tuple(value.shape)}", path
+            )
     extra = sorted(set(found) - set(expected))
     if extra:
         raise ModelError(f"unexpected key {name(extra[0])!r}", path)

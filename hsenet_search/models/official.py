@@ -42,9 +42,18 @@ IGNORED_KEYS = (
     re.compile(r"(^|\.)embeddings\.position_ids$"),
     re.compile(r"^visual_encoder_2D\."),
 )
-OFFICIAL_DEFAULTS = {"img_size": (32, 256, 256), "patch_size": (4, 16, 16), "hidden_size": 768, "mlp_dim": 3072,
-                     "num_layers": 12, "num_heads": 12, "in_channels": 1, "pos_embed": "perceptron",
-                     "dropout_rate": 0.0, "spatial_dims": 3}
+OFFICIAL_DEFAULTS = {
+    "img_size": (32, 256, 256),
+    "patch_size": (4, 16, 16),
+    "hidden_size": 768,
+    "mlp_dim": 3072,
+    "num_layers": 12,
+    "num_heads": 12,
+    "in_channels": 1,
+    "pos_embed": "perceptron",
+    "dropout_rate": 0.0,
+    "spatial_dims": 3,
+}
 STAGE1_PREFIX = "stage1_pretrained_CLIP."
 WEIGHT_FILES = ("pytorch_model.bin", "model_params.bin")
 
@@ -72,6 +81,7 @@ def read_official_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def infer_bert_config(state: dict[str, torch.Tensor], prefix: str, path: Path) -> dict[str, Any]:
     """A BertConfig dict read off the state-dict shapes of the BERT under ``prefix``."""
+
     def tensor(key: str) -> torch.Tensor:
         if prefix + key not in state:
             raise ModelError(f"missing key {prefix + key!r}", path)
@@ -84,10 +94,12 @@ def infer_bert_config(state: dict[str, torch.Tensor], prefix: str, path: Path) -
     if layers == 0:
         raise ModelError(f"missing key {prefix + 'encoder.layer.0.attention.self.query.weight'!r}", path)
     if width % 64:
-        raise ModelError(f"cannot infer BERT heads from width {width} (not a multiple of 64); pass a text config",
-                         path)
+        raise ModelError(f"cannot infer BERT heads from width {width} (not a multiple of 64); pass a text config", path)
     return {
-        "model_type": "bert", "vocab_size": int(vocab), "hidden_size": int(width), "num_hidden_layers": layers,
+        "model_type": "bert",
+        "vocab_size": int(vocab),
+        "hidden_size": int(width),
+        "num_hidden_layers": layers,
         "num_attention_heads": int(width) // 64,
         "intermediate_size": int(tensor("encoder.layer.0.intermediate.dense.weight").shape[0]),
         "max_position_embeddings": int(tensor("embeddings.position_embeddings.weight").shape[0]),
@@ -111,8 +123,9 @@ def _official_tokenizer(path: Path):
         if has_class:
             return load_tokenizer(path)
     if not (path / "vocab.txt").exists():
-        raise ModelError("no BERT tokenizer files (vocab.txt); give the bert-base-uncased folder as the text model",
-                         path)
+        raise ModelError(
+            "no BERT tokenizer files (vocab.txt); give the bert-base-uncased folder as the text model", path
+        )
     from transformers import BertTokenizer
 
     return BertTokenizer(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
@@ -131,9 +144,15 @@ def _shape(state: dict[str, torch.Tensor], key: str, path: Path) -> tuple[int, .
     return tuple(state[key].shape)
 
 
-def official_config(path: Path, model_type: str, raw: dict[str, Any], state: dict[str, torch.Tensor],
-                    text_configs: dict[str, dict[str, Any]], embedding: str | None,
-                    slice_info: dict[str, Any] | None) -> ModelConfig:
+def official_config(
+    path: Path,
+    model_type: str,
+    raw: dict[str, Any],
+    state: dict[str, torch.Tensor],
+    text_configs: dict[str, dict[str, Any]],
+    embedding: str | None,
+    slice_info: dict[str, Any] | None,
+) -> ModelConfig:
     """Our :class:`ModelConfig` for an official checkpoint."""
     cfg = {k: raw[k] if raw.get(k) is not None else v for k, v in OFFICIAL_DEFAULTS.items()}
     if str(cfg["pos_embed"]) != "perceptron":
@@ -148,21 +167,43 @@ def official_config(path: Path, model_type: str, raw: dict[str, Any], state: dic
         raise ModelError("the two towers' projections differ in size; unsupported", path)
     slice_dim = _shape(state, "vision_encoder.slice_guided_attention.Wk.weight", path)[1] if stage2 else 768
     fields: dict[str, Any] = dict(
-        name=f"official-{'stage2' if stage2 else 'stage1'}", img_size=_tuple3(cfg["img_size"], "img_size", path),
-        patch_size=_tuple3(cfg["patch_size"], "patch_size", path), in_channels=int(cfg["in_channels"]),
-        width=int(cfg["hidden_size"]), layers=int(cfg["num_layers"]), heads=int(cfg["num_heads"]),
-        mlp_dim=int(cfg["mlp_dim"]), dropout=float(cfg["dropout_rate"]), projection_dim=int(projection),
-        towers=towers, embedding=embedding or ("stage2" if stage2 else "stage1"), logit_scale_mode="raw",
-        slice_source="none", slice_dim=int(slice_dim), packer_out_dim=None, text_source="config",
-        text_configs=text_configs, text_pooling="cls", text_max_length=512, shared_text_trunk=not stage2,
-        freeze_text_trunk=False, preprocessing="hsenet", source=f"official:{model_type}",
+        name=f"official-{'stage2' if stage2 else 'stage1'}",
+        img_size=_tuple3(cfg["img_size"], "img_size", path),
+        patch_size=_tuple3(cfg["patch_size"], "patch_size", path),
+        in_channels=int(cfg["in_channels"]),
+        width=int(cfg["hidden_size"]),
+        layers=int(cfg["num_layers"]),
+        heads=int(cfg["num_heads"]),
+        mlp_dim=int(cfg["mlp_dim"]),
+        dropout=float(cfg["dropout_rate"]),
+        projection_dim=int(projection),
+        towers=towers,
+        embedding=embedding or ("stage2" if stage2 else "stage1"),
+        logit_scale_mode="raw",
+        slice_source="none",
+        slice_dim=int(slice_dim),
+        packer_out_dim=None,
+        text_source="config",
+        text_configs=text_configs,
+        text_pooling="cls",
+        text_max_length=512,
+        shared_text_trunk=not stage2,
+        freeze_text_trunk=False,
+        preprocessing="hsenet",
+        source=f"official:{model_type}",
     )
     if slice_info is not None:
         if slice_info["dim"] != slice_dim:
-            raise ModelError(f"the BiomedCLIP trunk gives {slice_info['dim']}-d features but the 2E3 encoder "
-                             f"expects {slice_dim}-d", path)
-        fields.update(slice_source="biomedclip", slice_vision_cfg=slice_info["vision_cfg"],
-                      slice_mean=tuple(slice_info["mean"]), slice_std=tuple(slice_info["std"]))
+            raise ModelError(
+                f"the BiomedCLIP trunk gives {slice_info['dim']}-d features but the 2E3 encoder expects {slice_dim}-d",
+                path,
+            )
+        fields.update(
+            slice_source="biomedclip",
+            slice_vision_cfg=slice_info["vision_cfg"],
+            slice_mean=tuple(slice_info["mean"]),
+            slice_std=tuple(slice_info["std"]),
+        )
     try:
         return ModelConfig(**fields).validate()
     except (TypeError, ValueError) as exc:
@@ -210,7 +251,7 @@ def key_map(config: ModelConfig, model_type: str) -> dict[str, str]:
 def _translate(key: str, pairs: list[tuple[str, str]]) -> str | None:
     for src, dst in sorted(pairs, key=lambda kv: -len(kv[0])):
         if key == src or (src.endswith(".") and key.startswith(src)):
-            return dst + key[len(src):]
+            return dst + key[len(src) :]
     return None
 
 
@@ -224,9 +265,14 @@ def from_official_key(key: str, mapping: dict[str, str]) -> str | None:
     return _translate(key, [(theirs, ours) for ours, theirs in mapping.items()])
 
 
-def load_official(path: str | Path, *, text_config: dict[str, Any] | str | Path | None = None,
-                  text_model: str | Path | None = None, biomedclip: str | Path | None = None,
-                  embedding: str | None = None) -> HSENetCLIP:
+def load_official(
+    path: str | Path,
+    *,
+    text_config: dict[str, Any] | str | Path | None = None,
+    text_model: str | Path | None = None,
+    biomedclip: str | Path | None = None,
+    embedding: str | None = None,
+) -> HSENetCLIP:
     """Load an official HSENet CLIP checkpoint directory strictly into an :class:`HSENetCLIP` (eval mode).
 
     ``text_model``: a local BERT folder (bert-base-uncased) holding the tokenizer files and, optionally, its
@@ -250,8 +296,11 @@ def load_official(path: str | Path, *, text_config: dict[str, Any] | str | Path 
         override = _text_override(text_dir / "config.json")
     override |= _text_override(text_config)
     stage2 = model_type == "m3d_clip_stage2"
-    trunk_prefixes = {"stage1": STAGE1_PREFIX + "language_encoder.", "stage2": "language_encoder."} if stage2 \
+    trunk_prefixes = (
+        {"stage1": STAGE1_PREFIX + "language_encoder.", "stage2": "language_encoder."}
+        if stage2
         else {"shared": "language_encoder."}
+    )
     text_configs = {k: infer_bert_config(state, p, path) | override for k, p in trunk_prefixes.items()}
     slice_trunk, slice_info = None, None
     if biomedclip is not None and stage2:
@@ -259,8 +308,10 @@ def load_official(path: str | Path, *, text_config: dict[str, Any] | str | Path 
         slice_info = {"vision_cfg": vision_cfg, "mean": mean, "std": std, "dim": int(slice_trunk.num_features)}
     config = official_config(path, model_type, raw, state, text_configs, embedding, slice_info)
     tokenizer = _official_tokenizer(text_dir)
-    text_towers = {k: TextTower.from_hf_config(text_configs[k], tokenizer, "cls", config.text_max_length, False)
-                   for k in text_configs}
+    text_towers = {
+        k: TextTower.from_hf_config(text_configs[k], tokenizer, "cls", config.text_max_length, False)
+        for k in text_configs
+    }
     model = HSENetCLIP(config, text_towers=text_towers, slice_trunk=slice_trunk)
     mapping = key_map(config, model_type)
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith("slice_tower.")}
@@ -290,14 +341,23 @@ def _text_override(text_config: dict[str, Any] | str | Path | None) -> dict[str,
         raise ModelError(f"cannot read the text config ({exc})", cfg_path) from exc
     if not isinstance(data, dict):
         raise ModelError("the text config is not a JSON object", cfg_path)
-    return {k: v for k, v in data.items() if not k.startswith("_") and k not in ("architectures",
-                                                                                   "transformers_version")}
+    return {
+        k: v for k, v in data.items() if not k.startswith("_") and k not in ("architectures", "transformers_version")
+    }
 
 
-def import_official(src: str | Path, out: str | Path, *, text_config=None, text_model=None, biomedclip=None,
-                    embedding: str | None = None) -> HSENetCLIP:
+def import_official(
+    src: str | Path,
+    out: str | Path,
+    *,
+    text_config=None,
+    text_model=None,
+    biomedclip=None,
+    embedding: str | None = None,
+) -> HSENetCLIP:
     """Convert an official checkpoint directory to our model directory format at ``out``."""
-    model = load_official(src, text_config=text_config, text_model=text_model, biomedclip=biomedclip,
-                          embedding=embedding)
+    model = load_official(
+        src, text_config=text_config, text_model=text_model, biomedclip=biomedclip, embedding=embedding
+    )
     model.save_pretrained(out)
     return model

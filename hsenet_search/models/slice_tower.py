@@ -26,8 +26,12 @@ from hsenet_search.errors import ModelError
 from .configs import CLIP_MEAN, CLIP_STD, ModelConfig
 from .io import check_tensors, read_weights
 
-BIOMEDCLIP_WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.safetensors",
-                           "pytorch_model.bin")
+BIOMEDCLIP_WEIGHT_NAMES = (
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.bin",
+    "model.safetensors",
+    "pytorch_model.bin",
+)
 
 
 def build_offline_trunk(config: ModelConfig) -> nn.Module:
@@ -35,8 +39,15 @@ def build_offline_trunk(config: ModelConfig) -> nn.Module:
     from open_clip.transformer import VisionTransformer
 
     part = config.slice
-    return VisionTransformer(image_size=part.image_size, patch_size=part.patch_size, width=part.width,
-                             layers=part.layers, heads=part.heads, mlp_ratio=4.0, output_dim=part.dim)
+    return VisionTransformer(
+        image_size=part.image_size,
+        patch_size=part.patch_size,
+        width=part.width,
+        layers=part.layers,
+        heads=part.heads,
+        mlp_ratio=4.0,
+        output_dim=part.dim,
+    )
 
 
 def build_timm_trunk(vision_cfg: dict[str, Any]) -> nn.Module:
@@ -44,9 +55,12 @@ def build_timm_trunk(vision_cfg: dict[str, Any]) -> nn.Module:
     from open_clip.timm_model import TimmModel
 
     visual = TimmModel(
-        vision_cfg["timm_model_name"], embed_dim=int(vision_cfg["embed_dim"]),
-        image_size=vision_cfg.get("image_size", 224), pool=vision_cfg.get("timm_pool", "avg"),
-        proj=vision_cfg.get("timm_proj", "linear"), proj_bias=bool(vision_cfg.get("timm_proj_bias", False)),
+        vision_cfg["timm_model_name"],
+        embed_dim=int(vision_cfg["embed_dim"]),
+        image_size=vision_cfg.get("image_size", 224),
+        pool=vision_cfg.get("timm_pool", "avg"),
+        proj=vision_cfg.get("timm_proj", "linear"),
+        proj_bias=bool(vision_cfg.get("timm_proj_bias", False)),
         pretrained=False,
     )
     return visual.trunk
@@ -129,8 +143,9 @@ class SliceTower(nn.Module):
         b, c, d, h, w = x.shape
         planes = x.permute(0, 2, 1, 3, 4).reshape(b * d, c, h, w).mean(dim=1, keepdim=True)
         if (h, w) != (self.image_size, self.image_size):
-            planes = F.interpolate(planes, size=(self.image_size, self.image_size), mode="bilinear",
-                                   align_corners=False)
+            planes = F.interpolate(
+                planes, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+            )
         return planes.expand(-1, 3, -1, -1)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:

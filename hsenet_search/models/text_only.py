@@ -36,10 +36,7 @@ class TextEncoder(nn.Module):
         self.config = config
         self.text_towers = nn.ModuleDict(text_towers)
         self.language_proj = nn.ModuleDict(
-            {
-                t: nn.Linear(text_towers[config.text_trunk_key(t)].width, config.projection_dim)
-                for t in config.towers
-            }
+            {t: nn.Linear(text_towers[config.text_trunk_key(t)].width, config.projection_dim) for t in config.towers}
         )
         self.fingerprint = model_fingerprint
         self.preprocessing = preprocessing
@@ -56,9 +53,7 @@ class TextEncoder(nn.Module):
         path = DEFAULT_MODEL_DIR if str(path) == "default" else Path(path)
         meta = _read_meta(path)
         if meta.get("model_type") != MODEL_TYPE or meta.get("format_version") != FORMAT_VERSION:
-            raise ModelError(
-                "a text-only load needs one of our model directories (not an official checkpoint)", path
-            )
+            raise ModelError("a text-only load needs one of our model directories (not an official checkpoint)", path)
         config = ModelConfig.from_dict(meta["config"])
         tensors = read_weights(path / "model.safetensors")
         text_towers = _text_towers(config, path)
@@ -66,9 +61,7 @@ class TextEncoder(nn.Module):
         # the fingerprint covers exactly the saved tensors (a frozen packaged trunk is not saved)
         config_json = HSENetCLIP._fingerprint_config(types.SimpleNamespace(config=config))
         if meta.get("fingerprint") != fingerprint(config_json, tensors):
-            raise ModelError(
-                "the weights do not match the fingerprint in config.json (corrupted or edited)", path
-            )
+            raise ModelError("the weights do not match the fingerprint in config.json (corrupted or edited)", path)
         model = cls(config, text_towers, meta["fingerprint"], _preprocessing(path))
         state = {}
         for key, value in {**trunk_state, **tensors}.items():
@@ -88,10 +81,7 @@ class TextEncoder(nn.Module):
         with torch.no_grad():
             for start in range(0, len(texts), batch_size):
                 chunk = texts[start : start + batch_size]
-                pooled = {
-                    key: self.text_towers[key](chunk)
-                    for key in {self.config.text_trunk_key(t) for t in towers}
-                }
+                pooled = {key: self.text_towers[key](chunk) for key in {self.config.text_trunk_key(t) for t in towers}}
                 out.append(
                     _combine(
                         [

@@ -82,8 +82,7 @@ def load_tokenizer(path: str | Path):
 class TextTower(nn.Module):
     """A transformers trunk (key prefix ``model.``) with its tokenizer, pooling and maximum length."""
 
-    def __init__(self, model: nn.Module, tokenizer, pooling: str = "mean", max_length: int = 256,
-                 frozen: bool = False):
+    def __init__(self, model: nn.Module, tokenizer, pooling: str = "mean", max_length: int = 256, frozen: bool = False):
         super().__init__()
         self.model = _drop_pooler(model)
         self.tokenizer = tokenizer
@@ -121,8 +120,9 @@ class TextTower(nn.Module):
         return cls(model, load_tokenizer(path), pooling, max_length, frozen)
 
     @classmethod
-    def from_hf_config(cls, hf_config: dict[str, Any], tokenizer, pooling: str, max_length: int,
-                       frozen: bool) -> TextTower:
+    def from_hf_config(
+        cls, hf_config: dict[str, Any], tokenizer, pooling: str, max_length: int, frozen: bool
+    ) -> TextTower:
         """A randomly initialised trunk from a transformers config dict (weights are loaded afterwards)."""
         from transformers import AutoConfig, AutoModel
 
@@ -145,8 +145,13 @@ class TextTower(nn.Module):
 
     def tokenize(self, texts: list[str], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """Cleaned, truncated, padded token batch on ``device``."""
-        batch = self.tokenizer([clean_report_text(t) for t in texts], padding=True, truncation=True,
-                               max_length=self.max_length, return_tensors="pt")
+        batch = self.tokenizer(
+            [clean_report_text(t) for t in texts],
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
         return {k: v.to(device) for k, v in batch.items()}
 
     def windows(self, texts: list[str], device: torch.device | str = "cpu") -> tuple[dict, torch.Tensor]:
@@ -156,12 +161,16 @@ class TextTower(nn.Module):
         head = [i for i in (tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id,) if i is not None]
         tail = [i for i in (tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id,) if i is not None]
         body = self.max_length - len(head) - len(tail)
-        ids = self.tokenizer([clean_report_text(t) for t in texts], add_special_tokens=False, truncation=True,
-                             max_length=body * MAX_WINDOWS)["input_ids"]
+        ids = self.tokenizer(
+            [clean_report_text(t) for t in texts],
+            add_special_tokens=False,
+            truncation=True,
+            max_length=body * MAX_WINDOWS,
+        )["input_ids"]
         pieces, owner = [], []
         for i, seq in enumerate(ids):
             for start in range(0, max(len(seq), 1), body):
-                pieces.append(head + list(seq[start:start + body]) + tail)
+                pieces.append(head + list(seq[start : start + body]) + tail)
                 owner.append(i)
         batch = self.tokenizer.pad({"input_ids": pieces}, return_tensors="pt")
         return {k: v.to(device) for k, v in batch.items()}, torch.tensor(owner, device=device)

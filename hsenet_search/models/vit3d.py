@@ -93,9 +93,11 @@ class ViT3D(nn.Module):
         self.grid = config.grid
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.width))
         self.patch_embedding = PatchEmbedding3D(
-            config.in_channels, config.img_size, config.patch_size, config.width, config.dropout)
+            config.in_channels, config.img_size, config.patch_size, config.width, config.dropout
+        )
         self.blocks = nn.ModuleList(
-            TransformerBlock(config.width, config.mlp_dim, config.heads, config.dropout) for _ in range(config.layers))
+            TransformerBlock(config.width, config.mlp_dim, config.heads, config.dropout) for _ in range(config.layers)
+        )
         self.norm = nn.LayerNorm(config.width)
         for module in self.blocks.modules():
             if isinstance(module, nn.Linear):

@@ -42,9 +42,7 @@ STATUS: tuple[tuple[type[HSENetError], int], ...] = (
 
 
 def _error(status: int, detail: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(
-        {"detail": " ".join(str(detail).split()), "type": kind}, status_code=status, headers=headers
-    )
+    return JSONResponse({"detail": " ".join(str(detail).split()), "type": kind}, status_code=status, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -77,9 +75,7 @@ def add_error_handlers(app: FastAPI) -> None:
         return _error(status, str(exc.detail), "HTTPError", getattr(exc, "headers", None))
 
 
-def create_app(
-    config: ServiceConfig, state: ServiceState | None = None, *, token: str | None = None
-) -> FastAPI:
+def create_app(config: ServiceConfig, state: ServiceState | None = None, *, token: str | None = None) -> FastAPI:
     """The app over ``state`` (loaded from ``config.indexes`` when not given); ``token``: required bearer."""
     state = state if state is not None else ServiceState.load(config)
     app = FastAPI(

@@ -70,9 +70,7 @@ class Guard:
         if declared < 0:
             await reply(400, "malformed Content-Length header", "BodyError")
         elif declared > limit:
-            await reply(
-                413, f"request body of {declared} bytes is over the limit of {limit} bytes", "BodyError"
-            )
+            await reply(413, f"request body of {declared} bytes is over the limit of {limit} bytes", "BodyError")
         else:
             try:
                 await self.app(scope, self._limited(receive, limit), send_tracked)

@@ -97,9 +97,7 @@ def plane(volume: DisplayVolume, axis: str, index: int | None) -> tuple[np.ndarr
     return a[i, :, :].T[::-1], sz, sy
 
 
-def render_png(
-    volume: DisplayVolume, axis: str, index: int | None, window: str, max_side: int | None
-) -> bytes:
+def render_png(volume: DisplayVolume, axis: str, index: int | None, window: str, max_side: int | None) -> bytes:
     """One windowed slice as an 8-bit grey PNG resampled to square pixels (longest side ≤ ``max_side``)."""
     from PIL import Image
 

@@ -178,9 +178,7 @@ class ServiceState:
         finally:
             remove_folder(folder)
 
-    def search_upload(
-        self, index: LoadedIndex, path: Path, filename: str, k: int, labels, hubness: bool, target: str
-    ):
+    def search_upload(self, index: LoadedIndex, path: Path, filename: str, k: int, labels, hubness: bool, target: str):
         self._check_hubness(index, hubness, target)
         with self.metrics.timed("encode_volume"), index.encode_lock:
             vector = index.engine.encode_volume(path)

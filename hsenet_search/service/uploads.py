@@ -101,9 +101,7 @@ def _unzip(raw: Path, folder: Path, limits: UploadLimits) -> Path:
         if not members:
             raise VolumeError("the zip holds no files", "file")
         if len(members) > limits.max_members:
-            raise VolumeError(
-                f"the zip holds {len(members)} files; the limit is {limits.max_members}", "file"
-            )
+            raise VolumeError(f"the zip holds {len(members)} files; the limit is {limits.max_members}", "file")
         if sum(m.file_size for m in members) > limits.max_unpacked:
             raise VolumeError(f"the zip unpacks to more than {limits.max_unpacked} bytes", "file")
         folder.mkdir()
@@ -114,9 +112,7 @@ def _unzip(raw: Path, folder: Path, limits: UploadLimits) -> Path:
                     while chunk := src.read(CHUNK):
                         written += len(chunk)
                         if written > limits.max_unpacked:
-                            raise VolumeError(
-                                f"the zip unpacks to more than {limits.max_unpacked} bytes", "file"
-                            )
+                            raise VolumeError(f"the zip unpacks to more than {limits.max_unpacked} bytes", "file")
                         dst.write(chunk)
             except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError) as exc:
                 raise VolumeError(f"cannot extract zip member {i} ({exc})", "file") from exc

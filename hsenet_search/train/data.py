@@ -25,7 +25,7 @@ class Scan:
 
     scan_id: str
     cases: tuple[Case, ...]
-    text_index: int                 # index into the de-duplicated report texts
+    text_index: int  # index into the de-duplicated report texts
     labels: tuple[int, ...] | None
 
 
@@ -53,9 +53,11 @@ def augmentation(kind: str, seed: int) -> Compose | None:
         return None
     steps = [RandScaleIntensity(factors=0.1, prob=0.5), RandShiftIntensity(offsets=0.1, prob=0.5)]
     if kind == "official":
-        steps = [RandRotate90(prob=0.5, spatial_axes=(1, 2))] + [
-            RandFlip(prob=0.1, spatial_axis=a) for a in range(3)
-        ] + steps
+        steps = (
+            [RandRotate90(prob=0.5, spatial_axes=(1, 2))]
+            + [RandFlip(prob=0.1, spatial_axis=a) for a in range(3)]
+            + steps
+        )
     return Compose(steps).set_random_state(seed=seed % (2**32))
 
 
@@ -64,8 +66,15 @@ class ScanDataset(Dataset):
     the slice inputs ``recipe`` asks for (see :mod:`hsenet_search.embedding`; the augmentation, as in the
     official code, touches the volume only)."""
 
-    def __init__(self, scans: Sequence[Scan], profile: Profile, cache: PreprocessCache | None,
-                 augment: str = "intensity", seed: int = 0, recipe: SliceRecipe | None = None):
+    def __init__(
+        self,
+        scans: Sequence[Scan],
+        profile: Profile,
+        cache: PreprocessCache | None,
+        augment: str = "intensity",
+        seed: int = 0,
+        recipe: SliceRecipe | None = None,
+    ):
         if augment not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {augment!r}; expected one of {AUGMENTATIONS}")
         self.scans = list(scans)
@@ -107,12 +116,21 @@ def collate_scans(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
 class EpochOrder(Sampler):
     """Deterministic shuffled order for one epoch, sharded by rank, resumable from a batch offset."""
 
-    def __init__(self, n: int, *, seed: int, epoch: int, batch_size: int, start_batch: int = 0,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        n: int,
+        *,
+        seed: int,
+        epoch: int,
+        batch_size: int,
+        start_batch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         perm = np.random.default_rng([seed, epoch]).permutation(n)
         per_rank = (n // world_size) // batch_size * batch_size  # drop_last: full batches on every rank
-        mine = perm[rank * per_rank:(rank + 1) * per_rank]
-        self.keys = [(int(i), epoch) for i in mine[start_batch * batch_size:]]
+        mine = perm[rank * per_rank : (rank + 1) * per_rank]
+        self.keys = [(int(i), epoch) for i in mine[start_batch * batch_size :]]
 
     def __iter__(self):
         return iter(self.keys)

@@ -44,24 +44,50 @@ def run(work: Path, ship: Path | None, recipe: Recipe, progress: bool = True) ->
     start = time.time()
     data = work / "data"
     if not (data / "radiology_text_reports").exists():
-        generate_dataset(data, recipe.scans, seed=recipe.data_seed, valid_fraction=recipe.valid_fraction,
-                         size="tiny", progress=progress)
+        generate_dataset(
+            data,
+            recipe.scans,
+            seed=recipe.data_seed,
+            valid_fraction=recipe.valid_fraction,
+            size="tiny",
+            progress=progress,
+        )
     model_dir = work / "model"
-    common = dict(data=str(data), out=str(model_dir), batch_size=recipe.batch_size, seed=recipe.seed,
-                  workers=recipe.workers, prompt_loss_weight=recipe.prompt_loss, cache_dir=str(work / "cache"))
-    stage1 = train(TrainConfig(stage=1, config="tiny", epochs=recipe.stage1_epochs, lr=recipe.lr_stage1, **common),
-                   progress=progress)
+    common = dict(
+        data=str(data),
+        out=str(model_dir),
+        batch_size=recipe.batch_size,
+        seed=recipe.seed,
+        workers=recipe.workers,
+        prompt_loss_weight=recipe.prompt_loss,
+        cache_dir=str(work / "cache"),
+    )
+    stage1 = train(
+        TrainConfig(stage=1, config="tiny", epochs=recipe.stage1_epochs, lr=recipe.lr_stage1, **common),
+        progress=progress,
+    )
     steps2 = recipe.stage2_epochs * (stage1.steps // recipe.stage1_epochs)
-    stage2 = train(TrainConfig(stage=2, epochs=recipe.stage2_epochs, lr=recipe.lr_stage2,
-                               consistency_decay_steps=max(1, steps2 // 2), **common), progress=progress)
+    stage2 = train(
+        TrainConfig(
+            stage=2,
+            epochs=recipe.stage2_epochs,
+            lr=recipe.lr_stage2,
+            consistency_decay_steps=max(1, steps2 // 2),
+            **common,
+        ),
+        progress=progress,
+    )
     if ship is not None:
         ship.mkdir(parents=True, exist_ok=True)
         for name in SHIPPED_FILES:
             shutil.copy2(model_dir / name, ship / name)
-    return {"recipe": asdict(recipe), "seconds": time.time() - start,
-            "stage1": {"steps": stage1.steps, "validation": stage1.final_validation},
-            "stage2": {"steps": stage2.steps, "validation": stage2.final_validation},
-            "shipped_to": str(ship) if ship else None}
+    return {
+        "recipe": asdict(recipe),
+        "seconds": time.time() - start,
+        "stage1": {"steps": stage1.steps, "validation": stage1.final_validation},
+        "stage2": {"steps": stage2.steps, "validation": stage2.final_validation},
+        "shipped_to": str(ship) if ship else None,
+    }
 
 
 def main() -> None:

@@ -42,8 +42,7 @@ def _fill(template: str, label: str) -> str:
 
 def prompt_variants(labels: tuple[str, ...] = LABELS) -> tuple[list[list[str]], list[list[str]]]:
     """``(positive, negative)``: for each label, its three positive and three negative prompts."""
-    return ([[_fill(t, lb) for t in _POSITIVE] for lb in labels],
-            [[_fill(t, lb) for t in _NEGATIVE] for lb in labels])
+    return ([[_fill(t, lb) for t in _POSITIVE] for lb in labels], [[_fill(t, lb) for t in _NEGATIVE] for lb in labels])
 
 
 def pos_weights(targets: torch.Tensor, cap: float = POS_WEIGHT_CAP) -> torch.Tensor:
@@ -54,8 +53,15 @@ def pos_weights(targets: torch.Tensor, cap: float = POS_WEIGHT_CAP) -> torch.Ten
     return ratio.clamp(max=cap)
 
 
-def prompt_loss(img: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, variant: torch.Tensor,
-                targets: torch.Tensor, logit_scale: torch.Tensor, pos_weight: torch.Tensor) -> torch.Tensor:
+def prompt_loss(
+    img: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    variant: torch.Tensor,
+    targets: torch.Tensor,
+    logit_scale: torch.Tensor,
+    pos_weight: torch.Tensor,
+) -> torch.Tensor:
     """RadFinder's prompt loss.
 
     ``img`` (B, E) unit image embeddings; ``pos``/``neg`` (L, V, E) unit prompt embeddings (V variants);
@@ -73,8 +79,12 @@ def prompt_loss(img: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, variant
     return F.binary_cross_entropy_with_logits(score[known], targets[known].to(score.dtype), pos_weight=weight)
 
 
-def depth_targets(target_bin: torch.Tensor, valid: torch.Tensor, sigma: float = LOCALISATION_SIGMA_BINS,
-                  radius: int = LOCALISATION_RADIUS_BINS) -> torch.Tensor:
+def depth_targets(
+    target_bin: torch.Tensor,
+    valid: torch.Tensor,
+    sigma: float = LOCALISATION_SIGMA_BINS,
+    radius: int = LOCALISATION_RADIUS_BINS,
+) -> torch.Tensor:
     """Soft targets (S, D): Gaussian-smoothed one-hot at ``target_bin``, renormalised, zeroed where invalid."""
     depth = valid.shape[-1]
     bins = torch.arange(depth, device=valid.device)[None, :]
@@ -84,8 +94,13 @@ def depth_targets(target_bin: torch.Tensor, valid: torch.Tensor, sigma: float = 
     return soft * valid
 
 
-def localisation_loss(snippets: torch.Tensor, depths: torch.Tensor, target_bin: torch.Tensor,
-                      valid: torch.Tensor, tau: float = LOCALISATION_TAU) -> torch.Tensor:
+def localisation_loss(
+    snippets: torch.Tensor,
+    depths: torch.Tensor,
+    target_bin: torch.Tensor,
+    valid: torch.Tensor,
+    tau: float = LOCALISATION_TAU,
+) -> torch.Tensor:
     """Soft cross-entropy over depth bins.
 
     ``snippets`` (S, E) unit snippet embeddings; ``depths`` (S, D, E) unit per-depth embeddings of each

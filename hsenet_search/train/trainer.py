@@ -50,9 +50,9 @@ class TrainConfig:
     data: str
     out: str
     stage: int = 1
-    config: str = "tiny"              # named model config for a fresh stage-1 model
-    init: str | None = None           # model dir to start from (stage 2: the stage-1 model; default: ``out``)
-    loss: str = "clip"                # clip | siglip
+    config: str = "tiny"  # named model config for a fresh stage-1 model
+    init: str | None = None  # model dir to start from (stage 2: the stage-1 model; default: ``out``)
+    loss: str = "clip"  # clip | siglip
     epochs: int | None = None
     steps: int | None = None
     batch_size: int = 16
@@ -61,13 +61,13 @@ class TrainConfig:
     warmup_ratio: float = 0.03
     seed: int = 0
     workers: int = 2
-    augment: str = "intensity"        # none | intensity | official
-    text_field: str | None = None     # findings | impression | findings+impression (None: the model's own)
-    text_truncation: str = "head"     # head (tokenizer truncation) | sentences (official random-sentence draw)
-    prompt_loss_weight: float = 0.0   # RadFinder-style disease-prompt loss from the 18 labels
+    augment: str = "intensity"  # none | intensity | official
+    text_field: str | None = None  # findings | impression | findings+impression (None: the model's own)
+    text_truncation: str = "head"  # head (tokenizer truncation) | sentences (official random-sentence draw)
+    prompt_loss_weight: float = 0.0  # RadFinder-style disease-prompt loss from the 18 labels
     consistency_decay_steps: int = 5000
-    keep_stage2: bool = False         # stage 2: keep the model's 2E3 weights (fine-tuning) instead of copying stage 1
-    eval_every: int = 0               # steps; 0 = once per epoch
+    keep_stage2: bool = False  # stage 2: keep the model's 2E3 weights (fine-tuning) instead of copying stage 1
+    eval_every: int = 0  # steps; 0 = once per epoch
     save_every: int = 50
     ks: tuple[int, ...] = (1, 5, 10)
     device: str = "auto"
@@ -89,8 +89,10 @@ class TrainResult:
     def describe(self) -> str:
         val = self.final_validation or {}
         recalls = ", ".join(f"{k} {v:.1f}" for k, v in val.items() if k.startswith(("t2v", "v2t")))
-        return (f"stage {self.stage}: {self.steps} steps ({self.epochs:.1f} epochs) in {self.seconds:.0f}s"
-                f" -> {self.out}" + (f"\nvalidation R@k: {recalls}" if recalls else ""))
+        return (
+            f"stage {self.stage}: {self.steps} steps ({self.epochs:.1f} epochs) in {self.seconds:.0f}s"
+            f" -> {self.out}" + (f"\nvalidation R@k: {recalls}" if recalls else "")
+        )
 
 
 def state_dir(out: str | Path, stage: int) -> Path:
@@ -185,7 +187,9 @@ class Trainer:
         if len(self.train_scans) < cfg.batch_size * self.world:
             raise DatasetError(
                 f"{len(self.train_scans)} training scans are fewer than one global batch "
-                f"({cfg.batch_size} x {self.world}); lower --batch-size", cfg.data)
+                f"({cfg.batch_size} x {self.world}); lower --batch-size",
+                cfg.data,
+            )
         self.per_epoch = batches_per_epoch(len(self.train_scans), cfg.batch_size, self.world)
         self.total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * self.per_epoch
         self.loss_fn = contrastive_loss(cfg.loss, self.rank, self.world)
@@ -243,12 +247,13 @@ class Trainer:
         store = _FROZEN_TEXT_CACHE.setdefault(key, {}) if cfg.text_source == "minilm" else {}
         missing = [t for t in dict.fromkeys(texts) if t not in store]
         for i in range(0, len(missing), 64):
-            batch = missing[i:i + 64]
+            batch = missing[i : i + 64]
             store.update(zip(batch, self.model.text_pooled(batch, tower).cpu()))
         return torch.stack([store[t] for t in texts]).to(self.device) if texts else None
 
-    def _text_features(self, text_idx: torch.Tensor, texts: list[str], cache: torch.Tensor | None,
-                       tower: str) -> torch.Tensor:
+    def _text_features(
+        self, text_idx: torch.Tensor, texts: list[str], cache: torch.Tensor | None, tower: str
+    ) -> torch.Tensor:
         if cache is not None:
             return self.model.text_features_from_pooled(cache[text_idx], tower)
         pooled = self.model.text_pooled([texts[i] for i in text_idx.tolist()], tower)
@@ -297,15 +302,23 @@ class Trainer:
         dataset = ScanDataset(self.valid_scans, self.profile, self.cache, augment="none", seed=self.cfg.seed)
         cases = [dataset.case_of(i, 0) for i in range(len(dataset))]
         feats, kept = [], []
-        for batch in embed_cases(self.model, cases, batch_size=self.cfg.batch_size, workers=0, cache=self.cache,
-                                 embedding=self.tower):
+        for batch in embed_cases(
+            self.model, cases, batch_size=self.cfg.batch_size, workers=0, cache=self.cache, embedding=self.tower
+        ):
             feats.append(torch.from_numpy(batch.embeddings))
             kept += batch.indices
         vol = torch.cat(feats)
         texts = [self.valid_texts[self.valid_scans[i].text_index] for i in kept]
         pooled = self._pooled_texts(texts, self.tower)
-        txt = (self.model.text_features_from_pooled(pooled, self.tower) if pooled is not None
-               else self.model.encode_text(texts, embedding=self.tower)).float().cpu()
+        txt = (
+            (
+                self.model.text_features_from_pooled(pooled, self.tower)
+                if pooled is not None
+                else self.model.encode_text(texts, embedding=self.tower)
+            )
+            .float()
+            .cpu()
+        )
         scores = (vol @ txt.T).numpy()
         self.model.train()
         out = {f"t2v_R@{k}": v for k, v in recall_at_k(scores.T, self.cfg.ks).items()}
@@ -328,22 +341,51 @@ class Trainer:
         dataset = ScanDataset(self.train_scans, self.profile, self.cache, cfg.augment, cfg.seed, self.recipe)
         eval_every = cfg.eval_every or self.per_epoch
         self.model.train()
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
-        columns = [TextColumn(f"stage {cfg.stage}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn()]
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
+        )
+        columns = [
+            TextColumn(f"stage {cfg.stage}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]:.3f}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        ]
         with Progress(*columns, disable=not progress or self.rank != 0) as bar:
             task = bar.add_task("train", total=self.total_steps, completed=step, loss=float("nan"))
             while step < last:
                 epoch, offset = divmod(step, self.per_epoch)
-                order = EpochOrder(len(self.train_scans), seed=cfg.seed, epoch=epoch, batch_size=cfg.batch_size,
-                                   start_batch=offset, rank=self.rank, world_size=self.world)
-                loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=order, drop_last=True,
-                                    num_workers=cfg.workers, persistent_workers=False, collate_fn=collate_scans)
+                order = EpochOrder(
+                    len(self.train_scans),
+                    seed=cfg.seed,
+                    epoch=epoch,
+                    batch_size=cfg.batch_size,
+                    start_batch=offset,
+                    rank=self.rank,
+                    world_size=self.world,
+                )
+                loader = DataLoader(
+                    dataset,
+                    batch_size=cfg.batch_size,
+                    sampler=order,
+                    drop_last=True,
+                    num_workers=cfg.workers,
+                    persistent_workers=False,
+                    collate_fn=collate_scans,
+                )
                 for x, text_idx, labels, slices in loader:
                     with autocast:
-                        loss, parts = self._step_loss(x.to(self.device), text_idx, labels.to(self.device),
-                                                      pooled, pooled_s1, prompt_cache, step,
-                                                      self._slice_features(slices))
+                        loss, parts = self._step_loss(
+                            x.to(self.device),
+                            text_idx,
+                            labels.to(self.device),
+                            pooled,
+                            pooled_s1,
+                            prompt_cache,
+                            step,
+                            self._slice_features(slices),
+                        )
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     self._average_gradients()
@@ -366,8 +408,7 @@ class Trainer:
             self._save_checkpoint(step, history)
             self.model.save_pretrained(self.out)
         final = next((h for h in reversed(history) if "n_valid" in h), None)
-        return TrainResult(str(self.out), cfg.stage, step, step / self.per_epoch, time.time() - start,
-                           history, final)
+        return TrainResult(str(self.out), cfg.stage, step, step / self.per_epoch, time.time() - start, history, final)
 
     def _slice_features(self, slices: list) -> torch.Tensor | None:
         """The batch's slice features for the 2E3 tower (None: the model reads its planes itself)."""
@@ -429,4 +470,3 @@ def _write_json(path: Path, obj) -> None:
 def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     """Run one training stage described by ``cfg``."""
     return Trainer(cfg).train(progress=progress)
-

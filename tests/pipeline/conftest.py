@@ -19,8 +19,9 @@ REPO = Path(__file__).resolve().parents[2]
 def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``hsenet-search ARGS`` in a subprocess (the installed console script's module)."""
     cmd = [sys.executable, "-m", "hsenet_search.cli.main", *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})}
+    )
 
 
 @pytest.fixture(scope="session")
@@ -62,8 +63,9 @@ def index_dir(tmp_path_factory, synth_data, model_dir) -> Path:
     from hsenet_search.index.builder import BuildConfig, build_index
 
     out = tmp_path_factory.mktemp("indexes") / "synth"
-    build_index(BuildConfig(data=str(synth_data), out=str(out), model=str(model_dir), workers=1, batch_size=4),
-                progress=False)
+    build_index(
+        BuildConfig(data=str(synth_data), out=str(out), model=str(model_dir), workers=1, batch_size=4), progress=False
+    )
     return out
 
 

@@ -73,8 +73,20 @@ def test_bench_zeroshot_cli(index_dir, tmp_path):
 
 def test_bench_generation_retrieval_modes(index_dir, synth_data, tmp_path):
     out = tmp_path / "gen"
-    res = run_cli("bench", "generation", "--index", index_dir, "--data", synth_data, "--mode", "nearest",
-                  "--mode", "vote", "--out", out)
+    res = run_cli(
+        "bench",
+        "generation",
+        "--index",
+        index_dir,
+        "--data",
+        synth_data,
+        "--mode",
+        "nearest",
+        "--mode",
+        "vote",
+        "--out",
+        out,
+    )
     assert res.returncode == 0, res.stderr
     payload = json.loads(out.with_suffix(".json").read_text())
     modes = {run["mode"]: run for run in payload["runs"]}

@@ -35,8 +35,9 @@ def test_generate_retrieval_modes_cite_neighbours(index_dir, synth_data):
     out = json.loads(res.stdout)
     assert set(out) >= {"findings", "impression", "retrieved", "labels", "llm"}
     assert len(out["retrieved"]) == 3 and out["findings"].strip()
-    near = json.loads(run_cli("generate", case.path, "--index", index_dir, "-k", "3", "--mode", "nearest",
-                              "--json").stdout)
+    near = json.loads(
+        run_cli("generate", case.path, "--index", index_dir, "-k", "3", "--mode", "nearest", "--json").stdout
+    )
     assert near["retrieved"] == out["retrieved"]
     res = run_cli("generate", case.path, "--index", index_dir, "--mode", "poetry")
     assert res.returncode == 2 and "mode" in res.stderr

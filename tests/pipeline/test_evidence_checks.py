@@ -41,8 +41,9 @@ def test_hubness_without_banks_is_a_query_error(index_dir):
 def test_label_filter_from_the_cli(index_dir):
     meta = read_metadata(index_dir / "metadata.parquet")
     label = "Lung nodule" if (meta["Lung nodule"] == 1).any() else "Pleural effusion"
-    res = run_cli("search", "text", "Nodule in the right upper lobe.", "--index", index_dir, "-k", "3",
-                  "--label", label, "--json")
+    res = run_cli(
+        "search", "text", "Nodule in the right upper lobe.", "--index", index_dir, "-k", "3", "--label", label, "--json"
+    )
     assert res.returncode == 0, res.stderr
     hits = json.loads(res.stdout)["hits"]
     allowed = set(meta.loc[meta[label] == 1, "scan_id"])

@@ -69,8 +69,9 @@ def test_unreadable_volume_is_recorded_and_build_carries_on(tmp_path, dataset_co
     victim = cases[2]
     _corrupt(victim.path)
     out = tmp_path / "idx"
-    summary = build_index(BuildConfig(data=str(dataset_copy), out=str(out), model=str(model_dir), workers=1),
-                          progress=False)
+    summary = build_index(
+        BuildConfig(data=str(dataset_copy), out=str(out), model=str(model_dir), workers=1), progress=False
+    )
     assert summary.failures == 1 and summary.volumes == len(cases) - 1
     failures = pd.read_parquet(out / "failures.parquet")
     assert failures["volume_name"].tolist() == [victim.volume_name]
@@ -81,10 +82,27 @@ def test_unreadable_volume_is_recorded_and_build_carries_on(tmp_path, dataset_co
 def test_killed_build_resumes_where_it_stopped(tmp_path, synth_data, model_dir):
     out = tmp_path / "idx"
     partial = tmp_path / "idx.partial"
-    cmd = [sys.executable, "-m", "hsenet_search.cli.main", "index", "build", str(synth_data), "--out", str(out),
-           "--model", str(model_dir), "--batch-size", "2", "--workers", "0", "--shard-size", "4"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    cmd = [
+        sys.executable,
+        "-m",
+        "hsenet_search.cli.main",
+        "index",
+        "build",
+        str(synth_data),
+        "--out",
+        str(out),
+        "--model",
+        str(model_dir),
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--shard-size",
+        "4",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while time.time() < deadline and len(list(partial.glob("volumes_shards/shard_*.parquet"))) < 2:
         time.sleep(0.1)
@@ -92,8 +110,20 @@ def test_killed_build_resumes_where_it_stopped(tmp_path, synth_data, model_dir):
     proc.wait()
     shards_before = len(list(partial.glob("volumes_shards/shard_*.parquet")))
     assert shards_before >= 2 and not (out / "manifest.json").exists()
-    res = run_cli("index", "build", synth_data, "--out", out, "--model", model_dir, "--resume", "--workers", "0",
-                  "--shard-size", "4")
+    res = run_cli(
+        "index",
+        "build",
+        synth_data,
+        "--out",
+        out,
+        "--model",
+        model_dir,
+        "--resume",
+        "--workers",
+        "0",
+        "--shard-size",
+        "4",
+    )
     assert res.returncode == 0, res.stderr
     assert "resumed after" in res.stdout
     fresh = tmp_path / "fresh"
@@ -109,8 +139,9 @@ def test_killed_build_resumes_where_it_stopped(tmp_path, synth_data, model_dir):
 
 def test_index_add_appends_new_cases(tmp_path, synth_data, model_dir):
     out = tmp_path / "idx"
-    build_index(BuildConfig(data=str(synth_data), out=str(out), model=str(model_dir), split="train", workers=0),
-                progress=False)
+    build_index(
+        BuildConfig(data=str(synth_data), out=str(out), model=str(model_dir), split="train", workers=0), progress=False
+    )
     n_train = open_index_dir(out).counts["volumes"]
     summary = add_to_index(out, str(synth_data), split="valid", workers=0, progress=False)
     manifest = open_index_dir(out)
@@ -129,4 +160,3 @@ def test_index_info_cli(index_dir):
     info = json.loads(res.stdout)
     assert info["factory"] == "IDMap2,Flat" and info["metric"] == "inner_product"
     assert info["counts"]["volumes"] > 0 and info["format_version"] >= 1
-

@@ -49,9 +49,7 @@ def assert_same_index(a: Path, b: Path) -> None:
     assert sorted(ea) == sorted(eb)
     for name in ea:
         np.testing.assert_allclose(ea[name], eb[name], atol=2e-3)
-    assert sorted(read_reports(a / "reports.parquet")["text"]) == sorted(
-        read_reports(b / "reports.parquet")["text"]
-    )
+    assert sorted(read_reports(a / "reports.parquet")["text"]) == sorted(read_reports(b / "reports.parquet")["text"])
     meta = read_metadata(a / "metadata.parquet")
     index = VectorIndex.load(a / "volumes.faiss")
     _, ids = index.search(read_embeddings(a, "volumes")[:5], 1)
@@ -105,9 +103,7 @@ def test_out_that_is_not_ours_is_refused_before_any_encoding(tmp_path, synth_dat
     one_line_refusal(res, str(user), "refusing to overwrite")
     assert (user / "draft.tex").read_text() == "mine"
     for out in (dataset_copy, dataset_copy / "index", dataset_copy.parent):
-        one_line_refusal(
-            run_cli("index", "build", dataset_copy, "--out", out, "--model", model_dir), "overlaps"
-        )
+        one_line_refusal(run_cli("index", "build", dataset_copy, "--out", out, "--model", model_dir), "overlaps")
     assert len(open_dataset(dataset_copy)) == len(open_dataset(synth_data))
     res = subprocess.run(
         [
@@ -134,9 +130,7 @@ def test_an_existing_index_is_replaced_only_with_overwrite(tmp_path, index_dir, 
     copy = tmp_path / "idx"
     shutil.copytree(index_dir, copy)
     before = (copy / "manifest.json").read_text()
-    one_line_refusal(
-        run_cli("index", "build", synth_data, "--out", copy, "--model", model_dir), "--overwrite"
-    )
+    one_line_refusal(run_cli("index", "build", synth_data, "--out", copy, "--model", model_dir), "--overwrite")
     assert (copy / "manifest.json").read_text() == before
 
 
@@ -286,9 +280,7 @@ def test_a_swapped_faiss_file_of_the_same_size_is_refused(tmp_path, index_dir):
 
 
 # ----------------------------------------------------------------------------- add: validated, incremental
-def test_add_refuses_a_different_file_under_an_indexed_name_and_reports_nothing_new(
-    tmp_path, index_dir, dataset_copy
-):
+def test_add_refuses_a_different_file_under_an_indexed_name_and_reports_nothing_new(tmp_path, index_dir, dataset_copy):
     copy = tmp_path / "idx"
     shutil.copytree(index_dir, copy)
     cases = open_dataset(dataset_copy)
@@ -322,9 +314,7 @@ def test_add_encodes_only_new_volumes_and_reports_and_equals_a_full_build(
     encoded_texts: list[str] = []
     encoded_volumes = [0]
     encode_text, encode_volume = model.encode_text, model.encode_volume
-    monkeypatch.setattr(
-        model, "encode_text", lambda texts: (encoded_texts.extend(texts), encode_text(texts))[1]
-    )
+    monkeypatch.setattr(model, "encode_text", lambda texts: (encoded_texts.extend(texts), encode_text(texts))[1])
     monkeypatch.setattr(
         model,
         "encode_volume",
@@ -335,10 +325,7 @@ def test_add_encodes_only_new_volumes_and_reports_and_equals_a_full_build(
     assert encoded_volumes[0] == n_valid and summary.added == n_valid
     assert not set(encoded_texts) & set(old_reports["text"])
     assert len(encoded_texts) == open_index_dir(out).counts["reports"] - len(old_reports)
-    assert (
-        read_reports(out / "reports.parquet")["text"][: len(old_reports)].tolist()
-        == old_reports["text"].tolist()
-    )
+    assert read_reports(out / "reports.parquet")["text"][: len(old_reports)].tolist() == old_reports["text"].tolist()
     assert old_shard.stat().st_ino == old_inode  # the stored shard is reused (hard link), not rewritten
     assert (out / "embeddings" / "volumes_00001.npy").exists()
     assert_same_index(out, index_dir)
@@ -370,9 +357,7 @@ def test_disk_full_is_one_line_keeps_the_partial_build_and_resumes(
             kept = shards(out)
             assert kept >= 1 and not (out / "manifest.json").exists()
             subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
-            res = run_cli(
-                "index", "build", synth_data, "--out", out, "--model", model_dir, "--resume", *BUILD
-            )
+            res = run_cli("index", "build", synth_data, "--out", out, "--model", model_dir, "--resume", *BUILD)
             assert res.returncode == 0, res.stderr
             assert "resumed after" in res.stdout
             assert_same_index(out, index_dir)

@@ -33,8 +33,9 @@ def test_text_search_matches_brute_force_and_collapses_scans(engine, index_dir):
     assert scores == sorted(scores, reverse=True)
     assert len({h.scan_id for h in result.hits}) == 5
     meta = read_metadata(index_dir / "metadata.parquet")
-    order = _brute_force(index_dir, engine.encode_text("Bilateral pleural effusion. Cardiomegaly."),
-                         meta["row_id"].to_numpy())
+    order = _brute_force(
+        index_dir, engine.encode_text("Bilateral pleural effusion. Cardiomegaly."), meta["row_id"].to_numpy()
+    )
     assert result.hits[0].volume_name == meta.iloc[order[0]]["volume_name"]
     everything = engine.search_text("Bilateral pleural effusion. Cardiomegaly.", k=len(meta), collapse=False)
     assert len(everything.hits) == len(meta)

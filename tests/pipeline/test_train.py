@@ -40,7 +40,8 @@ def test_stage2_trains_the_2e3_tower_only(tmp_path, synth_data):
     Trainer(_cfg(synth_data, s1, steps=2, prompt_loss_weight=0.5)).train(progress=False)
     before = load_model(s1).state_dict()
     result = Trainer(_cfg(synth_data, s1, stage=2, steps=2, init=str(s1), consistency_decay_steps=10)).train(
-        progress=False)
+        progress=False
+    )
     after = load_model(s1).state_dict()
     assert "consistency" in result.history[0]
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -50,8 +51,23 @@ def test_stage2_trains_the_2e3_tower_only(tmp_path, synth_data):
 
 def test_train_cli_and_errors(tmp_path, synth_data):
     out = tmp_path / "cli"
-    res = run_cli("train", "--data", synth_data, "--out", out, "--stage", "1", "--steps", "2", "--batch-size", "8",
-                  "--workers", "0", "--loss", "siglip")
+    res = run_cli(
+        "train",
+        "--data",
+        synth_data,
+        "--out",
+        out,
+        "--stage",
+        "1",
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--loss",
+        "siglip",
+    )
     assert res.returncode == 0, res.stderr
     assert "validation R@k" in res.stdout and (out / "model.safetensors").exists()
     again = run_cli("train", "--data", synth_data, "--out", out, "--steps", "2", "--batch-size", "8")
@@ -95,8 +111,11 @@ def test_brief_training_from_scratch_lifts_validation_recall_well_above_chance(t
             writer.writerow([f"r{i}", ""] + [int(i % 2 == 1 and j in sick) for j in range(18)])
     data = tmp_path / "data"
     generate_dataset(data, 96, seed=4, valid_fraction=0.25, labels_from=labels_csv, size="tiny")
-    result = Trainer(TrainConfig(data=str(data), out=str(tmp_path / "m"), steps=60, batch_size=16, lr=5e-4,
-                                 eval_every=60, workers=1, seed=0)).train(progress=False)
+    result = Trainer(
+        TrainConfig(
+            data=str(data), out=str(tmp_path / "m"), steps=60, batch_size=16, lr=5e-4, eval_every=60, workers=1, seed=0
+        )
+    ).train(progress=False)
     val = result.final_validation
     chance = random_baseline_recall(val["n_valid"], [10])[10]
     assert chance < 45

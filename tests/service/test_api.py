@@ -102,9 +102,7 @@ def test_search_text_matches_the_engine(client, loaded):
 def test_search_text_label_filter_and_reports_target(client, loaded):
     meta = loaded["small"].engine.metadata
     label = next(name for name in LABELS if 0 < int((meta[name] == 1).sum()) < len(meta))
-    hits = client.post("/search/text", json={"text": "Lung findings.", "k": 10, "labels": [label]}).json()[
-        "hits"
-    ]
+    hits = client.post("/search/text", json={"text": "Lung findings.", "k": 10, "labels": [label]}).json()["hits"]
     assert hits and all(label in h["labels"] for h in hits)
     assert len(hits) == meta.loc[meta[label] == 1, "scan_id"].nunique()
     reports = client.post("/search/text", json={"text": "Lung findings.", "k": 3, "target": "reports"}).json()
@@ -218,9 +216,7 @@ def test_slice_pixels_follow_the_window(client, loaded):
     volume = display_volume(loaded_index.path_of(int(loaded_index.rows(scan)[0])))
     k = volume.slices["axial"] // 2
     level, width = WINDOWS["mediastinum"]
-    reference = np.clip((volume.array[:, :, k].T - (level - width / 2)) / width * 255, 0, 255).astype(
-        np.uint8
-    )
+    reference = np.clip((volume.array[:, :, k].T - (level - width / 2)) / width * 255, 0, 255).astype(np.uint8)
     png = client.get(f"/cases/{scan}/slice.png", params={"window": "mediastinum", "index": k}).content
     image = np.asarray(Image.open(io.BytesIO(png)))
     if image.shape == reference.shape:  # square voxels in-plane: no resampling, exact pixels
@@ -236,9 +232,7 @@ def test_generate_from_case_and_upload(client, loaded, scan_files):
     assert draft["mode"] == "vote" and draft["findings"] and scan not in draft["retrieved"]
     assert len(draft["retrieved"]) == 3
     with open(scan_files["nii.gz"], "rb") as f:
-        nearest = client.post(
-            "/generate", files={"file": ("x.nii.gz", f)}, data={"k": "2", "mode": "nearest"}
-        )
+        nearest = client.post("/generate", files={"file": ("x.nii.gz", f)}, data={"k": "2", "mode": "nearest"})
     assert nearest.status_code == 200 and nearest.json()["mode"] == "nearest"
     assert nearest.json()["findings"]
 
@@ -274,12 +268,8 @@ def test_malformed_and_wrong_type_bodies(client):
     assert "not valid JSON" in one_line_error(
         client.post("/search/volume", content=b"{nope", headers={"content-type": "application/json"}), 400
     )
-    one_line_error(
-        client.post("/search/text", content=b"[1, 2]", headers={"content-type": "application/json"}), 422
-    )
-    one_line_error(
-        client.post("/search/text", content=b"\xff\xfe", headers={"content-type": "application/json"}), 422
-    )
+    one_line_error(client.post("/search/text", content=b"[1, 2]", headers={"content-type": "application/json"}), 422)
+    one_line_error(client.post("/search/text", content=b"\xff\xfe", headers={"content-type": "application/json"}), 422)
     one_line_error(client.get("/no/such/route"), 404)
     one_line_error(client.delete("/search/text"), 405)
 
@@ -317,9 +307,7 @@ def test_slice_parameter_errors(client, loaded):
     assert "axis" in one_line_error(client.get(f"/cases/{scan}/slice.png", params={"axis": "oblique"}), 422)
     assert "window" in one_line_error(client.get(f"/cases/{scan}/slice.png", params={"window": "brain"}), 422)
     assert "outside" in one_line_error(client.get(f"/cases/{scan}/slice.png", params={"index": 9999}), 400)
-    assert "no volume" in one_line_error(
-        client.get(f"/cases/{scan}/slice.png", params={"volume": "x.nii.gz"}), 404
-    )
+    assert "no volume" in one_line_error(client.get(f"/cases/{scan}/slice.png", params={"volume": "x.nii.gz"}), 404)
     one_line_error(client.get(f"/cases/{scan}/slice.png", params={"size": 4}), 422)
 
 
@@ -362,9 +350,7 @@ def test_decompression_bombs(make_client):
     with zipfile.ZipFile(many, "w") as z:
         for i in range(60):
             z.writestr(f"{i}.dcm", b"x")
-    assert "60 files" in one_line_error(
-        client.post("/search/volume", files={"file": ("m.zip", many.getvalue())}), 422
-    )
+    assert "60 files" in one_line_error(client.post("/search/volume", files={"file": ("m.zip", many.getvalue())}), 422)
 
 
 def test_oversize_bodies_answer_413(make_client):
@@ -393,9 +379,7 @@ def test_token_required_when_configured(make_client):
         one_line_error(client.get(path), 401)
     one_line_error(client.post("/generate", json={"case": "x"}), 401)
     good = {"Authorization": f"Bearer {TOKEN}"}
-    assert (
-        client.post("/search/text", json={"text": "Cardiomegaly.", "k": 1}, headers=good).status_code == 200
-    )
+    assert client.post("/search/text", json={"text": "Cardiomegaly.", "k": 1}, headers=good).status_code == 200
     assert client.get("/health").status_code == 200 and client.get("/").status_code == 200
 
 
@@ -508,8 +492,6 @@ def test_upload_temp_folders_are_removed(client, scan_files, tmp_path, monkeypat
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with open(scan_files["nii.gz"], "rb") as f:
-        assert (
-            client.post("/search/volume", files={"file": ("s.nii.gz", f)}, data={"k": "1"}).status_code == 200
-        )
+        assert client.post("/search/volume", files={"file": ("s.nii.gz", f)}, data={"k": "1"}).status_code == 200
     client.post("/search/volume", files={"file": ("bad.nii.gz", b"junk")})
     assert list(Path(tmp_path).glob("hsenet-upload-*")) == []

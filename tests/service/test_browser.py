@@ -49,9 +49,7 @@ def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    assert Path(CHROMIUM).exists() and Path(DRIVER).exists(), (
-        "install chromium and chromium-driver (make install)"
-    )
+    assert Path(CHROMIUM).exists() and Path(DRIVER).exists(), "install chromium and chromium-driver (make install)"
     profile = tempfile.mkdtemp(prefix="hsenet-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -160,10 +158,7 @@ def test_viewer_walkthrough(server, browser, loaded):
     chip.click()
     expected = int(meta.loc[meta[label] == 1, "scan_id"].nunique())
     wait_for(d, lambda d: len(cards(d)) == expected, "label filter did not apply")
-    assert (
-        d.find_element(By.CSS_SELECTOR, f'.chip[data-label="{label}"]').get_attribute("aria-pressed")
-        == "true"
-    )
+    assert d.find_element(By.CSS_SELECTOR, f'.chip[data-label="{label}"]').get_attribute("aria-pressed") == "true"
     for c in cards(d):
         assert label in c.find_element(By.CSS_SELECTOR, ".labels").text
     wait_for(d, thumbnails_loaded, "filtered thumbnails did not load")
@@ -192,10 +187,7 @@ def test_viewer_walkthrough(server, browser, loaded):
     d.get(f"{server}/?q=Cardiomegaly.&labels=Cardiomegaly&case={like}")
     wait_for(d, lambda d: d.find_element(By.ID, "case-view").is_displayed(), "shared case URL did not open")
     assert d.find_element(By.ID, "case-title").text == like
-    assert (
-        d.find_element(By.CSS_SELECTOR, '.chip[data-label="Cardiomegaly"]').get_attribute("aria-pressed")
-        == "true"
-    )
+    assert d.find_element(By.CSS_SELECTOR, '.chip[data-label="Cardiomegaly"]').get_attribute("aria-pressed") == "true"
     d.find_element(By.ID, "draft-btn").click()
     wait_for(d, lambda d: d.find_element(By.ID, "draft-out").is_displayed(), "draft did not appear")
     cites = d.find_elements(By.CSS_SELECTOR, "#draft-out .cites a")

@@ -54,13 +54,20 @@ def _effusion_thickness(t: float, z_top: float, z_ref: float, z):
     return t * np.clip((z_top - z) / (z_top - z_ref), 0.0, 1.0) ** 0.6
 
 
-def _lung_site(ctx: _Ctx, side: int, lobes: Sequence[str] | None = None, margin: float = 4.0,
-               zmin: float | None = None, zmax: float | None = None) -> tuple[Point, int, str]:
+def _lung_site(
+    ctx: _Ctx,
+    side: int,
+    lobes: Sequence[str] | None = None,
+    margin: float = 4.0,
+    zmin: float | None = None,
+    zmax: float | None = None,
+) -> tuple[Point, int, str]:
     """A point inside one lung (in one of ``lobes``) on a slice centre, clear of pleural fluid."""
     anat, grid = ctx.anat, ctx.grid
     heights = np.array([grid.z_of(k) for k in range(1, grid.shape[2] - 1)])
-    heights = heights[(heights >= (zmin if zmin is not None else -np.inf))
-                      & (heights <= (zmax if zmax is not None else np.inf))]
+    heights = heights[
+        (heights >= (zmin if zmin is not None else -np.inf)) & (heights <= (zmax if zmax is not None else np.inf))
+    ]
 
     def clear_of_fluid(x, y, z):
         if side not in ctx.effusion:
@@ -68,8 +75,9 @@ def _lung_site(ctx: _Ctx, side: int, lobes: Sequence[str] | None = None, margin:
         t, z_top, z_ref = ctx.effusion[side]
         return anat.posterior_depth(x, y, z) > _effusion_thickness(t, z_top, z_ref, z) + margin + 6.0
 
-    p = anat.sample_lung_points(ctx.rng, side, 1, margin=margin, lobes=tuple(lobes) if lobes else None,
-                                heights=heights, accept=clear_of_fluid)[0]
+    p = anat.sample_lung_points(
+        ctx.rng, side, 1, margin=margin, lobes=tuple(lobes) if lobes else None, heights=heights, accept=clear_of_fluid
+    )[0]
     q = (float(p[0]), float(p[1]), float(p[2]))
     k = int(round((q[2] - grid.origin[2]) / grid.spacing[2]))
     return q, k, anat.lobe(side, *q)
@@ -93,8 +101,11 @@ def _lobe_choice(rng: np.random.Generator, side: int, preferred: Sequence[str]) 
 # ---- planners ------------------------------------------------------------------------------------
 def _plan_medical_material(ctx: _Ctx) -> list[Finding]:
     rng, anat = ctx.rng, ctx.anat
-    kind = str(rng.choice(["port catheter", "pacemaker", "sternotomy wires", "central venous catheter"],
-                          p=[0.35, 0.25, 0.2, 0.2]))
+    kind = str(
+        rng.choice(
+            ["port catheter", "pacemaker", "sternotomy wires", "central venous catheter"], p=[0.35, 0.25, 0.2, 0.2]
+        )
+    )
     (hx, hy, hz), (rx, ry, rz) = anat.heart
     (sx, sy, _), _ = anat.svc_path()[0]
     (bx, by, bz), _ = anat.svc_path()[1]
@@ -112,13 +123,33 @@ def _plan_medical_material(ctx: _Ctx) -> list[Finding]:
         levels = [_snap(ctx.grid, zl)[1] for zl in np.linspace(0.4 * H, 0.85 * H, int(rng.integers(4, 7)))]
         wires = [(float(zl), float(-bc - 4.0)) for zl in levels]
         k, _ = _snap(ctx.grid, float(levels[len(levels) // 2]))
-        return [Finding("Medical material", kind, None, "sternum", None, (0.0, -float(bc), float(levels[0])), k,
-                        {"wires": wires})]
+        return [
+            Finding(
+                "Medical material",
+                kind,
+                None,
+                "sternum",
+                None,
+                (0.0, -float(bc), float(levels[0])),
+                k,
+                {"wires": wires},
+            )
+        ]
     if kind == "central venous catheter":
         path = [(-40.0, -10.0, H + 90.0), (-30.0, -8.0, H + 20.0), svc_top, junction]
         k, _ = _snap(ctx.grid, junction[2])
-        return [Finding("Medical material", kind, "right", "right internal jugular vein", None, junction, k,
-                        {"path": path, "radius": 1.3, "hu": 600.0, "tip": "superior vena cava"})]
+        return [
+            Finding(
+                "Medical material",
+                kind,
+                "right",
+                "right internal jugular vein",
+                None,
+                junction,
+                k,
+                {"path": path, "radius": 1.3, "hu": 600.0, "tip": "superior vena cava"},
+            )
+        ]
     # Subcutaneous, on the anterior body surface at 55 % of the half width.
     dev_y = float(-b_top * np.sqrt(1 - 0.55**2) + max(0.55 * anat.patient.fat, 6.0))
     dev = (s * 0.55 * float(a_top), dev_y, z_dev)
@@ -127,15 +158,49 @@ def _plan_medical_material(ctx: _Ctx) -> list[Finding]:
     via = (s * 0.3 * float(a_top), -0.45 * float(b_top), 0.95 * H)
     if kind == "port catheter":
         path = [dev, via, svc_top, junction]
-        return [Finding("Medical material", kind, side, f"{side} anterior chest wall", None, dev, k,
-                        {"device": dev, "device_radii": (12.0, 4.5, 12.0), "device_hu": 2600.0, "path": path,
-                         "radius": 1.3, "hu": 700.0, "tip": "superior vena cava-right atrium junction"})]
+        return [
+            Finding(
+                "Medical material",
+                kind,
+                side,
+                f"{side} anterior chest wall",
+                None,
+                dev,
+                k,
+                {
+                    "device": dev,
+                    "device_radii": (12.0, 4.5, 12.0),
+                    "device_hu": 2600.0,
+                    "path": path,
+                    "radius": 1.3,
+                    "hu": 700.0,
+                    "tip": "superior vena cava-right atrium junction",
+                },
+            )
+        ]
     ra = (hx - 0.6 * rx, hy + 0.1 * ry, hz + 0.15 * rz)
     rv = (hx + 0.15 * rx, hy - 0.45 * ry, hz - 0.45 * rz)
     path = [dev, via, svc_top, junction, ra, rv]
-    return [Finding("Medical material", kind, side, f"{side} infraclavicular subcutaneous tissue", None, dev, k,
-                    {"device": dev, "device_radii": (22.0, 5.0, 19.0), "device_hu": 3000.0, "path": path,
-                     "radius": 1.2, "hu": 2600.0, "tip": "right ventricle"})]
+    return [
+        Finding(
+            "Medical material",
+            kind,
+            side,
+            f"{side} infraclavicular subcutaneous tissue",
+            None,
+            dev,
+            k,
+            {
+                "device": dev,
+                "device_radii": (22.0, 5.0, 19.0),
+                "device_hu": 3000.0,
+                "path": path,
+                "radius": 1.2,
+                "hu": 2600.0,
+                "tip": "right ventricle",
+            },
+        )
+    ]
 
 
 _AORTA_SITES = {"ascending aorta": (0, 1), "aortic arch": (2, 3, 4), "descending aorta": (5,)}
@@ -144,8 +209,9 @@ _AORTA_SITES = {"ascending aorta": (0, 1), "aortic arch": (2, 3, 4), "descending
 def _plan_arterial_calcification(ctx: _Ctx) -> list[Finding]:
     rng, anat = ctx.rng, ctx.anat
     names = list(_AORTA_SITES)
-    chosen = [n for n in names if rng.random() < {"ascending aorta": 0.3, "aortic arch": 0.8,
-                                                  "descending aorta": 0.7}[n]] or ["aortic arch"]
+    chosen = [
+        n for n in names if rng.random() < {"ascending aorta": 0.3, "aortic arch": 0.8, "descending aorta": 0.7}[n]
+    ] or ["aortic arch"]
     path = anat.aorta_path()
     plaques = []
     for site in chosen:
@@ -163,15 +229,35 @@ def _plan_arterial_calcification(ctx: _Ctx) -> list[Finding]:
             plaques.append((tuple(c + n * (r - 0.5)), float(rng.uniform(1.4, 2.6)), float(rng.uniform(650, 1000))))
     zs = [p[0][2] for p in plaques]
     k, _ = _snap(ctx.grid, float(np.median(zs)))
-    return [Finding("Arterial wall calcification", "calcified atheroma plaques", None, " and ".join(chosen), None,
-                    plaques[0][0], k, {"plaques": plaques, "sites": chosen})]
+    return [
+        Finding(
+            "Arterial wall calcification",
+            "calcified atheroma plaques",
+            None,
+            " and ".join(chosen),
+            None,
+            plaques[0][0],
+            k,
+            {"plaques": plaques, "sites": chosen},
+        )
+    ]
 
 
 def _plan_cardiomegaly(ctx: _Ctx) -> list[Finding]:
     c, r = ctx.anat.heart
     k, _ = _snap(ctx.grid, c[2])
-    return [Finding("Cardiomegaly", "enlarged heart", None, "heart", round(2 * r[0]), c, k,
-                    {"ctr": round(ctx.anat.cardiothoracic_ratio, 2)})]
+    return [
+        Finding(
+            "Cardiomegaly",
+            "enlarged heart",
+            None,
+            "heart",
+            round(2 * r[0]),
+            c,
+            k,
+            {"ctr": round(ctx.anat.cardiothoracic_ratio, 2)},
+        )
+    ]
 
 
 def _plan_pericardial_effusion(ctx: _Ctx) -> list[Finding]:
@@ -179,8 +265,18 @@ def _plan_pericardial_effusion(ctx: _Ctx) -> list[Finding]:
     k, _ = _snap(ctx.grid, c[2])
     t = ctx.anat.pericardial_fluid
     probe = (c[0] + r[0] + t / 2, c[1], ctx.grid.z_of(k))
-    return [Finding("Pericardial effusion", "minimal" if t < 8 else "moderate", None, "pericardium",
-                    round(t), c, k, {"probe": probe})]
+    return [
+        Finding(
+            "Pericardial effusion",
+            "minimal" if t < 8 else "moderate",
+            None,
+            "pericardium",
+            round(t),
+            c,
+            k,
+            {"probe": probe},
+        )
+    ]
 
 
 _CORONARY_PATHS = {
@@ -204,8 +300,18 @@ def _plan_coronary_calcification(ctx: _Ctx) -> list[Finding]:
             pos = np.array([cx, cy, cz]) + d * (np.asarray(radii) + 4.0)
             spots.append((tuple(pos), r_spot, float(rng.uniform(600, 1000))))
     k, _ = _snap(ctx.grid, float(spots[0][0][2]))
-    return [Finding("Coronary artery wall calcification", "calcified plaques", None, ", ".join(arteries), None,
-                    spots[0][0], k, {"spots": spots, "arteries": arteries})]
+    return [
+        Finding(
+            "Coronary artery wall calcification",
+            "calcified plaques",
+            None,
+            ", ".join(arteries),
+            None,
+            spots[0][0],
+            k,
+            {"spots": spots, "arteries": arteries},
+        )
+    ]
 
 
 def _plan_hiatal_hernia(ctx: _Ctx) -> list[Finding]:
@@ -216,8 +322,18 @@ def _plan_hiatal_hernia(ctx: _Ctx) -> list[Finding]:
     k, z = _snap(ctx.grid, base + 0.6 * radii[2])
     centre = (0.0, y, z)
     air = bool(rng.random() < 0.6)
-    return [Finding("Hiatal hernia", "sliding", None, "esophageal hiatus", round(2 * max(radii[0], radii[2])),
-                    centre, k, {"radii": radii, "air": air})]
+    return [
+        Finding(
+            "Hiatal hernia",
+            "sliding",
+            None,
+            "esophageal hiatus",
+            round(2 * max(radii[0], radii[2])),
+            centre,
+            k,
+            {"radii": radii, "air": air},
+        )
+    ]
 
 
 def _lymph_stations(anat: Anatomy, short: float) -> dict[str, Point]:
@@ -247,8 +363,11 @@ def _plan_lymphadenopathy(ctx: _Ctx) -> list[Finding]:
         long = float(np.round(short * rng.uniform(1.2, 1.6)))
         c = _lymph_stations(anat, short)[st]
         k, z = _snap(ctx.grid, c[2])
-        out.append(Finding("Lymphadenopathy", "enlarged lymph node", None, str(st), short, (c[0], c[1], z), k,
-                           {"long_mm": long}))
+        out.append(
+            Finding(
+                "Lymphadenopathy", "enlarged lymph node", None, str(st), short, (c[0], c[1], z), k, {"long_mm": long}
+            )
+        )
     return out
 
 
@@ -258,8 +377,16 @@ def _plan_emphysema(ctx: _Ctx) -> list[Finding]:
     severity = str(rng.choice(["mild", "moderate", "severe"], p=[0.4, 0.4, 0.2]))
     side = "bilateral" if rng.random() < 0.9 else _choose_side(rng, 0.0)
     frac = {"mild": 0.16, "moderate": 0.28, "severe": 0.45}[severity]
-    f = Finding("Emphysema", kind, side, "upper lobes", None, None, None,
-                {"severity": severity, "fraction": frac, "bullae": [], "seed": int(rng.integers(2**31))})
+    f = Finding(
+        "Emphysema",
+        kind,
+        side,
+        "upper lobes",
+        None,
+        None,
+        None,
+        {"severity": severity, "fraction": frac, "bullae": [], "seed": int(rng.integers(2**31))},
+    )
     if kind != "centrilobular" or severity == "severe":
         s = _sides(side)[0]
         p, k, lobe = _lung_site(ctx, s, ("upper",), margin=3.0, zmin=0.7 * ctx.anat.H)
@@ -285,8 +412,18 @@ def _plan_atelectasis(ctx: _Ctx) -> list[Finding]:
         eff = ctx.effusion.get(s)
         z_top = 0.32 * ctx.anat.H
         k, z = _snap(ctx.grid, 0.16 * ctx.anat.H)
-        out.append(Finding("Atelectasis", "compressive", side, "lower", thick, None, k,
-                           {"thickness": thick, "z_top": z_top, "effusion": eff}))
+        out.append(
+            Finding(
+                "Atelectasis",
+                "compressive",
+                side,
+                "lower",
+                thick,
+                None,
+                k,
+                {"thickness": thick, "z_top": z_top, "effusion": eff},
+            )
+        )
         if rng.random() < 0.5:
             return out
     for _ in range(int(rng.integers(1, 3))):
@@ -296,10 +433,23 @@ def _plan_atelectasis(ctx: _Ctx) -> list[Finding]:
         length = float(np.round(rng.uniform(18, 40)))
         ang = rng.uniform(0, np.pi)
         half = np.array([np.cos(ang), np.sin(ang), rng.uniform(-0.15, 0.15)]) * length / 2
-        out.append(Finding("Atelectasis", "linear", "right" if s < 0 else "left", lobe, length, p, k,
-                           {"p0": tuple(np.subtract(p, half)), "p1": tuple(np.add(p, half)),
-                            "radius": float(rng.uniform(1.8, 3.0)),
-                            "segment": ctx.anat.segment(s, lobe, p)}))
+        out.append(
+            Finding(
+                "Atelectasis",
+                "linear",
+                "right" if s < 0 else "left",
+                lobe,
+                length,
+                p,
+                k,
+                {
+                    "p0": tuple(np.subtract(p, half)),
+                    "p1": tuple(np.add(p, half)),
+                    "radius": float(rng.uniform(1.8, 3.0)),
+                    "segment": ctx.anat.segment(s, lobe, p),
+                },
+            )
+        )
     return out
 
 
@@ -319,13 +469,24 @@ def _plan_lung_nodule(ctx: _Ctx) -> list[Finding]:
         size = _nodule_size(rng, kind)
         s = -1 if rng.random() < 0.55 else 1
         p, k, lobe = _lung_site(ctx, s, None, margin=size / 2 + 3.0)
-        out.append(Finding("Lung nodule", kind, "right" if s < 0 else "left", lobe, size, p, k,
-                           {"segment": ctx.anat.segment(s, lobe, p)}))
+        out.append(
+            Finding(
+                "Lung nodule",
+                kind,
+                "right" if s < 0 else "left",
+                lobe,
+                size,
+                p,
+                k,
+                {"segment": ctx.anat.segment(s, lobe, p)},
+            )
+        )
     return out
 
 
-def _patches(ctx: _Ctx, label: str, kind: str, count: int, rmin: float, rmax: float,
-             lobes: Sequence[str]) -> list[Finding]:
+def _patches(
+    ctx: _Ctx, label: str, kind: str, count: int, rmin: float, rmax: float, lobes: Sequence[str]
+) -> list[Finding]:
     rng = ctx.rng
     out = []
     for _ in range(count):
@@ -334,9 +495,18 @@ def _patches(ctx: _Ctx, label: str, kind: str, count: int, rmin: float, rmax: fl
         radii = tuple(float(rng.uniform(rmin, rmax)) for _ in range(3))
         p, k, lobe = _lung_site(ctx, s, (lobe,), margin=4.0)
         size = float(np.round(2 * max(radii[0], radii[1])))
-        out.append(Finding(label, kind, "right" if s < 0 else "left", lobe, size, p, k,
-                           {"radii": radii, "segment": ctx.anat.segment(s, lobe, p),
-                            "seed": int(rng.integers(2**31))}))
+        out.append(
+            Finding(
+                label,
+                kind,
+                "right" if s < 0 else "left",
+                lobe,
+                size,
+                p,
+                k,
+                {"radii": radii, "segment": ctx.anat.segment(s, lobe, p), "seed": int(rng.integers(2**31))},
+            )
+        )
     return out
 
 
@@ -365,9 +535,18 @@ def _plan_fibrotic_sequela(ctx: _Ctx) -> list[Finding]:
             length = depth + 4.0
             end = (p[0] + np.cos(ang) * length, p[1] + np.sin(ang) * length, p[2] + rng.uniform(-3, 3))
             bands.append((p, tuple(float(v) for v in end)))
-        out.append(Finding("Pulmonary fibrotic sequela", "linear fibrotic bands", "right" if s < 0 else "left",
-                           lobe, None, p, k, {"bands": bands, "radius": float(rng.uniform(1.5, 2.3)),
-                                              "segment": anat.segment(s, lobe, p)}))
+        out.append(
+            Finding(
+                "Pulmonary fibrotic sequela",
+                "linear fibrotic bands",
+                "right" if s < 0 else "left",
+                lobe,
+                None,
+                p,
+                k,
+                {"bands": bands, "radius": float(rng.uniform(1.5, 2.3)), "segment": anat.segment(s, lobe, p)},
+            )
+        )
     return out
 
 
@@ -384,8 +563,18 @@ def _plan_pleural_effusion(ctx: _Ctx) -> list[Finding]:
         x = s * 0.45 * float(a)
         y = float(anat.posterior_depth(x, 0.0, z_ref)) - t / 2.0
         name = "right" if s < 0 else "left"
-        out.append(Finding("Pleural effusion", "minimal" if t < 15 else "moderate" if t < 35 else "large", name,
-                           f"{name} hemithorax", t, (x, y, z_ref), k, {"z_top": z_top, "z_ref": z_ref}))
+        out.append(
+            Finding(
+                "Pleural effusion",
+                "minimal" if t < 15 else "moderate" if t < 35 else "large",
+                name,
+                f"{name} hemithorax",
+                t,
+                (x, y, z_ref),
+                k,
+                {"z_top": z_top, "z_ref": z_ref},
+            )
+        )
     return out
 
 
@@ -394,13 +583,17 @@ def _plan_diffuse(label: str, kind: str, zones: Sequence[str]) -> Callable[[_Ctx
         rng = ctx.rng
         side = _choose_side(rng, 0.75)
         zone = str(rng.choice(list(zones)))
-        lobes = {"lower lobes": ("lower",), "lower and middle lobes": ("lower", "middle"),
-                 "upper lobes": ("upper",), "both lungs diffusely": ("upper", "middle", "lower")}[zone]
+        lobes = {
+            "lower lobes": ("lower",),
+            "lower and middle lobes": ("lower", "middle"),
+            "upper lobes": ("upper",),
+            "both lungs diffusely": ("upper", "middle", "lower"),
+        }[zone]
         pairs = [(s, lobe) for s in _sides(side) for lobe in lobes if s < 0 or lobe != "middle"]
         if not pairs:
             pairs = [(s, "lower") for s in _sides(side)]
-        return [Finding(label, kind, side, zone, None, None, None,
-                        {"lobes": pairs, "seed": int(rng.integers(2**31))})]
+        return [Finding(label, kind, side, zone, None, None, None, {"lobes": pairs, "seed": int(rng.integers(2**31))})]
+
     return plan
 
 
@@ -418,15 +611,19 @@ _PLANNERS: dict[str, Callable[[_Ctx], list[Finding]]] = {
     "Lung opacity": _plan_lung_opacity,
     "Pulmonary fibrotic sequela": _plan_fibrotic_sequela,
     "Pleural effusion": _plan_pleural_effusion,
-    "Mosaic attenuation pattern": _plan_diffuse("Mosaic attenuation pattern", "mosaic",
-                                                ("lower lobes", "both lungs diffusely", "lower and middle lobes")),
-    "Peribronchial thickening": _plan_diffuse("Peribronchial thickening", "peribronchial",
-                                              ("lower lobes", "lower and middle lobes", "both lungs diffusely")),
+    "Mosaic attenuation pattern": _plan_diffuse(
+        "Mosaic attenuation pattern", "mosaic", ("lower lobes", "both lungs diffusely", "lower and middle lobes")
+    ),
+    "Peribronchial thickening": _plan_diffuse(
+        "Peribronchial thickening", "peribronchial", ("lower lobes", "lower and middle lobes", "both lungs diffusely")
+    ),
     "Consolidation": _plan_consolidation,
-    "Bronchiectasis": _plan_diffuse("Bronchiectasis", "cylindrical",
-                                    ("lower lobes", "lower and middle lobes", "upper lobes")),
-    "Interlobular septal thickening": _plan_diffuse("Interlobular septal thickening", "smooth",
-                                                    ("lower lobes", "both lungs diffusely")),
+    "Bronchiectasis": _plan_diffuse(
+        "Bronchiectasis", "cylindrical", ("lower lobes", "lower and middle lobes", "upper lobes")
+    ),
+    "Interlobular septal thickening": _plan_diffuse(
+        "Interlobular septal thickening", "smooth", ("lower lobes", "both lungs diffusely")
+    ),
 }
 assert set(_PLANNERS) == set(LABELS)
 
@@ -560,8 +757,12 @@ def _draw_atelectasis(scene: Scene, f: Finding) -> None:
         occ = _dependent_band(scene, side, inner, inner + f.params["thickness"], f.params["z_top"])
         blend(scene.hu, occ, 22.0)
         return
-    paint(scene.hu, segment_occupancy(scene.grid, f.params["p0"], f.params["p1"], f.params["radius"],
-                                      f.params["radius"]), 8.0, where=scene.lung > 0)
+    paint(
+        scene.hu,
+        segment_occupancy(scene.grid, f.params["p0"], f.params["p1"], f.params["radius"], f.params["radius"]),
+        8.0,
+        where=scene.lung > 0,
+    )
 
 
 def _draw_fibrotic(scene: Scene, f: Finding) -> None:
@@ -640,8 +841,13 @@ _DRAWERS: dict[str, Callable[[Scene, Finding], None]] = {
 # Drawing stages, in order of the labels drawn within each (the anatomy draws the others:
 # cardiomegaly and pericardial effusion with the heart, bronchial changes with the airway trees).
 STAGES: dict[str, tuple[str, ...]] = {
-    "parenchyma": ("Mosaic attenuation pattern", "Emphysema", "Interlobular septal thickening", "Lung opacity",
-                   "Consolidation"),
+    "parenchyma": (
+        "Mosaic attenuation pattern",
+        "Emphysema",
+        "Interlobular septal thickening",
+        "Lung opacity",
+        "Consolidation",
+    ),
     "lung": ("Lung nodule", "Pulmonary fibrotic sequela", "Pleural effusion", "Atelectasis"),
     "mediastinum": ("Hiatal hernia", "Lymphadenopathy"),
     "vessel walls": ("Arterial wall calcification", "Coronary artery wall calcification"),

@@ -104,14 +104,18 @@ class SynthSummary:
 
     def describe(self) -> str:
         """A short human summary (printed by the CLI)."""
-        lines = [f"Synthetic CT-RATE dataset ({self.size}, labels {self.source}) written to {self.out}"
-                 f" in {self.seconds:.1f} s"]
+        lines = [
+            f"Synthetic CT-RATE dataset ({self.size}, labels {self.source}) written to {self.out}"
+            f" in {self.seconds:.1f} s"
+        ]
         for split in SPLITS:
-            lines.append(f"  {split}: {self.patients[split]} patients, {self.scans[split]} scans, "
-                         f"{self.volumes[split]} volumes")
+            lines.append(
+                f"  {split}: {self.patients[split]} patients, {self.scans[split]} scans, {self.volumes[split]} volumes"
+            )
         top = sorted(self.prevalence.items(), key=lambda kv: -kv[1])[:5]
-        lines.append(f"  normal scans {self.normal_fraction:.0%}; most prevalent: "
-                     + ", ".join(f"{k} {v:.0%}" for k, v in top))
+        lines.append(
+            f"  normal scans {self.normal_fraction:.0%}; most prevalent: " + ", ".join(f"{k} {v:.0%}" for k, v in top)
+        )
         return "\n".join(lines)
 
 
@@ -153,8 +157,14 @@ class ScanSpec:
     row: SourceRow | None
 
 
-def plan_specs(n: int, *, seed: int = 0, valid_fraction: float = 0.2, sources: Sequence[SourceRow] | None = None,
-               source_name: str = "") -> list[ScanSpec]:
+def plan_specs(
+    n: int,
+    *,
+    seed: int = 0,
+    valid_fraction: float = 0.2,
+    sources: Sequence[SourceRow] | None = None,
+    source_name: str = "",
+) -> list[ScanSpec]:
     """Patients, splits and conditioning rows of ``n`` scans (deterministic for ``seed``)."""
     master = np.random.default_rng([seed, 0])
     rows: list[SourceRow | None] = [None] * n
@@ -173,8 +183,15 @@ def plan_specs(n: int, *, seed: int = 0, valid_fraction: float = 0.2, sources: S
     return sorted(specs, key=lambda sp: (SPLITS.index(sp.split), sp.patient_id, sp.letter))
 
 
-def plan_dataset(n: int, *, seed: int = 0, valid_fraction: float = 0.2, sources: Sequence[SourceRow] | None = None,
-                 size: SizePreset, source_name: str = "") -> list[ScanPlan]:
+def plan_dataset(
+    n: int,
+    *,
+    seed: int = 0,
+    valid_fraction: float = 0.2,
+    sources: Sequence[SourceRow] | None = None,
+    size: SizePreset,
+    source_name: str = "",
+) -> list[ScanPlan]:
     """Plan ``n`` scans (deterministic for ``seed``); ``sources`` rows condition labels and report text."""
     specs = plan_specs(n, seed=seed, valid_fraction=valid_fraction, sources=sources, source_name=source_name)
     return [plan_scan(spec, seed, size) for spec in specs]
@@ -198,11 +215,26 @@ def plan_scan(spec: ScanSpec, seed: int, size: SizePreset) -> ScanPlan:
         real_findings, real_impression = split_report(row.report_text)
         generated = real_findings or "Not given."
         impression = real_impression if real_impression else impression
-    texts = {"ClinicalInformation_EN": clinical_information(rng, positive),
-             "Technique_EN": technique(rng, acq.grid.spacing[2]),
-             "Findings_EN": generated, "Impressions_EN": impression}
-    return ScanPlan(i, spec.split, spec.patient_id, spec.letter, tuple(labels), anat, acq, findings, texts,
-                    (seed, 3, i), series, row.accession if row is not None else None)
+    texts = {
+        "ClinicalInformation_EN": clinical_information(rng, positive),
+        "Technique_EN": technique(rng, acq.grid.spacing[2]),
+        "Findings_EN": generated,
+        "Impressions_EN": impression,
+    }
+    return ScanPlan(
+        i,
+        spec.split,
+        spec.patient_id,
+        spec.letter,
+        tuple(labels),
+        anat,
+        acq,
+        findings,
+        texts,
+        (seed, 3, i),
+        series,
+        row.accession if row is not None else None,
+    )
 
 
 # ---- rendering -----------------------------------------------------------------------------------
@@ -299,8 +331,9 @@ def _check_output(out: Path) -> None:
             raise DatasetError("output path exists and is not a directory", out)
         foreign = sorted(p.name for p in out.iterdir() if p.name not in (*_DATASET_ENTRIES, DATASET_MARKER))
         if foreign:
-            raise DatasetError(f"output directory is not empty and is not a CT-RATE dataset (found {foreign[0]!r})",
-                               out)
+            raise DatasetError(
+                f"output directory is not empty and is not a CT-RATE dataset (found {foreign[0]!r})", out
+            )
 
 
 def _install(tmp: Path, out: Path) -> None:
@@ -314,8 +347,9 @@ def _install(tmp: Path, out: Path) -> None:
     shutil.rmtree(tmp)
 
 
-def _build_all(specs: Sequence[ScanSpec], seed: int, size: SizePreset, root: Path, workers: int,
-               progress: bool) -> list[ScanPlan]:
+def _build_all(
+    specs: Sequence[ScanSpec], seed: int, size: SizePreset, root: Path, workers: int, progress: bool
+) -> list[ScanPlan]:
     """Plan and write every scan, in ``workers`` processes; returns the plans in ``specs`` order."""
     jobs = [(spec, seed, size, str(root)) for spec in specs]
     plans: list[ScanPlan] = []
@@ -330,8 +364,9 @@ def _build_all(specs: Sequence[ScanSpec], seed: int, size: SizePreset, root: Pat
         if progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-            bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                           TimeRemainingColumn())
+            bar = Progress(
+                "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+            )
             bar.start()
             task = bar.add_task("synthesising scans", total=len(jobs))
         for plan in results:
@@ -348,9 +383,18 @@ def _build_all(specs: Sequence[ScanSpec], seed: int, size: SizePreset, root: Pat
     return sorted(plans, key=lambda p: order[p.index])
 
 
-def generate_dataset(out: Path, n: int, *, seed: int = 0, valid_fraction: float = 0.2,
-                     labels_from: Path | None = None, reports_from: Path | None = None, size: str = "tiny",
-                     progress: bool = False, workers: int | None = None) -> SynthSummary:
+def generate_dataset(
+    out: Path,
+    n: int,
+    *,
+    seed: int = 0,
+    valid_fraction: float = 0.2,
+    labels_from: Path | None = None,
+    reports_from: Path | None = None,
+    size: str = "tiny",
+    progress: bool = False,
+    workers: int | None = None,
+) -> SynthSummary:
     """Write a synthetic CT-RATE dataset of ``n`` scans to ``out`` (deterministic for ``seed``).
 
     ``labels_from`` conditions each scan's labels on a row of a labels CSV (``AccessionNo, <18 labels>``);
@@ -363,8 +407,7 @@ def generate_dataset(out: Path, n: int, *, seed: int = 0, valid_fraction: float 
     if not 0.0 <= valid_fraction <= 1.0:
         raise DatasetError(f"--valid-fraction must lie in [0, 1] (got {valid_fraction})")
     size_preset = preset(size)
-    sources = load_sources(Path(labels_from) if labels_from else None,
-                           Path(reports_from) if reports_from else None)
+    sources = load_sources(Path(labels_from) if labels_from else None, Path(reports_from) if reports_from else None)
     source_name = str(labels_from or reports_from or "")
     _check_output(out)
     specs = plan_specs(n, seed=seed, valid_fraction=valid_fraction, sources=sources, source_name=source_name)
@@ -380,8 +423,7 @@ def generate_dataset(out: Path, n: int, *, seed: int = 0, valid_fraction: float 
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    return _summarise(out, size, source_name or "sampled (CT-RATE-like prevalence)", plans,
-                      time.perf_counter() - start)
+    return _summarise(out, size, source_name or "sampled (CT-RATE-like prevalence)", plans, time.perf_counter() - start)
 
 
 def _summarise(out: Path, size: str, source: str, plans: list[ScanPlan], seconds: float) -> SynthSummary:

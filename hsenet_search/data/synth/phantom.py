@@ -308,8 +308,15 @@ class Anatomy:
         return "lower" if z < 0.3 * self.H else "middle"
 
     def sample_lung_points(
-        self, rng: np.random.Generator, side: int, count: int, *, margin: float = 0.0,
-        lobes: tuple[str, ...] | None = None, heights: np.ndarray | None = None, accept=None,
+        self,
+        rng: np.random.Generator,
+        side: int,
+        count: int,
+        *,
+        margin: float = 0.0,
+        lobes: tuple[str, ...] | None = None,
+        heights: np.ndarray | None = None,
+        accept=None,
     ) -> np.ndarray:
         """``count`` uniform random points inside one lung, at least ``margin`` mm from its edge.
 
@@ -321,8 +328,14 @@ class Anatomy:
         code = 1 if side < 0 else 2
         offsets = [(0.0, 0.0, 0.0)]
         if margin > 0:
-            offsets += [(margin, 0, 0), (-margin, 0, 0), (0, margin, 0), (0, -margin, 0), (0, 0, margin),
-                        (0, 0, -margin)]
+            offsets += [
+                (margin, 0, 0),
+                (-margin, 0, 0),
+                (0, margin, 0),
+                (0, -margin, 0),
+                (0, 0, margin),
+                (0, 0, -margin),
+            ]
         found: list[np.ndarray] = []
         total = 0
         batch = max(512, 12 * count)
@@ -372,8 +385,7 @@ def _grow_trees(anat: Anatomy, rng: np.random.Generator) -> TreeSegments:
         b1 = p1 + n * (1.9 * r1 + 1.0)[:, None]
         b0 = np.where((parent >= 0)[:, None], b1[np.maximum(parent, 0)], np.asarray(anat.bronchus_hilum(side)))
         parts.append((p0, p1, r0, r1, side, b0, b1))
-        vein_root = np.array([hx + side * (0.55 * rx) - (6.0 if side > 0 else 0.0), hy + 0.75 * ry,
-                              hz + 0.25 * rz])
+        vein_root = np.array([hx + side * (0.55 * rx) - (6.0 if side > 0 else 0.0), hy + 0.75 * ry, hz + 0.25 * rz])
         p0, p1, r0, r1, _ = _branch(vein_root, anat.sample_lung_points(rng, side, 56, margin=6.0), 6.0)
         nan = np.full(p0.shape, np.nan)
         parts.append((p0, p1, r0, r1, side, nan, nan))
@@ -384,9 +396,14 @@ def _grow_trees(anat: Anatomy, rng: np.random.Generator) -> TreeSegments:
         for name in ("lower", "middle"):
             lobe[(side == s_) & anat.in_lobe(s_, name, p1[:, 0], p1[:, 1], p1[:, 2])] = name
     return TreeSegments(
-        p0=np.concatenate([q[0] for q in parts]), p1=p1, r0=np.concatenate([q[2] for q in parts]),
-        r1=np.concatenate([q[3] for q in parts]), side=side, lobe=lobe.astype(str),
-        b0=np.concatenate([q[5] for q in parts]), b1=np.concatenate([q[6] for q in parts]),
+        p0=np.concatenate([q[0] for q in parts]),
+        p1=p1,
+        r0=np.concatenate([q[2] for q in parts]),
+        r1=np.concatenate([q[3] for q in parts]),
+        side=side,
+        lobe=lobe.astype(str),
+        b0=np.concatenate([q[5] for q in parts]),
+        b1=np.concatenate([q[6] for q in parts]),
     )
 
 
@@ -406,7 +423,7 @@ def _branch(root: np.ndarray, pts: np.ndarray, r_root: float):
         else:
             centred = cluster - cluster.mean(axis=0)
             order = np.argsort(centred @ np.linalg.eigh(centred.T @ centred)[1][:, -1])
-            halves = [cluster[order[: len(cluster) // 2]], cluster[order[len(cluster) // 2:]]]
+            halves = [cluster[order[: len(cluster) // 2]], cluster[order[len(cluster) // 2 :]]]
         for half in halves:
             target = half[0] if len(half) == 1 else node + 0.6 * (half.mean(axis=0) - node)
             p0.append(node)
@@ -472,8 +489,7 @@ def draw_body(anat: Anatomy, grid: Grid) -> Scene:
     sub = hu[win]
     a, b = anat.body_axes(z)
     blend(sub, soft(np.minimum(_ellipse_depth(x, y, a, b), 0.9 * b - y), w), HU_FAT)
-    blend(sub, soft(np.minimum(_ellipse_depth(x, y, a - p.fat, b - 0.8 * p.fat), 0.86 * b - 4.0 - y), w),
-          HU_MUSCLE)
+    blend(sub, soft(np.minimum(_ellipse_depth(x, y, a - p.fat, b - 0.8 * p.fat), 0.86 * b - 4.0 - y), w), HU_MUSCLE)
     ac, bc = anat.cavity_axes(z)
     cavity = _ellipse_depth(x, y, ac, bc) > 0
     sub[cavity] = HU_FAT + 10.0
@@ -490,8 +506,13 @@ def draw_body(anat: Anatomy, grid: Grid) -> Scene:
         part[gas] = HU_AIR + 20.0
     lung_sub = anat.lung_side(x, y, z)
     lung[win] = lung_sub
-    for path in [anat.aorta_path(), anat.svc_path(), anat.esophagus_path(), *anat.pulmonary_artery_paths(),
-                 *anat.airway_paths()]:
+    for path in [
+        anat.aorta_path(),
+        anat.svc_path(),
+        anat.esophagus_path(),
+        *anat.pulmonary_artery_paths(),
+        *anat.airway_paths(),
+    ]:
         for occ in _polyline(grid, path, extra=2.0):
             if occ is not None:
                 tw, o = occ
@@ -604,8 +625,7 @@ def draw_bones(scene: Scene) -> None:
         is_rib = (phase < 10.0) & (phi < 0.93) & (np.abs(xr) > 12.0)
         cartilage = is_rib & (phi > 0.8)
         values = hu[idx]
-        values = np.where(is_rib, np.where(cartilage, 120.0, 320.0 + 380.0 * (np.abs(phase - 5.0) > 3.5)),
-                          values)
+        values = np.where(is_rib, np.where(cartilage, 120.0, 320.0 + 380.0 * (np.abs(phase - 5.0) > 3.5)), values)
         hu[idx] = values
     # Sternum.
     win = g.window((-16, -1e4, 0.25 * anat.H), (16, 1e4, anat.H + 20.0))

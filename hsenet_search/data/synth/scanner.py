@@ -80,8 +80,9 @@ class Acquisition:
         """RAS affine of the voxel grid; voxel axes run to patient Left, Posterior, Superior."""
         sx, sy, sz = self.grid.spacing
         lps = np.add(self.grid.origin, self.world_offset)
-        return np.array([[-sx, 0, 0, -lps[0]], [0, -sy, 0, -lps[1]], [0, 0, sz, lps[2]], [0, 0, 0, 1]],
-                        dtype=np.float64)
+        return np.array(
+            [[-sx, 0, 0, -lps[0]], [0, -sy, 0, -lps[1]], [0, 0, sz, lps[2]], [0, 0, 0, 1]], dtype=np.float64
+        )
 
 
 def plan_acquisition(rng: np.random.Generator, anat: Anatomy, size: SizePreset, two_recons: bool) -> Acquisition:
@@ -104,8 +105,9 @@ def plan_acquisition(rng: np.random.Generator, anat: Anatomy, size: SizePreset, 
         if rng.random() < 0.7:
             recons.append(Recon(2, sharp_k, True, 0.35, float(rng.uniform(30, 42) * size_factor), 0.5, "LUNG"))
         else:
-            recons.append(Recon(2, soft_k + " iDose", False, 1.3, float(rng.uniform(6, 9) * size_factor), 1.2,
-                                "MEDIASTINUM"))
+            recons.append(
+                Recon(2, soft_k + " iDose", False, 1.3, float(rng.uniform(6, 9) * size_factor), 1.2, "MEDIASTINUM")
+            )
     year = int(rng.integers(2015, 2021))
     return Acquisition(
         manufacturer=manufacturer,

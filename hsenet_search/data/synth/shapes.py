@@ -190,13 +190,18 @@ def ellipsoid_occupancy(
     centre = (float(centre[0]), float(centre[1]), float(centre[2]))
     radii = (float(radii[0]), float(radii[1]), float(radii[2]))
     x, y, z = grid.sub_axes(win)
-    rho = np.sqrt(((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2
-                  + ((z - centre[2]) / radii[2]) ** 2)
+    rho = np.sqrt(
+        ((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + ((z - centre[2]) / radii[2]) ** 2
+    )
     return win, soft((1.0 - rho) * min(radii), grid.spacing[0])
 
 
-def paint(hu: np.ndarray, shape: tuple[tuple[slice, slice, slice], np.ndarray] | None, value: float,
-          where: np.ndarray | None = None) -> None:
+def paint(
+    hu: np.ndarray,
+    shape: tuple[tuple[slice, slice, slice], np.ndarray] | None,
+    value: float,
+    where: np.ndarray | None = None,
+) -> None:
     """Blend a windowed occupancy into ``hu``; ``where`` (full-grid bool) restricts the painted voxels."""
     if shape is None:
         return

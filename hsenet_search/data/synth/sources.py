@@ -13,19 +13,52 @@ from ...errors import DatasetError
 from ..labels import LABELS
 
 # Approximate CT-RATE training prevalence (specs §1.4), in LABELS order.
-PREVALENCE: dict[str, float] = dict(zip(LABELS, (
-    0.098, 0.296, 0.108, 0.030, 0.250, 0.142, 0.239, 0.193, 0.249, 0.451, 0.373, 0.241, 0.123, 0.052, 0.067,
-    0.136, 0.085, 0.069)))
+PREVALENCE: dict[str, float] = dict(
+    zip(
+        LABELS,
+        (
+            0.098,
+            0.296,
+            0.108,
+            0.030,
+            0.250,
+            0.142,
+            0.239,
+            0.193,
+            0.249,
+            0.451,
+            0.373,
+            0.241,
+            0.123,
+            0.052,
+            0.067,
+            0.136,
+            0.085,
+            0.069,
+        ),
+    )
+)
 NORMAL_FRACTION = 0.12
 # How strongly each label rises with age (logit per standard deviation of age).
-_AGE_SLOPE = {"Arterial wall calcification": 1.0, "Coronary artery wall calcification": 1.0, "Emphysema": 0.5,
-              "Cardiomegaly": 0.5, "Hiatal hernia": 0.4, "Lung nodule": 0.3, "Pulmonary fibrotic sequela": 0.3,
-              "Medical material": 0.3}
+_AGE_SLOPE = {
+    "Arterial wall calcification": 1.0,
+    "Coronary artery wall calcification": 1.0,
+    "Emphysema": 0.5,
+    "Cardiomegaly": 0.5,
+    "Hiatal hernia": 0.4,
+    "Lung nodule": 0.3,
+    "Pulmonary fibrotic sequela": 0.3,
+    "Medical material": 0.3,
+}
 # (if this label, then that label with this probability): mild clinical correlations.
-_LINKS = (("Cardiomegaly", "Pericardial effusion", 0.12), ("Emphysema", "Lung nodule", 0.25),
-          ("Coronary artery wall calcification", "Arterial wall calcification", 0.5),
-          ("Pleural effusion", "Atelectasis", 0.4), ("Consolidation", "Lung opacity", 0.5),
-          ("Bronchiectasis", "Peribronchial thickening", 0.3))
+_LINKS = (
+    ("Cardiomegaly", "Pericardial effusion", 0.12),
+    ("Emphysema", "Lung nodule", 0.25),
+    ("Coronary artery wall calcification", "Arterial wall calcification", 0.5),
+    ("Pleural effusion", "Atelectasis", 0.4),
+    ("Consolidation", "Lung opacity", 0.5),
+    ("Bronchiectasis", "Peribronchial thickening", 0.3),
+)
 
 
 def sample_labels(rng: np.random.Generator, age: int) -> tuple[int, ...]:
@@ -97,7 +130,9 @@ def load_sources(labels_from: Path | None, reports_from: Path | None) -> list[So
         if set(report_df["AccessionNo"]) != set(labels):
             raise DatasetError(f"AccessionNo values differ from those of --labels-from {labels_from}", reports_from)
         texts = {a: ("" if pd.isna(t) else str(t)) for a, t in zip(report_df["AccessionNo"], report_df["report_text"])}
-    return [SourceRow(a, labels[a], texts.get(a) if reports_from is not None else None) for a in label_df["AccessionNo"]]
+    return [
+        SourceRow(a, labels[a], texts.get(a) if reports_from is not None else None) for a in label_df["AccessionNo"]
+    ]
 
 
 def split_report(text: str) -> tuple[str, str | None]:

@@ -18,9 +18,7 @@ Window = Literal[tuple(WINDOWS)]  # type: ignore[valid-type]
 INDEX_NAME = Query(None, max_length=200, description="Index name (default: the first loaded index)")
 
 
-@router.get(
-    "/{scan_id}", response_model=CaseResponse, summary="Metadata, report, labels and volumes of a scan"
-)
+@router.get("/{scan_id}", response_model=CaseResponse, summary="Metadata, report, labels and volumes of a scan")
 async def case(scan_id: str, index_name: str | None = INDEX_NAME, state=Depends(service)):
     index = state.index(index_name)
     index.rows(scan_id)  # 404 before any work is queued

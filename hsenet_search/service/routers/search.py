@@ -43,9 +43,7 @@ UPLOAD_DOC = {
 @router.post("/text", response_model=SearchResponse, summary="Text → volumes (or reports with target)")
 async def search_text(body: TextQuery, state=Depends(service)):
     index = state.index(body.index)
-    result = await state.pool.run(
-        state.search_text, index, body.text, body.k, body.labels, body.hubness, body.target
-    )
+    result = await state.pool.run(state.search_text, index, body.text, body.k, body.labels, body.hubness, body.target)
     return response(result, index.name)
 
 

@@ -16,9 +16,7 @@ router = APIRouter(tags=["system"])
 def health(request: Request):
     state = getattr(request.app.state, "service", None)
     if state is None or not state.ready:
-        return JSONResponse(
-            {"status": "loading", "indexes": 0}, status_code=503, headers={"Retry-After": "2"}
-        )
+        return JSONResponse({"status": "loading", "indexes": 0}, status_code=503, headers={"Retry-After": "2"})
     return {"status": "ready", "indexes": len(state.indexes), "jobs_in_flight": state.pool.in_flight}
 
 
