@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from hsenet_search.data.labels import LABELS
+from hsenet_search.devices import resolve_device
 from hsenet_search.errors import QueryError
 
 from .index.compat import check_model_matches
@@ -130,10 +131,7 @@ class SearchEngine:
 
                 model = load_model(path)
         check_model_matches(manifest, model, index_dir)
-        dev = torch.device(
-            "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-        )
-        model = model.to(dev).eval()
+        model = model.to(resolve_device(device)).eval()
         volumes = VectorIndex.load(index_dir / "volumes.faiss", mmap=mmap, use_gpu=use_gpu)
         reports = VectorIndex.load(index_dir / "reports.faiss", mmap=mmap, use_gpu=use_gpu)
         metadata = read_metadata(index_dir / "metadata.parquet")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from hsenet_search.devices import resolve_device
 from hsenet_search.errors import ModelError, QueryError
 
 from .endpoint import PREFIX as ENDPOINT_PREFIX
@@ -201,7 +202,7 @@ class LLM:
 
     def __init__(self, config: LLMConfig | None = None):
         self.config = config or LLMConfig()
-        self.device = self.config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = str(resolve_device(self.config.device))
         self.tokenizer, self.model, self.name = _load_weights(self.config.spec, self.device)
         model_context = getattr(self.model.config, "max_position_embeddings", None) or self.config.context_tokens
         self.context_tokens = min(int(model_context), self.config.context_tokens)

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -39,6 +38,7 @@ from hsenet_search.data.cases import Case
 from hsenet_search.data.dataset import open_dataset
 from hsenet_search.data.labels import LABELS
 from hsenet_search.data.resolve import check_report_text
+from hsenet_search.devices import resolve_device
 from hsenet_search.embedding import EmbeddedBatch, embed_cases
 from hsenet_search.errors import DatasetError, HSENetError, IndexMismatchError, ModelError
 from hsenet_search.outputs import OutputKind, check_output
@@ -116,12 +116,6 @@ class BuildSummary:
         ]
         lines += [f"  failed: {msg}" for msg in self.failure_examples[:5]]
         return "\n".join(lines)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def case_row(case: Case) -> dict:
@@ -321,7 +315,7 @@ def build_index(cfg: BuildConfig, model=None, progress: bool = True) -> BuildSum
     if model is None:
         check_trained_model(cfg.model, cfg.random_weights)
     with IndexLock(out, "build"), _disk_errors(work, "free space and rerun with --resume"):
-        model = (model if model is not None else load_model(cfg.model)).to(_device(cfg.device)).eval()
+        model = (model if model is not None else load_model(cfg.model)).to(resolve_device(cfg.device)).eval()
         cases = open_dataset(cfg.data, split=cfg.split, missing="keep")
         if not cases:
             raise DatasetError(f"no cases in split {cfg.split!r}", cfg.data)
@@ -393,7 +387,7 @@ def add_to_index(
         manifest = open_index_dir(index_dir)
         model = model if model is not None else load_model(manifest.model_path())
         check_model_matches(manifest, model, index_dir)
-        model = model.to(_device(device)).eval()
+        model = model.to(resolve_device(device)).eval()
         old_rows = read_metadata(index_dir / "metadata.parquet")
         cases = _new_cases(open_dataset(data, split=split, missing="keep"), old_rows, index_dir)
         if not cases:

@@ -26,6 +26,7 @@ from hsenet_search.atomic import atomic_path, write_json
 from hsenet_search.data.cache import PreprocessCache
 from hsenet_search.data.dataset import open_dataset
 from hsenet_search.data.resolve import case_text, check_report_text, truncate_sentences
+from hsenet_search.devices import resolve_device
 from hsenet_search.embedding import Prepared, embed_cases, slice_features_of, slice_recipe
 from hsenet_search.errors import DatasetError, HSENetError, ModelError
 from hsenet_search.eval.retrieval import recall_at_k
@@ -116,12 +117,6 @@ def _truncated(texts: list[str], tower, budget: int, seed: int) -> list[str]:
     return [truncate_sentences(t, count, budget, rng) for t in texts]
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
@@ -166,7 +161,7 @@ class Trainer:
         self.out = Path(cfg.out)
         self.state_dir = state_dir(self.out, cfg.stage)
         self.rank, self.world = _distributed()
-        self.device = _device(cfg.device)
+        self.device = resolve_device(cfg.device)
         if self.device.type == "cuda" and self.world > 1:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         _seed_everything(cfg.seed + self.rank)
