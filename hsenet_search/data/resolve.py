@@ -27,13 +27,14 @@ from hsenet_search.errors import DatasetError
 
 from .cases import Case, scan_id_of
 from .report_text import join_report
-from .slices import features_path_for
 
 REPORT_TEXTS = ("findings", "impression", "findings+impression")
 
 
 def resolve_input(source: str | Path | Case, *, features_dir: str | Path | None = None) -> Case:
     """The case description of ``source`` (see the module docstring)."""
+    from .slices import features_path_for  # here: the report-text protocols need no image code
+
     case = source if isinstance(source, Case) else _case_for_path(Path(source))
     if case.slice_features is None:
         found = features_path_for(case.path, features_dir)

@@ -21,15 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hsenet_search.data.slices import OFFICIAL_CHAIN
 from hsenet_search.errors import ModelError
 
 from .configs import ModelConfig
 from .e3 import E3ViT
-from .io import FORMAT_VERSION, MODEL_TYPE, check_tensors, fingerprint, read_weights, write_dir_atomic
+from .io import FORMAT_VERSION, MODEL_TYPE, check_tensors, fingerprint, read_meta, read_weights, write_dir_atomic
 from .packer import SpatialPacker
 from .slice_tower import SliceTower
-from .text_tower import TextTower, load_tokenizer, minilm_version
+from .text_tower import TextTower, minilm_version, saved_text_towers
 from .vit3d import ViT3D
 
 OFFICIAL_MODEL_TYPES = ("m3d_clip_stage1", "m3d_clip_stage2")  # read by official.load_official
@@ -209,7 +208,7 @@ class HSENetCLIP(nn.Module):
             "logit_scale_mode": cfg.logit_scale_mode,
             "preprocessing": {"name": model.preprocessing.get("name"), "hash": model.preprocessing.get("hash")},
             "slice_input": model.slice_input,
-            "slice_chain": OFFICIAL_CHAIN.to_dict() if model.slice_input == "biomedclip" else None,
+            "slice_chain": _official_chain() if model.slice_input == "biomedclip" else None,
             "text_protocol": model.text_protocol,
             "total_params": count(model),
         }
@@ -402,7 +401,7 @@ class HSENetCLIP(nn.Module):
         """Load one of our model directories (other formats: :func:`hsenet_search.models.loaders.load_directory`).
         Returned in eval mode."""
         path = Path(path)
-        meta = _read_meta(path)
+        meta = read_meta(path)
         if meta.get("model_type") != MODEL_TYPE:
             raise ModelError(f"model_type {meta.get('model_type')!r} is not {MODEL_TYPE!r}", path)
         if meta.get("format_version") != FORMAT_VERSION:
@@ -410,19 +409,7 @@ class HSENetCLIP(nn.Module):
         if not isinstance(meta.get("config"), dict):
             raise ModelError("config.json has no 'config' object", path)
         config = ModelConfig.from_dict(meta["config"])
-        text_towers = None
-        if config.text_source == "config":
-            tokenizer = load_tokenizer(path)
-            text_towers = {
-                k: TextTower.from_hf_config(
-                    config.text_configs[k],
-                    tokenizer,
-                    config.text_pooling,
-                    config.text_max_length,
-                    config.freeze_text_trunk,
-                )
-                for k in config.text_trunk_keys
-            }
+        text_towers = saved_text_towers(config, path) if config.text_source == "config" else None
         model = cls(config, text_towers=text_towers)
         tensors = read_weights(path / "model.safetensors")
         check_tensors(model.saved_state(), tensors, path / "model.safetensors")
@@ -483,14 +470,8 @@ def _combine(feats: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(feats, dim=-1) / math.sqrt(len(feats))
 
 
-def _read_meta(path: Path) -> dict[str, Any]:
-    cfg = path / "config.json"
-    if not cfg.is_file():
-        raise ModelError("no config.json: not a model directory", path)
-    try:
-        meta = json.loads(cfg.read_text())
-    except ValueError as exc:
-        raise ModelError(f"malformed config.json ({exc})", cfg) from exc
-    if not isinstance(meta, dict):
-        raise ModelError("config.json is not a JSON object", cfg)
-    return meta
+def _official_chain() -> dict:
+    """The official 2D slice chain's description (imported here: text-only loads never read volumes)."""
+    from hsenet_search.data.slices import OFFICIAL_CHAIN
+
+    return OFFICIAL_CHAIN.to_dict()

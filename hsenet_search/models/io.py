@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -98,3 +100,17 @@ def write_dir_atomic(dest: str | Path, write: Callable[[Path], None]) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """A model directory's ``config.json`` as a dict (one-line :class:`ModelError` when missing or malformed)."""
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        raise ModelError("no config.json: not a model directory", path)
+    try:
+        meta = json.loads(cfg.read_text())
+    except ValueError as exc:
+        raise ModelError(f"malformed config.json ({exc})", cfg) from exc
+    if not isinstance(meta, dict):
+        raise ModelError("config.json is not a JSON object", cfg)
+    return meta

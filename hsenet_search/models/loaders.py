@@ -9,7 +9,6 @@ A new format registers a function ``(path, **options) -> HSENetCLIP`` with :func
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from hsenet_search.errors import ModelError
 
 from .clip import HSENetCLIP
-from .io import MODEL_TYPE
+from .io import MODEL_TYPE, read_meta
 
 Loader = Callable[..., HSENetCLIP]
 _LOADERS: dict[str, Loader] = {}
@@ -30,16 +29,7 @@ def register_format(model_type: str, loader: Loader) -> None:
 
 def model_type_of(path: Path) -> str:
     """The ``model_type`` of a model directory's ``config.json`` (one-line error when unreadable)."""
-    cfg = path / "config.json"
-    if not cfg.is_file():
-        raise ModelError("no config.json: not a model directory", path)
-    try:
-        meta = json.loads(cfg.read_text())
-    except ValueError as exc:
-        raise ModelError(f"malformed config.json ({exc})", cfg) from exc
-    if not isinstance(meta, dict):
-        raise ModelError("config.json is not a JSON object", cfg)
-    return str(meta.get("model_type"))
+    return str(read_meta(path).get("model_type"))
 
 
 def load_directory(path: str | Path, **options: Any) -> HSENetCLIP:

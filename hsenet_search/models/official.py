@@ -31,9 +31,9 @@ import torch
 
 from hsenet_search.errors import ModelError
 
-from .clip import OFFICIAL_MODEL_TYPES, HSENetCLIP, _read_meta
+from .clip import OFFICIAL_MODEL_TYPES, HSENetCLIP
 from .configs import ModelConfig
-from .io import check_tensors, read_weights
+from .io import check_tensors, read_meta, read_weights
 from .slice_tower import load_biomedclip_trunk
 from .text_tower import TextTower, load_tokenizer
 
@@ -283,7 +283,7 @@ def load_official(
     and ``stage2`` (the official retrieval protocol) for a stage-2 one; ``fusion`` is available too.
     """
     path = Path(path)
-    raw = _read_meta(path)
+    raw = read_meta(path)
     model_type = raw.get("model_type")
     if model_type not in OFFICIAL_MODEL_TYPES:
         raise ModelError(f"not an official HSENet CLIP checkpoint (model_type {model_type!r})", path)

@@ -16,10 +16,10 @@ from torch import nn
 
 from hsenet_search.errors import ModelError
 
-from .clip import HSENetCLIP, _combine, _read_meta
+from .clip import HSENetCLIP, _combine
 from .configs import ModelConfig
-from .io import FORMAT_VERSION, MODEL_TYPE, fingerprint, read_weights
-from .text_tower import TextTower, load_tokenizer
+from .io import FORMAT_VERSION, MODEL_TYPE, fingerprint, read_meta, read_weights
+from .text_tower import TextTower, saved_text_towers
 
 
 class TextEncoder(nn.Module):
@@ -51,12 +51,12 @@ class TextEncoder(nn.Module):
         from . import DEFAULT_MODEL_DIR
 
         path = DEFAULT_MODEL_DIR if str(path) == "default" else Path(path)
-        meta = _read_meta(path)
+        meta = read_meta(path)
         if meta.get("model_type") != MODEL_TYPE or meta.get("format_version") != FORMAT_VERSION:
             raise ModelError("a text-only load needs one of our model directories (not an official checkpoint)", path)
         config = ModelConfig.from_dict(meta["config"])
         tensors = read_weights(path / "model.safetensors")
-        text_towers = _text_towers(config, path)
+        text_towers = saved_text_towers(config, path)
         trunk_state = {f"text_towers.{k}": v for k, v in nn.ModuleDict(text_towers).state_dict().items()}
         # the fingerprint covers exactly the saved tensors (a frozen packaged trunk is not saved)
         config_json = HSENetCLIP._fingerprint_config(types.SimpleNamespace(config=config))
@@ -91,25 +91,6 @@ class TextEncoder(nn.Module):
                     )
                 )
         return torch.cat(out)
-
-
-def _text_towers(config: ModelConfig, path: Path) -> dict[str, TextTower]:
-    if config.text_source == "config":
-        tokenizer = load_tokenizer(path)
-        return {
-            k: TextTower.from_hf_config(
-                config.text_configs[k],
-                tokenizer,
-                config.text_pooling,
-                config.text_max_length,
-                config.freeze_text_trunk,
-            )
-            for k in config.text_trunk_keys
-        }
-    return {
-        k: TextTower.minilm(config.text_pooling, config.text_max_length, config.freeze_text_trunk)
-        for k in config.text_trunk_keys
-    }
 
 
 def _preprocessing(path: Path) -> dict:

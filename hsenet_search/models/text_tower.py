@@ -196,3 +196,20 @@ class TextTower(nn.Module):
             sums = sums.index_add(0, owner, (hidden * weights).sum(dim=1))
             counts = counts.index_add(0, owner, weights.sum(dim=1))
             return sums / counts.clamp_min(1e-9)
+
+
+def saved_text_towers(config, path: Path) -> dict[str, TextTower]:
+    """The text towers a saved model's ``config`` names: trunks rebuilt from their stored HF configs and the
+    directory's tokenizer files, or the packaged MiniLM."""
+    if config.text_source == "config":
+        tokenizer = load_tokenizer(path)
+        return {
+            k: TextTower.from_hf_config(
+                config.text_configs[k], tokenizer, config.text_pooling, config.text_max_length, config.freeze_text_trunk
+            )
+            for k in config.text_trunk_keys
+        }
+    return {
+        k: TextTower.minilm(config.text_pooling, config.text_max_length, config.freeze_text_trunk)
+        for k in config.text_trunk_keys
+    }
