@@ -86,7 +86,7 @@ def wait_for(cond, proc: subprocess.Popen, timeout: float = 300) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline and not cond():
         assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.05)
+        time.sleep(0.005)
     assert cond(), "timed out"
 
 
@@ -137,7 +137,7 @@ def test_an_existing_index_is_replaced_only_with_overwrite(tmp_path, index_dir, 
 # ----------------------------------------------------------------------------- 6. trained models only
 def test_index_build_refuses_a_config_name_with_random_weights(tmp_path, synth_data):
     res = run_cli("index", "build", synth_data, "--out", tmp_path / "idx", "--model", "tiny")
-    one_line_refusal(res, "'tiny' is a model config with random weights", "--random-weights")
+    one_line_refusal(res, "'tiny' is a model config with random weights", "random weights are for tests only")
     assert not (tmp_path / "idx").exists() and not (tmp_path / "idx.partial").exists()
 
 
@@ -149,6 +149,7 @@ def test_concurrent_build_is_refused_then_a_killed_build_resumes_only_its_own_da
     first = start_build(synth_data, out, model_dir)
     try:
         wait_for(lambda: shards(out) >= 1, first)
+        first.send_signal(signal.SIGSTOP)  # a live writer mid-build, whatever the machine's speed
         second = run_cli("index", "build", synth_data, "--out", out, "--model", model_dir, *BUILD)
         one_line_refusal(second, "another writer holds this index", f"pid {first.pid} on ")
     finally:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
 
-from hsenet_search.errors import QueryError
+from hsenet_search.errors import QueryError, VolumeError
 
 from ..state import ServiceState
 
@@ -31,6 +32,19 @@ async def read_json(request: Request):
         return json.loads(await request.body())
     except (ValueError, UnicodeDecodeError) as exc:
         raise QueryError(f"the request body is not valid JSON ({type(exc).__name__})") from exc
+
+
+def is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
+
+
+async def upload_form(request: Request, fields: tuple[str, ...], *, max_fields: int) -> tuple[UploadFile, dict]:
+    """The file in the multipart field ``file`` and the named form fields (``labels`` may repeat)."""
+    form = await request.form(max_files=1, max_fields=max_fields)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise VolumeError("the multipart body has no file in the field 'file'", "file")
+    return upload, {key: form.getlist(key) if key == "labels" else form.get(key) for key in fields if key in form}
 
 
 def response(result, index_name: str) -> dict:

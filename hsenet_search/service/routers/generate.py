@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from starlette.datastructures import UploadFile
 
-from hsenet_search.errors import VolumeError
+from hsenet_search.data.report_text import join_report
 
 from ..schemas import DraftResponse, GenerateCase
-from .deps import read_json, service, validated
+from .deps import is_multipart, read_json, service, upload_form, validated
 
 router = APIRouter(tags=["generate"])
 
@@ -41,12 +40,8 @@ GENERATE_DOC = {
     summary='The draft JSON of `generate --json` (upload in `file`, or JSON {"case": id})',
 )
 async def generate(request: Request, state=Depends(service)):
-    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        form = await request.form(max_files=1, max_fields=10)
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise VolumeError("the multipart body has no file in the field 'file'", "file")
-        fields = {key: form.get(key) for key in ("k", "mode", "index") if key in form}
+    if is_multipart(request):
+        upload, fields = await upload_form(request, ("k", "mode", "index"), max_fields=10)
         query = validated(GenerateCase, {"case": "upload", **fields})
         index = state.index(query.index)
 
@@ -58,5 +53,5 @@ async def generate(request: Request, state=Depends(service)):
     index = state.index(query.index)
     case = index.case(query.case)
     path = index.path_of(index.volume_row(query.case, None))
-    own = f"{case['findings']} {case['impression']}".strip()
+    own = join_report(case["findings"], case["impression"])
     return await state.pool.run(state.draft, index, path, query.k, query.mode, query.case, own)

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from starlette.datastructures import UploadFile
-
-from hsenet_search.errors import VolumeError
 
 from ..schemas import CaseQuery, ReportQuery, SearchResponse, TextQuery
-from .deps import read_json, response, service, validated
+from .deps import is_multipart, read_json, response, service, upload_form, validated
 
 router = APIRouter(prefix="/search", tags=["search"])
 
@@ -61,16 +58,8 @@ async def search_report(body: ReportQuery, state=Depends(service)):
     summary='A scan (multipart field `file`) or an indexed case (JSON {"case": id}) → similar cases',
 )
 async def search_volume(request: Request, state=Depends(service)):
-    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        form = await request.form(max_files=1, max_fields=30)
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise VolumeError("the multipart body has no file in the field 'file'", "file")
-        fields = {
-            key: form.getlist(key) if key == "labels" else form.get(key)
-            for key in ("k", "target", "labels", "hubness", "index")
-            if key in form
-        }
+    if is_multipart(request):
+        upload, fields = await upload_form(request, ("k", "target", "labels", "hubness", "index"), max_fields=30)
         query = validated(CaseQuery, {"case": "upload", **fields})
         index = state.index(query.index)
         name = upload.filename or "upload"
