@@ -319,7 +319,7 @@ def test_add_encodes_only_new_volumes_and_reports_and_equals_a_full_build(
     monkeypatch.setattr(
         model,
         "encode_volume",
-        lambda x: (encoded_volumes.__setitem__(0, encoded_volumes[0] + len(x)), encode_volume(x))[1],
+        lambda x, **kw: (encoded_volumes.__setitem__(0, encoded_volumes[0] + len(x)), encode_volume(x, **kw))[1],
     )
     summary = add_to_index(out, str(synth_data), model=model, split="valid", workers=0, progress=False)
     n_valid = len(open_dataset(synth_data, split="valid"))

@@ -244,7 +244,7 @@ def test_generate_from_case_and_upload(client, loaded, scan_files):
         ({"text": "", "k": 3}, 422, "text"),
         ({"text": "x", "k": 0}, 422, "k"),
         ({"text": "x", "k": 5000}, 422, "k"),
-        ({"text": "x", "k": 999}, 400, "-k must be between"),
+        ({"text": "x", "k": 999}, 400, "k must be between"),
         ({"text": "x", "labels": ["Not a label"]}, 400, "unknown label"),
         ({"text": "x", "target": "images"}, 422, "target"),
         ({"text": "x", "index": "other"}, 404, "no index named"),
