@@ -123,10 +123,13 @@ def inspect(
         console.print(render_inspection(info))
 
 
-def _refuse_existing(out: Path, overwrite: bool) -> None:
-    """An existing non-empty ``--out`` is refused unless ``--overwrite`` is given."""
+def _refuse_existing(out: Path, overwrite: bool, source: Path) -> None:
+    """``--out`` may not overlap the input; an existing non-empty one is refused unless ``--overwrite`` is given
+    (these commands add files to a folder and never delete any)."""
     from hsenet_search.errors import HSENetError
+    from hsenet_search.outputs import check_no_overlap
 
+    check_no_overlap(out, [source])
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise HSENetError("exists and is not empty; pass --overwrite to write into it", out)
 
@@ -152,7 +155,7 @@ def slices(
     """The official HSENet 2D slices (CT-RATE_nii_to_2D_slices.py): 32 axial JPEGs per volume."""
     from hsenet_search.slice_jobs import cases_of, is_dataset, write_case_slices
 
-    _refuse_existing(out, overwrite)
+    _refuse_existing(out, overwrite, path)
     cases = cases_of(path)
     bar, task = _progress_bar(len(cases))
     with bar:
@@ -181,7 +184,7 @@ def slice_features(
     from hsenet_search.slice_jobs import BiomedCLIPEncoder, cases_of, write_slice_features
 
     if out is not None:
-        _refuse_existing(out, overwrite)
+        _refuse_existing(out, overwrite, data)
     encoder = BiomedCLIPEncoder.load(biomedclip, device)
     cases = cases_of(data)
     bar, task = _progress_bar(len(cases))

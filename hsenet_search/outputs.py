@@ -68,6 +68,22 @@ def _within(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
+def check_no_overlap(out: str | Path, inputs: Sequence[str | Path] = ()) -> Path:
+    """Refuse an output that is the current directory, a parent of it, or inside or around an input."""
+    given = Path(out)
+    target = given.resolve()
+    if _within(Path.cwd().resolve(), target):
+        raise OutputError(
+            "refusing to write over the current directory or one of its parents; give a new path such as indexes/NAME",
+            given,
+        )
+    for src in inputs:
+        src_path = Path(src).resolve()
+        if _within(src_path, target) or _within(target, src_path):
+            raise OutputError(f"the output overlaps the input {src}; write somewhere else", given)
+    return target
+
+
 def check_output(
     out: str | Path,
     kind: OutputKind | str,
@@ -85,17 +101,7 @@ def check_output(
     """
     kind = OutputKind(kind)
     given = Path(out)
-    target = given.resolve()
-    cwd = Path.cwd().resolve()
-    if _within(cwd, target):
-        raise OutputError(
-            "refusing to write over the current directory or one of its parents; give a new path such as indexes/NAME",
-            given,
-        )
-    for src in inputs:
-        src_path = Path(src).resolve()
-        if _within(src_path, target) or _within(target, src_path):
-            raise OutputError(f"the output overlaps the input {src}; write somewhere else", given)
+    target = check_no_overlap(given, inputs)
     if not os.path.lexists(given):
         return target
     if given.is_dir() and not given.is_symlink() and not any(given.iterdir()):

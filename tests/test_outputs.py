@@ -181,6 +181,9 @@ def test_every_writing_command_guards_its_out(tmp_path: Path):
     results.write_text("{}")
     refused(cli("bench", "zeroshot", "--index", tmp_path / "none", "--out", tmp_path / "r"), "--overwrite")
     refused(cli("train", "--data", tmp_path / "nodata", "--out", folder, "--steps", "1"), "not a model directory")
+    refused(cli("data", "slices", folder, "--out", folder / "slices", "--overwrite"), "overlaps the input")
+    refused(cli("data", "slices", reports, "--out", ".", "--overwrite", cwd=tmp_path), "current directory")
+    refused(cli("data", "snippets", reports, "--out", reports, "--overwrite"), "overlaps the input")
     assert sorted(p.name for p in folder.iterdir()) == ["thesis.docx"]
     assert results.read_text() == "{}"
 
