@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import math
 import os
 import platform
@@ -38,6 +37,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from hsenet_search.eval.provenance import run_started, write_result
 from hsenet_search.index.faiss_backend import VectorIndex, gpu_count
 
 Searcher = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
@@ -113,16 +113,20 @@ def engine_searcher(index: VectorIndex) -> Searcher:
     return lambda q, k: index.search(q, k)
 
 
+RECONS_PER_SCAN = 3  # rows per scan in the engine's metadata: it fetches k x 3 candidates and collapses them
+
+
 def search_engine_searcher(index: VectorIndex) -> Searcher:
-    """``SearchEngine.search_embedding`` over ``index`` with N synthetic metadata rows (one scan each):
-    the full query path a user calls, including validation, hit materialisation and scan collapsing."""
+    """``SearchEngine.search_embedding`` over ``index`` with N synthetic metadata rows, ``RECONS_PER_SCAN``
+    reconstructions per scan: the full query path a user calls, including validation, fetching
+    k x max reconstructions candidates, hit materialisation and scan collapsing."""
     import pandas as pd
 
     from hsenet_search.data.labels import LABELS
     from hsenet_search.engine import SearchEngine
 
     n = index.ntotal
-    names = [f"bench_{i}_a_1.nii.gz" for i in range(n)]
+    names = [f"bench_{i // RECONS_PER_SCAN}_a_{i % RECONS_PER_SCAN + 1}.nii.gz" for i in range(n)]
     meta = pd.DataFrame(
         {
             "row_id": np.arange(n),
@@ -223,7 +227,7 @@ def bench_index(index: VectorIndex, queries_single: np.ndarray, queries_batch: n
 def bench_size(n: int, args: argparse.Namespace, progress: Progress) -> list[dict]:
     task = progress.add_task(f"N={n:,}", total=3 + len(args.nprobe))
     x = unit_vectors(n, args.dim, args.seed)
-    n_single = args.queries_single if n < 1_000_000 else max(10, args.queries_single // 7)
+    n_single = args.queries_single
     n_batch = args.queries_batch if n < 1_000_000 else max(args.batch, args.queries_batch // 5)
     q_single = unit_vectors(n_single, args.dim, args.seed + 1)
     q_batch = unit_vectors(n_batch, args.dim, args.seed + 2)
@@ -317,7 +321,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("-k", "--k", type=int, default=10)
     p.add_argument("--nprobe", default="16,64", help="comma-separated nprobe values for the IVF index")
-    p.add_argument("--queries-single", type=int, default=200, help="single queries timed (1M: a seventh)")
+    p.add_argument("--queries-single", type=int, default=200, help="single queries timed at every size")
     p.add_argument("--queries-batch", type=int, default=1000, help="queries of the batched run (1M: a fifth)")
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
@@ -336,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[red]--gpu: FAISS sees no GPU (faiss.get_num_gpus() == 0)[/red]")
         return 2
     machine = machine_info(args.gpu)
+    started = run_started()
     t0 = time.perf_counter()
     rows: list[dict] = []
     with Progress(console=console) as progress:
@@ -345,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows, args.k, console)
     result = {
         "benchmark": "raw FAISS search vs VectorIndex.search on the same index (random unit vectors)",
-        "machine": machine,
+        "setup": machine,
+        "reconstructions_per_scan": RECONS_PER_SCAN,
         "config": {
             "sizes": args.sizes,
             "dim": args.dim,
@@ -364,8 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": rows,
     }
     out = output_path(args, machine)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out, result, started, device="cuda" if args.gpu else "cpu", repeats=1)
     console.print(f"{len(rows)} configurations in {elapsed:.0f}s -> {out}")
     return 0
 

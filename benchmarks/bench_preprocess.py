@@ -8,8 +8,10 @@ reorientation to LPS before the transpose) so both sides see the same voxels.
 
 Inputs: the real example CT from ``shared/data/real-ct`` (when present) and synthetic chest-like volumes
 at CT-RATE-like size (512 x 512 x ~300, v1-style int16 + rescale intercept -1024) written to a temp dir.
-Both implementations run alternately on each input, ``--repeats`` times; the median times, their ratio
-and the max abs difference of the outputs go to ``benchmarks/results/preprocess_cpu.json``.
+Both implementations run alternately on each input, ``--repeats`` times; the median times (with min–max),
+their ratio and the max abs difference of the outputs go to ``benchmarks/results/preprocess_cpu.json``.
+Each side's decode alone (reference: nibabel ``get_fdata()`` float64; ours: ``read_volume``, ISA-L gzip and
+float32) is timed as well, so the gain splits into decoding and the chain (total minus decode).
 
     .venv/bin/python benchmarks/bench_preprocess.py            # full run, a few minutes on 2 cores
     .venv/bin/python benchmarks/bench_preprocess.py --quick    # one small synthetic volume + the real CT
@@ -35,7 +37,7 @@ from rich.table import Table
 
 from hsenet_search.data.preprocess import get_profile
 from hsenet_search.data.readers import read_volume
-from hsenet_search.eval.provenance import run_started, write_result
+from hsenet_search.eval.provenance import run_started, spread, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_CT = ROOT.parent / "shared" / "data" / "real-ct" / "example_ct.nii.gz"
@@ -72,6 +74,16 @@ def reference_hsenet(path: Path, rescale: tuple[float, float] | None, device: st
     normalised = (resampled - low) / max(high - low, 1e-8)
     cropped = CropForeground()(normalised)
     return np.asarray(Resize([32, 256, 256], mode="bilinear")(cropped), dtype=np.float32)
+
+
+def reference_decode(path: Path, rescale: tuple[float, float] | None, device: str) -> np.ndarray:
+    """The reference's decode step alone."""
+    return nib.load(str(path)).get_fdata()
+
+
+def ours_decode(path: Path, rescale: tuple[float, float] | None, device: str) -> np.ndarray:
+    """Our decode step alone (``read_volume``: header checks, ISA-L gzip when installed, float32 HU)."""
+    return read_volume(path, rescale=rescale).array
 
 
 def ours(path: Path, rescale: tuple[float, float] | None, device: str) -> np.ndarray:
@@ -144,13 +156,19 @@ def run(args: argparse.Namespace) -> dict:
         inputs = write_inputs(Path(tmp), args.quick)
         rows = []
         with Progress(console=console) as progress:
-            task = progress.add_task("preprocessing", total=len(inputs) * args.repeats * 2)
+            sides = (
+                ("reference", reference_hsenet),
+                ("ours", ours),
+                ("reference_decode", reference_decode),
+                ("ours_decode", ours_decode),
+            )
+            task = progress.add_task("preprocessing", total=len(inputs) * args.repeats * len(sides))
             for item in inputs:
                 item["path"].read_bytes()  # warm the page cache for both sides alike
-                times: dict[str, list[float]] = {"reference": [], "ours": []}
+                times: dict[str, list[float]] = {name: [] for name, _ in sides}
                 outputs = {}
                 for _ in range(args.repeats):
-                    for name, fn in (("reference", reference_hsenet), ("ours", ours)):
+                    for name, fn in sides:
                         start = time.perf_counter()
                         outputs[name] = fn(item["path"], item["rescale"], args.device)
                         if args.device.startswith("cuda"):
@@ -158,6 +176,7 @@ def run(args: argparse.Namespace) -> dict:
                         times[name].append(time.perf_counter() - start)
                         progress.advance(task)
                 ref_s, our_s = statistics.median(times["reference"]), statistics.median(times["ours"])
+                ref_dec, our_dec = statistics.median(times["reference_decode"]), statistics.median(times["ours_decode"])
                 volume = read_volume(item["path"])
                 rows.append(
                     {
@@ -168,6 +187,11 @@ def run(args: argparse.Namespace) -> dict:
                         "reference_s": round(ref_s, 3),
                         "hsenet_profile_s": round(our_s, 3),
                         "ratio": round(ref_s / our_s, 2),
+                        "seconds": {name: spread(values, 3) for name, values in times.items()},
+                        "decode_s": {"reference": round(ref_dec, 3), "ours": round(our_dec, 3)},
+                        "chain_s": {"reference": round(ref_s - ref_dec, 3), "ours": round(our_s - our_dec, 3)},
+                        "decode_ratio": round(ref_dec / our_dec, 2),
+                        "chain_ratio": round((ref_s - ref_dec) / max(our_s - our_dec, 1e-6), 2),
                         "max_abs_diff": float(np.abs(outputs["reference"] - outputs["ours"]).max()),
                         "output_shape": list(outputs["ours"].shape),
                     }
@@ -175,6 +199,8 @@ def run(args: argparse.Namespace) -> dict:
     ctrate_like = [r for r in rows if r["input"].startswith("synthetic")]
     ref_total = sum(r["reference_s"] for r in ctrate_like)
     our_total = sum(r["hsenet_profile_s"] for r in ctrate_like)
+    ref_decode = sum(r["decode_s"]["reference"] for r in ctrate_like)
+    our_decode = sum(r["decode_s"]["ours"] for r in ctrate_like)
     result = {
         "benchmark": "preprocessing throughput, hsenet profile vs CT-CLIP/HSENet-style reference",
         "profile": PROFILE.name,
@@ -186,13 +212,17 @@ def run(args: argparse.Namespace) -> dict:
             "synthetic_reference_total_s": round(ref_total, 3),
             "synthetic_hsenet_profile_total_s": round(our_total, 3),
             "ratio": round(ref_total / our_total, 2),
+            "decode_s": {"reference": round(ref_decode, 3), "ours": round(our_decode, 3)},
+            "chain_s": {"reference": round(ref_total - ref_decode, 3), "ours": round(our_total - our_decode, 3)},
+            "decode_ratio": round(ref_decode / our_decode, 2),
+            "chain_ratio": round((ref_total - ref_decode) / (our_total - our_decode), 2),
             "max_abs_diff": max(r["max_abs_diff"] for r in rows),
             "target_ratio": 2.0,
             "meets_target": ref_total / our_total >= 2.0,
         },
     }
     table = Table(title=f"hsenet profile vs reference ({args.device}, {torch.get_num_threads()} threads)")
-    for column in ("input", "reference s", "hsenet s", "ratio", "max |diff|"):
+    for column in ("input", "reference s", "hsenet s", "ratio", "decode ref/ours s", "chain ref/ours s", "max |diff|"):
         table.add_column(column)
     for r in rows:
         table.add_row(
@@ -200,6 +230,8 @@ def run(args: argparse.Namespace) -> dict:
             f"{r['reference_s']:.2f}",
             f"{r['hsenet_profile_s']:.2f}",
             f"{r['ratio']:.2f}x",
+            f"{r['decode_s']['reference']:.2f} / {r['decode_s']['ours']:.2f}",
+            f"{r['chain_s']['reference']:.2f} / {r['chain_s']['ours']:.2f}",
             f"{r['max_abs_diff']:.2e}",
         )
     console.print(table)

@@ -129,6 +129,14 @@ class _CaseDataset(Dataset):
         return (i, *prepare_or_error(self.cases[i], self.profile, self.recipe, self.cache))
 
 
+def _all_cached(cases: Sequence[Case], profile: Profile, recipe: SliceRecipe, cache: PreprocessCache | None) -> bool:
+    """True when every case's tensor is in ``cache`` and no slice images need the 2D chain (stops at
+    the first miss, so a cold build pays one ``stat``)."""
+    if cache is None or recipe.mode == "images":
+        return False
+    return all(cache.holds(c.path, profile, c.rescale, c.spacing) for c in cases)
+
+
 def _collate(items):
     return items
 
@@ -168,6 +176,8 @@ def embed_cases(
     ``workers``."""
     resolved = [resolve_input(c) for c in cases]
     recipe = slice_recipe(model, embedding)
+    if workers and _all_cached(resolved, model.profile, recipe, cache):
+        workers = 0  # a cache hit is a small read: worker processes would only compete with the encoder
     loader = DataLoader(
         _CaseDataset(resolved, model.profile, recipe, cache),
         batch_size=batch_size,

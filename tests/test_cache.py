@@ -107,3 +107,29 @@ def test_bad_entry_is_a_warned_miss(tmp_path: Path, volume: Path, bad) -> None:
         again = preprocess_file(volume, profile, cache=cache)
     np.testing.assert_array_equal(again, good)
     np.testing.assert_array_equal(np.load(entry), good)  # the entry was rewritten
+
+
+def test_holds_answers_without_reading_the_file(tmp_path: Path, volume: Path, hashed) -> None:
+    profile = get_profile("tiny")
+    cache = PreprocessCache(tmp_path / "cache")
+    assert not cache.holds(volume, profile) and hashed == []  # never seen: no hash computed
+    assert not cache.holds(tmp_path / "missing.nii.gz", profile)
+    preprocess_file(volume, profile, cache=cache)
+    assert cache.holds(volume, profile) and not cache.holds(volume, profile, rescale=(2.0, 0.0))
+    assert not cache.holds(volume, get_profile("hsenet"))
+    os.utime(volume, ns=(1, 1))  # a new file version: its hash is unknown until it is read again
+    assert not cache.holds(volume, profile)
+
+
+def test_warm_embedding_loads_in_process_and_matches_the_cold_run(tmp_path: Path, volume: Path) -> None:
+    from hsenet_search.data.cases import Case
+    from hsenet_search.embedding import embed_cases
+    from hsenet_search.models import create_model
+
+    model = create_model("tiny").eval()
+    cache = PreprocessCache(tmp_path / "cache")
+    cases = [Case(f"v{i}.nii.gz", f"v{i}", "train", volume, "", "", None, None) for i in range(3)]
+    cold = np.concatenate([b.embeddings for b in embed_cases(model, cases, batch_size=2, workers=1, cache=cache)])
+    assert cache.holds(volume, model.profile)
+    warm = np.concatenate([b.embeddings for b in embed_cases(model, cases, batch_size=2, workers=1, cache=cache)])
+    np.testing.assert_array_equal(warm, cold)

@@ -89,19 +89,31 @@ class PreprocessCache:
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root).expanduser() if root is not None else default_cache_root()
 
-    def content_hash(self, path: str | Path) -> str:
-        """The file's SHA-256, read from the sidecar for this file version or computed once and stored."""
+    def _sidecar(self, path: str | Path) -> Path:
         identity = file_identity(path)
-        sidecar = self.root / "content" / identity[:2] / f"{identity}.sha256"
+        return self.root / "content" / identity[:2] / f"{identity}.sha256"
+
+    def _stored_hash(self, sidecar: Path) -> str | None:
         try:
             stored = sidecar.read_text().strip()
-            if len(stored) == 64 and set(stored) <= _HEX:
-                return stored
         except (OSError, UnicodeDecodeError):
-            pass
+            return None
+        return stored if len(stored) == 64 and set(stored) <= _HEX else None
+
+    def content_hash(self, path: str | Path) -> str:
+        """The file's SHA-256, read from the sidecar for this file version or computed once and stored."""
+        sidecar = self._sidecar(path)
+        stored = self._stored_hash(sidecar)
+        if stored is not None:
+            return stored
         digest = content_hash(path)
         write_text(sidecar, digest, durable=False)
         return digest
+
+    def _entry(self, digest: str, profile: Profile, rescale, spacing) -> Path:
+        extras = repr((_floats(rescale), _floats(spacing)))
+        key = hashlib.sha256(f"{digest}|{profile.hash}|{extras}".encode()).hexdigest()[:32]
+        return self.root / profile.hash / key[:2] / f"{key}.npy"
 
     def entry_path(
         self,
@@ -114,9 +126,22 @@ class PreprocessCache:
         path = Path(path)
         if not path.exists():
             raise VolumeError("no such file or folder", path)
-        extras = repr((_floats(rescale), _floats(spacing)))
-        key = hashlib.sha256(f"{self.content_hash(path)}|{profile.hash}|{extras}".encode()).hexdigest()[:32]
-        return self.root / profile.hash / key[:2] / f"{key}.npy"
+        return self._entry(self.content_hash(path), profile, rescale, spacing)
+
+    def holds(
+        self,
+        path: str | Path,
+        profile: Profile,
+        rescale: tuple[float, float] | None = None,
+        spacing: tuple[float, float, float] | None = None,
+    ) -> bool:
+        """Whether this version of ``path`` has an entry; never reads the file itself (a ``stat`` and a
+        small read), so asking about a file never seen costs nothing."""
+        try:
+            digest = self._stored_hash(self._sidecar(path))
+        except VolumeError:
+            return False
+        return digest is not None and self._entry(digest, profile, rescale, spacing).is_file()
 
     def get_or_compute(
         self,
