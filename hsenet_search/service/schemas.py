@@ -7,9 +7,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from hsenet_search.engine import MAX_K, MAX_QUERY_CHARS
+from hsenet_search.generate.draft import MODES
 
 Target = Literal["volumes", "reports"]
-Mode = Literal["llm", "nearest", "vote"]
+Mode = Literal[MODES]  # the drafting modes of `generate`
 
 
 class _Body(BaseModel):

@@ -60,7 +60,14 @@ def test_health_indexes_and_docs(client, loaded):
         "/metrics",
     ):
         assert path in paths
-    assert "multipart/form-data" in paths["/search/volume"]["post"]["requestBody"]["content"]
+    for path, fields in (
+        ("/search/volume", {"k", "target", "labels", "hubness", "index"}),
+        ("/generate", {"k", "mode", "index"}),
+    ):
+        form = paths[path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+        assert form["required"] == ["file"] and set(form["properties"]) == {"file", *fields}
+    modes = paths["/generate"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]["mode"]
+    assert modes["enum"] == ["llm", "grounded", "nearest", "vote"]
 
 
 def test_health_is_not_ready_without_indexes(loaded):

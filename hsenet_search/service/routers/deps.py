@@ -47,5 +47,20 @@ async def upload_form(request: Request, fields: tuple[str, ...], *, max_fields: 
     return upload, {key: form.getlist(key) if key == "labels" else form.get(key) for key in fields if key in form}
 
 
+def upload_doc(query: type[BaseModel]) -> dict:
+    """OpenAPI request body of an endpoint that takes a scan: multipart (``file`` plus the query's fields
+    but ``case``) or the JSON query itself; both documented from the one schema."""
+    schema = query.model_json_schema()
+    fields = {name: spec for name, spec in schema["properties"].items() if name != "case"}
+    upload = {
+        "type": "string",
+        "format": "binary",
+        "description": ".nii, .nii.gz, .npy or a .zip of one DICOM series",
+    }
+    form = {"type": "object", "required": ["file"], "properties": {"file": upload, **fields}}
+    content = {"multipart/form-data": {"schema": form}, "application/json": {"schema": schema}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
 def response(result, index_name: str) -> dict:
     return {**result.to_json(), "index": index_name}

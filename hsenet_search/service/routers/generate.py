@@ -7,36 +7,15 @@ from fastapi import APIRouter, Depends, Request
 from hsenet_search.data.report_text import join_report
 
 from ..schemas import DraftResponse, GenerateCase
-from .deps import is_multipart, read_json, service, upload_form, validated
+from .deps import is_multipart, read_json, service, upload_doc, upload_form, validated
 
 router = APIRouter(tags=["generate"])
-
-GENERATE_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "k": {"type": "integer", "default": 5},
-                        "mode": {"type": "string", "enum": ["llm", "nearest", "vote"]},
-                        "index": {"type": "string"},
-                    },
-                }
-            },
-            "application/json": {"schema": GenerateCase.model_json_schema()},
-        },
-    },
-}
 
 
 @router.post(
     "/generate",
     response_model=DraftResponse,
-    openapi_extra=GENERATE_DOC,
+    openapi_extra=upload_doc(GenerateCase),
     summary='The draft JSON of `generate --json` (upload in `file`, or JSON {"case": id})',
 )
 async def generate(request: Request, state=Depends(service)):

@@ -5,36 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from ..schemas import CaseQuery, ReportQuery, SearchResponse, TextQuery
-from .deps import is_multipart, read_json, response, service, upload_form, validated
+from .deps import is_multipart, read_json, response, service, upload_doc, upload_form, validated
 
 router = APIRouter(prefix="/search", tags=["search"])
-
-UPLOAD_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": ".nii, .nii.gz, .npy or a .zip of one DICOM series",
-                        },
-                        "k": {"type": "integer", "default": 10},
-                        "target": {"type": "string", "enum": ["volumes", "reports"]},
-                        "labels": {"type": "array", "items": {"type": "string"}},
-                        "hubness": {"type": "boolean"},
-                        "index": {"type": "string"},
-                    },
-                }
-            },
-            "application/json": {"schema": CaseQuery.model_json_schema()},
-        },
-    },
-}
 
 
 @router.post("/text", response_model=SearchResponse, summary="Text → volumes (or reports with target)")
@@ -54,7 +27,7 @@ async def search_report(body: ReportQuery, state=Depends(service)):
 @router.post(
     "/volume",
     response_model=SearchResponse,
-    openapi_extra=UPLOAD_DOC,
+    openapi_extra=upload_doc(CaseQuery),
     summary='A scan (multipart field `file`) or an indexed case (JSON {"case": id}) → similar cases',
 )
 async def search_volume(request: Request, state=Depends(service)):
