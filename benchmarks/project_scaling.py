@@ -36,7 +36,7 @@ def measured() -> dict:
     ray = json.loads((RESULTS / "ray_build_cpu.json").read_text())
     return {
         "decode_preprocess_s_per_volume_core": statistics.median(c["hsenet_profile_s"] for c in big)
-        * pre["machine"]["usable_cores"],  # measured with all cores of the box busy on one volume
+        * pre["machine"]["torch_threads"],  # measured with this many threads busy on one volume
         "volume_mb": statistics.median(c["file_mb"] for c in big),
         "gpu_encode_volumes_per_s": gpu,
         "ray_efficiency": 1 / ray["ratio_ray_minus_start_vs_single_wall"],
