@@ -33,6 +33,8 @@ class Mutation:
     tests: tuple[str, ...]
 
 
+CHECKS = "tests/pipeline/test_evidence_checks.py"
+WRITERS = "tests/pipeline/test_evidence_writers.py"
 MUTATIONS = (
     Mutation(
         "label filter applied after FAISS (post-filter) instead of the FAISS selector",
@@ -74,6 +76,20 @@ MUTATIONS = (
         'return f"{self.findings} {self.impression}".strip()',
         "return self.findings.strip()",
         ("tests/test_ctrate.py",),
+    ),
+    Mutation(
+        "resume accepts a partial build made with another model",
+        "hsenet_search/index/partial.py",
+        '        "model_fingerprint": model.fingerprint,\n',
+        "",
+        (f"{WRITERS}::test_resume_refuses_another_model_and_records_failures_of_both_parts",),
+    ),
+    Mutation(
+        "generation leak guard off: the scan being drafted grounds its own draft",
+        "hsenet_search/generate/grounding.py",
+        "kept = [h for h in hits if h.scan_id != exclude_scan and not (",
+        "kept = [h for h in hits if not (",
+        (f"{CHECKS}::test_grounding_leaves_out_the_own_scan_and_identical_reports",),
     ),
 )
 
