@@ -98,7 +98,7 @@ def test_bench_zeroshot_cli(index_dir, model_dir, tmp_path):
     assert defined and result["same_split"]["macro"]["auc"] == pytest.approx(np.mean(defined), abs=1e-9)
 
 
-def test_bench_generation_retrieval_modes(index_dir, synth_data, tmp_path):
+def test_bench_generation_retrieval_modes(index_dir, synth_data, model_dir, tmp_path):
     out = tmp_path / "gen"
     res = run_cli(
         "bench",
@@ -120,7 +120,31 @@ def test_bench_generation_retrieval_modes(index_dir, synth_data, tmp_path):
     assert set(modes) == {"nearest", "vote"}
     for run in modes.values():
         assert 0.0 <= run["text"]["bleu_4"] <= run["text"]["bleu_1"] <= 1.0
-        assert run["n"] > 0
+    # nearest mode, recomputed: each valid scan's draft is the report of its nearest *other* scan (numpy
+    # top-1 over the stored vectors, own scan and identical report left out), scored against its own report
+    from hsenet_search.data.dataset import open_dataset
+    from hsenet_search.embedding import embed_input
+    from hsenet_search.eval.text_metrics import generation_scores
+    from hsenet_search.index.store import read_embeddings, read_metadata
+    from hsenet_search.models import load_model
+
+    meta = read_metadata(index_dir / "metadata.parquet")
+    vectors = read_embeddings(index_dir, "volumes").astype(np.float32)
+    report = {r.scan_id: f"{r.findings} {r.impression}".strip() for r in meta.itertuples()}
+    drafted = {r.scan_id: f"{r.findings.strip()} {r.impression.strip()}".strip() for r in meta.itertuples()}
+    model = load_model(model_dir).eval()
+    firsts = {}
+    for case in open_dataset(synth_data, split="valid"):
+        firsts.setdefault(case.scan_id, case)
+    refs, hyps = [], []
+    for case in firsts.values():
+        order = np.argsort(-(vectors @ embed_input(model, case.path)[0]), kind="stable")
+        scans = dict.fromkeys(meta["scan_id"].to_numpy()[order])
+        nearest = next(s for s in scans if s != case.scan_id and report[s] != case.report.strip())
+        refs.append(case.report)
+        hyps.append(drafted[nearest])
+    assert modes["nearest"]["n"] == modes["vote"]["n"] == len(firsts)
+    assert modes["nearest"]["text"] == pytest.approx(generation_scores(refs, hyps), abs=1e-9)
 
 
 def test_bench_gap_cli_matches_the_index_embeddings(index_dir, tmp_path):

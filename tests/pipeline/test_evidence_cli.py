@@ -155,7 +155,8 @@ def test_keep_stage2_starts_from_the_2e3_tower_not_stage1(tmp_path, cli_main, sy
     stage1 = shipped.stages["stage1"].vision_encoder.state_dict()
     stage2 = shipped.stages["stage2"].vision_encoder.state_dict()
     assert any(not torch.equal(v, stage2[k]) for k, v in stage1.items()), "fixture: the towers must differ"
-    for keep, start in ((True, stage2), (False, stage1)):
+    copied = {**stage2, **stage1}  # the stage-1 ViT weights copied into the 2E3 encoder (its extras kept)
+    for keep, start in ((True, stage2), (False, copied)):
         out = tmp_path / f"keep-{keep}"
         res = cli_main(
             "train",
@@ -165,4 +166,4 @@ def test_keep_stage2_starts_from_the_2e3_tower_not_stage1(tmp_path, cli_main, sy
         )
         assert res.code == 0, res.err
         trained = load_model(out).stages["stage2"].vision_encoder.state_dict()  # lr 0: the starting weights
-        assert all(torch.equal(v, start[k]) for k, v in trained.items()), keep
+        assert set(trained) == set(start) and all(torch.equal(v, start[k]) for k, v in trained.items()), keep

@@ -123,7 +123,7 @@ def test_add_refuses_another_model_and_records_an_unreadable_volume(
     shutil.rmtree(own_model)
     shutil.copytree(other_model_dir, own_model)  # the recorded model now holds other weights
     add = ("index", "add", out, dataset_copy, "--split", "valid", "--workers", "0")
-    cli_main(*add).one_line_error("fingerprint", str(out))
+    cli_main(*add).one_line_error("fingerprint", str(out.resolve()))
     assert snapshot(out) == before and not (tmp_path / "idx.add.partial").exists()
 
     shutil.rmtree(own_model)
