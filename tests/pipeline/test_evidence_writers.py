@@ -140,3 +140,34 @@ def test_add_refuses_another_model_and_records_an_unreadable_volume(
     assert names == {c.volume_name for c in [*train, *valid]} - {train[0].volume_name, victim.volume_name}
     assert_vectors_of(out, index_dir)  # the stored train vectors are kept, the added ones are right
     assert open_index_dir(out, verify="full").counts["failures"] == 2
+
+
+def test_ivf_factory_through_build_and_add_matches_brute_force(tmp_path, cli_main, make_ctrate, model_dir):
+    """An IVF factory through the builder (trained on the volumes, nprobe saved) and through ``index add``
+    (extended in place); every search returns the brute-force top-k scores. Too few vectors: one line."""
+    from hsenet_search.engine import SearchEngine
+
+    train = {f"train_{i}_a": 1 for i in range(80)}  # 80 scans: 80 volumes and 80 distinct reports >= 2 x 39
+    valid = {f"valid_{i}_a": 1 for i in range(4)}
+    data = make_ctrate(tmp_path / "ct", scans={"train": train, "valid": valid})
+    out = tmp_path / "idx"
+    build = ("index", "build", data, "--model", model_dir, "--workers", "0", "--factory", "IVF2,Flat")
+    few = cli_main(*build, "--out", tmp_path / "few", "--split", "valid")  # 4 vectors for 2 lists
+    few.one_line_error("at least 78 training vectors, got 4")
+    assert not (tmp_path / "few" / "manifest.json").exists()
+    res = cli_main(*build, "--out", out, "--split", "train")
+    assert res.code == 0, res.err
+    for n, added in ((80, False), (84, True)):
+        if added:
+            res = cli_main("index", "add", out, data, "--split", "valid", "--workers", "0")
+            assert res.code == 0 and "4 volumes added" in " ".join(res.out.split()), res.err
+        engine = SearchEngine.open(out, model=load_model(model_dir))
+        manifest = engine.manifest
+        assert "IVF2,Flat" in manifest.factory and manifest.counts["volumes"] == engine.volumes.ntotal == n
+        assert manifest.trained_on["volumes"] == 80  # add extends the trained index, no retraining
+        vectors = read_embeddings(out, "volumes").astype(np.float32)
+        q = engine.encode_text("Findings of train_7_a. Impression train_7_a.")
+        expected = np.sort(vectors @ q[0])[::-1][:5]
+        hits = engine.search_embedding(q, k=5).hits
+        np.testing.assert_allclose([h.score for h in hits], expected, atol=1e-5)
+        np.testing.assert_allclose([vectors[h.row_id] @ q[0] for h in hits], expected, atol=1e-5)
