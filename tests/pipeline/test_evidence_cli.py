@@ -51,8 +51,8 @@ def test_embed_text_equals_the_stored_report_vector(cli_main, index_dir, model_d
     assert out["model"] == manifest["model_fingerprint"] and out["embedding"] == manifest["embedding"]
     assert out["dim"] == len(out["vector"]) == manifest["dims"]["reports"]
     np.testing.assert_allclose(out["vector"], stored, atol=2e-3)
-    plain = cli_main("embed", "text", text, "--model", model_dir)
-    assert f"[{out['vector'][0]:+.4f}, {out['vector'][1]:+.4f}" in plain.out
+    plain = " ".join(cli_main("embed", "text", text, "--model", model_dir).out.split())
+    assert f"[{out['vector'][0]:+.4f}, {out['vector'][1]:+.4f}," in plain and f"{out['dim']}-d" in plain
     other = json.loads(cli_main("embed", "text", text, "--model", other_model_dir, "--json").out)
     assert not np.allclose(other["vector"], stored, atol=2e-3)  # --model is honoured
     cli_main("embed", "text", "   ", "--model", model_dir).one_line_error("empty")
