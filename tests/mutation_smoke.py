@@ -39,8 +39,8 @@ MUTATIONS = (
     Mutation(
         "label filter applied after FAISS (post-filter) instead of the FAISS selector",
         "hsenet_search/engine.py",
-        "        scores, ids = index.search(q, fetch, allowed_ids=allowed)\n",
-        "        scores, ids = index.search(q, fetch)\n"
+        "        scores, ids = index.search(q, fetch, allowed_ids=allowed, params=params)\n",
+        "        scores, ids = index.search(q, fetch, params=params)\n"
         "        if allowed is not None:\n"
         "            keep = np.isin(ids[0], allowed)\n"
         "            scores, ids = scores[:, keep], ids[:, keep]\n",
@@ -71,11 +71,14 @@ MUTATIONS = (
         ("tests/test_preprocess.py::test_cache_never_decodes_a_file_twice",),
     ),
     Mutation(
-        "report text protocol ignored (the index embeds the findings only)",
-        "hsenet_search/data/dataset.py",
-        'return f"{self.findings} {self.impression}".strip()',
-        "return self.findings.strip()",
-        ("tests/test_ctrate.py",),
+        "official report-text protocol ignored (a findings-protocol model embeds findings + impression)",
+        "hsenet_search/data/resolve.py",
+        '    if protocol == "findings":\n        text = findings or impression\n',
+        "    if False:\n        text = findings or impression\n",
+        (
+            "tests/test_one_road.py::test_report_text_protocols_and_official_truncation",
+            "tests/test_one_road.py::test_ctrate_query_finds_itself_whatever_its_header_says",
+        ),
     ),
     Mutation(
         "resume accepts a partial build made with another model",
