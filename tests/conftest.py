@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -40,6 +43,41 @@ def real_ct_nifti() -> Path:
 @pytest.fixture(scope="session")
 def real_ct_dicom() -> Path:
     return require_shared(REAL_CT_DICOM)
+
+
+class CliRun(NamedTuple):
+    code: int
+    out: str
+    err: str
+
+    def one_line_error(self, *needles: str) -> str:
+        """Assert exit 2 with exactly one stderr line, ``error: ...`` naming every needle; return it."""
+        lines = [line for line in self.err.splitlines() if line.strip()]
+        assert self.code == 2, (self.code, self.out, self.err)
+        assert len(lines) == 1 and lines[0].startswith("error:"), self.err
+        for needle in needles:
+            assert needle in lines[0], (needle, lines[0])
+        return lines[0]
+
+
+@pytest.fixture
+def cli_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> Callable[..., CliRun]:
+    """Run ``hsenet-search ARGS`` through the installed entry point ``main()``, in this process."""
+    from hsenet_search.cli.main import main
+
+    def run(*args: object) -> CliRun:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["hsenet-search", *map(str, args)])
+        monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() replaces it
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CliRun(code, captured.out, captured.err)
+
+    return run
 
 
 def chest_hu(shape: tuple[int, int, int] = (24, 20, 12), seed: int = 0) -> np.ndarray:

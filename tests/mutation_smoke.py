@@ -33,12 +33,14 @@ class Mutation:
     tests: tuple[str, ...]
 
 
+CHECKS = "tests/pipeline/test_evidence_checks.py"
+WRITERS = "tests/pipeline/test_evidence_writers.py"
 MUTATIONS = (
     Mutation(
         "label filter applied after FAISS (post-filter) instead of the FAISS selector",
         "hsenet_search/engine.py",
-        "        scores, ids = index.search(q, fetch, allowed_ids=allowed)\n",
-        "        scores, ids = index.search(q, fetch)\n"
+        "        scores, ids = index.search(q, fetch, allowed_ids=allowed, params=params)\n",
+        "        scores, ids = index.search(q, fetch, params=params)\n"
         "        if allowed is not None:\n"
         "            keep = np.isin(ids[0], allowed)\n"
         "            scores, ids = scores[:, keep], ids[:, keep]\n",
@@ -69,11 +71,28 @@ MUTATIONS = (
         ("tests/test_preprocess.py::test_cache_never_decodes_a_file_twice",),
     ),
     Mutation(
-        "report text protocol ignored (the index embeds the findings only)",
-        "hsenet_search/data/dataset.py",
-        'return f"{self.findings} {self.impression}".strip()',
-        "return self.findings.strip()",
-        ("tests/test_ctrate.py",),
+        "official report-text protocol ignored (a findings-protocol model embeds findings + impression)",
+        "hsenet_search/data/resolve.py",
+        '    if protocol == "findings":\n        text = findings or impression\n',
+        "    if False:\n        text = findings or impression\n",
+        (
+            "tests/test_one_road.py::test_report_text_protocols_and_official_truncation",
+            "tests/test_one_road.py::test_ctrate_query_finds_itself_whatever_its_header_says",
+        ),
+    ),
+    Mutation(
+        "resume accepts a partial build made with another model",
+        "hsenet_search/index/partial.py",
+        '        "model_fingerprint": model.fingerprint,\n',
+        "",
+        (f"{WRITERS}::test_resume_refuses_another_model_and_records_failures_of_both_parts",),
+    ),
+    Mutation(
+        "generation leak guard off: the scan being drafted grounds its own draft",
+        "hsenet_search/generate/grounding.py",
+        "kept = [h for h in hits if h.scan_id != exclude_scan and not (",
+        "kept = [h for h in hits if not (",
+        (f"{CHECKS}::test_grounding_leaves_out_the_own_scan_and_identical_reports",),
     ),
 )
 

@@ -42,13 +42,28 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     ],
     ids=lambda v: v if isinstance(v, str) else " ".join(v[:2]),
 )
-def test_bad_choice_is_a_usage_error(args: list[str], names: str) -> None:
-    from hsenet_search.cli.main import app
-    from typer.testing import CliRunner
+def test_bad_choice_is_a_usage_error(cli_main, args: list[str], names: str) -> None:
+    """Through ``main()`` (the installed entry point): exit 2, the option named on stderr, no traceback."""
+    res = cli_main(*args)
+    assert res.code == 2, (res.out, res.err)
+    assert names in res.err and "Traceback" not in res.err
 
-    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
-    assert result.exit_code == 2, result.output
-    assert names in result.output and not isinstance(result.exception, (ValueError, KeyError))
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["index", "info", "{tmp}/none"], ("{tmp}/none",)),
+        (["search", "text", "effusion", "--index", "{tmp}/none"], ("{tmp}/none",)),
+        (["bench", "retrieval", "--ks", "1"], ("exactly one of --index DIR or --data DIR",)),
+        (["train", "--data", "{tmp}", "--out", "{tmp}/model"], ("--epochs N or --steps N",)),
+        (["data", "inspect", "{tmp}/scan.nii.gz"], ("{tmp}/scan.nii.gz",)),
+    ],
+    ids=lambda v: " ".join(v[:2]) if isinstance(v, list) else None,
+)
+def test_user_errors_through_main_are_one_line(cli_main, tmp_path, args: list[str], needles: tuple) -> None:
+    """A user error (``HSENetError``) through ``main()``: one ``error:`` line naming the input, exit 2."""
+    res = cli_main(*(a.format(tmp=tmp_path) for a in args))
+    res.one_line_error(*(n.format(tmp=tmp_path) for n in needles))
 
 
 def test_usage_errors_through_main() -> None:

@@ -6,18 +6,15 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from hsenet_search.cli.main import app
-from typer.testing import CliRunner
 
 from hsenet_search.data.dataset import open_dataset
 from hsenet_search.data.synth import generate_dataset
 
 
-def test_data_synth_cli_equals_the_generator(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        app, ["data", "synth", "--n", "3", "--seed", "5", "--valid-fraction", "0.34", "--out", str(tmp_path / "cli")]
-    )
-    assert result.exit_code == 0, result.output
+def test_data_synth_cli_equals_the_generator(tmp_path: Path, cli_main) -> None:
+    args = ("--n", "3", "--seed", "5", "--valid-fraction", "0.34", "--out", tmp_path / "cli")
+    result = cli_main("data", "synth", *args)
+    assert result.code == 0, result.err
     generate_dataset(tmp_path / "lib", 3, seed=5, valid_fraction=0.34, size="tiny", workers=1)
     cli_files = sorted(p.relative_to(tmp_path / "cli") for p in (tmp_path / "cli").rglob("*") if p.is_file())
     lib_files = sorted(p.relative_to(tmp_path / "lib") for p in (tmp_path / "lib").rglob("*") if p.is_file())

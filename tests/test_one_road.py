@@ -17,7 +17,6 @@ import torch
 from conftest import LPS_AFFINE, chest_hu
 from PIL import Image
 from test_official_slices import reference_slices
-from typer.testing import CliRunner
 
 from hsenet_search.data.readers import read_volume
 from hsenet_search.data.resolve import report_text, resolve_input, truncate_sentences
@@ -130,7 +129,7 @@ def official_2e3(tmp_path, monkeypatch):
     return ckpt, tmp_path / "biomedclip", trunk
 
 
-def test_official_2e3_embedding_of_a_raw_nifti_matches_the_reference(official_2e3, tmp_path):
+def test_official_2e3_embedding_of_a_raw_nifti_matches_the_reference(official_2e3, tmp_path, cli_main):
     ckpt, biomedclip, trunk = official_2e3
     hu = chest_hu((60, 50, 44), seed=2)
     path = tmp_path / "scan.nii.gz"
@@ -155,10 +154,8 @@ def test_official_2e3_embedding_of_a_raw_nifti_matches_the_reference(official_2e
     torch.testing.assert_close(ours, expected, atol=1e-4, rtol=0)
 
     # precomputed features beside the volume are used as they are (the official inference input)
-    from hsenet_search.cli.data import app as data_app
-
-    result = CliRunner().invoke(data_app, ["slice-features", str(path), "--biomedclip", str(biomedclip)])
-    assert result.exit_code == 0, result.output
+    result = cli_main("data", "slice-features", path, "--biomedclip", biomedclip)
+    assert result.code == 0, result.err
     saved = np.load(tmp_path / "scan_biomedclip_features.npy")
     np.testing.assert_allclose(saved, slice_feats.numpy(), atol=1e-4)
     no_trunk = load_official(ckpt)
@@ -178,9 +175,8 @@ def test_2e3_model_without_trunk_or_features_is_a_one_line_error(official_2e3, t
     assert batches[0].indices == [] and "BiomedCLIP" in batches[0].failures[0][1]
 
 
-def test_import_official_names_missing_options(official_2e3, tmp_path):
-    from hsenet_search.cli.model import app
-
+def test_import_official_names_missing_options(official_2e3, tmp_path, cli_main):
+    """Through ``main()``: a missing option is one line naming it, exit 2."""
     ckpt, biomedclip, _ = official_2e3
     bare = tmp_path / "bare"
     bare.mkdir()
@@ -191,42 +187,15 @@ def test_import_official_names_missing_options(official_2e3, tmp_path):
     bert.mkdir()
     (bert / "vocab.txt").write_bytes((ckpt / "vocab.txt").read_bytes())
     (bert / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_act": "gelu"}))
-    runner = CliRunner()
-    result = runner.invoke(app, ["import-official", str(bare), "--out", str(tmp_path / "a")])
-    assert isinstance(result.exception, ModelError) and "--text-model" in str(result.exception)
-    result = runner.invoke(
-        app,
-        [
-            "import-official",
-            str(bare),
-            "--out",
-            str(tmp_path / "b"),
-            "--text-model",
-            str(bert),
-            "--biomedclip",
-            str(tmp_path / "nowhere"),
-        ],
-    )
-    assert isinstance(result.exception, ModelError) and "--biomedclip" in str(result.exception)
-    result = runner.invoke(
-        app,
-        [
-            "import-official",
-            str(bare),
-            "--out",
-            str(tmp_path / "c"),
-            "--text-model",
-            str(bert),
-            "--biomedclip",
-            str(biomedclip),
-            "--json",
-        ],
-    )
-    assert result.exit_code == 0, f"{result.output} {result.exception!r}"
-    summary = json.loads(result.stdout)
+    cli_main("model", "import-official", bare, "--out", tmp_path / "a").one_line_error("--text-model")
+    nowhere = ("--out", tmp_path / "b", "--text-model", bert, "--biomedclip", tmp_path / "nowhere")
+    cli_main("model", "import-official", bare, *nowhere).one_line_error("--biomedclip")
+    options = ("--text-model", bert, "--biomedclip", biomedclip, "--json")
+    result = cli_main("model", "import-official", bare, "--out", tmp_path / "c", *options)
+    assert result.code == 0, result.err
+    summary = json.loads(result.out)
     assert summary["slice_input"] == "biomedclip" and summary["text_protocol"] == "findings"
-    result = runner.invoke(app, ["info", str(tmp_path / "c"), "--json"])
-    info = json.loads(result.stdout)
+    info = json.loads(cli_main("model", "info", tmp_path / "c", "--json").out)
     assert info["slice_input"] == "biomedclip" and info["text_protocol"] == "findings"
     assert info["slice_chain"]["jpeg_quality"] == 95
 
