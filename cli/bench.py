@@ -150,7 +150,12 @@ def gap(
     emb = load_index_embeddings(index).split(split.value, unit.value)
     result = modality_gap(emb.volumes, emb.reports)
     payload = {"index": str(index), "split": split.value, "unit": unit.value, **result.to_json()}
-    _write(out, payload, gap_markdown({str(index): result}), started)
+    rows = {str(index): result}
+    if emb.plain is not None:  # a bridged index: the figures above are of ½(plain + bank); add plain ones
+        plain = modality_gap(emb.plain, emb.reports)
+        payload["volume_vector"], payload["plain"] = "bridged", plain.to_json()
+        rows = {f"{index} (bridged)": result, f"{index} (plain)": plain}
+    _write(out, payload, gap_markdown(rows), started)
     if out is not None:
         console.print(f"wrote {plot_gap(emb.volumes, emb.reports, out.with_suffix('.png'))}")
 

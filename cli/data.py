@@ -46,6 +46,11 @@ def summarise(
     data: Path = typer.Argument(..., help="Dataset (CT-RATE layout or manifest) whose reports are summarised."),
     out: Path = typer.Option(..., "--out", help="Output Parquet file: report_hash, report, summary (sentences)."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Summary cache (default: the user cache)."),
+    summariser: str = typer.Option(
+        "rules",
+        "--summariser",
+        help="rules (the labeler, no LLM) | default (SmolLM2, offline) | HF id | PATH | openai:URL#MODEL.",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
 ) -> None:
     """Key-finding summaries of every unique report (BrgSA training text), cached by report hash."""
@@ -57,18 +62,20 @@ def summarise(
     from hsenet_search.atomic import write_parquet
     from hsenet_search.data.cache import default_cache_root
     from hsenet_search.data.dataset import open_dataset
-    from hsenet_search.data.summarise import RULES, SummaryCache, summarise_reports
+    from hsenet_search.data import summarise as sm
 
     texts = [case.report for case in open_dataset(data)]
-    cache = SummaryCache(cache_dir or default_cache_root() / "summaries", RULES)
+    backend, stats = (sm.RULES, None) if summariser == "rules" else sm.llm_summariser(summariser)
+    cache = sm.SummaryCache(cache_dir or default_cache_root() / "summaries", backend)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("summarising", total=len(texts))
-        table = summarise_reports(texts, cache, progress=lambda n: bar.advance(task, n))
+        table = sm.summarise_reports(texts, cache, progress=lambda n: bar.advance(task, n))
     write_parquet(out, table)
-    normal = int(table["summary"].map(lambda s: s == ["No significant abnormality."]).sum())
+    normal = int(table["summary"].map(lambda s: list(s) == [sm.NORMAL_SUMMARY]).sum())
+    fallbacks = f"; {stats.fallbacks} unusable LLM replies replaced by the rule summary" if stats else ""
     console.print(
-        f"{len(table)} unique reports from {len(texts)} volumes summarised with {RULES.name} "
-        f"({normal} with no positive finding) → {out}"
+        f"{len(table)} unique reports from {len(texts)} volumes summarised with {backend.name} "
+        f"({normal} with no positive finding{fallbacks}) → {out}"
     )
 
 

@@ -32,12 +32,13 @@ TOWERS_OF = {"stage1": ("stage1",), "stage2": ("stage2",), "fusion": ("stage1", 
 class SplitEmbeddings:
     """Paired volume and report embeddings of one split, one row per evaluation unit."""
 
-    volumes: np.ndarray  # (N, E) float32
+    volumes: np.ndarray  # (N, E) float32; a bridged index: ½(plain + bank), scored as BrgSA does
     reports: np.ndarray  # (N, E) the report embedding paired with each volume
     labels: np.ndarray  # (N, 18) int, -1 where unknown
     names: list[str]
     unit: str
     split: str
+    plain: np.ndarray | None = None  # a bridged index's plain unit volume embeddings (volume → volume)
 
 
 @dataclass
@@ -50,6 +51,7 @@ class IndexEmbeddings:
     volumes: np.ndarray
     reports: np.ndarray
     model_dir: str
+    plain: np.ndarray | None = None
 
     def split(self, split: str, unit: str) -> SplitEmbeddings:
         if unit not in UNITS:
@@ -69,22 +71,28 @@ class IndexEmbeddings:
             rows["volume_name"].tolist(),
             unit,
             split,
+            None if self.plain is None else self.plain[ids],
         )
 
 
 def load_index_embeddings(index_dir: str | Path) -> IndexEmbeddings:
     """Read an index's embeddings and metadata (float16 shards -> float32)."""
     from hsenet_search.index.store import open_index_dir, read_embeddings, read_metadata
+    from hsenet_search.models.bridge import bridged_of_stored, plain_of_stored
 
     index_dir = Path(index_dir)
     manifest = open_index_dir(index_dir)
+    volumes, plain = read_embeddings(index_dir, "volumes"), None
+    if manifest.bridge is not None:
+        volumes, plain = bridged_of_stored(volumes), plain_of_stored(volumes)
     return IndexEmbeddings(
         index_dir,
         manifest.to_dict(),
         read_metadata(index_dir / "metadata.parquet"),
-        read_embeddings(index_dir, "volumes"),
+        volumes,
         read_embeddings(index_dir, "reports"),
         manifest.model_path(),
+        plain,
     )
 
 
@@ -121,7 +129,8 @@ def retrieval_tables(
     out["random"] = {str(k): v for k, v in random_baseline_recall(n, ks).items()}
     known = (ev.labels >= 0).all(axis=1)
     if known.sum() >= 2:
-        vv = ev.volumes[known] @ ev.volumes[known].T
+        own = ev.plain if ev.plain is not None else ev.volumes
+        vv = own[known] @ own[known].T
         lab = ev.labels[known]
         v2v_ks = [k for k in V2V_KS if k < known.sum()]
         out["volume_to_volume"] = {
