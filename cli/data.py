@@ -60,9 +60,9 @@ def summarise(
     from rich.progress import Progress
 
     from hsenet_search.atomic import write_parquet
+    from hsenet_search.data import summarise as sm
     from hsenet_search.data.cache import default_cache_root
     from hsenet_search.data.dataset import open_dataset
-    from hsenet_search.data import summarise as sm
 
     texts = [case.report for case in open_dataset(data)]
     backend, stats = (sm.RULES, None) if summariser == "rules" else sm.llm_summariser(summariser)
