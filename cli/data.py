@@ -20,6 +20,11 @@ def synth(
     labels_from: Path | None = typer.Option(None, "--labels-from", help="Condition volumes on this labels CSV."),
     reports_from: Path | None = typer.Option(None, "--reports-from", help="Pair volumes with this CSV's report text."),
     size: str = typer.Option("tiny", "--size", help="Volume size: tiny (fast, CPU) or ctrate (512x512, CT-RATE-like)."),
+    extra_findings: bool = typer.Option(
+        False,
+        "--extra-findings",
+        help="Also draw and report 5 never-labelled findings (truth: extra_findings/<split>_extra_labels.csv).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset written earlier by data synth."),
 ) -> None:
     """Write a complete synthetic CT-RATE dataset (volumes, reports, labels, metadata)."""
@@ -37,6 +42,7 @@ def synth(
         reports_from=reports_from,
         size=size,
         progress=True,
+        extra_findings=extra_findings,
     )
     console.print(summary.describe())
 

@@ -34,7 +34,8 @@ def test_cmki_fine_tunes_bank_and_projections_on_the_shipped_model(tmp_path, syn
     assert trained.config.bank_size == 64 and trained.bridged
     assert json.loads((out / "config.json").read_text())["config"]["bank_size"] == 64
     first = result.history[0]
-    assert first["loss"] == pytest.approx(first["contrastive"] + 0.5 * first["reconstruction"] + first["bridged"])
+    terms = first["contrastive"] + 0.5 * first["reconstruction"] + first["bridged"]
+    assert first["loss"] == pytest.approx(terms)
     before, after = start.state_dict(), trained.state_dict()
     changed = {k for k in after if k not in before or not torch.equal(before[k], after[k])}
     assert "stages.stage1.bank.weight" in changed and "stages.stage1.mm_vision_proj.weight" in changed
