@@ -114,12 +114,20 @@ def zeroshot(
     model: str | None = MODEL,
     split: Split = SPLIT,
     unit: Unit = UNIT,
+    extra_labels: list[Path] = typer.Option(
+        [],
+        "--extra-labels",
+        help="CSV of never-labelled findings (VolumeName + 0/1 columns; data synth --extra-findings writes "
+        "extra_findings/<split>_extra_labels.csv); repeatable (train and valid). Scored instead of the 18.",
+    ),
     out: Path | None = OUT,
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Zero-shot 18-label classification: per-label and macro AUC, weighted F1 / accuracy / precision."""
     _check_out(out, overwrite, index, data)
-    from hsenet_search.eval.bench import temporary_workdir, zeroshot_tables
+    import pandas as pd
+
+    from hsenet_search.eval.bench import read_extra_labels, temporary_workdir, zeroshot_tables
     from hsenet_search.eval.provenance import run_started
     from hsenet_search.eval.report import zeroshot_markdown
     from hsenet_search.models import load_model
@@ -128,7 +136,13 @@ def zeroshot(
     with temporary_workdir() as tmp:
         emb = _embeddings(index, data, model, tmp)
         net = load_model(emb.model_dir).eval()
-        result = zeroshot_tables(net, emb.split(split.value, unit.value), _bank(emb, split.value, unit.value))
+        extra = {}
+        if extra_labels:
+            truth = pd.concat([read_extra_labels(p) for p in extra_labels])
+            extra = {"labels": list(truth.columns), "truth": truth[~truth.index.duplicated()]}
+        result = zeroshot_tables(
+            net, emb.split(split.value, unit.value), _bank(emb, split.value, unit.value), **extra
+        )
     _write(out, result, zeroshot_markdown(result), started)
 
 

@@ -23,7 +23,7 @@ def synth(
     extra_findings: bool = typer.Option(
         False,
         "--extra-findings",
-        help="Also draw and report 5 never-labelled findings (truth: extra_findings/<split>_extra_labels.csv).",
+        help="Also draw and report 5 never-labelled findings (truth in extra_findings/)",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset written earlier by data synth."),
 ) -> None:

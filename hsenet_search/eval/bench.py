@@ -167,34 +167,65 @@ def hubness_tables(ev: SplitEmbeddings, bank: SplitEmbeddings, ks: Sequence[int]
     return result
 
 
-def zeroshot_tables(model, ev: SplitEmbeddings, calibration: SplitEmbeddings | None) -> dict:
-    """CT-CLIP prompt-pair zero-shot classification; thresholds from a separate split and the same split."""
+def zeroshot_tables(
+    model,
+    ev: SplitEmbeddings,
+    calibration: SplitEmbeddings | None,
+    *,
+    labels: Sequence[str] = LABELS,
+    truth: pd.DataFrame | None = None,
+) -> dict:
+    """CT-CLIP prompt-pair zero-shot classification; thresholds from a separate split and the same split.
+
+    ``truth`` (indexed by volume name, one 0/1 column per label of ``labels``) replaces the index's 18
+    labels, e.g. the never-labelled findings of ``data synth --extra-findings``."""
     import torch
 
+    labels = list(labels)
     with torch.no_grad():
-        pos = model.encode_text([prompt_pair(name)[0] for name in LABELS]).float().cpu().numpy()
-        neg = model.encode_text([prompt_pair(name)[1] for name in LABELS]).float().cpu().numpy()
+        pos = model.encode_text([prompt_pair(name)[0] for name in labels]).float().cpu().numpy()
+        neg = model.encode_text([prompt_pair(name)[1] for name in labels]).float().cpu().numpy()
         scale = float(np.mean([float(model.logit_scale(t)) for t in TOWERS_OF[model.config.embedding]]))
 
     def probs(emb: SplitEmbeddings) -> tuple[np.ndarray, np.ndarray]:
-        known = (emb.labels >= 0).all(axis=1)
+        y = emb.labels
+        if truth is not None:
+            y = truth.reindex(emb.names)[labels].fillna(-1).to_numpy(dtype=np.int64)
+        known = (y >= 0).all(axis=1)
         if not known.any():
             raise DatasetError(f"no labelled volumes in split {emb.split!r}")
         v = emb.volumes[known]
-        return emb.labels[known], presence_probability(v @ pos.T, v @ neg.T, scale)
+        return y[known], presence_probability(v @ pos.T, v @ neg.T, scale)
 
     y, p = probs(ev)
     out = {
         "n": int(len(y)),
         "unit": ev.unit,
         "split": ev.split,
+        "labels": labels,
         "logit_scale": scale,
-        "same_split": _zs_json(zero_shot_metrics(y, p)),
+        "same_split": _zs_json(zero_shot_metrics(y, p, labels=labels)),
     }
     if calibration is not None:
-        out["separate_split"] = _zs_json(zero_shot_metrics(y, p, thresholds_from=probs(calibration)))
+        cal = probs(calibration)
+        out["separate_split"] = _zs_json(zero_shot_metrics(y, p, thresholds_from=cal, labels=labels))
         out["calibration_split"] = calibration.split
     return out
+
+
+def read_extra_labels(path: str | Path) -> pd.DataFrame:
+    """A never-labelled findings ground-truth CSV (``VolumeName`` + 0/1 columns), indexed by volume name."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read the extra labels CSV ({type(exc).__name__})", path) from exc
+    if "VolumeName" not in table.columns or len(table.columns) < 2:
+        raise DatasetError("the extra labels CSV needs VolumeName and at least one label column", path)
+    columns = [c for c in table.columns if c != "VolumeName"]
+    if not table[columns].isin((0, 1)).all().all():
+        raise DatasetError("extra label values must be 0 or 1", path)
+    return table.set_index("VolumeName")
 
 
 def _zs_json(result) -> dict:
