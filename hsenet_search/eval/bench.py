@@ -21,7 +21,7 @@ from hsenet_search.errors import DatasetError, QueryError
 
 from .bootstrap import label_jaccard_ci, recall_at_k_ci
 from .retrieval import label_jaccard_at_k, random_baseline_recall, rank_summary, recall_at_k
-from .zeroshot import presence_probability, prompt_pair, zero_shot_metrics
+from .zeroshot import macro_auc_ci, presence_probability, prompt_pair, zero_shot_metrics
 
 UNITS = ("scan", "reconstruction")
 V2V_KS = (1, 5, 10, 50)
@@ -205,6 +205,7 @@ def zeroshot_tables(
         "labels": labels,
         "logit_scale": scale,
         "same_split": _zs_json(zero_shot_metrics(y, p, labels=labels)),
+        "macro_auc_ci": macro_auc_ci(y, p),
     }
     if calibration is not None:
         cal = probs(calibration)
