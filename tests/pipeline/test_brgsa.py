@@ -190,3 +190,47 @@ def test_bridged_index_benchmarks_and_gap(bridged_index, tmp_path):
     assert gap["plain"]["centroid_distance"] != pytest.approx(gap["centroid_distance"])
     res = run_cli("bench", "retrieval", "--index", index_dir, "--bootstrap", "20", "--out", tmp_path / "r")
     assert res.returncode == 0, res.stderr
+
+
+def test_zeroshot_on_never_labelled_findings(tmp_path, model_dir):
+    from sklearn.metrics import roc_auc_score
+
+    from hsenet_search.data.synth import generate_dataset
+    from hsenet_search.data.synth.extra import EXTRA_LABELS
+    from hsenet_search.eval.zeroshot import prompt_pair
+    from hsenet_search.index.builder import BuildConfig, build_index
+    from hsenet_search.index.store import read_embeddings, read_metadata
+
+    data, index = tmp_path / "data", tmp_path / "index"
+    generate_dataset(data, 40, seed=31, valid_fraction=0.5, workers=2, extra_findings=True)
+    build_index(BuildConfig(data=str(data), out=str(index), model=str(model_dir), workers=0), progress=False)
+    truth = [data / "extra_findings" / f"{s}_extra_labels.csv" for s in ("valid", "train")]
+    out = tmp_path / "zs"
+    res = run_cli("bench", "zeroshot", "--index", index, "--split", "valid", "--extra-labels", truth[0],
+                  "--extra-labels", truth[1], "--out", out)
+    assert res.returncode == 0, res.stderr
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["labels"] == list(EXTRA_LABELS) and "separate_split" in result
+    # independently: one reconstruction per valid scan, prompt-pair score difference, sklearn AUROC
+    meta = read_metadata(index / "metadata.parquet")
+    rows = meta[meta["split"] == "valid"].sort_values("volume_name").drop_duplicates("scan_id")
+    rows = rows.sort_values("row_id")
+    vol = read_embeddings(index, "volumes")[rows["row_id"].to_numpy()]
+    model = load_model(model_dir)
+    pos = model.encode_text([prompt_pair(x)[0] for x in EXTRA_LABELS]).numpy()
+    neg = model.encode_text([prompt_pair(x)[1] for x in EXTRA_LABELS]).numpy()
+    y = pd.read_csv(truth[0]).set_index("VolumeName").loc[rows["volume_name"], list(EXTRA_LABELS)].to_numpy()
+    assert result["n"] == len(rows)
+    defined = 0
+    for c, label in enumerate(EXTRA_LABELS):
+        got = result["same_split"]["per_label"][label]["auc"]
+        if y[:, c].min() == y[:, c].max():
+            assert got is None or np.isnan(got)
+            continue
+        defined += 1
+        assert got == pytest.approx(roc_auc_score(y[:, c], vol @ pos[c] - vol @ neg[c]), abs=0.02)
+    assert defined >= 2
+    ci = result["macro_auc_ci"]
+    assert ci["low"] <= ci["estimate"] <= ci["high"]
+    bad = run_cli("bench", "zeroshot", "--index", index, "--extra-labels", data / "nope.csv")
+    assert bad.returncode == 2 and "nope.csv" in bad.stderr and "Traceback" not in bad.stderr
