@@ -31,8 +31,8 @@ def test_macro_auc_ci_brackets_the_estimate():
 
 
 def test_reply_sentences_strip_bullets_split_and_deduplicate():
-    reply = "1. Right upper lobe nodule, 6 mm\n- Cardiomegaly. Bilateral effusion.\n* Cardiomegaly.\n\n--"
-    assert reply_sentences(reply) == ["Right upper lobe nodule, 6 mm.", "Cardiomegaly.", "Bilateral effusion."]
+    reply = "1. Right upper lobe nodule, 6 mm\n- Cardiomegaly. Effusion.\n* Cardiomegaly.\n\n--"
+    assert reply_sentences(reply) == ["Right upper lobe nodule, 6 mm.", "Cardiomegaly.", "Effusion."]
     assert reply_sentences("  \n-- \n") == []
 
 
