@@ -187,17 +187,20 @@ def zeroshot_tables(
         neg = model.encode_text([prompt_pair(name)[1] for name in labels]).float().cpu().numpy()
         scale = float(np.mean([float(model.logit_scale(t)) for t in TOWERS_OF[model.config.embedding]]))
 
-    def probs(emb: SplitEmbeddings) -> tuple[np.ndarray, np.ndarray]:
+    def probs(emb: SplitEmbeddings) -> tuple[np.ndarray, np.ndarray] | None:
         y = emb.labels
         if truth is not None:
             y = truth.reindex(emb.names)[labels].fillna(-1).to_numpy(dtype=np.int64)
         known = (y >= 0).all(axis=1)
         if not known.any():
-            raise DatasetError(f"no labelled volumes in split {emb.split!r}")
+            return None
         v = emb.volumes[known]
         return y[known], presence_probability(v @ pos.T, v @ neg.T, scale)
 
-    y, p = probs(ev)
+    evaluated = probs(ev)
+    if evaluated is None:
+        raise DatasetError(f"no labelled volumes in split {ev.split!r}")
+    y, p = evaluated
     out = {
         "n": int(len(y)),
         "unit": ev.unit,
@@ -207,8 +210,8 @@ def zeroshot_tables(
         "same_split": _zs_json(zero_shot_metrics(y, p, labels=labels)),
         "macro_auc_ci": macro_auc_ci(y, p),
     }
-    if calibration is not None:
-        cal = probs(calibration)
+    cal = probs(calibration) if calibration is not None else None
+    if cal is not None:  # thresholds from the other split, when it has labelled volumes
         out["separate_split"] = _zs_json(zero_shot_metrics(y, p, thresholds_from=cal, labels=labels))
         out["calibration_split"] = calibration.split
     return out
