@@ -44,8 +44,8 @@ def test_extra_findings_are_opt_in_and_leave_labels_and_other_scans_unchanged(pa
             assert len(p1.texts["Findings_EN"]) > len(p0.texts["Findings_EN"])
 
 
-def test_ground_truth_file_lists_every_volume(pair):
-    _, extra = pair
+def test_ground_truth_file_lists_every_volume_and_reports_say_what_is_drawn(pair):
+    plain, extra = pair
     for split in ("train", "valid"):
         truth = pd.read_csv(extra.out / "extra_findings" / f"{split}_extra_labels.csv")
         assert list(truth.columns) == ["VolumeName", *EXTRA_LABELS]
@@ -54,14 +54,21 @@ def test_ground_truth_file_lists_every_volume(pair):
         }
         assert dict(zip(truth["VolumeName"], map(tuple, truth[list(EXTRA_LABELS)].to_numpy()))) == expected
     reports = pd.read_csv(extra.out / "radiology_text_reports" / "train_reports.csv").set_index("VolumeName")
-    words = {"Pneumothorax": "pneumothorax", "Lung mass": "mass", "Lung cyst": "cyst",
-             "Rib fracture": "fracture", "Pleural calcification": "pleural plaques"}
-    for p in extra.plans:
-        if p.split != "train":
+    words = {
+        "Pneumothorax": "pneumothorax",
+        "Lung mass": "mass",
+        "Lung cyst": "cyst",
+        "Rib fracture": "fracture",
+        "Pleural calcification": "pleural plaques",
+    }
+    for p0, p1 in zip(plain.plans, extra.plans, strict=True):
+        if p1.split != "train":
             continue
-        text = reports.loc[p.volume_name(p.acquisition.recons[0])]["Findings_EN"].lower()
-        for label, v in zip(EXTRA_LABELS, p.extra):
-            assert (words[label] in text) == bool(v), (label, text)
+        written = reports.loc[p1.volume_name(p1.acquisition.recons[0])]["Findings_EN"]
+        assert written == p1.texts["Findings_EN"]
+        appended = written[len(p0.texts["Findings_EN"]) :].lower()
+        for label, v in zip(EXTRA_LABELS, p1.extra):
+            assert (words[label] in appended) == bool(v), (label, appended)
 
 
 def test_extra_sentences_trigger_none_of_the_18_labels():

@@ -78,7 +78,7 @@ def test_training_on_summaries_and_both(tmp_path, synth_data):
     assert any(t in both.train_texts for t in texts) and any(t not in both.train_texts for t in texts)
 
 
-def test_summaries_file_is_used_and_a_missing_report_is_one_error(tmp_path, synth_data):
+def test_summaries_file_is_used_and_a_missing_summary_is_one_error(tmp_path, synth_data):
     table = tmp_path / "summaries.parquet"
     res = run_cli("data", "summarise", synth_data, "--out", table, "--cache-dir", tmp_path / "cache")
     assert res.returncode == 0, res.stderr
@@ -87,7 +87,7 @@ def test_summaries_file_is_used_and_a_missing_report_is_one_error(tmp_path, synt
     frame.to_parquet(table)
     trainer = Trainer(_cfg(synth_data, tmp_path / "f", steps=1, text_source="summary", summaries=str(table)))
     assert set(trainer._drawn_texts(torch.arange(4), step=0)) == {"Marker sentence number one."}
-    frame.iloc[1:].to_parquet(table)
+    frame.iloc[:0].to_parquet(table)
     with pytest.raises(DatasetError, match="re-run data summarise"):
         Trainer(_cfg(synth_data, tmp_path / "g", steps=1, text_source="summary", summaries=str(table)))
 
