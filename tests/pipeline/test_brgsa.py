@@ -49,6 +49,20 @@ def test_cmki_fine_tunes_bank_and_projections_on_the_shipped_model(tmp_path, syn
         Trainer(_cfg(synth_data, tmp_path / "s", steps=1, bridge="cmki", loss="siglip"))
 
 
+def test_train_cli_bridge_options(tmp_path, synth_data, model_dir):
+    out = tmp_path / "cli"
+    args = ["train", "--data", synth_data, "--out", out, "--init", model_dir, "--steps", "1"]
+    args += ["--batch-size", "8"]
+    res = run_cli(*args, "--workers", "0", "--bridge", "cmki", "--bank-size", "32", "--train-parts", "heads",
+                  "--text-source", "both")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((out / "config.json").read_text())["config"]["bank_size"] == 32
+    saved = json.loads((out / "training" / "stage1" / "config.json").read_text())
+    assert (saved["bridge"], saved["text_source"], saved["train_parts"]) == ("cmki", "both", "heads")
+    bad = run_cli(*args[:4], tmp_path / "x", *args[5:], "--bridge", "cmki", "--loss", "siglip")
+    assert bad.returncode == 2 and "--loss" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_summary_text_draws_at_most_five_sentences_in_order():
     sentences = [f"Finding {i}." for i in range(8)]
     rng = random.Random(0)
