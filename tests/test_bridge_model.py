@@ -103,3 +103,26 @@ def test_forms_a_plain_model_lacks_are_refused():
         model.encode_volume(x, form="bridged")
     with pytest.raises(ModelError, match="bank_size"):
         model.config.replace(bank_size=0)
+
+
+def test_a_bank_on_an_imported_official_model(tmp_path):
+    from test_official_import import IMG, write_official
+
+    from hsenet_search.models import load_model
+    from hsenet_search.models.official import import_official
+
+    folder = write_official(tmp_path / "ckpt", "m3d_clip_stage1")
+    import_official(folder, tmp_path / "imported")
+    model = load_model(tmp_path / "imported")
+    torch.manual_seed(0)
+    model.add_bank(16)
+    reloaded = HSENetCLIP.from_pretrained(model.save_pretrained(tmp_path / "bridged"))
+    assert reloaded.config.source.startswith("official") and reloaded.config.bank_size == 16
+    x = torch.rand(2, 1, *IMG)
+    plain = reloaded.encode_volume(x, form="plain").numpy()
+    bridged = reloaded.encode_volume(x).numpy()
+    raw = reloaded.vision_projected(x, "stage1").detach().double().numpy()
+    w = reloaded.bank("stage1").weight.detach().double().numpy()
+    expected = 0.5 * (_np_unit(raw) + _np_unit(_np_read_out(raw, w)))
+    np.testing.assert_allclose(bridged, expected, atol=1e-5)
+    np.testing.assert_allclose(plain, _np_unit(raw), atol=1e-5)
