@@ -126,7 +126,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--bootstrap", type=int, default=1000)
-    ap.add_argument("--arms", default="all", help="comma-separated arm names (default: all)")
+    ap.add_argument("--arms", default="all", help="comma-separated: shipped, none-report, cmki-summary, ...")
+    ap.add_argument("--reports-from", type=Path, default=None, help="semi-real: real reports + their labels CSV")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/brgsa_synthetic"))
     args = ap.parse_args()
     started = run_started()
@@ -134,7 +135,7 @@ def main() -> None:
     result: dict = {
         "benchmark": "BrgSA CMKI and summaries vs a plain contrastive fine-tune (synthetic CT-RATE, valid)",
         "start_model": "shipped default (hsenet_search/models/default)",
-        "recipe": {k: v for k, v in vars(args).items() if k not in ("out", "arms")},
+        "recipe": {k: v for k, v in vars(args).items() if k not in ("out", "arms", "reports_from")},
         "trained_parts": "projections (vision + language) and logit scale of both towers, plus the CMKI bank "
         "for cmki arms; encoders and text trunk frozen; stage 1 then stage 2 (keep_stage2)",
         "arms": {},
@@ -143,8 +144,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hsenet-brgsa-") as tmp:
         work = Path(tmp)
         data, cache = work / "data", work / "cache"
+        real = args.reports_from
         synth = generate_dataset(
-            data, args.n, seed=args.data_seed, valid_fraction=args.valid_fraction, extra_findings=True
+            data,
+            args.n,
+            seed=args.data_seed,
+            valid_fraction=args.valid_fraction,
+            extra_findings=True,
+            labels_from=real,
+            reports_from=real,
         )
         result["data"] = {
             "scans": synth.scans,
@@ -152,6 +160,7 @@ def main() -> None:
             "seed": args.data_seed,
             "extra_findings": True,
             "size": "tiny",
+            "reports_from": str(real) if real else None,
         }
         if wanted is None or "shipped" in wanted:
             result["arms"]["shipped (no fine-tune)"] = {
