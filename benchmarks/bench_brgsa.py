@@ -127,7 +127,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--arms", default="all", help="comma-separated: shipped, none-report, cmki-summary, ...")
-    ap.add_argument("--reports-from", type=Path, default=None, help="semi-real: CSV of real reports and labels")
+    ap.add_argument("--reports-from", type=Path, default=None, help="semi-real: real reports + labels CSV")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/brgsa_synthetic"))
     args = ap.parse_args()
     started = run_started()
