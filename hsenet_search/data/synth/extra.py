@@ -55,26 +55,27 @@ def _plan_cyst(ctx: _Ctx) -> Finding:
     return Finding("Lung cyst", "thin-walled", _name(s), lobe, size, p, k)
 
 
-def _rib_point(anat: Anatomy, s: int, phi: float, z: float) -> tuple[float, float, float]:
-    """The centre of the rib band (3.5 mm outside the cavity) at angle ``phi`` (0 posterior .. 1 anterior)."""
+def _rib_point(anat: Anatomy, s: int, theta: float, z: float) -> tuple[float, float, float]:
+    """The point of the rib band (3.5 mm outside the cavity ellipse) at polar angle ``theta`` from the
+    posterior midline."""
     a, b = anat.cavity_axes(np.float32(z))
-    theta = np.pi * phi
     return float(s * (float(a) + 3.5) * np.sin(theta)), float((float(b) + 3.5) * np.cos(theta)), z
 
 
 def _plan_rib_fracture(ctx: _Ctx) -> Finding:
     anat, rng = ctx.anat, ctx.rng
     s = -1 if rng.random() < 0.5 else 1
-    phi = float(rng.uniform(0.3, 0.65))
-    # ribs lie where mod(z + 110 phi + rib_phase, 25) < 10 (see phantom.draw_bones): take a rib's mid-line
-    base = 5.0 - 110.0 * phi - anat.patient.rib_phase
-    candidates = [base + 25.0 * m for m in range(-20, 40)]
-    heights = [z for z in candidates if 0.3 * anat.H <= z <= 0.75 * anat.H]
-    z = float(rng.choice(heights))
+    theta = float(np.pi * rng.uniform(0.3, 0.6))
+    z = float(rng.uniform(0.35, 0.7) * anat.H)
+    for _ in range(3):  # ribs lie where mod(z + 110 phi + rib_phase, 25) < 10 (phantom.draw_bones): a mid-line
+        x, y, _ = _rib_point(anat, s, theta, z)
+        phi = float(np.arctan2(abs(x), y) / np.pi)
+        base = 5.0 - 110.0 * phi - anat.patient.rib_phase
+        z = base + 25.0 * round((z - base) / 25.0)
     k, _ = _snap(ctx.grid, z)
     number = int(np.clip(round(4 + (0.75 * anat.H - z) / 25.0), 3, 10))
-    site = f"{_name(s)} {number}th rib, {'posterolateral' if phi < 0.45 else 'lateral'}"
-    return Finding("Rib fracture", "displaced", _name(s), site, 3.0, _rib_point(anat, s, phi, z), k)
+    site = f"{_name(s)} {number}th rib, {'posterolateral' if theta < 0.45 * np.pi else 'lateral'}"
+    return Finding("Rib fracture", "displaced", _name(s), site, 3.0, _rib_point(anat, s, theta, z), k)
 
 
 def _plan_pleural_calcification(ctx: _Ctx) -> Finding:
