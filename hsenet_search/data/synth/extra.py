@@ -67,7 +67,7 @@ def _plan_rib_fracture(ctx: _Ctx) -> Finding:
     s = -1 if rng.random() < 0.5 else 1
     theta = float(np.pi * rng.uniform(0.3, 0.6))
     z = float(rng.uniform(0.35, 0.7) * anat.H)
-    for _ in range(3):  # ribs lie where mod(z + 110 phi + rib_phase, 25) < 10 (phantom.draw_bones): a mid-line
+    for _ in range(3):  # ribs: mod(z + 110 phi + rib_phase, 25) < 10 (phantom.draw_bones); take a mid-line
         x, y, _ = _rib_point(anat, s, theta, z)
         phi = float(np.arctan2(abs(x), y) / np.pi)
         base = 5.0 - 110.0 * phi - anat.patient.rib_phase
