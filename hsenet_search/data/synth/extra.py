@@ -74,7 +74,8 @@ def _plan_rib_fracture(ctx: _Ctx) -> Finding:
         z = base + 25.0 * round((z - base) / 25.0)
     k, _ = _snap(ctx.grid, z)
     number = int(np.clip(round(4 + (0.75 * anat.H - z) / 25.0), 3, 10))
-    site = f"{_name(s)} {number}th rib, {'posterolateral' if theta < 0.45 * np.pi else 'lateral'}"
+    ordinal = f"{number}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(number, 'th') }"
+    site = f"{_name(s)} {ordinal} rib, {'posterolateral' if theta < 0.45 * np.pi else 'lateral'}"
     return Finding("Rib fracture", "displaced", _name(s), site, 3.0, _rib_point(anat, s, theta, z), k)
 
 
