@@ -395,10 +395,12 @@ class HSENetCLIP(nn.Module):
                 slice_features = self.slice_features(x)
             raw = [self.vision_projected(x, t, slice_features) for t in towers]
             plain = _combine([F.normalize(f, dim=-1) for f in raw])
+            if form == "plain":
+                return plain
             if form == "bridged":
                 return _combine([bridged_volume(f, self.stages[t].bank) for t, f in zip(towers, raw)])
             recon = _combine([F.normalize(self.stages[t].bank(f), dim=-1) for t, f in zip(towers, raw)])
-        return plain if form == "plain" else stored_volume(plain, recon)
+        return stored_volume(plain, recon)
 
     def encode_text(self, texts: list[str], *, embedding: str | None = None, batch_size: int = 32) -> torch.Tensor:
         """Report texts -> L2-normalised ``(B, E)`` (eval mode, no gradients), in batches of ``batch_size``."""
