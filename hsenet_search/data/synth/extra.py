@@ -90,7 +90,7 @@ def _plan_pleural_calcification(ctx: _Ctx) -> Finding:
             z = float(rng.uniform(0.25, 0.7) * anat.H)
             a, b = anat.cavity_axes(np.float32(z))
             theta = np.pi * phi
-            centre = (float(s * (float(a) - 1.0) * np.sin(theta)), float((float(b) - 1.0) * np.cos(theta)), z)
+            centre = (float(s * (float(a) - 2.5) * np.sin(theta)), float((float(b) - 2.5) * np.cos(theta)), z)
             plaques.append((centre, float(rng.uniform(3, 5)), float(rng.uniform(8, 16))))
     k, _ = _snap(ctx.grid, plaques[0][0][2])
     first = plaques[0][0]
