@@ -245,8 +245,11 @@ class SearchEngine:
         if not 1 <= k <= min(MAX_K, index.ntotal):
             raise QueryError(f"k must be between 1 and {min(MAX_K, index.ntotal)} for this index, got {k}")
         q = np.ascontiguousarray(np.asarray(vector, dtype=np.float32).reshape(1, -1))
+        scale = 1.0  # a bridged query's norm: FAISS searches its direction, the scores are scaled back
         if self.manifest.bridge is not None:
             q = self._bridged_query(q, target)
+            scale = float(np.linalg.norm(q))
+            q = q / max(scale, 1e-12)
         if q.shape[1] != index.dim:
             raise QueryError(f"query embedding has {q.shape[1]} dimensions; the index has {index.dim}")
         if not np.isfinite(q).all():
@@ -262,8 +265,10 @@ class SearchEngine:
             fetch *= HUBNESS_CANDIDATES
         fetch = min(fetch, index.ntotal)
         scores, ids = index.search(q, fetch, allowed_ids=allowed, params=params)
-        if hubness:
+        if hubness:  # the querybank statistics are of unit queries
             scores, ids = rerank(self.hubness[name], scores, ids, fetch)
+        elif scale != 1.0:
+            scores = scores * np.float32(scale)
         hits = (
             self._volume_hits(scores[0], ids[0], k, collapse)
             if target == "volumes"

@@ -159,8 +159,9 @@ def hubness_banks(
     """Querybank statistics: text queries over volumes, volume queries over reports (for a bridged index the
     queries take the forms the engine sends, so the statistics are of the bridged scores)."""
     text_queries, volume_queries = report_vectors, volume_vectors
-    if bridged:
+    if bridged:  # the statistics take unit queries: the bridged volume query direction, normalised
         text_queries, volume_queries = text_query_on_stored(report_vectors), bridged_of_stored(volume_vectors)
+        volume_queries = volume_queries / np.linalg.norm(volume_queries, axis=1, keepdims=True)
     return {
         "text_to_volumes": gallery_normalizer(text_queries, volume_vectors, HUBNESS_BETA),
         "volumes_to_reports": gallery_normalizer(volume_queries, report_vectors, HUBNESS_BETA),

@@ -161,7 +161,7 @@ def test_bridged_index_searches_with_the_bridged_score(bridged_index):
     index_dir, model_dir = bridged_index
     manifest = json.loads((index_dir / "manifest.json").read_text())
     assert manifest["bridge"]["method"] == "cmki" and manifest["bridge"]["bank_size"] == 48
-    assert manifest["dims"] == {"volumes": 256, "reports": 128}
+    assert manifest["dims"] == {"volumes": 512, "reports": 256}  # fusion: 2 x 128; volumes stored [p, r]
     meta, p, r, model = _numpy_reference(model_dir, index_dir)
     engine = SearchEngine.open(index_dir)
     n = len(meta)
