@@ -120,6 +120,11 @@ class SynthSummary:
         lines.append(
             f"  normal scans {self.normal_fraction:.0%}; most prevalent: " + ", ".join(f"{k} {v:.0%}" for k, v in top)
         )
+        extra = [p.extra for p in self.plans if p.extra is not None]
+        if extra:
+            counts = np.sum(extra, axis=0)
+            listed = ", ".join(f"{name} {int(c)}" for name, c in zip(EXTRA_LABELS, counts))
+            lines.append(f"  never-labelled findings (scans, in extra_findings/): {listed}")
         return "\n".join(lines)
 
 
