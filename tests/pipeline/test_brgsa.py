@@ -53,8 +53,19 @@ def test_train_cli_bridge_options(tmp_path, synth_data, model_dir):
     out = tmp_path / "cli"
     args = ["train", "--data", synth_data, "--out", out, "--init", model_dir, "--steps", "1"]
     args += ["--batch-size", "8"]
-    res = run_cli(*args, "--workers", "0", "--bridge", "cmki", "--bank-size", "32", "--train-parts", "heads",
-                  "--text-source", "both")
+    res = run_cli(
+        *args,
+        "--workers",
+        "0",
+        "--bridge",
+        "cmki",
+        "--bank-size",
+        "32",
+        "--train-parts",
+        "heads",
+        "--text-source",
+        "both",
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads((out / "config.json").read_text())["config"]["bank_size"] == 32
     saved = json.loads((out / "training" / "stage1" / "config.json").read_text())
@@ -220,8 +231,20 @@ def test_zeroshot_on_never_labelled_findings(tmp_path, model_dir):
     build_index(BuildConfig(data=str(data), out=str(index), model=str(model_dir), workers=0), progress=False)
     truth = [data / "extra_findings" / f"{s}_extra_labels.csv" for s in ("valid", "train")]
     out = tmp_path / "zs"
-    res = run_cli("bench", "zeroshot", "--index", index, "--split", "valid", "--extra-labels", truth[0],
-                  "--extra-labels", truth[1], "--out", out)
+    res = run_cli(
+        "bench",
+        "zeroshot",
+        "--index",
+        index,
+        "--split",
+        "valid",
+        "--extra-labels",
+        truth[0],
+        "--extra-labels",
+        truth[1],
+        "--out",
+        out,
+    )
     assert res.returncode == 0, res.stderr
     result = json.loads(out.with_suffix(".json").read_text())
     assert result["labels"] == list(EXTRA_LABELS) and "separate_split" in result
