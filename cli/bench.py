@@ -114,12 +114,20 @@ def zeroshot(
     model: str | None = MODEL,
     split: Split = SPLIT,
     unit: Unit = UNIT,
+    extra_labels: list[Path] = typer.Option(
+        [],
+        "--extra-labels",
+        help="CSV of never-labelled findings (VolumeName + 0/1 columns; data synth --extra-findings writes "
+        "extra_findings/<split>_extra_labels.csv); repeatable (train and valid). Scored instead of the 18.",
+    ),
     out: Path | None = OUT,
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Zero-shot 18-label classification: per-label and macro AUC, weighted F1 / accuracy / precision."""
     _check_out(out, overwrite, index, data)
-    from hsenet_search.eval.bench import temporary_workdir, zeroshot_tables
+    import pandas as pd
+
+    from hsenet_search.eval.bench import read_extra_labels, temporary_workdir, zeroshot_tables
     from hsenet_search.eval.provenance import run_started
     from hsenet_search.eval.report import zeroshot_markdown
     from hsenet_search.models import load_model
@@ -128,7 +136,13 @@ def zeroshot(
     with temporary_workdir() as tmp:
         emb = _embeddings(index, data, model, tmp)
         net = load_model(emb.model_dir).eval()
-        result = zeroshot_tables(net, emb.split(split.value, unit.value), _bank(emb, split.value, unit.value))
+        extra = {}
+        if extra_labels:
+            truth = pd.concat([read_extra_labels(p) for p in extra_labels])
+            extra = {"labels": list(truth.columns), "truth": truth[~truth.index.duplicated()]}
+        result = zeroshot_tables(
+            net, emb.split(split.value, unit.value), _bank(emb, split.value, unit.value), **extra
+        )
     _write(out, result, zeroshot_markdown(result), started)
 
 
@@ -150,7 +164,12 @@ def gap(
     emb = load_index_embeddings(index).split(split.value, unit.value)
     result = modality_gap(emb.volumes, emb.reports)
     payload = {"index": str(index), "split": split.value, "unit": unit.value, **result.to_json()}
-    _write(out, payload, gap_markdown({str(index): result}), started)
+    rows = {str(index): result}
+    if emb.plain is not None:  # a bridged index: the figures above are of ½(plain + bank); add plain ones
+        plain = modality_gap(emb.plain, emb.reports)
+        payload["volume_vector"], payload["plain"] = "bridged", plain.to_json()
+        rows = {f"{index} (bridged)": result, f"{index} (plain)": plain}
+    _write(out, payload, gap_markdown(rows), started)
     if out is not None:
         console.print(f"wrote {plot_gap(emb.volumes, emb.reports, out.with_suffix('.png'))}")
 

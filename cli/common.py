@@ -73,6 +73,28 @@ class ReportText(str, Enum):
     findings_impression = "findings+impression"
 
 
+class Bridge(str, Enum):
+    """Modality bridge trained with the model (``hsenet_search.train.trainer.BRIDGES``)."""
+
+    none = "none"
+    cmki = "cmki"
+
+
+class TextSource(str, Enum):
+    """Training text: reports, their summaries, or both (``hsenet_search.train.trainer.TEXT_SOURCES``)."""
+
+    report = "report"
+    summary = "summary"
+    both = "both"
+
+
+class TrainParts(str, Enum):
+    """What a training run updates (``hsenet_search.train.trainer.TRAIN_PARTS``)."""
+
+    all = "all"
+    heads = "heads"
+
+
 class TextTruncation(str, Enum):
     """How an over-long training report is cut (``hsenet_search.data.resolve``)."""
 

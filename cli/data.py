@@ -20,6 +20,11 @@ def synth(
     labels_from: Path | None = typer.Option(None, "--labels-from", help="Condition volumes on this labels CSV."),
     reports_from: Path | None = typer.Option(None, "--reports-from", help="Pair volumes with this CSV's report text."),
     size: str = typer.Option("tiny", "--size", help="Volume size: tiny (fast, CPU) or ctrate (512x512, CT-RATE-like)."),
+    extra_findings: bool = typer.Option(
+        False,
+        "--extra-findings",
+        help="Also draw and report 5 never-labelled findings (truth in extra_findings/)",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset written earlier by data synth."),
 ) -> None:
     """Write a complete synthetic CT-RATE dataset (volumes, reports, labels, metadata)."""
@@ -37,6 +42,7 @@ def synth(
         reports_from=reports_from,
         size=size,
         progress=True,
+        extra_findings=extra_findings,
     )
     console.print(summary.describe())
 
@@ -46,6 +52,11 @@ def summarise(
     data: Path = typer.Argument(..., help="Dataset (CT-RATE layout or manifest) whose reports are summarised."),
     out: Path = typer.Option(..., "--out", help="Output Parquet file: report_hash, report, summary (sentences)."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Summary cache (default: the user cache)."),
+    summariser: str = typer.Option(
+        "rules",
+        "--summariser",
+        help="rules (the labeler, no LLM) | default (SmolLM2, offline) | HF id | PATH | openai:URL#MODEL.",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
 ) -> None:
     """Key-finding summaries of every unique report (BrgSA training text), cached by report hash."""
@@ -55,20 +66,22 @@ def summarise(
     from rich.progress import Progress
 
     from hsenet_search.atomic import write_parquet
+    from hsenet_search.data import summarise as sm
     from hsenet_search.data.cache import default_cache_root
     from hsenet_search.data.dataset import open_dataset
-    from hsenet_search.data.summarise import RULES, SummaryCache, summarise_reports
 
     texts = [case.report for case in open_dataset(data)]
-    cache = SummaryCache(cache_dir or default_cache_root() / "summaries", RULES)
+    backend, stats = (sm.RULES, None) if summariser == "rules" else sm.llm_summariser(summariser)
+    cache = sm.SummaryCache(cache_dir or default_cache_root() / "summaries", backend)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("summarising", total=len(texts))
-        table = summarise_reports(texts, cache, progress=lambda n: bar.advance(task, n))
+        table = sm.summarise_reports(texts, cache, progress=lambda n: bar.advance(task, n))
     write_parquet(out, table)
-    normal = int(table["summary"].map(lambda s: s == ["No significant abnormality."]).sum())
+    normal = int(table["summary"].map(lambda s: list(s) == [sm.NORMAL_SUMMARY]).sum())
+    fallbacks = f"; {stats.fallbacks} unusable LLM replies replaced by the rule summary" if stats else ""
     console.print(
-        f"{len(table)} unique reports from {len(texts)} volumes summarised with {RULES.name} "
-        f"({normal} with no positive finding) → {out}"
+        f"{len(table)} unique reports from {len(texts)} volumes summarised with {backend.name} "
+        f"({normal} with no positive finding{fallbacks}) → {out}"
     )
 
 

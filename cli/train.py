@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import Augment, Loss, ReportText, TextTruncation, console
+from .common import Augment, Bridge, Loss, ReportText, TextSource, TextTruncation, TrainParts, console
 
 
 def train(
@@ -45,6 +45,23 @@ def train(
         "--keep-stage2",
         help="Stage 2: fine-tune the model's 2E3 tower instead of initialising it from the stage-1 ViT.",
     ),
+    bridge: Bridge | None = typer.Option(
+        None,
+        "--bridge",
+        help="cmki: BrgSA's knowledge bank and CMKI loss (default: cmki if the model has a bank).",
+    ),
+    bank_size: int = typer.Option(2048, "--bank-size", min=1, max=65536, help="Entries of a new bank."),
+    text_source: TextSource = typer.Option(
+        TextSource.report,
+        "--text-source",
+        help="report, summary (at most 5 summary sentences per step, as BrgSA) or both (drawn per pair).",
+    ),
+    summaries: Path | None = typer.Option(
+        None, "--summaries", help="Summaries Parquet from data summarise (default: rule-based, made now)."
+    ),
+    train_parts: TrainParts = typer.Option(
+        TrainParts.all, "--train-parts", help="all, or heads: only projections, logit scale and bank."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/training/stage{N}/checkpoint.pt."),
     device: str = typer.Option("auto", "--device"),
 ) -> None:
@@ -81,5 +98,10 @@ def train(
         eval_every=eval_every,
         device=device,
         keep_stage2=keep_stage2,
+        bridge=bridge.value if bridge else None,
+        bank_size=bank_size,
+        text_source=text_source.value,
+        summaries=str(summaries) if summaries else None,
+        train_parts=train_parts.value,
     )
     console.print(run(cfg).describe())

@@ -153,13 +153,29 @@ def slice_features_of(model, prepared: Sequence[Prepared]) -> torch.Tensor | Non
     return torch.stack(out)
 
 
+def index_form(model) -> str | None:
+    """The volume form an index stores: ``stored`` (``(B, 2E)``, see :mod:`hsenet_search.models.bridge`) for a
+    model with a CMKI bank, else the plain embedding (None)."""
+    return "stored" if getattr(model, "bridged", False) else None
+
+
+def volume_dim(model, embedding: str | None = None, form: str | None = None) -> int:
+    """Width of the volume vectors :func:`embed_cases` yields for ``embedding`` and ``form``."""
+    dim = len(model.config.embedding_towers(embedding)) * model.config.projection_dim
+    return 2 * dim if form == "stored" else dim
+
+
 @torch.no_grad()
-def embed_prepared(model, prepared: Sequence[Prepared], embedding: str | None = None) -> np.ndarray:
-    """``(B, E)`` float32 embeddings of prepared cases."""
+def embed_prepared(
+    model, prepared: Sequence[Prepared], embedding: str | None = None, form: str | None = None
+) -> np.ndarray:
+    """``(B, E)`` float32 embeddings of prepared cases (``form``: see ``HSENetCLIP.encode_volume``)."""
     device = next(model.parameters()).device
     volumes = torch.from_numpy(np.stack([p.volume for p in prepared])).to(device)
     feats = slice_features_of(model, prepared)
-    out = model.encode_volume(volumes, slice_features=None if feats is None else feats.to(device), embedding=embedding)
+    feats = None if feats is None else feats.to(device)
+    extra = {"form": form} if form else {}
+    out = model.encode_volume(volumes, slice_features=feats, embedding=embedding, **extra)
     return out.float().cpu().numpy()
 
 
@@ -171,9 +187,10 @@ def embed_cases(
     workers: int = 2,
     cache: PreprocessCache | None = None,
     embedding: str | None = None,
+    form: str | None = None,
 ) -> Iterator[EmbeddedBatch]:
     """Embed ``cases`` (cases or paths, resolved) in order, ``batch_size`` at a time, decoding in
-    ``workers``."""
+    ``workers``; ``form`` as in ``HSENetCLIP.encode_volume``."""
     resolved = [resolve_input(c) for c in cases]
     recipe = slice_recipe(model, embedding)
     if workers and _all_cached(resolved, model.profile, recipe, cache):
@@ -189,9 +206,11 @@ def embed_cases(
     for items in loader:
         ok = [(i, p) for i, p, _ in items if p is not None]
         failures = [(i, err) for i, p, err in items if p is None]
-        dim = len(model.config.embedding_towers(embedding)) * model.config.projection_dim
+        dim = volume_dim(model, embedding, form)
         t0 = time.perf_counter()
-        emb = embed_prepared(model, [p for _, p in ok], embedding) if ok else np.zeros((0, dim), np.float32)
+        emb = np.zeros((0, dim), np.float32)
+        if ok:
+            emb = embed_prepared(model, [p for _, p in ok], embedding, form)
         yield EmbeddedBatch([i for i, _ in ok], emb, failures, time.perf_counter() - t0)
 
 
@@ -202,6 +221,7 @@ def embed_input(
     cache: PreprocessCache | None = None,
     embedding: str | None = None,
     rescale: tuple[float, float] | None = None,
+    form: str | None = None,
 ) -> np.ndarray:
     """One input (path or case) -> ``(1, E)`` float32; errors are raised. ``rescale`` overrides the case's."""
     case = resolve_input(source)
@@ -210,4 +230,4 @@ def embed_input(
 
         case = dataclasses.replace(case, rescale=tuple(rescale))
     prepared = prepare_case(case, model.profile, slice_recipe(model, embedding), cache)
-    return embed_prepared(model, [prepared], embedding)
+    return embed_prepared(model, [prepared], embedding, form)

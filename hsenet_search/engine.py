@@ -4,6 +4,9 @@
 one is present), the Parquet metadata and the model that built the index (refusing any other
 model). Text → volume, volume → volume, volume → report and report → report queries return
 typed hits. Label filters are FAISS ID selectors; reconstructions of one scan are collapsed.
+
+An index built with a bridged (CMKI) model scores text → volume and volume → report with BrgSA's bridged
+score and volume → volume, report → report with the plain cosine (:mod:`hsenet_search.models.bridge`).
 """
 
 from __future__ import annotations
@@ -157,11 +160,11 @@ class SearchEngine:
         """A NIfTI file, DICOM folder or npy -> (1, E) float32, by the same road as the index build
         (:func:`hsenet_search.embedding.embed_input`): a CT-RATE file inside its dataset layout gets its metadata
         rescale and spacing; ``rescale`` overrides the rescale."""
-        from hsenet_search.embedding import embed_input
+        from hsenet_search.embedding import embed_input, index_form
 
         if not hasattr(self.model, "encode_volume"):
             raise QueryError("this engine was opened for text queries only (parts='text')")
-        return embed_input(self.model, path, rescale=rescale)
+        return embed_input(self.model, path, rescale=rescale, form=index_form(self.model))
 
     # ------------------------------------------------------------------ queries
     def search_text(
@@ -229,7 +232,9 @@ class SearchEngine:
         hubness: bool = False,
         params: SearchParams = None,
     ) -> SearchResult:
-        """Nearest volumes or reports to an embedding of the index's width.
+        """Nearest volumes or reports to an embedding: a text embedding or a volume vector as
+        :meth:`encode_volume` returns it (for a bridged index the two differ in width and each is turned into
+        the query of its direction, see :mod:`hsenet_search.models.bridge`).
 
         ``params`` overrides the index's saved search defaults for this query only: ``{"nprobe": 64}``
         (IVF), ``{"efSearch": 128}`` (HNSW) or ``"nprobe=64"``; a parameter the index lacks is a QueryError.
@@ -240,6 +245,11 @@ class SearchEngine:
         if not 1 <= k <= min(MAX_K, index.ntotal):
             raise QueryError(f"k must be between 1 and {min(MAX_K, index.ntotal)} for this index, got {k}")
         q = np.ascontiguousarray(np.asarray(vector, dtype=np.float32).reshape(1, -1))
+        scale = 1.0  # a bridged query's norm: FAISS searches its direction, the scores are scaled back
+        if self.manifest.bridge is not None:
+            q = self._bridged_query(q, target)
+            scale = float(np.linalg.norm(q))
+            q = q / max(scale, 1e-12)
         if q.shape[1] != index.dim:
             raise QueryError(f"query embedding has {q.shape[1]} dimensions; the index has {index.dim}")
         if not np.isfinite(q).all():
@@ -255,8 +265,10 @@ class SearchEngine:
             fetch *= HUBNESS_CANDIDATES
         fetch = min(fetch, index.ntotal)
         scores, ids = index.search(q, fetch, allowed_ids=allowed, params=params)
-        if hubness:
+        if hubness:  # the querybank statistics are of unit queries
             scores, ids = rerank(self.hubness[name], scores, ids, fetch)
+        elif scale != 1.0:
+            scores = scores * np.float32(scale)
         hits = (
             self._volume_hits(scores[0], ids[0], k, collapse)
             if target == "volumes"
@@ -265,6 +277,17 @@ class SearchEngine:
         return SearchResult({"embedding_dim": q.shape[1]}, target, hits)
 
     # ------------------------------------------------------------------ helpers
+    def _bridged_query(self, q: np.ndarray, target: str) -> np.ndarray:
+        """A bridged index's query: text (report width) or stored volume (twice that) → its direction."""
+        from hsenet_search.models import bridge
+
+        width = self.manifest.dims["reports"]
+        if q.shape[1] == width:
+            return bridge.text_query_on_stored(q) if target == "volumes" else q
+        if q.shape[1] == 2 * width:
+            return bridge.volume_query_on_stored(q) if target == "volumes" else bridge.bridged_of_stored(q)
+        raise QueryError(f"query embedding has {q.shape[1]} dimensions; it takes {width} or {2 * width}")
+
     def _allowed(self, labels: Sequence[str], target: str) -> np.ndarray | None:
         if not labels:
             return None

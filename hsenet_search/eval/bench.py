@@ -21,7 +21,7 @@ from hsenet_search.errors import DatasetError, QueryError
 
 from .bootstrap import label_jaccard_ci, recall_at_k_ci
 from .retrieval import label_jaccard_at_k, random_baseline_recall, rank_summary, recall_at_k
-from .zeroshot import presence_probability, prompt_pair, zero_shot_metrics
+from .zeroshot import macro_auc_ci, presence_probability, prompt_pair, zero_shot_metrics
 
 UNITS = ("scan", "reconstruction")
 V2V_KS = (1, 5, 10, 50)
@@ -32,12 +32,13 @@ TOWERS_OF = {"stage1": ("stage1",), "stage2": ("stage2",), "fusion": ("stage1", 
 class SplitEmbeddings:
     """Paired volume and report embeddings of one split, one row per evaluation unit."""
 
-    volumes: np.ndarray  # (N, E) float32
+    volumes: np.ndarray  # (N, E) float32; a bridged index: ½(plain + bank), scored as BrgSA does
     reports: np.ndarray  # (N, E) the report embedding paired with each volume
     labels: np.ndarray  # (N, 18) int, -1 where unknown
     names: list[str]
     unit: str
     split: str
+    plain: np.ndarray | None = None  # a bridged index's plain unit volume embeddings (volume → volume)
 
 
 @dataclass
@@ -50,6 +51,7 @@ class IndexEmbeddings:
     volumes: np.ndarray
     reports: np.ndarray
     model_dir: str
+    plain: np.ndarray | None = None
 
     def split(self, split: str, unit: str) -> SplitEmbeddings:
         if unit not in UNITS:
@@ -69,22 +71,28 @@ class IndexEmbeddings:
             rows["volume_name"].tolist(),
             unit,
             split,
+            None if self.plain is None else self.plain[ids],
         )
 
 
 def load_index_embeddings(index_dir: str | Path) -> IndexEmbeddings:
     """Read an index's embeddings and metadata (float16 shards -> float32)."""
     from hsenet_search.index.store import open_index_dir, read_embeddings, read_metadata
+    from hsenet_search.models.bridge import bridged_of_stored, plain_of_stored
 
     index_dir = Path(index_dir)
     manifest = open_index_dir(index_dir)
+    volumes, plain = read_embeddings(index_dir, "volumes"), None
+    if manifest.bridge is not None:
+        volumes, plain = bridged_of_stored(volumes), plain_of_stored(volumes)
     return IndexEmbeddings(
         index_dir,
         manifest.to_dict(),
         read_metadata(index_dir / "metadata.parquet"),
-        read_embeddings(index_dir, "volumes"),
+        volumes,
         read_embeddings(index_dir, "reports"),
         manifest.model_path(),
+        plain,
     )
 
 
@@ -121,7 +129,8 @@ def retrieval_tables(
     out["random"] = {str(k): v for k, v in random_baseline_recall(n, ks).items()}
     known = (ev.labels >= 0).all(axis=1)
     if known.sum() >= 2:
-        vv = ev.volumes[known] @ ev.volumes[known].T
+        own = ev.plain if ev.plain is not None else ev.volumes
+        vv = own[known] @ own[known].T
         lab = ev.labels[known]
         v2v_ks = [k for k in V2V_KS if k < known.sum()]
         out["volume_to_volume"] = {
@@ -158,34 +167,69 @@ def hubness_tables(ev: SplitEmbeddings, bank: SplitEmbeddings, ks: Sequence[int]
     return result
 
 
-def zeroshot_tables(model, ev: SplitEmbeddings, calibration: SplitEmbeddings | None) -> dict:
-    """CT-CLIP prompt-pair zero-shot classification; thresholds from a separate split and the same split."""
+def zeroshot_tables(
+    model,
+    ev: SplitEmbeddings,
+    calibration: SplitEmbeddings | None,
+    *,
+    labels: Sequence[str] = LABELS,
+    truth: pd.DataFrame | None = None,
+) -> dict:
+    """CT-CLIP prompt-pair zero-shot classification; thresholds from a separate split and the same split.
+
+    ``truth`` (indexed by volume name, one 0/1 column per label of ``labels``) replaces the index's 18
+    labels, e.g. the never-labelled findings of ``data synth --extra-findings``."""
     import torch
 
+    labels = list(labels)
     with torch.no_grad():
-        pos = model.encode_text([prompt_pair(name)[0] for name in LABELS]).float().cpu().numpy()
-        neg = model.encode_text([prompt_pair(name)[1] for name in LABELS]).float().cpu().numpy()
+        pos = model.encode_text([prompt_pair(name)[0] for name in labels]).float().cpu().numpy()
+        neg = model.encode_text([prompt_pair(name)[1] for name in labels]).float().cpu().numpy()
         scale = float(np.mean([float(model.logit_scale(t)) for t in TOWERS_OF[model.config.embedding]]))
 
-    def probs(emb: SplitEmbeddings) -> tuple[np.ndarray, np.ndarray]:
-        known = (emb.labels >= 0).all(axis=1)
+    def probs(emb: SplitEmbeddings) -> tuple[np.ndarray, np.ndarray] | None:
+        y = emb.labels
+        if truth is not None:
+            y = truth.reindex(emb.names)[labels].fillna(-1).to_numpy(dtype=np.int64)
+        known = (y >= 0).all(axis=1)
         if not known.any():
-            raise DatasetError(f"no labelled volumes in split {emb.split!r}")
+            return None
         v = emb.volumes[known]
-        return emb.labels[known], presence_probability(v @ pos.T, v @ neg.T, scale)
+        return y[known], presence_probability(v @ pos.T, v @ neg.T, scale)
 
-    y, p = probs(ev)
+    evaluated = probs(ev)
+    if evaluated is None:
+        raise DatasetError(f"no labelled volumes in split {ev.split!r}")
+    y, p = evaluated
     out = {
         "n": int(len(y)),
         "unit": ev.unit,
         "split": ev.split,
+        "labels": labels,
         "logit_scale": scale,
-        "same_split": _zs_json(zero_shot_metrics(y, p)),
+        "same_split": _zs_json(zero_shot_metrics(y, p, labels=labels)),
+        "macro_auc_ci": macro_auc_ci(y, p),
     }
-    if calibration is not None:
-        out["separate_split"] = _zs_json(zero_shot_metrics(y, p, thresholds_from=probs(calibration)))
+    cal = probs(calibration) if calibration is not None else None
+    if cal is not None:  # thresholds from the other split, when it has labelled volumes
+        out["separate_split"] = _zs_json(zero_shot_metrics(y, p, thresholds_from=cal, labels=labels))
         out["calibration_split"] = calibration.split
     return out
+
+
+def read_extra_labels(path: str | Path) -> pd.DataFrame:
+    """A never-labelled findings ground-truth CSV (``VolumeName`` + 0/1 columns), indexed by volume name."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read the extra labels CSV ({type(exc).__name__})", path) from exc
+    if "VolumeName" not in table.columns or len(table.columns) < 2:
+        raise DatasetError("the extra labels CSV needs VolumeName and at least one label column", path)
+    columns = [c for c in table.columns if c != "VolumeName"]
+    if not table[columns].isin((0, 1)).all().all():
+        raise DatasetError("extra label values must be 0 or 1", path)
+    return table.set_index("VolumeName")
 
 
 def _zs_json(result) -> dict:

@@ -81,6 +81,10 @@ def zeroshot_markdown(result: dict, title: str = "Zero-shot classification") -> 
                 f"| {result[key]['threshold_source']} | {m['auc']:.3f} | {m['f1_weighted']:.3f} | "
                 f"{m['accuracy']:.3f} | {m['precision']:.3f} |"
             )
+    if "macro_auc_ci" in result:
+        ci = result["macro_auc_ci"]
+        interval = f"95 % CI {ci['low']:.3f}–{ci['high']:.3f}, bootstrap over volumes"
+        lines += ["", f"Macro AUC {ci['estimate']:.3f} ({interval})."]
     per = result["same_split"]["per_label"]
     lines += ["", "| label | AUC | positives |", "|---|---|---|"]
     lines += [f"| {name} | {v['auc']:.3f} | {v['n_pos']} |" for name, v in per.items()]

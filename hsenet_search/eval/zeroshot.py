@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import accuracy_score, f1_score, precision_score, roc_auc_score
 
 from hsenet_search.data.labels import LABELS
@@ -132,3 +133,28 @@ def zero_shot_metrics(
     for key in ("f1_weighted", "accuracy", "precision"):
         macro[key] = float(np.mean([m[key] for m in per_label.values()]))
     return ZeroShotResult(per_label=per_label, macro=macro, threshold_source=source, auc_undefined=undefined)
+
+
+def rank_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """AUROC as the Mann–Whitney statistic (ties count one half); NaN when ``y_true`` has one class."""
+    y = np.asarray(y_true).astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def macro_auc_ci(
+    y_true: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: int = 0
+) -> dict[str, float]:
+    """Macro AUROC (over labels where it is defined) with a 95 % percentile bootstrap over volumes."""
+    from .bootstrap import bootstrap_ci
+
+    y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=np.float64)
+
+    def macro(rows: np.ndarray) -> float:
+        aucs = [rank_auc(y_true[rows, c], probs[rows, c]) for c in range(y_true.shape[1])]
+        return float(np.nanmean(aucs)) if not np.isnan(aucs).all() else float("nan")
+
+    return bootstrap_ci(macro, len(y_true), n_boot, seed).as_dict()

@@ -25,6 +25,7 @@ import torch
 from hsenet_search.atomic import atomic_directory
 from hsenet_search.data.resolve import report_text
 from hsenet_search.errors import IndexFormatError
+from hsenet_search.models.bridge import bridged_of_stored, text_query_on_stored
 
 from .factories import build_tuned
 from .faiss_backend import VectorIndex
@@ -152,11 +153,35 @@ def faiss_is_flat(index: VectorIndex) -> bool:
     return isinstance(inner, (faiss.IndexFlat, faiss.IndexHNSW))
 
 
-def hubness_banks(volume_vectors: np.ndarray, report_vectors: np.ndarray) -> dict[str, HubnessNormalizer]:
-    """Querybank statistics: text queries over volumes, volume queries over reports."""
+def hubness_banks(
+    volume_vectors: np.ndarray, report_vectors: np.ndarray, bridged: bool = False
+) -> dict[str, HubnessNormalizer]:
+    """Querybank statistics: text queries over volumes, volume queries over reports (for a bridged index the
+    queries take the forms the engine sends, so the statistics are of the bridged scores)."""
+    text_queries, volume_queries = report_vectors, volume_vectors
+    if bridged:  # the statistics take unit queries: the bridged volume query direction, normalised
+        text_queries, volume_queries = text_query_on_stored(report_vectors), bridged_of_stored(volume_vectors)
+        volume_queries = volume_queries / np.linalg.norm(volume_queries, axis=1, keepdims=True)
     return {
-        "text_to_volumes": gallery_normalizer(report_vectors, volume_vectors, HUBNESS_BETA),
-        "volumes_to_reports": gallery_normalizer(volume_vectors, report_vectors, HUBNESS_BETA),
+        "text_to_volumes": gallery_normalizer(text_queries, volume_vectors, HUBNESS_BETA),
+        "volumes_to_reports": gallery_normalizer(volume_queries, report_vectors, HUBNESS_BETA),
+    }
+
+
+def bridge_record(model) -> dict | None:
+    """The manifest's ``bridge`` entry for a model with a CMKI bank (None without one)."""
+    if not getattr(model, "bridged", False):
+        return None
+    return {
+        "method": "cmki",
+        "bank_size": int(model.config.bank_size),
+        "volume_layout": "[plain, bank] / sqrt(2)",
+        "scores": {
+            "text_to_volume": "bridged",
+            "volume_to_report": "bridged",
+            "volume_to_volume": "cosine",
+            "report_to_report": "cosine",
+        },
     }
 
 
@@ -251,6 +276,7 @@ def publish(
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             hubness={"beta": HUBNESS_BETA, "method": parts.banks["text_to_volumes"].method},
             trained_on={"volumes": parts.volume_index.trained_on, "reports": parts.report_index.trained_on},
+            bridge=bridge_record(model),
         )
         manifest.write(tmp, known={k: v for k, v in carried.items() if v})
     return manifest

@@ -39,7 +39,7 @@ from hsenet_search.data.dataset import open_dataset
 from hsenet_search.data.labels import LABELS
 from hsenet_search.data.resolve import check_report_text
 from hsenet_search.devices import resolve_device
-from hsenet_search.embedding import EmbeddedBatch, embed_cases
+from hsenet_search.embedding import EmbeddedBatch, embed_cases, index_form
 from hsenet_search.errors import DatasetError, HSENetError, IndexMismatchError, ModelError
 from hsenet_search.outputs import OutputKind, check_output
 
@@ -182,7 +182,9 @@ def _embedded_batches(model, cases: Sequence[Case], cfg: BuildConfig) -> Iterato
     if cfg.ray is not None:
         yield from embed_stream(model, cases, options=cfg.ray, batch_size=cfg.batch_size, cache=cache)
         return
-    yield from embed_cases(model, cases, batch_size=cfg.batch_size, workers=cfg.workers, cache=cache)
+    yield from embed_cases(
+        model, cases, batch_size=cfg.batch_size, workers=cfg.workers, cache=cache, form=index_form(model)
+    )
 
 
 def _read_failures_jsonl(work: Path) -> pd.DataFrame:
@@ -239,7 +241,8 @@ def _assemble(
         trained.get("reports", old_counts.get("reports", 0)),
         "report",
     )
-    parts = Assembled(rows, vol_emb, reports, rep_emb, failures, vol_index, rep_index, hubness_banks(vol_emb, rep_emb))
+    banks = hubness_banks(vol_emb, rep_emb, model.bridged)
+    parts = Assembled(rows, vol_emb, reports, rep_emb, failures, vol_index, rep_index, banks)
     publish(
         out,
         parts,

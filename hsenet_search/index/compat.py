@@ -26,8 +26,8 @@ def check_model_matches(manifest: IndexManifest, model, index_dir: str | Path) -
             f"preprocessing {model.profile.hash} differs from the index's {manifest.preprocessing_hash}",
             index_dir,
         )
-    if model.embedding_dim != manifest.dims["volumes"]:
+    if model.embedding_dim != manifest.dims["reports"]:
         raise IndexMismatchError(
-            f"model embedding size {model.embedding_dim} differs from the index's {manifest.dims['volumes']}",
+            f"model embedding size {model.embedding_dim} differs from the index's {manifest.dims['reports']}",
             index_dir,
         )

@@ -25,7 +25,15 @@ import torch
 from hsenet_search.data.cache import PreprocessCache
 from hsenet_search.data.cases import Case
 from hsenet_search.data.preprocess import Profile
-from hsenet_search.embedding import EmbeddedBatch, SliceRecipe, embed_prepared, prepare_or_error, slice_recipe
+from hsenet_search.embedding import (
+    EmbeddedBatch,
+    SliceRecipe,
+    embed_prepared,
+    index_form,
+    prepare_or_error,
+    slice_recipe,
+    volume_dim,
+)
 from hsenet_search.errors import DatasetError
 
 RAY_EXTRA = "pip install 'hsenet-search[scale]'"
@@ -82,10 +90,11 @@ class _Encoder:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = np.array([not e for e in batch["error"]], dtype=bool)
-        emb = np.zeros((len(ok), self.model.embedding_dim), dtype=np.float32)
+        form = index_form(self.model)
+        emb = np.zeros((len(ok), volume_dim(self.model, form=form)), dtype=np.float32)
         t0 = time.perf_counter()
         if ok.any():
-            emb[ok] = embed_prepared(self.model, [pickle.loads(b) for b in batch["prepared"][ok]])
+            emb[ok] = embed_prepared(self.model, [pickle.loads(b) for b in batch["prepared"][ok]], form=form)
         seconds = time.perf_counter() - t0
         return {
             "pos": batch["pos"],

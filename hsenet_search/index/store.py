@@ -89,13 +89,21 @@ class IndexManifest:
     trained_on: dict | None = None
     """Vectors each FAISS index was trained on (``index add`` retrains past a growth limit)."""
     report_text: str = "findings+impression"  # the report text embedded (older indexes: findings+impression)
+    bridge: dict | None = None
+    """A bridged (CMKI) model's index: ``{"method": "cmki", "bank_size": N, "volume_layout": ...}``; volume
+    vectors are stored as ``[plain, bank] / sqrt 2`` (see :mod:`hsenet_search.models.bridge`), so text →
+    volume and volume → report use BrgSA's bridged score, volume → volume the plain cosine. Absent: plain
+    cosine everywhere."""
 
     def model_path(self) -> str:
         """The model name or directory the index was built with (what ``load_model`` takes)."""
         return self.model_name
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if data["bridge"] is None:
+            del data["bridge"]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -119,7 +127,7 @@ class IndexManifest:
                 path,
             )
         known = {f.name: f for f in fields(cls)}
-        optional = ("hubness", "files", "trained_on", "report_text")
+        optional = ("hubness", "files", "trained_on", "report_text", "bridge")
         missing = [name for name in known if name not in data and name not in optional]
         if missing:
             raise IndexFormatError(f"manifest lacks {', '.join(missing)}", path)
@@ -147,6 +155,14 @@ class IndexManifest:
         for kind in ("volumes", "reports"):
             d = self.dims.get(kind)
             need(isinstance(d, int) and not isinstance(d, bool) and d > 0, f"dims.{kind} must be a positive integer")
+        need(self.bridge is None or isinstance(self.bridge, dict), "bridge must be an object or null")
+        if self.bridge is not None:
+            method = self.bridge.get("method")
+            need(method == "cmki", f"bridge.method must be 'cmki', got {method!r}")
+            need(
+                self.dims["volumes"] == 2 * self.dims["reports"],
+                "a bridged index stores volumes at twice the report width ([plain, bank] / sqrt 2)",
+            )
         for key in COUNT_KEYS:
             c = self.counts.get(key)
             need(

@@ -13,12 +13,23 @@ stop-gradient. At inference the cross-modal score is ``½[cos(e_img, e_txt) + co
 text does not pass through the bank. That score is the inner product of the unit text vector with
 ``bridged_volume(e_img) = ½[e_img/‖e_img‖ + ê_img/‖ê_img‖]``, so an inner-product index over bridged
 volume vectors answers cross-modal queries with the bridged score exactly.
+
+An index of a bridged model stores each volume as ``s = [p, r] / √2`` (twice the embedding width, unit
+norm), where ``p`` is the plain unit volume embedding and ``r`` the unit bank read-out (for a fusion model
+each is the usual ``[stage1, stage2] / √2``). Then one stored vector answers every direction exactly:
+
+- text ``t`` → volumes: query ``[t, t] / √2``; ``⟨·, s⟩ = ½(t·p + t·r)``, the bridged score;
+- volume → volumes: query ``[√2·p_q, 0]``; ``⟨·, s⟩ = p_q·p``, the plain cosine;
+- volume → reports: query ``bridged_of_stored(s_q) = (p_q + r_q) / 2`` against unit report vectors;
+- report → reports: plain cosine, unchanged.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -76,3 +87,38 @@ def cmki_loss(
     reconstruction = F.mse_loss(r_img, e_img) + F.mse_loss(r_txt, e_txt)
     bridged = info_nce(r_img, r_txt, scale)
     return CMKILoss(original + mse_weight * reconstruction + bridged, original, reconstruction, bridged)
+
+
+# ---------------------------------------------------------------------- the stored (index) layout
+def stored_volume(plain: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """``[p, r] / √2`` from the unit plain embedding and the unit bank read-out (both ``(B, E)``)."""
+    return torch.cat([plain, recon], dim=-1) / math.sqrt(2.0)
+
+
+def _halves(stored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    stored = np.asarray(stored, dtype=np.float32)
+    half = stored.shape[-1] // 2
+    return stored[..., :half], stored[..., half:]
+
+
+def plain_of_stored(stored: np.ndarray) -> np.ndarray:
+    """The plain unit volume embeddings ``p`` of stored vectors."""
+    return np.sqrt(np.float32(2.0)) * _halves(stored)[0]
+
+
+def bridged_of_stored(stored: np.ndarray) -> np.ndarray:
+    """``½(p + r)``: inner product with a unit text vector = the bridged score."""
+    p, r = _halves(stored)
+    return ((p + r) / np.sqrt(np.float32(2.0))).astype(np.float32)
+
+
+def text_query_on_stored(text: np.ndarray) -> np.ndarray:
+    """The query that scores unit text vectors against stored volumes with the bridged score."""
+    text = np.asarray(text, dtype=np.float32)
+    return (np.concatenate([text, text], axis=-1) / np.sqrt(np.float32(2.0))).astype(np.float32)
+
+
+def volume_query_on_stored(stored: np.ndarray) -> np.ndarray:
+    """The query that scores a stored volume against stored volumes with the plain cosine."""
+    p = plain_of_stored(stored)
+    return np.concatenate([np.sqrt(np.float32(2.0)) * p, np.zeros_like(p)], axis=-1).astype(np.float32)

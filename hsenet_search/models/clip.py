@@ -23,6 +23,7 @@ from torch import nn
 
 from hsenet_search.errors import ModelError
 
+from .bridge import KnowledgeBank, bridged_volume, stored_volume
 from .configs import ModelConfig
 from .e3 import E3ViT
 from .io import FORMAT_VERSION, MODEL_TYPE, check_tensors, fingerprint, read_meta, read_weights, write_dir_atomic
@@ -32,10 +33,12 @@ from .text_tower import TextTower, minilm_version, saved_text_towers
 from .vit3d import ViT3D
 
 OFFICIAL_MODEL_TYPES = ("m3d_clip_stage1", "m3d_clip_stage2")  # read by official.load_official
+VOLUME_FORMS = ("plain", "bridged", "stored")
 
 
 class ContrastiveTower(nn.Module):
-    """One tower: 3D encoder, vision and text projections, logit scale, optional Spatial Packer."""
+    """One tower: 3D encoder, vision and text projections, logit scale, optional Spatial Packer, optional
+    CMKI knowledge bank (``config.bank_size``)."""
 
     def __init__(self, config: ModelConfig, tower: str, text_width: int):
         super().__init__()
@@ -47,6 +50,7 @@ class ContrastiveTower(nn.Module):
         packer = config.packer
         if packer.out_dim:
             self.packer = SpatialPacker(config.width, packer.out_dim, config.grid, packer.kernel, packer.dropout)
+        self.bank = KnowledgeBank(config.bank_size, config.projection_dim) if config.bank_size else None
 
 
 class HSENetCLIP(nn.Module):
@@ -210,6 +214,7 @@ class HSENetCLIP(nn.Module):
             "slice_input": model.slice_input,
             "slice_chain": _official_chain() if model.slice_input == "biomedclip" else None,
             "text_protocol": model.text_protocol,
+            "bank_size": cfg.bank_size,
             "total_params": count(model),
         }
 
@@ -252,6 +257,27 @@ class HSENetCLIP(nn.Module):
         if not self.config.shared_text_trunk:
             self.text_towers["stage2"].load_state_dict(self.text_towers["stage1"].state_dict())
 
+    @property
+    def bridged(self) -> bool:
+        """True when the model has CMKI knowledge banks (cross-modal scores are bridged)."""
+        return self.config.bank_size is not None
+
+    def add_bank(self, size: int) -> None:
+        """Give every tower a fresh (orthogonally initialised) CMKI knowledge bank of ``size`` entries, e.g.
+        to fine-tune a bank and the projections on top of a trained or imported model."""
+        if self.bridged:
+            raise ModelError(f"the model already has a knowledge bank ({self.config.bank_size} entries)")
+        self.config = self.config.replace(bank_size=size)
+        param = self.stages["stage1"].mm_vision_proj.weight
+        for stage in self.stages.values():
+            stage.bank = KnowledgeBank(size, self.config.projection_dim).to(param.device, param.dtype)
+
+    def bank(self, tower: str) -> KnowledgeBank:
+        self._check_tower(tower)
+        if self.stages[tower].bank is None:
+            raise ModelError("this model has no CMKI knowledge bank (train with --bridge cmki)")
+        return self.stages[tower].bank
+
     def logit_scale(self, tower: str) -> torch.Tensor:
         """The logit multiplier: ``exp(logit_scale)`` (``"exp"`` mode, unclamped) or the raw parameter
         (``"raw"``: the official quirk)."""
@@ -293,10 +319,16 @@ class HSENetCLIP(nn.Module):
             return self.stages[tower].vision_encoder(centred, slice_features.to(x.device))
         return self.stages[tower].vision_encoder(centred)
 
+    def vision_projected(
+        self, x: torch.Tensor, tower: str, slice_features: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``mm_vision_proj(CLS)`` of ``tower``, not normalised (the CMKI bank reads it): ``(B, E)``."""
+        cls = self.vision_tokens(x, tower, slice_features)[:, 0]
+        return self.stages[tower].mm_vision_proj(cls)
+
     def vision_features(self, x: torch.Tensor, tower: str, slice_features: torch.Tensor | None = None) -> torch.Tensor:
         """``normalize(mm_vision_proj(CLS))`` of ``tower``: ``(B, projection_dim)``, L2-normalised."""
-        cls = self.vision_tokens(x, tower, slice_features)[:, 0]
-        return F.normalize(self.stages[tower].mm_vision_proj(cls), dim=-1)
+        return F.normalize(self.vision_projected(x, tower, slice_features), dim=-1)
 
     def patch_tokens(self, x: torch.Tensor, tower: str, slice_features: torch.Tensor | None = None) -> torch.Tensor:
         """Patch tokens after the final norm, CLS dropped: ``(B, N, width)``, row-major over the patch grid."""
@@ -325,28 +357,50 @@ class HSENetCLIP(nn.Module):
         normalisation; without gradients when the trunk is frozen)."""
         return self.text_tower(tower)(list(texts))
 
-    def text_features_from_pooled(self, pooled: torch.Tensor, tower: str) -> torch.Tensor:
-        """``normalize(mm_language_proj(pooled))``: ``(B, projection_dim)``, L2-normalised."""
+    def text_projected_from_pooled(self, pooled: torch.Tensor, tower: str) -> torch.Tensor:
+        """``mm_language_proj(pooled)``, not normalised: ``(B, projection_dim)``."""
         self._check_tower(tower)
         proj = self.stages[tower].mm_language_proj
-        return F.normalize(proj(pooled.to(proj.weight.device)), dim=-1)
+        return proj(pooled.to(proj.weight.device))
+
+    def text_features_from_pooled(self, pooled: torch.Tensor, tower: str) -> torch.Tensor:
+        """``normalize(mm_language_proj(pooled))``: ``(B, projection_dim)``, L2-normalised."""
+        return F.normalize(self.text_projected_from_pooled(pooled, tower), dim=-1)
 
     # ------------------------------------------------------------------ embedding API
     def encode_volume(
-        self, x: torch.Tensor, *, slice_features: torch.Tensor | None = None, embedding: str | None = None
+        self,
+        x: torch.Tensor,
+        *,
+        slice_features: torch.Tensor | None = None,
+        embedding: str | None = None,
+        form: str | None = None,
     ) -> torch.Tensor:
-        """Preprocessed volumes ``(B, 1, D, H, W)`` -> L2-normalised ``(B, E)`` (eval mode, no gradients).
+        """Preprocessed volumes ``(B, 1, D, H, W)`` -> ``(B, E)`` (eval mode, no gradients).
 
         ``slice_features (B, slices, C2d)`` replaces the slice tower for the 2E3 tower (required when the model has
         none). ``embedding`` is ``stage1``, ``stage2`` or ``fusion`` (default: ``config.embedding``).
+        ``form``: ``plain`` (L2-normalised; the only form without a bank), ``bridged`` (the default with a
+        bank: ``½(p + r)``, whose inner product with a text embedding is BrgSA's score) or ``stored``
+        (``[p, r] / √2``, ``(B, 2E)``: what an index keeps, see :mod:`hsenet_search.models.bridge`).
         """
+        form = form or ("bridged" if self.bridged else "plain")
+        if form not in VOLUME_FORMS or (form != "plain" and not self.bridged):
+            allowed = VOLUME_FORMS if self.bridged else ("plain",)
+            raise ModelError(f"volume form {form!r} is not available; this model offers {', '.join(allowed)}")
         towers = self.config.embedding_towers(embedding)
         with self._inference():
             x = self._volume(x)
             if "stage2" in towers and slice_features is None:
                 slice_features = self.slice_features(x)
-            feats = [self.vision_features(x, t, slice_features) for t in towers]
-        return _combine(feats)
+            raw = [self.vision_projected(x, t, slice_features) for t in towers]
+            plain = _combine([F.normalize(f, dim=-1) for f in raw])
+            if form == "plain":
+                return plain
+            if form == "bridged":
+                return _combine([bridged_volume(f, self.stages[t].bank) for t, f in zip(towers, raw)])
+            recon = _combine([F.normalize(self.stages[t].bank(f), dim=-1) for t, f in zip(towers, raw)])
+        return stored_volume(plain, recon)
 
     def encode_text(self, texts: list[str], *, embedding: str | None = None, batch_size: int = 32) -> torch.Tensor:
         """Report texts -> L2-normalised ``(B, E)`` (eval mode, no gradients), in batches of ``batch_size``."""

@@ -207,6 +207,9 @@ class ModelConfig:
     # source (official checkpoints: findings, the published protocol; ours: findings+impression). Not stored
     # when None, so configs written before the field existed keep their fingerprint.
     report_text: str | None = None
+    # BrgSA's CMKI knowledge bank (entries per tower; None: no bank). Not stored when None (fingerprints of
+    # older models are unchanged). A model with a bank searches cross-modally with the bridged score.
+    bank_size: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("img_size", "patch_size", "packer_kernel", "towers", "slice_mean", "slice_std"):
@@ -320,6 +323,9 @@ class ModelConfig:
                 raise bad(f"text_configs lacks the {missing[0]!r} trunk")
         if self.text_pooling not in ("mean", "cls"):
             raise bad(f"text_pooling must be 'mean' or 'cls', got {self.text_pooling!r}")
+        bank = self.bank_size
+        if bank is not None and (type(bank) is not int or not 1 <= bank <= 65536):
+            raise bad(f"bank_size must be an integer between 1 and 65536, got {bank!r}")
         if self.report_text not in (None, *REPORT_TEXTS):
             raise bad(f"report_text must be one of {REPORT_TEXTS}, got {self.report_text!r}")
         params = self.parameter_estimate()
@@ -341,6 +347,7 @@ class ModelConfig:
         patch_in = math.prod(self.patch_size) * self.in_channels
         tower = vit(self.width, self.layers, self.mlp_dim, self.num_patches, patch_in)
         total = len(self.towers) * (tower + 2 * (self.width + 1) * self.projection_dim)
+        total += len(self.towers) * (self.bank_size or 0) * self.projection_dim
         if "stage2" in self.towers:
             total += 2 * self.width * self.width + 2 * self.slice_dim * self.width + self.width
             if self.slice_source == "tower":
@@ -369,8 +376,9 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = json.loads(json.dumps(dataclasses.asdict(self)))
-        if data["report_text"] is None:
-            del data["report_text"]
+        for optional in ("report_text", "bank_size"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
     def canonical_json(self) -> str:

@@ -4,6 +4,12 @@ Resumable (``training/stage{N}/checkpoint.pt`` inside the output model directory
 ``weights_only=True``), seeded, with periodic validation R@k on the valid split, CUDA/bf16 when
 present and multi-process data parallelism under ``torchrun`` (gathered features for the
 contrastive loss, gradients averaged by all-reduce).
+
+``bridge="cmki"`` trains BrgSA's knowledge bank (:mod:`hsenet_search.models.bridge`) with its CMKI objective
+in place of the contrastive loss (in-batch negatives of each process, as BrgSA's single-GPU recipe);
+``text_source`` trains on report summaries instead of, or alongside, the reports (at most five summary
+sentences drawn per step, as BrgSA does); ``train_parts="heads"`` trains only the projections, logit scale and
+bank of the tower (e.g. on top of an imported official model).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
@@ -26,10 +33,12 @@ from hsenet_search.atomic import atomic_path, write_json
 from hsenet_search.data.cache import PreprocessCache
 from hsenet_search.data.dataset import open_dataset
 from hsenet_search.data.resolve import case_text, check_report_text, truncate_sentences
+from hsenet_search.data.summarise import draw_summary
 from hsenet_search.devices import resolve_device
 from hsenet_search.embedding import Prepared, embed_cases, slice_features_of, slice_recipe
 from hsenet_search.errors import DatasetError, HSENetError, ModelError
 from hsenet_search.eval.retrieval import recall_at_k
+from hsenet_search.models.bridge import BANK_SIZE, cmki_loss
 
 from .data import AUGMENTATIONS, EpochOrder, ScanDataset, batches_per_epoch, collate_scans, group_scans
 from .losses import (
@@ -41,6 +50,9 @@ from .losses import (
 )
 
 TOWER = {1: "stage1", 2: "stage2"}
+BRIDGES = ("none", "cmki")
+TEXT_SOURCES = ("report", "summary", "both")
+TRAIN_PARTS = ("all", "heads")
 _FROZEN_TEXT_CACHE: dict[tuple, dict[str, torch.Tensor]] = {}  # pooled outputs of the packaged frozen MiniLM
 
 
@@ -73,6 +85,11 @@ class TrainConfig:
     ks: tuple[int, ...] = (1, 5, 10)
     device: str = "auto"
     cache_dir: str | None = None
+    bridge: str | None = None  # none | cmki (None: cmki when the model has a knowledge bank, else none)
+    bank_size: int = BANK_SIZE  # entries of a new knowledge bank (BrgSA: 2048)
+    text_source: str = "report"  # report | summary | both (a fair draw between the two per pair and step)
+    summaries: str | None = None  # Parquet from ``data summarise`` (default: the rule-based summariser, now)
+    train_parts: str = "all"  # all | heads (projections, logit scale and bank only)
 
 
 @dataclass
@@ -156,6 +173,16 @@ class Trainer:
             raise HSENetError(f"unknown text truncation {cfg.text_truncation!r}; expected head or sentences")
         if cfg.augment not in AUGMENTATIONS:
             raise HSENetError(f"unknown augmentation {cfg.augment!r}; expected one of {', '.join(AUGMENTATIONS)}")
+        for name, value, allowed in (
+            ("bridge", cfg.bridge, (None, *BRIDGES)),
+            ("text source", cfg.text_source, TEXT_SOURCES),
+            ("train parts", cfg.train_parts, TRAIN_PARTS),
+        ):
+            if value not in allowed:
+                choices = ", ".join(a for a in allowed if a)
+                raise HSENetError(f"unknown {name} {value!r}; expected one of {choices}")
+        if cfg.bridge == "cmki" and cfg.loss != "clip":
+            raise HSENetError("--bridge cmki trains with its own InfoNCE terms; leave --loss at clip")
         self.cfg = cfg
         self.tower = TOWER[cfg.stage]
         self.out = Path(cfg.out)
@@ -166,6 +193,7 @@ class Trainer:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         _seed_everything(cfg.seed + self.rank)
         self.model = self._load_model().to(self.device)
+        self.bridge = self._bridge()
         self.profile = self.model.profile
         self.cache = PreprocessCache(Path(cfg.cache_dir) if cfg.cache_dir else None)
         self.recipe = slice_recipe(self.model, self.tower)
@@ -179,6 +207,9 @@ class Trainer:
         if cfg.text_truncation == "sentences":
             tower = self.model.text_tower(self.tower)
             self.train_texts = _truncated(self.train_texts, tower, tower.max_length, cfg.seed)
+        self.train_summaries = []
+        if cfg.text_source != "report":
+            self.train_summaries = _summaries_of(self.train_scans, len(self.train_texts), cfg.summaries)
         if len(self.train_scans) < cfg.batch_size * self.world:
             raise DatasetError(
                 f"{len(self.train_scans)} training scans are fewer than one global batch "
@@ -212,10 +243,26 @@ class Trainer:
             model.init_stage2_from_stage1()
         return model
 
+    def _bridge(self) -> str:
+        """``cmki`` or ``none``; a model given a bank by ``--bridge cmki`` gets it here, before any checkpoint
+        is loaded, so a resumed run finds the same parameters."""
+        wanted = self.cfg.bridge or ("cmki" if self.model.bridged else "none")
+        if wanted == "cmki" and not self.model.bridged:
+            self.model.add_bank(self.cfg.bank_size)
+        if wanted == "none" and self.model.bridged:
+            raise ModelError("this model has a CMKI knowledge bank: train it with --bridge cmki")
+        return wanted
+
     def _setup_trainable(self) -> None:
         for p in self.model.parameters():
             p.requires_grad_(False)
         params = self.model.tower_parameters(self.tower)
+        if self.cfg.train_parts == "heads":
+            stage = self.model.stages[self.tower]
+            heads = [stage.mm_vision_proj, stage.mm_language_proj, stage.bank]
+            heads = [m for m in heads if m is not None]
+            keep = {id(p) for m in heads for p in m.parameters()} | {id(stage.logit_scale)}
+            params = [p for p in params if id(p) in keep]
         for p in params:
             p.requires_grad_(True)
         self.params = [p for p in params if p.requires_grad]
@@ -247,12 +294,29 @@ class Trainer:
         return torch.stack([store[t] for t in texts]).to(self.device) if texts else None
 
     def _text_features(
-        self, text_idx: torch.Tensor, texts: list[str], cache: torch.Tensor | None, tower: str
+        self, text_idx: torch.Tensor, drawn: list[str] | None, cache: torch.Tensor | None, tower: str
     ) -> torch.Tensor:
-        if cache is not None:
-            return self.model.text_features_from_pooled(cache[text_idx], tower)
-        pooled = self.model.text_pooled([texts[i] for i in text_idx.tolist()], tower)
-        return self.model.text_features_from_pooled(pooled, tower)
+        """Projected (not normalised) text features of a batch: the cached reports, or ``drawn`` texts."""
+        if drawn is None and cache is not None:
+            return self.model.text_projected_from_pooled(cache[text_idx], tower)
+        texts = drawn if drawn is not None else [self.train_texts[i] for i in text_idx.tolist()]
+        pooled = self._pooled_texts(texts, tower)
+        if pooled is None:
+            pooled = self.model.text_pooled(texts, tower)
+        return self.model.text_projected_from_pooled(pooled, tower)
+
+    def _drawn_texts(self, text_idx: torch.Tensor, step: int) -> list[str] | None:
+        """This step's training texts under ``text_source`` (None: the reports, whose features are cached)."""
+        if self.cfg.text_source == "report":
+            return None
+        rng = random.Random(f"{self.cfg.seed}:{self.rank}:{step}")
+        out = []
+        for i in text_idx.tolist():
+            if self.cfg.text_source == "both" and rng.random() < 0.5:
+                out.append(self.train_texts[i])
+            else:
+                out.append(draw_summary(self.train_summaries[i], rng))
+        return out
 
     # ----------------------------------------------------------------- checkpoints
     def _save_checkpoint(self, step: int, history: list[dict]) -> None:
@@ -329,8 +393,11 @@ class Trainer:
         start = time.time()
         step, history = self._load_checkpoint() if (self.state_dir / "checkpoint.pt").exists() else (0, [])
         last = self.total_steps if stop_after is None else min(self.total_steps, step + stop_after)
-        pooled = self._pooled_texts(self.train_texts, self.tower)
-        pooled_s1 = self._pooled_texts(self.train_texts, "stage1") if cfg.stage == 2 else None
+        reports_only = cfg.text_source == "report"
+        pooled = self._pooled_texts(self.train_texts, self.tower) if reports_only else None
+        pooled_s1 = None
+        if cfg.stage == 2 and reports_only:
+            pooled_s1 = self._pooled_texts(self.train_texts, "stage1")
         prompts_pos, prompts_neg = disease_prompts()
         prompt_cache = (self._pooled_texts(prompts_pos, self.tower), self._pooled_texts(prompts_neg, self.tower))
         dataset = ScanDataset(self.train_scans, self.profile, self.cache, cfg.augment, cfg.seed, self.recipe)
@@ -414,20 +481,31 @@ class Trainer:
 
     def _step_loss(self, x, text_idx, labels, pooled, pooled_s1, prompt_cache, step, slice_features=None):
         tower, model = self.tower, self.model
-        img = model.vision_features(x, tower, slice_features)
-        txt = self._text_features(text_idx, self.train_texts, pooled, tower)
+        drawn = self._drawn_texts(text_idx, step)
+        img_raw = model.vision_projected(x, tower, slice_features)
+        txt_raw = self._text_features(text_idx, drawn, pooled, tower)
+        img, txt = F.normalize(img_raw, dim=-1), F.normalize(txt_raw, dim=-1)
         scale = model.logit_scale(tower)
-        if self.cfg.loss == "siglip":
+        if self.bridge == "cmki":
+            terms = cmki_loss(img_raw, txt_raw, model.bank(tower))
+            loss = terms.total
+            parts = {
+                "contrastive": float(terms.original.detach()),
+                "reconstruction": float(terms.reconstruction.detach()),
+                "bridged": float(terms.bridged.detach()),
+            }
+        elif self.cfg.loss == "siglip":
             loss = self.loss_fn(img, txt, scale, self.logit_bias)
+            parts = {"contrastive": float(loss.detach())}
         else:
             loss = self.loss_fn(img, txt, scale)
-        parts = {"contrastive": float(loss.detach())}
+            parts = {"contrastive": float(loss.detach())}
         if self.cfg.stage == 2:
             weight = consistency_weight(step, self.cfg.consistency_decay_steps)
             if weight > 0:
                 with torch.no_grad():
                     img1 = model.vision_features(x, "stage1")
-                    txt1 = self._text_features(text_idx, self.train_texts, pooled_s1, "stage1")
+                    txt1 = F.normalize(self._text_features(text_idx, drawn, pooled_s1, "stage1"), dim=-1)
                 rel = relation_loss(img1, txt1, img, txt, scale)
                 loss = loss + weight * rel
                 parts["consistency"] = float(rel.detach())
@@ -451,6 +529,36 @@ class Trainer:
             if p.grad is not None:
                 torch.distributed.all_reduce(p.grad)
                 p.grad /= self.world
+
+
+def _summaries_of(scans, n_texts: int, path: str | None) -> list[list[str]]:
+    """The summary sentences of each de-duplicated training text (from its scan's full report): read from a
+    ``data summarise`` Parquet file, or made by the rule-based summariser when none is given."""
+    from hsenet_search.data.summarise import RULES, report_hash
+
+    table: dict[str, list[str]] | None = None
+    if path is not None:
+        import pandas as pd
+
+        try:
+            frame = pd.read_parquet(path, columns=["report_hash", "summary"])
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is one user error
+            raise DatasetError(
+                f"cannot read summaries ({type(exc).__name__}); write them with data summarise", path
+            ) from exc
+        table = {h: [str(x) for x in s] for h, s in zip(frame["report_hash"], frame["summary"])}
+    out: list[list[str] | None] = [None] * n_texts
+    for scan in scans:
+        if out[scan.text_index] is not None:
+            continue
+        report = scan.cases[0].report
+        if table is None:
+            out[scan.text_index] = RULES.summarise(report)
+        elif report_hash(report) in table and table[report_hash(report)]:
+            out[scan.text_index] = table[report_hash(report)]
+        else:
+            raise DatasetError(f"no summary of scan {scan.scan_id}'s report; re-run data summarise", path)
+    return out
 
 
 def _describe_record(record: dict) -> str:

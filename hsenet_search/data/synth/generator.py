@@ -30,6 +30,7 @@ from ..ctrate import (
 )
 from ..labels import LABELS
 from .abnormalities import Finding, airway_style, draw_findings, plan_findings
+from .extra import EXTRA_LABELS, draw_extra_findings, extra_report_text, plan_extra_findings
 from .phantom import (
     Anatomy,
     build_anatomy,
@@ -54,7 +55,9 @@ from .scanner import (
 from .shapes import Grid
 from .sources import SourceRow, load_sources, sample_labels, split_report
 
+EXTRA_DIR = "extra_findings"  # <split>_extra_labels.csv: ground truth of the never-labelled findings (opt-in)
 _DATASET_ENTRIES = ("train", "valid", "radiology_text_reports", "multi_abnormality_labels", "metadata")
+_DATASET_ENTRIES += (EXTRA_DIR,)
 SECOND_SCAN_RATE = 0.08  # share of scans that are a patient's follow-up scan "b"
 TWO_RECON_RATE = 0.25  # share of scans with a second reconstruction
 
@@ -75,6 +78,7 @@ class ScanPlan:
     noise_key: tuple[int, ...]
     series: int  # series number cited by the generated report ("series S image I")
     accession: str | None = None
+    extra: tuple[int, ...] | None = None  # never-labelled findings (0/1 per EXTRA_LABELS); None: not planned
 
     @property
     def scan_id(self) -> str:
@@ -116,6 +120,11 @@ class SynthSummary:
         lines.append(
             f"  normal scans {self.normal_fraction:.0%}; most prevalent: " + ", ".join(f"{k} {v:.0%}" for k, v in top)
         )
+        extra = [p.extra for p in self.plans if p.extra is not None]
+        if extra:
+            counts = np.sum(extra, axis=0)
+            listed = ", ".join(f"{name} {int(c)}" for name, c in zip(EXTRA_LABELS, counts))
+            lines.append(f"  never-labelled findings (scans, in extra_findings/): {listed}")
         return "\n".join(lines)
 
 
@@ -197,8 +206,9 @@ def plan_dataset(
     return [plan_scan(spec, seed, size) for spec in specs]
 
 
-def plan_scan(spec: ScanSpec, seed: int, size: SizePreset) -> ScanPlan:
-    """Labels, anatomy, acquisition, findings and report text of one scan."""
+def plan_scan(spec: ScanSpec, seed: int, size: SizePreset, extra_findings: bool = False) -> ScanPlan:
+    """Labels, anatomy, acquisition, findings and report text of one scan (``extra_findings``: also the
+    never-labelled abnormalities of :mod:`.extra`, from their own random stream)."""
     i, row = spec.index, spec.row
     patient = sample_patient(np.random.default_rng([seed, 2, spec.patient_index]))
     rng = np.random.default_rng([seed, 1, i])
@@ -215,6 +225,14 @@ def plan_scan(spec: ScanSpec, seed: int, size: SizePreset) -> ScanPlan:
         real_findings, real_impression = split_report(row.report_text)
         generated = real_findings or "Not given."
         impression = real_impression if real_impression else impression
+    extra = None
+    if extra_findings:
+        extra_rng = np.random.default_rng([seed, 9, i])
+        extra, planned = plan_extra_findings(anat, acq.grid, extra_rng, findings)
+        findings = findings + planned
+        more_findings, more_impression = extra_report_text(planned, extra_rng)
+        generated = " ".join(t for t in (generated, more_findings) if t)
+        impression = " ".join(t for t in (impression, more_impression) if t)
     texts = {
         "ClinicalInformation_EN": clinical_information(rng, positive),
         "Technique_EN": technique(rng, acq.grid.spacing[2]),
@@ -234,6 +252,7 @@ def plan_scan(spec: ScanSpec, seed: int, size: SizePreset) -> ScanPlan:
         (seed, 3, i),
         series,
         row.accession if row is not None else None,
+        extra,
     )
 
 
@@ -244,11 +263,13 @@ def render_clean(anat: Anatomy, findings: Sequence[Finding], grid: Grid) -> np.n
     draw_findings(scene, findings, "parenchyma")
     draw_lung_trees(scene, airway_style(findings))
     draw_findings(scene, findings, "lung")
+    draw_extra_findings(scene, findings, "lung")
     draw_heart(scene)
     draw_findings(scene, findings, "mediastinum")
     draw_great_vessels_and_airways(scene)
     draw_findings(scene, findings, "vessel walls")
     draw_bones(scene)
+    draw_extra_findings(scene, findings, "bones")
     draw_findings(scene, findings, "devices")
     return scene.hu
 
@@ -297,10 +318,10 @@ def write_nifti(path: Path, raw: np.ndarray, affine: np.ndarray) -> None:
     path.write_bytes(header + body + trailer)
 
 
-def _build_scan(job: tuple[ScanSpec, int, SizePreset, str]) -> ScanPlan:
+def _build_scan(job: tuple[ScanSpec, int, SizePreset, str, bool]) -> ScanPlan:
     """Plan one scan and write its reconstructions (runs in a worker process)."""
-    spec, seed, size, root = job
-    plan = plan_scan(spec, seed, size)
+    spec, seed, size, root, extra = job
+    plan = plan_scan(spec, seed, size, extra)
     for recon, raw in zip(plan.acquisition.recons, render_scan(plan, size.slab_voxels)):
         write_nifti(plan.volume_path(Path(root), recon), raw, plan.acquisition.affine())
     return plan
@@ -323,6 +344,22 @@ def _write_csvs(root: Path, plans: Sequence[ScanPlan]) -> None:
         write_labels_csv(labels_csv(root, split), labels)
         write_metadata_csv(metadata_csv(root, split), meta)
         (root / split).mkdir(parents=True, exist_ok=True)
+        if any(p.extra is not None for p in plans):
+            split_plans = [p for p in plans if p.split == split]
+            _write_extra_csv(root / EXTRA_DIR / f"{split}_extra_labels.csv", split_plans)
+
+
+def _write_extra_csv(path: Path, plans: Sequence[ScanPlan]) -> None:
+    """``VolumeName`` + one 0/1 column per never-labelled finding, one row per volume."""
+    import pandas as pd
+
+    rows = [
+        {"VolumeName": p.volume_name(recon), **dict(zip(EXTRA_LABELS, p.extra))}
+        for p in plans
+        for recon in p.acquisition.recons
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=["VolumeName", *EXTRA_LABELS]).to_csv(path, index=False)
 
 
 def _check_output(out: Path) -> None:
@@ -342,16 +379,23 @@ def _install(tmp: Path, out: Path) -> None:
     for name in _DATASET_ENTRIES:
         if (out / name).exists():
             shutil.rmtree(out / name)
-        os.replace(tmp / name, out / name)
+        if (tmp / name).exists():
+            os.replace(tmp / name, out / name)
     mark_dataset(out)
     shutil.rmtree(tmp)
 
 
 def _build_all(
-    specs: Sequence[ScanSpec], seed: int, size: SizePreset, root: Path, workers: int, progress: bool
+    specs: Sequence[ScanSpec],
+    seed: int,
+    size: SizePreset,
+    root: Path,
+    workers: int,
+    progress: bool,
+    extra_findings: bool = False,
 ) -> list[ScanPlan]:
     """Plan and write every scan, in ``workers`` processes; returns the plans in ``specs`` order."""
-    jobs = [(spec, seed, size, str(root)) for spec in specs]
+    jobs = [(spec, seed, size, str(root), extra_findings) for spec in specs]
     plans: list[ScanPlan] = []
     # Worker processes are forked before any progress-bar thread starts.
     pool = None
@@ -394,12 +438,14 @@ def generate_dataset(
     size: str = "tiny",
     progress: bool = False,
     workers: int | None = None,
+    extra_findings: bool = False,
 ) -> SynthSummary:
     """Write a synthetic CT-RATE dataset of ``n`` scans to ``out`` (deterministic for ``seed``).
 
     ``labels_from`` conditions each scan's labels on a row of a labels CSV (``AccessionNo, <18 labels>``);
     ``reports_from`` also takes that row's real ``report_text``. ``workers`` defaults to the CPU count;
-    the output does not depend on it."""
+    the output does not depend on it. ``extra_findings`` adds the never-labelled abnormalities of
+    :mod:`.extra` to images and reports (labels CSVs unchanged; ground truth in ``extra_findings/``)."""
     start = time.perf_counter()
     out = Path(out)
     if n < 1:
@@ -417,7 +463,7 @@ def generate_dataset(
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        plans = _build_all(specs, seed, size_preset, tmp, workers, progress)
+        plans = _build_all(specs, seed, size_preset, tmp, workers, progress, extra_findings)
         _write_csvs(tmp, plans)
         _install(tmp, out)
     finally:
