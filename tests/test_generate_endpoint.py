@@ -146,3 +146,29 @@ def test_endpoint_down_is_a_one_line_error_after_retries(monkeypatch):
 def test_bad_endpoint_spec_is_a_model_error(spec):
     with pytest.raises(ModelError, match="openai:http://HOST:PORT/v1#MODEL"):
         load_llm(spec)
+
+
+def test_endpoint_summarises_reports_from_the_cli(server, token, tmp_path, cli_main):
+    """``data summarise --summariser openai:…``: every unique report gets a summary from the endpoint (or the
+    rule summary when a reply has no usable sentence), cached so a second run asks the server nothing."""
+    import pandas as pd
+
+    from hsenet_search.data import summarise as sm
+    from hsenet_search.data.dataset import open_dataset
+    from hsenet_search.data.synth import generate_dataset
+
+    data = tmp_path / "data"
+    generate_dataset(data, 2, seed=5, valid_fraction=0.0, size="tiny", progress=False)
+    reports = sorted({case.report for case in open_dataset(data)})
+    args = ("data", "summarise", data, "--summariser", server, "--cache-dir", tmp_path / "cache")
+    first = cli_main(*args, "--out", tmp_path / "a.parquet")
+    assert first.code == 0, first.err
+    table = pd.read_parquet(tmp_path / "a.parquet")
+    assert sorted(table["report"]) == reports and all(len(s) >= 1 for s in table["summary"])
+    assert "summarised with llm-" in first.out
+    cached = {path: path.stat().st_mtime_ns for path in (tmp_path / "cache").rglob("*.json")}
+    assert len(cached) == len(reports)
+    same = cli_main(*args, "--out", tmp_path / "b.parquet")
+    assert same.code == 0 and pd.read_parquet(tmp_path / "b.parquet").equals(table)
+    assert {path: path.stat().st_mtime_ns for path in (tmp_path / "cache").rglob("*.json")} == cached
+    assert sm.report_hash(reports[0]) in set(table["report_hash"])
