@@ -32,6 +32,7 @@ from .text_tower import TextTower, minilm_version, saved_text_towers
 from .vit3d import ViT3D
 
 OFFICIAL_MODEL_TYPES = ("m3d_clip_stage1", "m3d_clip_stage2")  # read by official.load_official
+LOCALISATION_TOWER = "stage1"  # the tower whose patch tokens give the per-depth embeddings
 
 
 class ContrastiveTower(nn.Module):
@@ -47,6 +48,15 @@ class ContrastiveTower(nn.Module):
         packer = config.packer
         if packer.out_dim:
             self.packer = SpatialPacker(config.width, packer.out_dim, config.grid, packer.kernel, packer.dropout)
+        self.loc_language_proj = None
+        if config.localisation and tower == LOCALISATION_TOWER:
+            self.add_snippet_projection(text_width, packer.out_dim)
+
+    def add_snippet_projection(self, text_width: int, out_dim: int) -> None:
+        """The snippet head: a copy of the language projection (RadFinder's "copy" head) when sizes match."""
+        self.loc_language_proj = nn.Linear(text_width, out_dim)
+        if out_dim == self.mm_language_proj.out_features:
+            self.loc_language_proj.load_state_dict(self.mm_language_proj.state_dict())
 
 
 class HSENetCLIP(nn.Module):
@@ -295,8 +305,11 @@ class HSENetCLIP(nn.Module):
 
     def vision_features(self, x: torch.Tensor, tower: str, slice_features: torch.Tensor | None = None) -> torch.Tensor:
         """``normalize(mm_vision_proj(CLS))`` of ``tower``: ``(B, projection_dim)``, L2-normalised."""
-        cls = self.vision_tokens(x, tower, slice_features)[:, 0]
-        return F.normalize(self.stages[tower].mm_vision_proj(cls), dim=-1)
+        return self.vision_features_from_tokens(self.vision_tokens(x, tower, slice_features), tower)
+
+    def vision_features_from_tokens(self, tokens: torch.Tensor, tower: str) -> torch.Tensor:
+        """``normalize(mm_vision_proj(CLS))`` from :meth:`vision_tokens` output."""
+        return F.normalize(self.stages[tower].mm_vision_proj(tokens[:, 0]), dim=-1)
 
     def patch_tokens(self, x: torch.Tensor, tower: str, slice_features: torch.Tensor | None = None) -> torch.Tensor:
         """Patch tokens after the final norm, CLS dropped: ``(B, N, width)``, row-major over the patch grid."""
@@ -318,6 +331,73 @@ class HSENetCLIP(nn.Module):
             slice_features = self.slice_features(x)
         encoder = self.stages["stage2"].vision_encoder
         return encoder.patch_scores(encoder.embed(self._centred(x)), slice_features.to(x.device))
+
+    # ------------------------------------------------------------------ localisation head (RadFinder §1.4)
+    @property
+    def has_localisation_head(self) -> bool:
+        return bool(self.config.localisation)
+
+    @property
+    def depth_patch(self) -> int:
+        """Model depth voxels behind one per-depth embedding (one depth bin)."""
+        return self.config.patch_size[0] * self.config.packer_kernel[0]
+
+    def add_localisation_head(self) -> None:
+        """Give the stage-1 tower a localisation head (a packer spanning each depth slab and a snippet
+        projection copied from the language projection); the head then needs training (``train
+        --loc-loss-weight``)."""
+        if self.has_localisation_head:
+            return
+        cfg = self.config
+        grid = cfg.grid
+        out_dim = cfg.packer_out_dim or cfg.projection_dim
+        kernel = (1, grid[1], grid[2])
+        self.config = cfg.replace(localisation=True, packer_out_dim=out_dim, packer_kernel=kernel)
+        device = self.device
+        for name, stage in self.stages.items():
+            if stage.packer is None or tuple(stage.packer.kernel) != kernel or name == LOCALISATION_TOWER:
+                packer = SpatialPacker(cfg.width, out_dim, grid, kernel, cfg.packer_dropout)
+                stage.packer = packer.to(device)
+        stage = self.stages[LOCALISATION_TOWER]
+        stage.add_snippet_projection(self.text_tower(LOCALISATION_TOWER).width, out_dim)
+        stage.loc_language_proj.to(device)
+
+    def localisation_parameters(self) -> list[nn.Parameter]:
+        """What the localisation loss trains besides the tower: the stage-1 packer and snippet projection."""
+        self.require_localisation_head()
+        stage = self.stages[LOCALISATION_TOWER]
+        return [*stage.packer.parameters(), *stage.loc_language_proj.parameters()]
+
+    def depth_features_from_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """Stage-1 patch tokens ``(B, N, width)`` -> L2-normalised per-depth embeddings ``(B, bins, E)``."""
+        self.require_localisation_head()
+        return F.normalize(self.stages[LOCALISATION_TOWER].packer(patches), dim=-1)
+
+    def snippet_features_from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled snippet texts -> L2-normalised ``(S, E)`` through the snippet projection."""
+        self.require_localisation_head()
+        proj = self.stages[LOCALISATION_TOWER].loc_language_proj
+        return F.normalize(proj(pooled.to(proj.weight.device)), dim=-1)
+
+    def encode_depths(self, x: torch.Tensor) -> torch.Tensor:
+        """Preprocessed volumes ``(B, 1, D, H, W)`` -> per-depth embeddings ``(B, bins, E)`` (eval, no grad)."""
+        self.require_localisation_head()
+        with self._inference():
+            return self.depth_features_from_patches(self.patch_tokens(self._volume(x), LOCALISATION_TOWER))
+
+    def encode_snippets(self, texts: list[str]) -> torch.Tensor:
+        """Snippet texts -> ``(S, E)`` L2-normalised (eval, no grad)."""
+        self.require_localisation_head()
+        with self._inference():
+            return self.snippet_features_from_pooled(self.text_pooled(list(texts), LOCALISATION_TOWER))
+
+    def require_localisation_head(self) -> None:
+        """A ModelError (one line, with the fix) when the model has no localisation head."""
+        if not self.has_localisation_head:
+            raise ModelError(
+                "this model has no localisation head; give it one by training with --loc-loss-weight "
+                "(hsenet-search train --init MODEL --loc-loss-weight 1)"
+            )
 
     # ------------------------------------------------------------------ text side
     def text_pooled(self, texts: list[str], tower: str) -> torch.Tensor:

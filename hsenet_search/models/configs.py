@@ -207,6 +207,10 @@ class ModelConfig:
     # source (official checkpoints: findings, the published protocol; ours: findings+impression). Not stored
     # when None, so configs written before the field existed keep their fingerprint.
     report_text: str | None = None
+    # Localisation head (RadFinder §1.4) on the stage-1 tower: its Spatial Packer, with a kernel spanning the
+    # whole (h, w) plane, gives one embedding per depth slab, scored against snippet texts through a copy
+    # of the language projection. Not stored when False (older configs keep their fingerprint).
+    localisation: bool = False
 
     def __post_init__(self) -> None:
         for name in ("img_size", "patch_size", "packer_kernel", "towers", "slice_mean", "slice_std"):
@@ -322,6 +326,13 @@ class ModelConfig:
             raise bad(f"text_pooling must be 'mean' or 'cls', got {self.text_pooling!r}")
         if self.report_text not in (None, *REPORT_TEXTS):
             raise bad(f"report_text must be one of {REPORT_TEXTS}, got {self.report_text!r}")
+        if self.localisation:
+            if self.packer_out_dim is None:
+                raise bad("localisation needs the Spatial Packer (packer_out_dim)")
+            if tuple(self.packer_kernel[1:]) != tuple(self.grid[1:]):
+                raise bad(
+                    f"localisation needs a packer_kernel spanning the plane {self.grid[1:]}, got {self.packer_kernel}"
+                )
         params = self.parameter_estimate()
         if params * 4 > memory_budget():
             raise bad(
@@ -371,6 +382,8 @@ class ModelConfig:
         data = json.loads(json.dumps(dataclasses.asdict(self)))
         if data["report_text"] is None:
             del data["report_text"]
+        if not data["localisation"]:
+            del data["localisation"]
         return data
 
     def canonical_json(self) -> str:

@@ -1,0 +1,121 @@
+"""Localisation end to end: a short training run lifts it above the middle-bin baseline; ``locate``,
+``search text --json`` ``where`` and ``bench localisation`` on synthetic scans whose reports cite images."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from hsenet_search.data.dataset import open_dataset
+from hsenet_search.data.snippets import kept, mine_snippets
+from hsenet_search.eval.localisation_bench import localisation_benchmark
+from hsenet_search.models import load_model
+from hsenet_search.train.trainer import TrainConfig, Trainer
+
+from .conftest import run_cli
+
+STEPS = 60
+
+
+@pytest.fixture(scope="module")
+def loc_model(tmp_path_factory, synth_data):
+    """The tiny config trained briefly (stage 1) with the localisation loss, from a fresh model."""
+    out = tmp_path_factory.mktemp("loc") / "model"
+    cfg = TrainConfig(
+        data=str(synth_data),
+        out=str(out),
+        steps=STEPS,
+        batch_size=8,
+        lr=1e-3,
+        workers=0,
+        augment="none",
+        loc_loss_weight=1.0,
+        save_every=STEPS,
+        seed=3,
+    )
+    result = Trainer(cfg).train(progress=False)
+    assert "localisation" in result.history[0]
+    return out
+
+
+def _cited(data, split):
+    """(volume path, snippet text, cited image, depth) of every kept snippet of the split's scans."""
+    out = []
+    for case in open_dataset(data, split=split):
+        if not case.volume_name.endswith("_1.nii.gz"):
+            continue
+        depth = nib.load(case.path).shape[2]
+        for s in kept(mine_snippets(case.report, depth=depth)):
+            out.append((case.path, s.text, s.image, depth))
+    return out
+
+
+def test_short_training_lifts_localisation_well_above_the_middle_bin(loc_model, synth_data):
+    result = localisation_benchmark(load_model(loc_model), synth_data, split="train", progress=False)
+    model, middle = result["overall"]["model"], result["overall"]["middle_bin"]
+    assert result["snippets"] >= 20
+    assert model["mae_mm"] <= 0.6 * middle["mae_mm"], result["overall"]
+    assert model["exact"] >= middle["exact"] + 0.2, result["overall"]
+
+
+def test_locate_cli_finds_the_cited_images(loc_model, synth_data):
+    cited = _cited(synth_data, "train")[:12]
+    assert len(cited) >= 8
+    errors, bins = [], []
+    for path, text, image, depth in cited:
+        res = run_cli("locate", path, "--text", text, "--model", loc_model, "--json")
+        assert res.returncode == 0, res.stderr
+        out = json.loads(res.stdout)
+        (hit,) = out["results"]
+        assert set(hit) == {"text", "image_number", "z_mm", "bin_mm", "profile", "confidence"}
+        assert out["scan"] and hit["text"] == text and 1 <= hit["image_number"] <= depth
+        assert len(hit["profile"]) == 8 and sum(hit["profile"]) == pytest.approx(1.0, abs=1e-4)
+        slice_mm = float(nib.load(path).header.get_zooms()[2])
+        assert hit["z_mm"] == pytest.approx((hit["image_number"] - 1) * slice_mm, abs=1e-3)
+        errors.append(abs(hit["image_number"] - image) * slice_mm)
+        bins.append(hit["bin_mm"])
+    # a prediction is a bin centre: within half a bin of the cited image when the right bin is found,
+    # within 1.5 bins when a neighbour is; most predictions must be one of the two
+    near = np.array(errors) <= 1.5 * np.array(bins)
+    assert near.mean() >= 0.75, list(zip(errors, bins, strict=True))
+
+
+def test_locate_errors_are_one_line(loc_model, synth_data, other_model_dir, tmp_path):
+    path = _cited(synth_data, "train")[0][0]
+    res = run_cli("locate", path, "--text", "nodule", "--model", other_model_dir)  # a model without a head
+    assert res.returncode == 2 and "no localisation head" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli("locate", path, "--text", "  ", "--model", loc_model)
+    assert res.returncode == 2 and "empty" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli("locate", tmp_path / "missing.nii.gz", "--text", "nodule", "--model", loc_model)
+    assert res.returncode == 2 and "missing.nii.gz" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_search_text_json_hits_say_where(loc_model, synth_data, tmp_path):
+    from hsenet_search.engine import SearchEngine
+    from hsenet_search.index.builder import BuildConfig, build_index
+
+    index = tmp_path / "index"
+    build_index(BuildConfig(data=str(synth_data), out=str(index), model=str(loc_model), workers=0), progress=False)
+    query = "pulmonary nodule in the right lung upper lobe"
+    res = run_cli("search", "text", query, "--index", index, "-k", "3", "--json")
+    assert res.returncode == 0, res.stderr
+    hits = json.loads(res.stdout)["hits"]
+    assert len(hits) == 3
+    engine = SearchEngine.open(index)
+    for hit in hits:
+        where = hit["where"]
+        assert set(where) == {"image_number", "z_mm"}
+        direct = engine.locate(hit["scan_id"], [query]).results[0]
+        assert (where["image_number"], where["z_mm"]) == (direct.image_number, direct.z_mm)
+
+
+def test_bench_localisation_writes_json_and_markdown(loc_model, synth_data, tmp_path):
+    out = tmp_path / "loc"
+    res = run_cli("bench", "localisation", "--data", synth_data, "--model", loc_model, "--out", out)
+    assert res.returncode == 0, res.stderr
+    payload = json.loads(out.with_suffix(".json").read_text())
+    assert {"model", "random_bin", "middle_bin"} <= set(payload["overall"]) and "machine" in json.dumps(payload)
+    assert payload["split"] == "valid" and "middle-bin" in out.with_suffix(".md").read_text()
