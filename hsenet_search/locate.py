@@ -116,4 +116,6 @@ def locate(
     depths = model.encode_depths(torch.from_numpy(x)[None])[0].float().cpu()
     snippets = model.encode_snippets(texts).float().cpu()
     scores = (snippets @ depths.T).numpy()
-    return LocateResult(scan or case.scan_id, profile_locations(scores, DepthBins(geometry, model.depth_patch), texts))
+    return LocateResult(
+        scan or case.scan_id, profile_locations(scores, DepthBins(geometry, model.depth_patch), texts)
+    )

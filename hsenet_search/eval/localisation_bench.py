@@ -93,7 +93,11 @@ def localisation_benchmark(
         "scans": scans,
         "snippets": int(len(predicted)),
         "outside_volume": outside,
-        "bin_mm": {"median": float(np.median(bin_mm)), "min": float(bin_mm.min()), "max": float(bin_mm.max())},
+        "bin_mm": {
+            "median": float(np.median(bin_mm)),
+            "min": float(bin_mm.min()),
+            "max": float(bin_mm.max()),
+        },
         "bins_per_scan": int(max(bins_per_scan)),
         "overall": overall,
         "mae_ratio_to_middle_bin": overall["model"]["mae_mm"] / middle if middle > 0 else None,
@@ -125,7 +129,11 @@ def localisation_markdown(result: dict) -> str:
     if ratio is not None:
         lines += ["", f"Model MAE / middle-bin MAE = {ratio:.2f}."]
     if result["per_label"]:
-        lines += ["", "| label | n | model MAE mm | middle-bin MAE mm | random-bin MAE mm |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| label | n | model MAE mm | middle-bin MAE mm | random-bin MAE mm |",
+            "|---|---|---|---|---|",
+        ]
         for name, rows in result["per_label"].items():
             lines.append(
                 f"| {name} | {rows['model']['n']} | {rows['model']['mae_mm']:.1f} | "

@@ -215,6 +215,13 @@ class HSENetCLIP(nn.Module):
                 "out_dim": cfg.packer_out_dim,
                 "tokens": model.stages["stage1"].packer.num_windows,
             },
+            "localisation": {
+                "tower": LOCALISATION_TOWER,
+                "bins": cfg.grid[0] // cfg.packer_kernel[0],
+                "voxels_per_bin": model.depth_patch,
+            }
+            if cfg.localisation
+            else None,
             "logit_scale_mode": cfg.logit_scale_mode,
             "preprocessing": {"name": model.preprocessing.get("name"), "hash": model.preprocessing.get("hash")},
             "slice_input": model.slice_input,

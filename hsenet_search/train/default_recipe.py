@@ -104,9 +104,12 @@ def main() -> None:
     parser.add_argument("--ship", type=Path, default=None, help="Copy the model files here (the package dir).")
     parser.add_argument("--summary", type=Path, default=Path("benchmarks/results/default_model_training.json"))
     args = parser.parse_args()
+    from hsenet_search.eval.provenance import run_started, write_result
+
+    started = run_started()
     summary = run(args.work, args.ship, Recipe())
     args.summary.parent.mkdir(parents=True, exist_ok=True)
-    args.summary.write_text(json.dumps(summary, indent=2, default=str))
+    write_result(args.summary, json.loads(json.dumps(summary, default=str)), started)
     print(json.dumps({k: summary[k] for k in ("stage1", "stage2", "seconds")}, indent=2, default=str))
 
 

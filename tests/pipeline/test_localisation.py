@@ -34,6 +34,7 @@ def loc_model(tmp_path_factory, synth_data):
         augment="none",
         loc_loss_weight=1.0,
         save_every=STEPS,
+        eval_every=STEPS,
         seed=3,
     )
     result = Trainer(cfg).train(progress=False)
@@ -98,7 +99,9 @@ def test_search_text_json_hits_say_where(loc_model, synth_data, tmp_path):
     from hsenet_search.index.builder import BuildConfig, build_index
 
     index = tmp_path / "index"
-    build_index(BuildConfig(data=str(synth_data), out=str(index), model=str(loc_model), workers=0), progress=False)
+    build_index(
+        BuildConfig(data=str(synth_data), out=str(index), model=str(loc_model), workers=0), progress=False
+    )
     query = "pulmonary nodule in the right lung upper lobe"
     res = run_cli("search", "text", query, "--index", index, "-k", "3", "--json")
     assert res.returncode == 0, res.stderr
@@ -117,5 +120,7 @@ def test_bench_localisation_writes_json_and_markdown(loc_model, synth_data, tmp_
     res = run_cli("bench", "localisation", "--data", synth_data, "--model", loc_model, "--out", out)
     assert res.returncode == 0, res.stderr
     payload = json.loads(out.with_suffix(".json").read_text())
-    assert {"model", "random_bin", "middle_bin"} <= set(payload["overall"]) and "machine" in json.dumps(payload)
+    assert {"model", "random_bin", "middle_bin"} <= set(payload["overall"]) and "machine" in json.dumps(
+        payload
+    )
     assert payload["split"] == "valid" and "middle-bin" in out.with_suffix(".md").read_text()
