@@ -83,7 +83,7 @@ def retrieval(
         "10,000 bootstrap resamples).",
     ),
     exclude: Path | None = typer.Option(
-        None, "--exclude", help="With --dedup: scan ids / volume names to drop first (RadFinder's no_chest list)."
+        None, "--exclude", help="With --dedup: scan ids / volume names dropped first (RadFinder's no_chest)."
     ),
     out: Path | None = OUT,
     overwrite: bool = OVERWRITE,

@@ -51,7 +51,7 @@ def _render(info: dict[str, Any]) -> None:
     loc = info.get("localisation")
     table.add_row(
         "localisation head",
-        "none" if loc is None else f"{loc['tower']}: {loc['bins']} depth bins of {loc['voxels_per_bin']} voxels",
+        "none" if loc is None else f"{loc['tower']}: {loc['bins']} bins of {loc['voxels_per_bin']} slices",
     )
     table.add_row("preprocessing", f"{info['preprocessing']['name']} ({info['preprocessing']['hash']})")
     table.add_row("2E3 slice input", SLICE_INPUTS[info["slice_input"]])

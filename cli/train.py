@@ -36,9 +36,11 @@ def train(
     prompt_loss: PromptLoss = typer.Option(
         PromptLoss.none,
         "--prompt-loss",
-        help="Disease-prompt loss: none, pair (one prompt pair per label) or radfinder (3+3 prompts, pos_weight).",
+        help="Disease-prompt loss: none, pair (one prompt pair per label) or radfinder (3+3, pos_weight).",
     ),
-    prompt_loss_weight: float = typer.Option(0.5, "--prompt-loss-weight", min=0.0, help="Its weight (RadFinder: 0.5)."),
+    prompt_loss_weight: float = typer.Option(
+        0.5, "--prompt-loss-weight", min=0.0, help="Weight of the prompt loss (RadFinder: 0.5)."
+    ),
     loc_loss_weight: float = typer.Option(
         0.0,
         "--loc-loss-weight",

@@ -1,4 +1,4 @@
-"""Stored slice ↔ model depth bin: hand-made affines, and the real ``tiny`` profile against a hand derivation."""
+"""Stored slice ↔ model depth bin: hand-made affines, and the real ``tiny`` profile vs a hand derivation."""
 
 from __future__ import annotations
 

@@ -116,7 +116,8 @@ def localisation_markdown(result: dict) -> str:
             f"{100 * r['exact']:.1f} | {100 * r['within_12mm']:.1f} | {100 * r['within_24mm']:.1f}"
         )
 
-    head = "| predictor | MAE mm [95 % CI] | median mm | exact bin % | ≤12 mm % | ≤24 mm % |\n|---|---|---|---|---|---|"
+    head = "| predictor | MAE mm [95 % CI] | median mm | exact bin % | ≤12 mm % | ≤24 mm % |\n" + "|---" * 6
+    head += "|"
     lines = [
         f"Localisation on split {result['split']}: {result['snippets']} snippets of {result['scans']} scans "
         f"(bins of {result['bin_mm']['median']:.1f} mm median, {result['bins_per_scan']} per scan; "

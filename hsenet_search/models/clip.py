@@ -387,7 +387,7 @@ class HSENetCLIP(nn.Module):
         return F.normalize(proj(pooled.to(proj.weight.device)), dim=-1)
 
     def encode_depths(self, x: torch.Tensor) -> torch.Tensor:
-        """Preprocessed volumes ``(B, 1, D, H, W)`` -> per-depth embeddings ``(B, bins, E)`` (eval, no grad)."""
+        """Preprocessed volumes ``(B, 1, D, H, W)`` -> per-depth embeddings ``(B, bins, E)`` (eval mode)."""
         self.require_localisation_head()
         with self._inference():
             return self.depth_features_from_patches(self.patch_tokens(self._volume(x), LOCALISATION_TOWER))

@@ -67,7 +67,8 @@ class ScanDataset(Dataset):
     the slice inputs ``recipe`` asks for (see :mod:`hsenet_search.embedding`; the augmentation, as in the
     official code, touches the volume only) and, when ``snippets`` gives the scan's cited slices
     ``(snippet text index, 0-based stored slice)``, one of them drawn at random with its model depth bin
-    (``(text index, bin)``, or None; bins of ``patch_depth`` model voxels, see :mod:`hsenet_search.data.depth`)."""
+    (``(text index, bin)``, or None; bins of ``patch_depth`` model voxels, :mod:`hsenet_search.data.depth`).
+    """
 
     def __init__(
         self,

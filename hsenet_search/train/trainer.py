@@ -78,7 +78,7 @@ class TrainConfig:
     text_field: str | None = None  # findings | impression | findings+impression (None: the model's own)
     text_truncation: str = "head"  # head (tokenizer truncation) | sentences (official random-sentence draw)
     prompt_loss_weight: float = 0.0  # disease-prompt loss from the 18 labels (0 = off)
-    prompt_loss: str = "pair"  # pair (one prompt pair per label) | radfinder (3+3 variants, pos_weight; §1.3)
+    prompt_loss: str = "pair"  # pair (one prompt pair per label) | radfinder (3+3 prompts, pos_weight)
     loc_loss_weight: float = 0.0  # localisation loss on snippets mined from the training reports (0 = off)
     consistency_decay_steps: int = 5000
     keep_stage2: bool = False  # stage 2: keep the model's 2E3 weights (fine-tuning) instead of copying stage 1
@@ -171,11 +171,11 @@ class Trainer:
         if cfg.augment not in AUGMENTATIONS:
             raise HSENetError(f"unknown augmentation {cfg.augment!r}; expected one of {', '.join(AUGMENTATIONS)}")
         if cfg.prompt_loss not in PROMPT_LOSSES:
-            raise HSENetError(f"unknown prompt loss {cfg.prompt_loss!r}; expected one of {', '.join(PROMPT_LOSSES)}")
+            raise HSENetError(f"unknown prompt loss {cfg.prompt_loss!r}; expected {', '.join(PROMPT_LOSSES)}")
         if cfg.loc_loss_weight > 0 and cfg.stage != 1:
             raise HSENetError("the localisation head trains with stage 1 (--loc-loss-weight needs --stage 1)")
         if cfg.loc_loss_weight > 0 and cfg.augment == "official":
-            raise HSENetError("--augment official flips the depth axis, which breaks --loc-loss-weight targets")
+            raise HSENetError("--augment official flips the depth axis: no --loc-loss-weight with it")
         self.cfg = cfg
         self.tower = TOWER[cfg.stage]
         self.out = Path(cfg.out)
@@ -213,7 +213,10 @@ class Trainer:
         self.per_epoch = batches_per_epoch(len(self.train_scans), cfg.batch_size, self.world)
         self.total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * self.per_epoch
         self.loss_fn = contrastive_loss(cfg.loss, self.rank, self.world)
-        self.snippet_texts, self.train_snippets = self._mine_snippets() if cfg.loc_loss_weight > 0 else ([], None)
+        self.snippet_texts: list[str] = []
+        self.train_snippets = None
+        if cfg.loc_loss_weight > 0:
+            self.snippet_texts, self.train_snippets = self._mine_snippets()
         self._pos_weight_cache: torch.Tensor | None = None
         self._patches: torch.Tensor | None = None  # the step's stage-1 patch tokens (localisation loss)
         self._setup_trainable()
@@ -238,7 +241,8 @@ class Trainer:
                     cited.append((texts.setdefault(snippet.text, len(texts)), snippet.slice_index))
             per_scan.append(tuple(cited))
         if not texts:
-            raise DatasetError("--loc-loss-weight: no training report cites an image (series S image I)", self.cfg.data)
+            message = "--loc-loss-weight: no training report cites a slice (series S image I)"
+            raise DatasetError(message, self.cfg.data)
         return list(texts), per_scan
 
     def _load_model(self):
@@ -385,7 +389,9 @@ class Trainer:
         pooled_s1 = self._pooled_texts(self.train_texts, "stage1") if cfg.stage == 2 else None
         prompts_pos, prompts_neg = self._prompt_texts()
         prompt_cache = (self._pooled_texts(prompts_pos, self.tower), self._pooled_texts(prompts_neg, self.tower))
-        snippet_cache = self._pooled_texts(self.snippet_texts, LOCALISATION_TOWER) if self.snippet_texts else None
+        snippet_cache = None
+        if self.snippet_texts:
+            snippet_cache = self._pooled_texts(self.snippet_texts, LOCALISATION_TOWER)
         dataset = ScanDataset(
             self.train_scans,
             self.profile,
@@ -515,7 +521,7 @@ class Trainer:
         return loss, parts
 
     def _prompt_texts(self) -> tuple[list[str], list[str]]:
-        """The prompt sentences: one pair per label, or RadFinder's 3 + 3 per label (flattened label-major)."""
+        """The prompts: one pair per label, or RadFinder's 3 + 3 per label (flattened label-major)."""
         if self.cfg.prompt_loss != "radfinder":
             return disease_prompts()
         pos, neg = prompt_variants()
@@ -536,10 +542,11 @@ class Trainer:
         text_idx = torch.tensor([targets[i][0] for i in rows])
         bins = torch.tensor([targets[i][1] for i in rows], device=self.device)
         if snippet_cache is not None:
-            snippets = self.model.snippet_features_from_pooled(snippet_cache[text_idx.to(snippet_cache.device)])
+            pooled = snippet_cache[text_idx.to(snippet_cache.device)]
         else:
             texts = [self.snippet_texts[i] for i in text_idx.tolist()]
-            snippets = self.model.snippet_features_from_pooled(self.model.text_pooled(texts, LOCALISATION_TOWER))
+            pooled = self.model.text_pooled(texts, LOCALISATION_TOWER)
+        snippets = self.model.snippet_features_from_pooled(pooled)
         depths = self.model.depth_features_from_patches(self._patches[rows])
         valid = torch.ones(depths.shape[:2], dtype=torch.bool, device=self.device)
         return localisation_loss(snippets.float(), depths.float(), bins, valid)
