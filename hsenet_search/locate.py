@@ -12,7 +12,7 @@ bin's centre maps back to the stored file's slices by :mod:`hsenet_search.data.d
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ import torch
 
 from hsenet_search.data.cache import PreprocessCache
 from hsenet_search.data.cases import Case
-from hsenet_search.data.depth import DepthBins
+from hsenet_search.data.depth import DepthBins, DepthGeometry
 from hsenet_search.errors import QueryError
 from hsenet_search.train.radfinder import LOCALISATION_TAU
 
@@ -50,10 +50,13 @@ class Location:
 
 @dataclass
 class LocateResult:
-    """The locations of several texts in one scan."""
+    """The locations of several texts in one scan (``volume_name`` and ``geometry``: the volume they were
+    found in, for viewers; not part of the JSON)."""
 
     scan: str
     results: list[Location]
+    volume_name: str = ""
+    geometry: DepthGeometry | None = field(default=None, repr=False)
 
     def to_json(self) -> dict:
         return {"scan": self.scan, "results": [r.to_json() for r in self.results]}
@@ -116,6 +119,5 @@ def locate(
     depths = model.encode_depths(torch.from_numpy(x)[None])[0].float().cpu()
     snippets = model.encode_snippets(texts).float().cpu()
     scores = (snippets @ depths.T).numpy()
-    return LocateResult(
-        scan or case.scan_id, profile_locations(scores, DepthBins(geometry, model.depth_patch), texts)
-    )
+    locations = profile_locations(scores, DepthBins(geometry, model.depth_patch), texts)
+    return LocateResult(scan or case.scan_id, locations, case.volume_name, geometry)
