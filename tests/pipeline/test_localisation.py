@@ -94,25 +94,53 @@ def test_locate_errors_are_one_line(loc_model, synth_data, other_model_dir, tmp_
     assert res.returncode == 2 and "missing.nii.gz" in res.stderr and "Traceback" not in res.stderr
 
 
-def test_search_text_json_hits_say_where(loc_model, synth_data, tmp_path):
-    from hsenet_search.engine import SearchEngine
+@pytest.fixture(scope="module")
+def loc_index(tmp_path_factory, loc_model, synth_data):
     from hsenet_search.index.builder import BuildConfig, build_index
 
-    index = tmp_path / "index"
+    index = tmp_path_factory.mktemp("loc-index") / "index"
     build_index(
         BuildConfig(data=str(synth_data), out=str(index), model=str(loc_model), workers=0), progress=False
     )
-    query = "pulmonary nodule in the right lung upper lobe"
-    res = run_cli("search", "text", query, "--index", index, "-k", "3", "--json")
+    return index
+
+
+QUERY = "pulmonary nodule in the right lung upper lobe"
+
+
+def test_search_text_json_hits_say_where(loc_index):
+    from hsenet_search.engine import SearchEngine
+
+    res = run_cli("search", "text", QUERY, "--index", loc_index, "-k", "3", "--json")
     assert res.returncode == 0, res.stderr
     hits = json.loads(res.stdout)["hits"]
     assert len(hits) == 3
-    engine = SearchEngine.open(index)
+    engine = SearchEngine.open(loc_index)
     for hit in hits:
         where = hit["where"]
         assert set(where) == {"image_number", "z_mm"}
-        direct = engine.locate(hit["scan_id"], [query]).results[0]
+        direct = engine.locate(hit["scan_id"], [QUERY]).results[0]
         assert (where["image_number"], where["z_mm"]) == (direct.image_number, direct.z_mm)
+
+
+def test_viewer_api_locates_a_case(loc_index):
+    from fastapi.testclient import TestClient
+
+    from hsenet_search.engine import SearchEngine
+    from hsenet_search.service import ServiceConfig, create_app
+    from hsenet_search.service.state import LoadedIndex, ServiceState
+
+    config = ServiceConfig(indexes=["unused"])
+    client = TestClient(create_app(config, ServiceState(config, {"loc": LoadedIndex.open("loc", loc_index)})))
+    engine = SearchEngine.open(loc_index)
+    scan = str(engine.metadata["scan_id"].iloc[0])
+    body = client.get(f"/cases/{scan}/locate", params={"text": QUERY}).json()
+    direct = engine.locate(scan, [QUERY]).results[0]
+    assert body["image_number"] == direct.image_number and body["profile"] == direct.profile
+    # synthetic volumes store slices foot to head (LPS), so the viewer's axial index is image_number - 1
+    assert body["axial_index"] == direct.image_number - 1 and body["volume_name"].startswith(scan)
+    assert client.get("/cases/nope/locate", params={"text": QUERY}).status_code == 404
+    assert client.get(f"/cases/{scan}/locate", params={"text": ""}).status_code == 422
 
 
 def test_bench_localisation_writes_json_and_markdown(loc_model, synth_data, tmp_path):
