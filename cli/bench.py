@@ -231,16 +231,19 @@ def localisation(
     data: Path = typer.Option(..., "--data", help="Dataset whose held-out scans' reports cite images."),
     model: str | None = MODEL,
     split: Split = SPLIT,
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Preprocessed-tensor cache directory."),
     out: Path | None = OUT,
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Intra-scan localisation of report snippets: MAE (95 % CI), median, ≤12/24 mm vs random/middle bin."""
     _check_out(out, overwrite, data)
+    from hsenet_search.data.cache import PreprocessCache
     from hsenet_search.eval.localisation_bench import localisation_benchmark, localisation_markdown
     from hsenet_search.eval.provenance import run_started
     from hsenet_search.models import load_model
 
     started = run_started()
-    result = localisation_benchmark(load_model(model).eval(), data, split=split.value)
+    cache = PreprocessCache(cache_dir) if cache_dir is not None else None
+    result = localisation_benchmark(load_model(model).eval(), data, split=split.value, cache=cache)
     result["source"] = {"data": str(data), "model": model or "default"}
     _write(out, result, localisation_markdown(result), started)
