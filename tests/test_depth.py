@@ -90,6 +90,8 @@ def test_localisation_head_shapes_and_copy_init():
     assert torch.allclose(depths.norm(dim=-1), torch.ones(2, 8), atol=1e-5)
     assert model.encode_snippets(["a nodule", "effusion"]).shape == (2, 128)
     assert model.config.to_dict()["localisation"] is True
+    trained = [id(p) for p in model.tower_parameters("stage1") + model.localisation_parameters()]
+    assert len(trained) == len(set(trained))  # the head is trained once, by the localisation loss
     assert "localisation" not in get_config("tiny").to_dict()  # older configs keep their fingerprint
 
 

@@ -239,13 +239,15 @@ class HSENetCLIP(nn.Module):
         return self.text_tower(tower).frozen
 
     def tower_parameters(self, tower: str) -> list[nn.Parameter]:
-        """Parameters a contrastive stage trains: the tower (not its packer), its text trunk unless frozen
-        (a shared trunk trains only in stage 1, so stage 2 never moves the stage-1 text side) and, for stage 2,
-        a trainable slice tower."""
+        """Parameters a contrastive stage trains: the tower (not its packer nor snippet projection: the
+        localisation head, :meth:`localisation_parameters`), its text trunk unless frozen (a shared trunk trains
+        only in stage 1, so stage 2 never moves the stage-1 text side) and, for stage 2, a trainable slice
+        tower."""
         self._check_tower(tower)
         stage = self.stages[tower]
-        packer = {id(p) for p in stage.packer.parameters()} if stage.packer is not None else set()
-        params = [p for p in stage.parameters() if id(p) not in packer]
+        head = [m for m in (stage.packer, stage.loc_language_proj) if m is not None]
+        skip = {id(p) for m in head for p in m.parameters()}
+        params = [p for p in stage.parameters() if id(p) not in skip]
         trunk = self.text_tower(tower)
         if not trunk.frozen and (tower == "stage1" or not self.config.shared_text_trunk):
             params += list(trunk.parameters())
