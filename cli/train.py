@@ -48,6 +48,13 @@ def train(
         help="Stage 1: weight of the localisation loss on the reports' 'series S image I' snippets; adds a "
         "localisation head to a model without one (0 = off; RadFinder: 0.004).",
     ),
+    loc_sigma_bins: float = typer.Option(
+        2.0,
+        "--loc-sigma-bins",
+        min=0.1,
+        help="Width of the Gaussian depth target in bins (RadFinder: 2 bins = 24 mm; tiny models' bins are ~40 mm, "
+        "so 0.6 keeps 24 mm).",
+    ),
     consistency_steps: int = typer.Option(
         5000,
         "--consistency-steps",
@@ -93,6 +100,7 @@ def train(
         prompt_loss_weight=prompt_loss_weight if prompt_loss is not PromptLoss.none else 0.0,
         prompt_loss=prompt_loss.value if prompt_loss is not PromptLoss.none else "pair",
         loc_loss_weight=loc_loss_weight,
+        loc_sigma_bins=loc_sigma_bins,
         consistency_decay_steps=consistency_steps,
         eval_every=eval_every,
         device=device,

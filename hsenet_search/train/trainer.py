@@ -43,6 +43,7 @@ from .losses import (
     relation_loss,
 )
 from .radfinder import (
+    LOCALISATION_SIGMA_BINS,
     SIGLIP_BIAS_INIT,
     SIGLIP_LOGIT_SCALE_INIT,
     localisation_loss,
@@ -80,6 +81,9 @@ class TrainConfig:
     prompt_loss_weight: float = 0.0  # disease-prompt loss from the 18 labels (0 = off)
     prompt_loss: str = "pair"  # pair (one prompt pair per label) | radfinder (3+3 prompts, pos_weight)
     loc_loss_weight: float = 0.0  # localisation loss on snippets mined from the training reports (0 = off)
+    # Gaussian width of the depth target in bins: RadFinder's 2 bins are 24 mm at its 12 mm bins; a tiny model's
+    # bins are ~40 mm (8 per scan), where 0.6 bins keeps RadFinder's 24 mm.
+    loc_sigma_bins: float = LOCALISATION_SIGMA_BINS
     consistency_decay_steps: int = 5000
     keep_stage2: bool = False  # stage 2: keep the model's 2E3 weights (fine-tuning) instead of copying stage 1
     eval_every: int = 0  # steps; 0 = once per epoch
@@ -549,7 +553,7 @@ class Trainer:
         snippets = self.model.snippet_features_from_pooled(pooled)
         depths = self.model.depth_features_from_patches(self._patches[rows])
         valid = torch.ones(depths.shape[:2], dtype=torch.bool, device=self.device)
-        return localisation_loss(snippets.float(), depths.float(), bins, valid)
+        return localisation_loss(snippets.float(), depths.float(), bins, valid, sigma=self.cfg.loc_sigma_bins)
 
     def _prompt_features(self, cache, texts):
         if cache is not None:

@@ -17,29 +17,51 @@ from hsenet_search.train.trainer import TrainConfig, Trainer
 
 from .conftest import run_cli
 
-STEPS = 60
+STEPS = 80
+pytestmark = pytest.mark.slow  # a real (short) training run: about a minute on 2 shared CPU cores
 
 
 @pytest.fixture(scope="module")
 def loc_model(tmp_path_factory, synth_data):
-    """The tiny config trained briefly (stage 1) with the localisation loss, from a fresh model."""
-    out = tmp_path_factory.mktemp("loc") / "model"
+    """A small stage-1-only model trained briefly with the localisation loss, from random weights.
+
+    RadFinder's Gaussian target is 2 bins wide at 12 mm bins (24 mm); the tiny config's bins are ~40 mm (8 per
+    synthetic scan), so the run uses ``loc_sigma_bins=0.6`` (the same 24 mm)."""
+    import torch
+
+    from hsenet_search.models.clip import HSENetCLIP
+    from hsenet_search.models.configs import get_config
+
+    root = tmp_path_factory.mktemp("loc")
+    torch.manual_seed(0)
+    small = get_config("tiny").replace(
+        layers=2,
+        width=64,
+        mlp_dim=128,
+        towers=("stage1",),
+        embedding="stage1",
+        projection_dim=64,
+        packer_out_dim=64,
+    )
+    HSENetCLIP(small).save_pretrained(root / "init")
     cfg = TrainConfig(
         data=str(synth_data),
-        out=str(out),
+        out=str(root / "model"),
+        init=str(root / "init"),
         steps=STEPS,
         batch_size=8,
-        lr=1e-3,
+        lr=3e-3,
         workers=0,
         augment="none",
         loc_loss_weight=1.0,
+        loc_sigma_bins=0.6,
         save_every=STEPS,
         eval_every=STEPS,
         seed=3,
     )
     result = Trainer(cfg).train(progress=False)
     assert "localisation" in result.history[0]
-    return out
+    return root / "model"
 
 
 def _cited(data, split):
@@ -55,31 +77,37 @@ def _cited(data, split):
 
 
 def test_short_training_lifts_localisation_well_above_the_middle_bin(loc_model, synth_data):
+    """On the scans it trained on (30 scans are too few to generalise; the benchmark measures held-out scans)."""
     result = localisation_benchmark(load_model(loc_model), synth_data, split="train", progress=False)
     model, middle = result["overall"]["model"], result["overall"]["middle_bin"]
     assert result["snippets"] >= 20
-    assert model["mae_mm"] <= 0.6 * middle["mae_mm"], result["overall"]
-    assert model["exact"] >= middle["exact"] + 0.2, result["overall"]
+    assert model["mae_mm"] <= 0.5 * middle["mae_mm"], result["overall"]
+    assert model["exact"] >= middle["exact"] + 0.25, result["overall"]
 
 
 def test_locate_cli_finds_the_cited_images(loc_model, synth_data):
-    cited = _cited(synth_data, "train")[:12]
-    assert len(cited) >= 8
+    by_scan: dict = {}
+    for path, text, image, depth in _cited(synth_data, "train"):
+        by_scan.setdefault(path, []).append((text, image, depth))
     errors, bins = [], []
-    for path, text, image, depth in cited:
-        res = run_cli("locate", path, "--text", text, "--model", loc_model, "--json")
+    for path, cited in list(by_scan.items())[:4]:
+        texts = [f"--text={text}" for text, _, _ in cited]
+        res = run_cli("locate", path, *texts, "--model", loc_model, "--json")
         assert res.returncode == 0, res.stderr
         out = json.loads(res.stdout)
-        (hit,) = out["results"]
-        assert set(hit) == {"text", "image_number", "z_mm", "bin_mm", "profile", "confidence"}
-        assert out["scan"] and hit["text"] == text and 1 <= hit["image_number"] <= depth
-        assert len(hit["profile"]) == 8 and sum(hit["profile"]) == pytest.approx(1.0, abs=1e-4)
+        assert out["scan"] and len(out["results"]) == len(cited)
         slice_mm = float(nib.load(path).header.get_zooms()[2])
-        assert hit["z_mm"] == pytest.approx((hit["image_number"] - 1) * slice_mm, abs=1e-3)
-        errors.append(abs(hit["image_number"] - image) * slice_mm)
-        bins.append(hit["bin_mm"])
-    # a prediction is a bin centre: within half a bin of the cited image when the right bin is found,
-    # within 1.5 bins when a neighbour is; most predictions must be one of the two
+        for hit, (text, image, depth) in zip(out["results"], cited, strict=True):
+            assert set(hit) == {"text", "image_number", "z_mm", "bin_mm", "profile", "confidence"}
+            assert hit["text"] == text and 1 <= hit["image_number"] <= depth
+            assert len(hit["profile"]) == 8 and sum(hit["profile"]) == pytest.approx(1.0, abs=1e-4)
+            assert hit["confidence"] == max(hit["profile"])
+            assert hit["z_mm"] == pytest.approx((hit["image_number"] - 1) * slice_mm, abs=1e-3)
+            errors.append(abs(hit["image_number"] - image) * slice_mm)
+            bins.append(hit["bin_mm"])
+    # a prediction is a bin centre: within half a bin of the cited image when the cited bin is found, within
+    # 1.5 bins when a neighbouring bin is; most predictions must be one of the two
+    assert len(errors) >= 6
     near = np.array(errors) <= 1.5 * np.array(bins)
     assert near.mean() >= 0.75, list(zip(errors, bins, strict=True))
 
