@@ -27,8 +27,8 @@ def test_siglip_starts_as_radfinder_specifies(tmp_path, synth_data):
         prompt_loss_weight=0.5,
     )
     trainer = Trainer(cfg)
-    assert float(trainer.model.logit_scale("stage1")) == pytest.approx(10.0)
-    assert float(trainer.logit_bias) == -10.0
+    assert float(trainer.model.logit_scale("stage1").detach()) == pytest.approx(10.0)
+    assert float(trainer.logit_bias.detach()) == -10.0
     labels = np.array([s.labels for s in trainer.train_scans])
     pos, neg = (labels == 1).sum(0), (labels == 0).sum(0)
     expected = np.where(pos > 0, np.minimum(neg / np.maximum(pos, 1), 20.0), 20.0)
