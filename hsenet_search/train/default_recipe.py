@@ -34,6 +34,7 @@ class Recipe:
     lr_stage2: float = 3e-4
     prompt_loss: float = 1.0
     loc_loss: float = 1.0  # stage 1: localisation loss on the reports' "series S image I" snippets
+    loc_sigma_bins: float = 0.6  # its Gaussian target: RadFinder's 24 mm at the tiny model's ~40 mm bins
     seed: int = 0
     workers: int = 2
 
@@ -70,6 +71,7 @@ def run(work: Path, ship: Path | None, recipe: Recipe, progress: bool = True) ->
             epochs=recipe.stage1_epochs,
             lr=recipe.lr_stage1,
             loc_loss_weight=recipe.loc_loss,
+            loc_sigma_bins=recipe.loc_sigma_bins,
             **common,
         ),
         progress=progress,
