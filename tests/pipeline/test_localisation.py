@@ -160,6 +160,7 @@ def test_viewer_api_locates_a_case(loc_index):
 
     config = ServiceConfig(indexes=["unused"])
     client = TestClient(create_app(config, ServiceState(config, {"loc": LoadedIndex.open("loc", loc_index)})))
+    assert client.get("/indexes").json()["indexes"][0]["localisation"] is True  # the viewer asks for "where"
     engine = SearchEngine.open(loc_index)
     scan = str(engine.metadata["scan_id"].iloc[0])
     body = client.get(f"/cases/{scan}/locate", params={"text": QUERY}).json()

@@ -171,7 +171,8 @@ async function loadCase(scanId) {
   $("draft-out").hidden = true;
   $("where").hidden = true;
   showCaseView(true);
-  if (state.q) await showWhere(scanId, state.q);
+  const ix = indexes.find((i) => i.name === state.index);
+  if (state.q && ix && ix.localisation) await showWhere(scanId, state.q);
   await drawSlice();
   $("slice-frame").focus();
   status("");
@@ -179,13 +180,7 @@ async function loadCase(scanId) {
 
 // Where the search text is in this scan (a model with a localisation head): open that slice, show the profile.
 async function showWhere(scanId, text) {
-  let where;
-  try {
-    where = await api.locate(scanId, text, state.index);
-  } catch (err) {
-    if (err instanceof ApiError && err.status === 409) return;  // the index's model has no localisation head
-    throw err;
-  }
+  const where = await api.locate(scanId, text, state.index);
   const shown = view.info.volumes.findIndex((v) => v.volume_name === where.volume_name);
   if (shown >= 0) view.volume = shown;
   if (where.axial_index !== null) view.index.axial = where.axial_index;
