@@ -1,12 +1,13 @@
 """Localisation vs its baselines on held-out synthetic scans, and retrieval / zero-shot with vs without the
 localisation loss: ``python benchmarks/bench_localisation.py [--work runs/locbench]``.
 
-240 tiny synthetic scans (seed 7, a quarter held out as the valid split); a small stage-1-only model (the
-``tiny`` config with 2 layers of width 64, embeddings 64-d) from one random start, trained 200 steps (batch 16,
-lr 3e-3, disease-prompt loss 1.0) twice: with the localisation loss (weight 1, Gaussian target 0.6 bins = 24 mm)
-and without. Then ``bench localisation`` on the valid split (→ ``results/localisation_synthetic.{json,md}``), and
-``bench retrieval`` / ``bench zeroshot`` on valid-split indexes of both models (→
-``results/localisation_ablation_synthetic.json``). Run it under ``nice -n 10 OMP_NUM_THREADS=1`` on a shared box.
+240 tiny synthetic scans (seed 7, a quarter held out as the valid split); a small stage-1-only model
+(the ``tiny`` config with 2 layers of width 64, embeddings 64-d) from one random start, trained 200 steps
+(batch 16, lr 3e-3, disease-prompt loss 1.0) twice: with the localisation loss (weight 1, Gaussian target
+0.6 bins = 24 mm) and without. Then ``bench localisation`` on the valid split (→
+``results/localisation_synthetic.{json,md}``), and ``bench retrieval`` / ``bench zeroshot`` on valid-split
+indexes of both models (→ ``results/localisation_ablation_synthetic.json``). Run it under ``nice -n 10``
+with ``OMP_NUM_THREADS=1`` on a shared box.
 """
 
 from __future__ import annotations

@@ -52,8 +52,8 @@ def train(
         2.0,
         "--loc-sigma-bins",
         min=0.1,
-        help="Width of the Gaussian depth target in bins (RadFinder: 2 bins = 24 mm; tiny models' bins are ~40 mm, "
-        "so 0.6 keeps 24 mm).",
+        help="Width of the Gaussian depth target in bins (RadFinder: 2 bins = 24 mm; the tiny model's bins are "
+        "~40 mm, so 0.6 keeps 24 mm).",
     ),
     consistency_steps: int = typer.Option(
         5000,

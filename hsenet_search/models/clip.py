@@ -240,9 +240,9 @@ class HSENetCLIP(nn.Module):
 
     def tower_parameters(self, tower: str) -> list[nn.Parameter]:
         """Parameters a contrastive stage trains: the tower (not its packer nor snippet projection: the
-        localisation head, :meth:`localisation_parameters`), its text trunk unless frozen (a shared trunk trains
-        only in stage 1, so stage 2 never moves the stage-1 text side) and, for stage 2, a trainable slice
-        tower."""
+        localisation head, :meth:`localisation_parameters`), its text trunk unless frozen (a shared trunk
+        trains only in stage 1, so stage 2 never moves the stage-1 text side) and, for stage 2, a trainable
+        slice tower."""
         self._check_tower(tower)
         stage = self.stages[tower]
         head = [m for m in (stage.packer, stage.loc_language_proj) if m is not None]

@@ -81,8 +81,8 @@ class TrainConfig:
     prompt_loss_weight: float = 0.0  # disease-prompt loss from the 18 labels (0 = off)
     prompt_loss: str = "pair"  # pair (one prompt pair per label) | radfinder (3+3 prompts, pos_weight)
     loc_loss_weight: float = 0.0  # localisation loss on snippets mined from the training reports (0 = off)
-    # Gaussian width of the depth target in bins: RadFinder's 2 bins are 24 mm at its 12 mm bins; a tiny model's
-    # bins are ~40 mm (8 per scan), where 0.6 bins keeps RadFinder's 24 mm.
+    # Gaussian width of the depth target in bins: RadFinder's 2 bins are 24 mm at its 12 mm bins; the tiny
+    # model's bins are ~40 mm (8 per scan), where 0.6 bins keeps RadFinder's 24 mm.
     loc_sigma_bins: float = LOCALISATION_SIGMA_BINS
     consistency_decay_steps: int = 5000
     keep_stage2: bool = False  # stage 2: keep the model's 2E3 weights (fine-tuning) instead of copying stage 1

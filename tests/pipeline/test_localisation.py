@@ -77,7 +77,8 @@ def _cited(data, split):
 
 
 def test_short_training_lifts_localisation_well_above_the_middle_bin(loc_model, synth_data):
-    """On the scans it trained on (30 scans are too few to generalise; the benchmark measures held-out scans)."""
+    """On the scans it trained on (30 scans are too few to generalise; the benchmark measures held-out
+    scans)."""
     result = localisation_benchmark(load_model(loc_model), synth_data, split="train", progress=False)
     model, middle = result["overall"]["model"], result["overall"]["middle_bin"]
     assert result["snippets"] >= 20
