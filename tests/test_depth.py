@@ -105,3 +105,18 @@ def test_head_survives_save_and_load(tmp_path):
     assert loaded.has_localisation_head and loaded.fingerprint == model.fingerprint
     x = torch.rand(1, 1, 32, 64, 64)
     torch.testing.assert_close(loaded.encode_depths(x), model.encode_depths(x))
+
+
+def test_a_model_without_a_packer_gets_a_head_by_fine_tuning(tmp_path):
+    """Imported official checkpoints have no Spatial Packer (packer_out_dim None): the fine-tune path adds
+    one spanning each depth slab, and the snippet projection starts as a copy of the language projection."""
+    from hsenet_search.models import load_model
+    from hsenet_search.models.clip import HSENetCLIP
+
+    model = HSENetCLIP(get_config("tiny").replace(packer_out_dim=None))
+    assert all(stage.packer is None for stage in model.stages.values())
+    model.add_localisation_head()
+    assert model.config.packer_out_dim == model.config.projection_dim and model.config.packer_kernel == (1, 4, 4)
+    assert model.encode_depths(torch.rand(1, 1, 32, 64, 64)).shape == (1, 8, 128)
+    model.save_pretrained(tmp_path / "ft")
+    assert load_model(tmp_path / "ft").has_localisation_head
