@@ -7,9 +7,11 @@ from pathlib import Path
 
 import typer
 
-from .common import DraftMode, Split, Unit, console, parse_ks
+from .common import Dedup, DraftMode, Split, Unit, console, parse_ks
 
-app = typer.Typer(help="Benchmarks: R@k, volume→volume, zero-shot, report generation.", no_args_is_help=True)
+app = typer.Typer(
+    help="Benchmarks: R@k, volume→volume, zero-shot, report generation, localisation.", no_args_is_help=True
+)
 
 INDEX = typer.Option(None, "--index", help="Evaluate the embeddings stored in this index directory.")
 DATA = typer.Option(None, "--data", help="Or embed this dataset (all splits) with --model first.")
@@ -74,11 +76,26 @@ def retrieval(
     unit: Unit = UNIT,
     ks: str = typer.Option("1,5,10,50,100", "--ks", help="Comma-separated k values."),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=1, help="Bootstrap resamples for 95 % CIs."),
+    dedup: Dedup | None = typer.Option(
+        None,
+        "--dedup",
+        help="Also RadFinder's protocol: dup_all, first_all or smallestdeduptext (text→image, MedR/MeanR, "
+        "10,000 bootstrap resamples).",
+    ),
+    exclude: Path | None = typer.Option(
+        None, "--exclude", help="With --dedup: scan ids / volume names dropped first (RadFinder's no_chest)."
+    ),
     out: Path | None = OUT,
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Text→volume, volume→text and volume→volume tables with CIs, random baseline and hubness rows."""
     _check_out(out, overwrite, index, data)
+    from hsenet_search.errors import HSENetError
+    from hsenet_search.eval.radfinder_protocol import radfinder_markdown, radfinder_retrieval, read_exclusions
+
+    if exclude is not None and dedup is None:
+        raise HSENetError("--exclude applies to --dedup; give --dedup too")
+    excluded = read_exclusions(exclude) if exclude is not None else None
     from hsenet_search.eval.bench import retrieval_tables, temporary_workdir
     from hsenet_search.eval.provenance import run_started
     from hsenet_search.eval.report import plot_recall, retrieval_markdown
@@ -90,6 +107,16 @@ def retrieval(
         result = retrieval_tables(
             emb.split(split.value, unit.value), k_values, bootstrap, bank=_bank(emb, split.value, unit.value)
         )
+        if dedup is not None:
+            result["radfinder"] = radfinder_retrieval(
+                emb.metadata,
+                emb.volumes,
+                emb.reports,
+                split=split.value,
+                dedup=dedup.value,
+                exclude=excluded,
+                ks=tuple(k_values),
+            )
     result["source"] = {
         "index": str(index) if index else None,
         "data": str(data) if data else None,
@@ -102,7 +129,10 @@ def retrieval(
         f"protocol: {result['source']['embedding']} embedding, report text "
         f"{result['source']['report_text']}, unit {unit.value}, split {split.value}"
     )
-    _write(out, result, retrieval_markdown(result), started)
+    markdown = retrieval_markdown(result)
+    if dedup is not None:
+        markdown += "\n" + radfinder_markdown(result["radfinder"])
+    _write(out, result, markdown, started)
     if out is not None:
         plot_recall({emb.manifest["embedding"]: result}, out.with_suffix(".png"))
 
@@ -213,3 +243,26 @@ def generation(
         runs.append({**run.metrics(), "llm_load_s": load_s})
     payload = {"index": str(index), "data": str(data), "split": split.value, "k": k, "runs": runs}
     _write(out, payload, generation_markdown(payload), started)
+
+
+@app.command("localisation")
+def localisation(
+    data: Path = typer.Option(..., "--data", help="Dataset whose held-out scans' reports cite images."),
+    model: str | None = MODEL,
+    split: Split = SPLIT,
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Preprocessed-tensor cache directory."),
+    out: Path | None = OUT,
+    overwrite: bool = OVERWRITE,
+) -> None:
+    """Intra-scan localisation of report snippets: MAE (95 % CI), median, ≤12/24 mm vs random/middle bin."""
+    _check_out(out, overwrite, data)
+    from hsenet_search.data.cache import PreprocessCache
+    from hsenet_search.eval.localisation_bench import localisation_benchmark, localisation_markdown
+    from hsenet_search.eval.provenance import run_started
+    from hsenet_search.models import load_model
+
+    started = run_started()
+    cache = PreprocessCache(cache_dir) if cache_dir is not None else None
+    result = localisation_benchmark(load_model(model).eval(), data, split=split.value, cache=cache)
+    result["source"] = {"data": str(data), "model": model or "default"}
+    _write(out, result, localisation_markdown(result), started)

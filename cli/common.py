@@ -41,6 +41,14 @@ class Split(str, Enum):
     all = "all"
 
 
+class Dedup(str, Enum):
+    """RadFinder's retrieval dedup modes (``hsenet_search.eval.radfinder_protocol.DEDUP_MODES``)."""
+
+    dup_all = "dup_all"
+    first_all = "first_all"
+    smallestdeduptext = "smallestdeduptext"
+
+
 class DraftMode(str, Enum):
     """Report drafting mode (``hsenet_search.generate.draft.MODES``)."""
 
@@ -55,6 +63,14 @@ class Loss(str, Enum):
 
     clip = "clip"
     siglip = "siglip"
+
+
+class PromptLoss(str, Enum):
+    """Disease-prompt loss (``hsenet_search.train.trainer.PROMPT_LOSSES`` plus ``none``)."""
+
+    none = "none"
+    pair = "pair"
+    radfinder = "radfinder"
 
 
 class Augment(str, Enum):

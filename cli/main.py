@@ -21,13 +21,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from . import bench, data, embed, generate, index, labels, model, search, serve, train
+    from . import bench, data, embed, generate, index, labels, locate, model, search, serve, train
 
     app.add_typer(data.app, name="data")
     app.command("train")(train.train)
     app.add_typer(embed.app, name="embed")
     app.add_typer(index.app, name="index")
     app.add_typer(search.app, name="search")
+    app.command("locate")(locate.locate)
     app.add_typer(bench.app, name="bench")
     app.add_typer(labels.app, name="labels")
     app.add_typer(model.app, name="model")

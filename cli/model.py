@@ -48,6 +48,11 @@ def _render(info: dict[str, Any]) -> None:
     table.add_row(
         "packer", "none" if pk is None else f"kernel {tuple(pk['kernel'])} -> {pk['tokens']} tokens x {pk['out_dim']}"
     )
+    loc = info.get("localisation")
+    table.add_row(
+        "localisation head",
+        "none" if loc is None else f"{loc['tower']}: {loc['bins']} bins of {loc['voxels_per_bin']} slices",
+    )
     table.add_row("preprocessing", f"{info['preprocessing']['name']} ({info['preprocessing']['hash']})")
     table.add_row("2E3 slice input", SLICE_INPUTS[info["slice_input"]])
     table.add_row("report text", info["text_protocol"])

@@ -74,13 +74,16 @@ def text(
     nprobe: int | None = NPROBE,
     ef_search: int | None = EF_SEARCH,
 ) -> None:
-    """Find the volumes that best match a findings-style text."""
-    _render(
-        _engine(index, model, "text").search_text(
-            query, k, labels=label, collapse=not all_recons, hubness=hubness, params=_params(nprobe, ef_search)
-        ),
-        json_out,
+    """Find the volumes that best match a findings-style text (with --json and a model with a localisation
+    head, each hit also says where in the scan the text is: ``where`` = image number and z in mm)."""
+    engine = _engine(index, model, "text")
+    where = json_out and bool(getattr(engine.model.config, "localisation", False))
+    if where and not hasattr(engine.model, "require_localisation_head"):
+        engine = _engine(index, model)  # the vision side is needed to place the query in each hit
+    result = engine.search_text(
+        query, k, labels=label, collapse=not all_recons, hubness=hubness, params=_params(nprobe, ef_search)
     )
+    _render(engine.add_where(result) if where else result, json_out)
 
 
 @app.command("volume")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import Augment, Bridge, Loss, ReportText, TextSource, TextTruncation, TrainParts, console
+from .common import Augment, Bridge, Loss, PromptLoss, ReportText, TextSource, TextTruncation, TrainParts, console
 
 
 def train(
@@ -33,7 +33,28 @@ def train(
         "--text-truncation",
         help="head (tokenizer cut) or sentences (official: first sentence + random further sentences that fit).",
     ),
-    prompt_loss: float = typer.Option(0.0, "--prompt-loss", help="Weight of the disease-prompt loss (0 = off)."),
+    prompt_loss: PromptLoss = typer.Option(
+        PromptLoss.none,
+        "--prompt-loss",
+        help="Disease-prompt loss: none, pair (one prompt pair per label) or radfinder (3+3, pos_weight).",
+    ),
+    prompt_loss_weight: float = typer.Option(
+        0.5, "--prompt-loss-weight", min=0.0, help="Weight of the prompt loss (RadFinder: 0.5)."
+    ),
+    loc_loss_weight: float = typer.Option(
+        0.0,
+        "--loc-loss-weight",
+        min=0.0,
+        help="Stage 1: weight of the localisation loss on the reports' 'series S image I' snippets; adds a "
+        "localisation head to a model without one (0 = off; RadFinder: 0.004).",
+    ),
+    loc_sigma_bins: float = typer.Option(
+        2.0,
+        "--loc-sigma-bins",
+        min=0.1,
+        help="Width of the Gaussian depth target in bins (RadFinder: 2 bins = 24 mm; the tiny model's bins are "
+        "~40 mm, so 0.6 keeps 24 mm).",
+    ),
     consistency_steps: int = typer.Option(
         5000,
         "--consistency-steps",
@@ -93,7 +114,10 @@ def train(
         augment=augment.value,
         text_field=text_field.value if text_field else None,
         text_truncation=text_truncation.value,
-        prompt_loss_weight=prompt_loss,
+        prompt_loss_weight=prompt_loss_weight if prompt_loss is not PromptLoss.none else 0.0,
+        prompt_loss=prompt_loss.value if prompt_loss is not PromptLoss.none else "pair",
+        loc_loss_weight=loc_loss_weight,
+        loc_sigma_bins=loc_sigma_bins,
         consistency_decay_steps=consistency_steps,
         eval_every=eval_every,
         device=device,

@@ -51,9 +51,13 @@ class Hit:
     row_id: int = -1
     report_id: int = -1
     volumes: list[str] = field(default_factory=list)  # for report hits: the volumes carrying this report
+    where: dict | None = None  # text queries with a localisation head: {image_number, z_mm} of the query
 
     def to_json(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if self.where is None:
+            del data["where"]
+        return data
 
 
 @dataclass
@@ -275,6 +279,33 @@ class SearchEngine:
             else self._report_hits(scores[0], ids[0], k)
         )
         return SearchResult({"embedding_dim": q.shape[1]}, target, hits)
+
+    def locate(self, scan_or_scan_id: str | Path, texts: Sequence[str]):
+        """Where each text is in a scan: an indexed scan id or volume name, or a volume file / DICOM folder.
+        Returns a :class:`~hsenet_search.locate.LocateResult`; needs a model with a localisation head."""
+        from .locate import locate
+
+        source, scan = self._scan_source(scan_or_scan_id)
+        return locate(self.model, source, texts, scan=scan)
+
+    def add_where(self, result: SearchResult) -> SearchResult:
+        """Give each volume hit of a text query the query's position in that scan (``where``)."""
+        from .locate import locate
+
+        for hit in result.hits:
+            hit.where = locate(self.model, hit.path, [str(result.query)], scan=hit.scan_id).results[0].where
+        return result
+
+    def _scan_source(self, key: str | Path) -> tuple[str | Path, str | None]:
+        """The volume behind an indexed scan id / volume name (first reconstruction), else a file path."""
+        name = str(key)
+        rows = np.flatnonzero((self._col["scan_id"] == name) | (self._col["volume_name"] == name))
+        if len(rows):
+            row = min(rows, key=lambda r: self._col["volume_name"][r])
+            return self._col["path"][row], str(self._col["scan_id"][row])
+        if not Path(name).exists():
+            raise QueryError(f"{name!r} is neither a scan id or volume name of this index nor a volume file")
+        return Path(name), None
 
     # ------------------------------------------------------------------ helpers
     def _bridged_query(self, q: np.ndarray, target: str) -> np.ndarray:

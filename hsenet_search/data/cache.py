@@ -13,6 +13,7 @@ miss (warned, recomputed). The root defaults to ``$HSENET_CACHE`` or ``~/.cache/
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import warnings
 from collections.abc import Callable
@@ -160,6 +161,34 @@ class PreprocessCache:
         array = np.ascontiguousarray(compute(), dtype=np.float32)
         write_npy(entry, array, durable=False)  # a lost entry is only recomputed
         return array
+
+
+    def get_or_compute_with_sidecar(
+        self,
+        path: str | Path,
+        profile: Profile,
+        compute: Callable[[], tuple[np.ndarray, dict]],
+        name: str,
+        rescale: tuple[float, float] | None = None,
+        spacing: tuple[float, float, float] | None = None,
+    ) -> tuple[np.ndarray, dict]:
+        """Like :meth:`get_or_compute` for ``compute() -> (tensor, JSON dict)``; the dict is stored beside the
+        tensor as ``<key>.<name>.json`` (either file missing or unreadable: both are recomputed)."""
+        entry = self.entry_path(path, profile, rescale, spacing)
+        sidecar = entry.with_name(f"{entry.stem}.{name}.json")
+        if entry.is_file() and sidecar.is_file():
+            try:
+                extra = json.loads(sidecar.read_text())
+            except (OSError, ValueError):
+                extra = None
+            cached = _load_entry(entry, (1, *profile.output_shape)) if isinstance(extra, dict) else None
+            if cached is not None:
+                return cached, extra
+        array, extra = compute()
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        write_npy(entry, array, durable=False)
+        write_text(sidecar, json.dumps(extra), durable=False)
+        return array, extra
 
 
 def _load_entry(entry: Path, shape: tuple[int, ...]) -> np.ndarray | None:

@@ -51,6 +51,7 @@ from hsenet_search.errors import HSENetError, ModelError, VolumeError
 from .cache import PreprocessCache
 from .cases import Case
 from .dataset import load_case_volume
+from .depth import DepthGeometry
 from .readers import first_line, read_volume
 from .resample import MinMaxForegroundResize, ResampleMinMaxForegroundResize, ResampleToSpacing
 from .volume import Volume
@@ -130,6 +131,12 @@ class Profile:
 
     def __call__(self, volume: Volume, *, device: str | torch.device | None = None) -> np.ndarray:
         """The model tensor of ``volume``: float32 ``(1, D, H, W)``; ``device`` runs the chain there."""
+        return self.apply(volume, device=device)[0]
+
+    def apply(
+        self, volume: Volume, *, device: str | torch.device | None = None
+    ) -> tuple[np.ndarray, DepthGeometry]:
+        """The model tensor and the geometry linking it to the stored volume (see :mod:`.depth`)."""
         with torch.inference_mode():
             image = _as_metatensor(volume)
             try:
@@ -144,7 +151,9 @@ class Profile:
                 f"declared (1, {', '.join(map(str, self.output_shape))})",
                 volume.source,
             )
-        return array
+        model_affine = out.affine.cpu().numpy() if isinstance(out, MetaTensor) else np.full((4, 4), np.nan)
+        geometry = DepthGeometry.of(volume.affine, volume.array.shape, model_affine, self.output_shape)
+        return array, geometry
 
     def _config(self) -> dict[str, Any]:
         return {
@@ -320,3 +329,22 @@ def preprocess_case(case: Case, profile: str | dict | Profile, *, cache: Preproc
     if cache is None:
         return compute()
     return cache.get_or_compute(case.path, profile, compute, rescale=case.rescale, spacing=case.spacing)
+
+
+def preprocess_case_geometry(
+    case: Case, profile: str | dict | Profile, *, cache: PreprocessCache | None = None
+) -> tuple[np.ndarray, DepthGeometry]:
+    """Like :func:`preprocess_case`, with the :class:`DepthGeometry` of the result (cached beside it)."""
+    profile = get_profile(profile)
+
+    def compute() -> tuple[np.ndarray, dict]:
+        array, geometry = profile.apply(load_case_volume(case))
+        return array, geometry.to_json()
+
+    if cache is None:
+        array, geometry = compute()
+    else:
+        array, geometry = cache.get_or_compute_with_sidecar(
+            case.path, profile, compute, "geometry", rescale=case.rescale, spacing=case.spacing
+        )
+    return array, DepthGeometry.from_json(geometry)

@@ -69,3 +69,54 @@ def radfinder_ranks(ranks: np.ndarray) -> dict[str, float]:
     """``MedR`` and ``MeanR`` from 1-based ranks, in RadFinder's definitions."""
     zero_based = np.asarray(ranks, dtype=np.float64) - 1.0
     return {"MedR": float(math.floor(np.median(zero_based)) + 1), "MeanR": float(zero_based.mean() + 1.0)}
+
+
+def radfinder_retrieval(
+    metadata: pd.DataFrame,
+    volumes: np.ndarray,
+    reports: np.ndarray,
+    *,
+    split: str,
+    dedup: str,
+    exclude: set[str] | None = None,
+    ks: tuple[int, ...] = (1, 5, 10, 50, 100),
+) -> dict:
+    """Text→image R@k (10,000-resample CIs, seed 42), MedR and MeanR over the pairs ``dedup`` keeps.
+
+    ``metadata`` is an index's table (``row_id`` → ``volumes``, ``report_id`` → ``reports``); each kept
+    volume is one pair: its report queries all kept volumes, the paired volume is the true match.
+    """
+    from .bootstrap import recall_at_k_ci
+    from .retrieval import ranks_of_true_match
+
+    rows = metadata if split == "all" else metadata[metadata["split"] == split]
+    rows = select_rows(rows[rows["report_id"] >= 0], dedup, exclude)
+    if len(rows) == 0:
+        raise DatasetError(f"no pairs left in split {split!r} after {dedup} and the exclusion list")
+    scores = reports[rows["report_id"].to_numpy()] @ volumes[rows["row_id"].to_numpy()].T
+    kept_ks = [k for k in ks if k <= len(rows)] or [len(rows)]
+    recall = recall_at_k_ci(scores, kept_ks, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
+    return {
+        "dedup": dedup,
+        "excluded_ids": len(exclude or ()),
+        "n": int(len(rows)),
+        "direction": "text_to_image",
+        "recall": {str(k): ci.as_dict() for k, ci in recall.items()},
+        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED},
+        **radfinder_ranks(ranks_of_true_match(scores)),
+    }
+
+
+def radfinder_markdown(result: dict) -> str:
+    """One table: R@k with CIs, MedR, MeanR."""
+    ks = list(result["recall"])
+    head = "| " + " | ".join(f"R@{k} [95 % CI]" for k in ks) + " | MedR | MeanR |"
+    cells = " | ".join(
+        f"{r['estimate']:.1f} [{r['low']:.1f}, {r['high']:.1f}]" for r in result["recall"].values()
+    )
+    return (
+        f"RadFinder protocol ({result['dedup']}, text→image, N = {result['n']}, "
+        f"{result['bootstrap']['resamples']} bootstrap resamples):\n\n{head}\n|"
+        + "---|" * (len(ks) + 2)
+        + f"\n| {cells} | {result['MedR']:.0f} | {result['MeanR']:.1f} |\n"
+    )

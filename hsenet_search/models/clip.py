@@ -34,6 +34,7 @@ from .vit3d import ViT3D
 
 OFFICIAL_MODEL_TYPES = ("m3d_clip_stage1", "m3d_clip_stage2")  # read by official.load_official
 VOLUME_FORMS = ("plain", "bridged", "stored")
+LOCALISATION_TOWER = "stage1"  # the tower whose patch tokens give the per-depth embeddings
 
 
 class ContrastiveTower(nn.Module):
@@ -51,6 +52,15 @@ class ContrastiveTower(nn.Module):
         if packer.out_dim:
             self.packer = SpatialPacker(config.width, packer.out_dim, config.grid, packer.kernel, packer.dropout)
         self.bank = KnowledgeBank(config.bank_size, config.projection_dim) if config.bank_size else None
+        self.loc_language_proj = None
+        if config.localisation and tower == LOCALISATION_TOWER:
+            self.add_snippet_projection(text_width, packer.out_dim)
+
+    def add_snippet_projection(self, text_width: int, out_dim: int) -> None:
+        """The snippet head: a copy of the language projection (RadFinder's "copy" head) when sizes match."""
+        self.loc_language_proj = nn.Linear(text_width, out_dim)
+        if out_dim == self.mm_language_proj.out_features:
+            self.loc_language_proj.load_state_dict(self.mm_language_proj.state_dict())
 
 
 class HSENetCLIP(nn.Module):
@@ -209,6 +219,13 @@ class HSENetCLIP(nn.Module):
                 "out_dim": cfg.packer_out_dim,
                 "tokens": model.stages["stage1"].packer.num_windows,
             },
+            "localisation": {
+                "tower": LOCALISATION_TOWER,
+                "bins": cfg.grid[0] // cfg.packer_kernel[0],
+                "voxels_per_bin": model.depth_patch,
+            }
+            if cfg.localisation
+            else None,
             "logit_scale_mode": cfg.logit_scale_mode,
             "preprocessing": {"name": model.preprocessing.get("name"), "hash": model.preprocessing.get("hash")},
             "slice_input": model.slice_input,
@@ -227,13 +244,15 @@ class HSENetCLIP(nn.Module):
         return self.text_tower(tower).frozen
 
     def tower_parameters(self, tower: str) -> list[nn.Parameter]:
-        """Parameters a contrastive stage trains: the tower (not its packer), its text trunk unless frozen
-        (a shared trunk trains only in stage 1, so stage 2 never moves the stage-1 text side) and, for stage 2,
-        a trainable slice tower."""
+        """Parameters a contrastive stage trains: the tower (not its packer nor snippet projection: the
+        localisation head, :meth:`localisation_parameters`), its text trunk unless frozen (a shared trunk
+        trains only in stage 1, so stage 2 never moves the stage-1 text side) and, for stage 2, a trainable
+        slice tower."""
         self._check_tower(tower)
         stage = self.stages[tower]
-        packer = {id(p) for p in stage.packer.parameters()} if stage.packer is not None else set()
-        params = [p for p in stage.parameters() if id(p) not in packer]
+        head = [m for m in (stage.packer, stage.loc_language_proj) if m is not None]
+        skip = {id(p) for m in head for p in m.parameters()}
+        params = [p for p in stage.parameters() if id(p) not in skip]
         trunk = self.text_tower(tower)
         if not trunk.frozen and (tower == "stage1" or not self.config.shared_text_trunk):
             params += list(trunk.parameters())
@@ -323,8 +342,11 @@ class HSENetCLIP(nn.Module):
         self, x: torch.Tensor, tower: str, slice_features: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``mm_vision_proj(CLS)`` of ``tower``, not normalised (the CMKI bank reads it): ``(B, E)``."""
-        cls = self.vision_tokens(x, tower, slice_features)[:, 0]
-        return self.stages[tower].mm_vision_proj(cls)
+        return self.projected_from_tokens(self.vision_tokens(x, tower, slice_features), tower)
+
+    def projected_from_tokens(self, tokens: torch.Tensor, tower: str) -> torch.Tensor:
+        """``mm_vision_proj(CLS)`` from :meth:`vision_tokens` output (training reuses the tokens)."""
+        return self.stages[tower].mm_vision_proj(tokens[:, 0])
 
     def vision_features(self, x: torch.Tensor, tower: str, slice_features: torch.Tensor | None = None) -> torch.Tensor:
         """``normalize(mm_vision_proj(CLS))`` of ``tower``: ``(B, projection_dim)``, L2-normalised."""
@@ -350,6 +372,73 @@ class HSENetCLIP(nn.Module):
             slice_features = self.slice_features(x)
         encoder = self.stages["stage2"].vision_encoder
         return encoder.patch_scores(encoder.embed(self._centred(x)), slice_features.to(x.device))
+
+    # ------------------------------------------------------------------ localisation head (RadFinder §1.4)
+    @property
+    def has_localisation_head(self) -> bool:
+        return bool(self.config.localisation)
+
+    @property
+    def depth_patch(self) -> int:
+        """Model depth voxels behind one per-depth embedding (one depth bin)."""
+        return self.config.patch_size[0] * self.config.packer_kernel[0]
+
+    def add_localisation_head(self) -> None:
+        """Give the stage-1 tower a localisation head (a packer spanning each depth slab and a snippet
+        projection copied from the language projection); the head then needs training (``train
+        --loc-loss-weight``)."""
+        if self.has_localisation_head:
+            return
+        cfg = self.config
+        grid = cfg.grid
+        out_dim = cfg.packer_out_dim or cfg.projection_dim
+        kernel = (1, grid[1], grid[2])
+        self.config = cfg.replace(localisation=True, packer_out_dim=out_dim, packer_kernel=kernel)
+        device = self.device
+        for name, stage in self.stages.items():
+            if stage.packer is None or tuple(stage.packer.kernel) != kernel or name == LOCALISATION_TOWER:
+                packer = SpatialPacker(cfg.width, out_dim, grid, kernel, cfg.packer_dropout)
+                stage.packer = packer.to(device)
+        stage = self.stages[LOCALISATION_TOWER]
+        stage.add_snippet_projection(self.text_tower(LOCALISATION_TOWER).width, out_dim)
+        stage.loc_language_proj.to(device)
+
+    def localisation_parameters(self) -> list[nn.Parameter]:
+        """What the localisation loss trains besides the tower: the stage-1 packer and snippet projection."""
+        self.require_localisation_head()
+        stage = self.stages[LOCALISATION_TOWER]
+        return [*stage.packer.parameters(), *stage.loc_language_proj.parameters()]
+
+    def depth_features_from_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """Stage-1 patch tokens ``(B, N, width)`` -> L2-normalised per-depth embeddings ``(B, bins, E)``."""
+        self.require_localisation_head()
+        return F.normalize(self.stages[LOCALISATION_TOWER].packer(patches), dim=-1)
+
+    def snippet_features_from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled snippet texts -> L2-normalised ``(S, E)`` through the snippet projection."""
+        self.require_localisation_head()
+        proj = self.stages[LOCALISATION_TOWER].loc_language_proj
+        return F.normalize(proj(pooled.to(proj.weight.device)), dim=-1)
+
+    def encode_depths(self, x: torch.Tensor) -> torch.Tensor:
+        """Preprocessed volumes ``(B, 1, D, H, W)`` -> per-depth embeddings ``(B, bins, E)`` (eval mode)."""
+        self.require_localisation_head()
+        with self._inference():
+            return self.depth_features_from_patches(self.patch_tokens(self._volume(x), LOCALISATION_TOWER))
+
+    def encode_snippets(self, texts: list[str]) -> torch.Tensor:
+        """Snippet texts -> ``(S, E)`` L2-normalised (eval, no grad)."""
+        self.require_localisation_head()
+        with self._inference():
+            return self.snippet_features_from_pooled(self.text_pooled(list(texts), LOCALISATION_TOWER))
+
+    def require_localisation_head(self) -> None:
+        """A ModelError (one line, with the fix) when the model has no localisation head."""
+        if not self.has_localisation_head:
+            raise ModelError(
+                "this model has no localisation head; give it one by training with --loc-loss-weight "
+                "(hsenet-search train --init MODEL --loc-loss-weight 1)"
+            )
 
     # ------------------------------------------------------------------ text side
     def text_pooled(self, texts: list[str], tower: str) -> torch.Tensor:

@@ -210,6 +210,10 @@ class ModelConfig:
     # BrgSA's CMKI knowledge bank (entries per tower; None: no bank). Not stored when None (fingerprints of
     # older models are unchanged). A model with a bank searches cross-modally with the bridged score.
     bank_size: int | None = None
+    # Localisation head (RadFinder §1.4) on the stage-1 tower: its Spatial Packer, with a kernel spanning the
+    # whole (h, w) plane, gives one embedding per depth slab, scored against snippet texts through a copy
+    # of the language projection. Not stored when False (older configs keep their fingerprint).
+    localisation: bool = False
 
     def __post_init__(self) -> None:
         for name in ("img_size", "patch_size", "packer_kernel", "towers", "slice_mean", "slice_std"):
@@ -328,6 +332,14 @@ class ModelConfig:
             raise bad(f"bank_size must be an integer between 1 and 65536, got {bank!r}")
         if self.report_text not in (None, *REPORT_TEXTS):
             raise bad(f"report_text must be one of {REPORT_TEXTS}, got {self.report_text!r}")
+        if self.localisation:
+            if self.packer_out_dim is None:
+                raise bad("localisation needs the Spatial Packer (packer_out_dim)")
+            if tuple(self.packer_kernel[1:]) != tuple(self.grid[1:]):
+                raise bad(
+                    f"localisation needs a packer_kernel spanning the plane {self.grid[1:]}, "
+                    f"got {self.packer_kernel}"
+                )
         params = self.parameter_estimate()
         if params * 4 > memory_budget():
             raise bad(
@@ -379,6 +391,8 @@ class ModelConfig:
         for optional in ("report_text", "bank_size"):
             if data[optional] is None:
                 del data[optional]
+        if not data["localisation"]:
+            del data["localisation"]
         return data
 
     def canonical_json(self) -> str:

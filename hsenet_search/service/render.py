@@ -81,6 +81,17 @@ def display_volume(path: str) -> DisplayVolume:
     return DisplayVolume(np.ascontiguousarray(array, dtype=np.float32), tuple(float(s) for s in spacing))
 
 
+def axial_display_index(stored_affine, depth: int, slice_index: int) -> int | None:
+    """The viewer's axial index (LPS display order) of stored slice ``slice_index`` along the file's third
+    axis, or None when that axis is not the head-foot axis."""
+    import nibabel as nib
+
+    axis, direction = nib.orientations.io_orientation(np.asarray(stored_affine))[2]
+    if int(axis) != 2:
+        return None
+    return int(slice_index) if direction > 0 else depth - 1 - int(slice_index)
+
+
 def plane(volume: DisplayVolume, axis: str, index: int | None) -> tuple[np.ndarray, float, float]:
     """The 2D image (rows top→bottom) of one slice and its pixel height and width in mm."""
     if axis not in AXES:

@@ -91,6 +91,21 @@ class CaseResponse(BaseModel):
     volumes: list[VolumeView]
 
 
+class LocateResponse(BaseModel):
+    """Where a text is in a scan (``hsenet-search locate``), plus the viewer's axial index of that image."""
+
+    scan: str
+    index: str
+    volume_name: str
+    text: str
+    image_number: int
+    z_mm: float
+    bin_mm: float
+    profile: list[float]
+    confidence: float
+    axial_index: int | None
+
+
 class DraftResponse(BaseModel):
     model_config = ConfigDict(extra="allow")
     findings: str

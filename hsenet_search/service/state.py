@@ -20,7 +20,7 @@ from hsenet_search.errors import QueryError
 from .config import ServiceConfig
 from .metrics import Metrics
 from .pool import BoundedPool
-from .render import LRU, DisplayVolume, display_volume, render_png
+from .render import LRU, DisplayVolume, axial_display_index, display_volume, render_png
 from .uploads import UploadLimits, remove_folder, unpack_upload
 
 SCAN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -204,6 +204,17 @@ class ServiceState:
                 return render_png(self.display(index, row), axis, i, window, size)
 
         return self.pngs.get_or_make((index.name, row, axis, i, window, size), make)
+
+    def locate(self, index: LoadedIndex, scan_id: str, text: str) -> dict:
+        """Where ``text`` is in the scan, with the viewer's axial index of the predicted image."""
+        with self.metrics.timed("locate"), index.encode_lock:
+            result = index.engine.locate(scan_id, [text])
+        location = result.results[0].to_json()
+        geometry = result.geometry
+        location["axial_index"] = axial_display_index(
+            geometry.stored_affine, geometry.stored_shape[2], location["image_number"] - 1
+        )
+        return {"scan": result.scan, "index": index.name, "volume_name": result.volume_name, **location}
 
     def display(self, index: LoadedIndex, row: int) -> DisplayVolume:
         return self.volumes.get_or_make((index.name, row), lambda: display_volume(index.path_of(row)))

@@ -12,7 +12,8 @@ from torch.utils.data import Dataset, Sampler
 
 from hsenet_search.data.cache import PreprocessCache
 from hsenet_search.data.cases import Case
-from hsenet_search.data.preprocess import Profile, preprocess_case
+from hsenet_search.data.depth import DepthBins
+from hsenet_search.data.preprocess import Profile, preprocess_case, preprocess_case_geometry
 from hsenet_search.data.resolve import resolve_input
 from hsenet_search.embedding import SliceRecipe, prepare_slices
 
@@ -64,7 +65,10 @@ def augmentation(kind: str, seed: int) -> Compose | None:
 class ScanDataset(Dataset):
     """Item ``(position, epoch)`` -> one random reconstruction of the scan, preprocessed and augmented, with
     the slice inputs ``recipe`` asks for (see :mod:`hsenet_search.embedding`; the augmentation, as in the
-    official code, touches the volume only)."""
+    official code, touches the volume only) and, when ``snippets`` gives the scan's cited slices
+    ``(snippet text index, 0-based stored slice)``, one of them drawn at random with its model depth bin
+    (``(text index, bin)``, or None; bins of ``patch_depth`` model voxels, :mod:`hsenet_search.data.depth`).
+    """
 
     def __init__(
         self,
@@ -74,6 +78,8 @@ class ScanDataset(Dataset):
         augment: str = "intensity",
         seed: int = 0,
         recipe: SliceRecipe | None = None,
+        snippets: Sequence[Sequence[tuple[int, int]]] | None = None,
+        patch_depth: int = 1,
     ):
         if augment not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {augment!r}; expected one of {AUGMENTATIONS}")
@@ -83,6 +89,8 @@ class ScanDataset(Dataset):
         self.augment = augment
         self.seed = seed
         self.recipe = recipe or SliceRecipe("none")
+        self.snippets = snippets
+        self.patch_depth = patch_depth
 
     def __len__(self) -> int:
         return len(self.scans)
@@ -93,24 +101,32 @@ class ScanDataset(Dataset):
         rng = np.random.default_rng([self.seed, epoch, i])
         return scan.cases[int(rng.integers(len(scan.cases)))]
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, torch.Tensor, tuple | None]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple:
         i, epoch = key
         scan = self.scans[i]
         rng = np.random.default_rng([self.seed, epoch, i])
         case = resolve_input(scan.cases[int(rng.integers(len(scan.cases)))])
-        x = preprocess_case(case, self.profile, cache=self.cache)
+        cited = self.snippets[i] if self.snippets is not None else ()
+        target = None
+        if cited:
+            x, geometry = preprocess_case_geometry(case, self.profile, cache=self.cache)
+            text, slice_index = cited[int(rng.integers(len(cited)))]
+            depth_bin = DepthBins(geometry, self.patch_depth).bin_of_slice(slice_index)
+            target = (text, depth_bin) if depth_bin is not None else None
+        else:
+            x = preprocess_case(case, self.profile, cache=self.cache)
         chain = augmentation(self.augment, int(rng.integers(2**31)))
         if chain is not None:
             x = np.asarray(chain(x), dtype=np.float32)
         labels = torch.tensor(scan.labels if scan.labels is not None else [-1] * 18, dtype=torch.int64)
         volume = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        return volume, scan.text_index, labels, prepare_slices(case, self.recipe)
+        return volume, scan.text_index, labels, prepare_slices(case, self.recipe), target
 
 
-def collate_scans(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
-    """Stack volumes, text indices and labels; slice inputs stay a list (features or images per item)."""
-    volumes, text_idx, labels, slices = zip(*items, strict=True)
-    return torch.stack(volumes), torch.tensor(text_idx), torch.stack(labels), list(slices)
+def collate_scans(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list, list]:
+    """Stack volumes, text indices and labels; slice inputs and snippet targets stay lists (one per item)."""
+    volumes, text_idx, labels, slices, targets = zip(*items, strict=True)
+    return torch.stack(volumes), torch.tensor(text_idx), torch.stack(labels), list(slices), list(targets)
 
 
 class EpochOrder(Sampler):

@@ -100,13 +100,15 @@ def localisation_loss(
     target_bin: torch.Tensor,
     valid: torch.Tensor,
     tau: float = LOCALISATION_TAU,
+    sigma: float = LOCALISATION_SIGMA_BINS,
 ) -> torch.Tensor:
     """Soft cross-entropy over depth bins.
 
     ``snippets`` (S, E) unit snippet embeddings; ``depths`` (S, D, E) unit per-depth embeddings of each
-    snippet's scan; ``target_bin`` (S,) cited bin; ``valid`` (S, D) bool mask of the scan's depths.
+    snippet's scan; ``target_bin`` (S,) cited bin; ``valid`` (S, D) bool mask of the scan's depths;
+    ``sigma`` the target's Gaussian width in bins (RadFinder: 2 bins of 12 mm).
     """
     logits = torch.einsum("se,sde->sd", snippets, depths) / tau
     logp = torch.log_softmax(logits.masked_fill(~valid, float("-inf")), dim=-1)
-    target = depth_targets(target_bin, valid).to(logits.dtype)
+    target = depth_targets(target_bin, valid, sigma=sigma).to(logits.dtype)
     return -(target * logp.masked_fill(~valid, 0.0)).sum(-1).mean()

@@ -32,13 +32,16 @@ from torch.utils.data import DataLoader
 from hsenet_search.atomic import atomic_path, write_json
 from hsenet_search.data.cache import PreprocessCache
 from hsenet_search.data.dataset import open_dataset
+from hsenet_search.data.labels import LABELS
 from hsenet_search.data.resolve import case_text, check_report_text, truncate_sentences
+from hsenet_search.data.snippets import kept, mine_snippets
 from hsenet_search.data.summarise import draw_summary
 from hsenet_search.devices import resolve_device
 from hsenet_search.embedding import Prepared, embed_cases, slice_features_of, slice_recipe
 from hsenet_search.errors import DatasetError, HSENetError, ModelError
 from hsenet_search.eval.retrieval import recall_at_k
 from hsenet_search.models.bridge import BANK_SIZE, cmki_loss
+from hsenet_search.models.clip import LOCALISATION_TOWER
 
 from .data import AUGMENTATIONS, EpochOrder, ScanDataset, batches_per_epoch, collate_scans, group_scans
 from .losses import (
@@ -48,11 +51,21 @@ from .losses import (
     disease_prompts,
     relation_loss,
 )
+from .radfinder import (
+    LOCALISATION_SIGMA_BINS,
+    SIGLIP_BIAS_INIT,
+    SIGLIP_LOGIT_SCALE_INIT,
+    localisation_loss,
+    pos_weights,
+    prompt_loss,
+    prompt_variants,
+)
 
 TOWER = {1: "stage1", 2: "stage2"}
 BRIDGES = ("none", "cmki")
 TEXT_SOURCES = ("report", "summary", "both")
 TRAIN_PARTS = ("all", "heads")
+PROMPT_LOSSES = ("pair", "radfinder")
 _FROZEN_TEXT_CACHE: dict[tuple, dict[str, torch.Tensor]] = {}  # pooled outputs of the packaged frozen MiniLM
 
 
@@ -77,7 +90,12 @@ class TrainConfig:
     augment: str = "intensity"  # none | intensity | official
     text_field: str | None = None  # findings | impression | findings+impression (None: the model's own)
     text_truncation: str = "head"  # head (tokenizer truncation) | sentences (official random-sentence draw)
-    prompt_loss_weight: float = 0.0  # RadFinder-style disease-prompt loss from the 18 labels
+    prompt_loss_weight: float = 0.0  # disease-prompt loss from the 18 labels (0 = off)
+    prompt_loss: str = "pair"  # pair (one prompt pair per label) | radfinder (3+3 prompts, pos_weight)
+    loc_loss_weight: float = 0.0  # localisation loss on snippets mined from the training reports (0 = off)
+    # Gaussian width of the depth target in bins: RadFinder's 2 bins are 24 mm at its 12 mm bins; the tiny
+    # model's bins are ~40 mm (8 per scan), where 0.6 bins keeps RadFinder's 24 mm.
+    loc_sigma_bins: float = LOCALISATION_SIGMA_BINS
     consistency_decay_steps: int = 5000
     keep_stage2: bool = False  # stage 2: keep the model's 2E3 weights (fine-tuning) instead of copying stage 1
     eval_every: int = 0  # steps; 0 = once per epoch
@@ -183,6 +201,12 @@ class Trainer:
                 raise HSENetError(f"unknown {name} {value!r}; expected one of {choices}")
         if cfg.bridge == "cmki" and cfg.loss != "clip":
             raise HSENetError("--bridge cmki trains with its own InfoNCE terms; leave --loss at clip")
+        if cfg.prompt_loss not in PROMPT_LOSSES:
+            raise HSENetError(f"unknown prompt loss {cfg.prompt_loss!r}; expected {', '.join(PROMPT_LOSSES)}")
+        if cfg.loc_loss_weight > 0 and cfg.stage != 1:
+            raise HSENetError("the localisation head trains with stage 1 (--loc-loss-weight needs --stage 1)")
+        if cfg.loc_loss_weight > 0 and cfg.augment == "official":
+            raise HSENetError("--augment official flips the depth axis: no --loc-loss-weight with it")
         self.cfg = cfg
         self.tower = TOWER[cfg.stage]
         self.out = Path(cfg.out)
@@ -192,8 +216,13 @@ class Trainer:
         if self.device.type == "cuda" and self.world > 1:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         _seed_everything(cfg.seed + self.rank)
+        fresh = cfg.stage == 1 and not cfg.init and not (self.state_dir / "checkpoint.pt").exists()
         self.model = self._load_model().to(self.device)
         self.bridge = self._bridge()
+        if cfg.loc_loss_weight > 0:
+            self.model.add_localisation_head()
+        if cfg.loss == "siglip" and fresh:
+            self._siglip_init()
         self.profile = self.model.profile
         self.cache = PreprocessCache(Path(cfg.cache_dir) if cfg.cache_dir else None)
         self.recipe = slice_recipe(self.model, self.tower)
@@ -219,9 +248,38 @@ class Trainer:
         self.per_epoch = batches_per_epoch(len(self.train_scans), cfg.batch_size, self.world)
         self.total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * self.per_epoch
         self.loss_fn = contrastive_loss(cfg.loss, self.rank, self.world)
+        self.snippet_texts: list[str] = []
+        self.train_snippets = None
+        if cfg.loc_loss_weight > 0:
+            self.snippet_texts, self.train_snippets = self._mine_snippets()
+        self._pos_weight_cache: torch.Tensor | None = None
+        self._patches: torch.Tensor | None = None  # the step's stage-1 patch tokens (localisation loss)
         self._setup_trainable()
 
     # ----------------------------------------------------------------- set-up
+    @torch.no_grad()
+    def _siglip_init(self) -> None:
+        """RadFinder's SigLIP start (§1.2): logit scale 10 (``t = ln 10`` in exp mode)."""
+        raw = self.model.stages[self.tower].logit_scale
+        exp_mode = self.model.config.logit_scale_mode == "exp"
+        raw.fill_(SIGLIP_LOGIT_SCALE_INIT if exp_mode else math.exp(SIGLIP_LOGIT_SCALE_INIT))
+
+    def _mine_snippets(self) -> tuple[list[str], list[tuple[tuple[int, int], ...]]]:
+        """Snippet texts (references removed) and, per training scan, its ``(text index, stored slice)``
+        citations, mined from the scan's report by :mod:`hsenet_search.data.snippets`."""
+        texts: dict[str, int] = {}
+        per_scan = []
+        for scan in self.train_scans:
+            cited = []
+            for snippet in kept(mine_snippets(scan.cases[0].report)):
+                if snippet.text.strip():
+                    cited.append((texts.setdefault(snippet.text, len(texts)), snippet.slice_index))
+            per_scan.append(tuple(cited))
+        if not texts:
+            message = "--loc-loss-weight: no training report cites a slice (series S image I)"
+            raise DatasetError(message, self.cfg.data)
+        return list(texts), per_scan
+
     def _load_model(self):
         from hsenet_search.models import create_model, load_model
 
@@ -263,12 +321,14 @@ class Trainer:
             heads = [m for m in heads if m is not None]
             keep = {id(p) for m in heads for p in m.parameters()} | {id(stage.logit_scale)}
             params = [p for p in params if id(p) in keep]
+        if self.cfg.loc_loss_weight > 0:
+            params += self.model.localisation_parameters()
         for p in params:
             p.requires_grad_(True)
         self.params = [p for p in params if p.requires_grad]
         self.logit_bias = None
         if self.cfg.loss == "siglip":
-            self.logit_bias = torch.nn.Parameter(torch.tensor(-10.0, device=self.device))
+            self.logit_bias = torch.nn.Parameter(torch.tensor(SIGLIP_BIAS_INIT, device=self.device))
             self.params.append(self.logit_bias)
         decay = [p for p in self.params if p.ndim >= 2]
         no_decay = [p for p in self.params if p.ndim < 2]
@@ -398,9 +458,21 @@ class Trainer:
         pooled_s1 = None
         if cfg.stage == 2 and reports_only:
             pooled_s1 = self._pooled_texts(self.train_texts, "stage1")
-        prompts_pos, prompts_neg = disease_prompts()
+        prompts_pos, prompts_neg = self._prompt_texts()
         prompt_cache = (self._pooled_texts(prompts_pos, self.tower), self._pooled_texts(prompts_neg, self.tower))
-        dataset = ScanDataset(self.train_scans, self.profile, self.cache, cfg.augment, cfg.seed, self.recipe)
+        snippet_cache = None
+        if self.snippet_texts:
+            snippet_cache = self._pooled_texts(self.snippet_texts, LOCALISATION_TOWER)
+        dataset = ScanDataset(
+            self.train_scans,
+            self.profile,
+            self.cache,
+            cfg.augment,
+            cfg.seed,
+            self.recipe,
+            snippets=self.train_snippets,
+            patch_depth=self.model.depth_patch,
+        )
         eval_every = cfg.eval_every or self.per_epoch
         self.model.train()
         autocast = (
@@ -436,7 +508,7 @@ class Trainer:
                     persistent_workers=False,
                     collate_fn=collate_scans,
                 )
-                for x, text_idx, labels, slices in loader:
+                for x, text_idx, labels, slices, targets in loader:
                     with autocast:
                         loss, parts = self._step_loss(
                             x.to(self.device),
@@ -448,6 +520,10 @@ class Trainer:
                             step,
                             self._slice_features(slices),
                         )
+                        if cfg.loc_loss_weight > 0:
+                            loc = self._localisation_loss(targets, snippet_cache)
+                            loss = loss + cfg.loc_loss_weight * loc
+                            parts["localisation"] = float(loc.detach())
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     self._average_gradients()
@@ -481,8 +557,10 @@ class Trainer:
 
     def _step_loss(self, x, text_idx, labels, pooled, pooled_s1, prompt_cache, step, slice_features=None):
         tower, model = self.tower, self.model
+        tokens = model.vision_tokens(x, tower, slice_features)
+        self._patches = tokens[:, 1:] if self.cfg.loc_loss_weight > 0 else None
         drawn = self._drawn_texts(text_idx, step)
-        img_raw = model.vision_projected(x, tower, slice_features)
+        img_raw = model.projected_from_tokens(tokens, tower)
         txt_raw = self._text_features(text_idx, drawn, pooled, tower)
         img, txt = F.normalize(img_raw, dim=-1), F.normalize(txt_raw, dim=-1)
         scale = model.logit_scale(tower)
@@ -510,12 +588,50 @@ class Trainer:
                 loss = loss + weight * rel
                 parts["consistency"] = float(rel.detach())
         if self.cfg.prompt_loss_weight > 0:
-            pos = self._prompt_features(prompt_cache[0], disease_prompts()[0])
-            neg = self._prompt_features(prompt_cache[1], disease_prompts()[1])
-            dp = disease_prompt_loss(img, pos, neg, labels, scale)
+            pos_texts, neg_texts = self._prompt_texts()
+            pos = self._prompt_features(prompt_cache[0], pos_texts)
+            neg = self._prompt_features(prompt_cache[1], neg_texts)
+            if self.cfg.prompt_loss == "radfinder":
+                variants = len(pos) // len(LABELS)
+                pos, neg = pos.reshape(len(LABELS), variants, -1), neg.reshape(len(LABELS), variants, -1)
+                variant = torch.randint(0, variants, labels.shape, device=labels.device)
+                dp = prompt_loss(img, pos, neg, variant, labels, torch.log(scale), self._pos_weight())
+            else:
+                dp = disease_prompt_loss(img, pos, neg, labels, scale)
             loss = loss + self.cfg.prompt_loss_weight * dp
             parts["prompt"] = float(dp.detach())
         return loss, parts
+
+    def _prompt_texts(self) -> tuple[list[str], list[str]]:
+        """The prompts: one pair per label, or RadFinder's 3 + 3 per label (flattened label-major)."""
+        if self.cfg.prompt_loss != "radfinder":
+            return disease_prompts()
+        pos, neg = prompt_variants()
+        return [t for row in pos for t in row], [t for row in neg for t in row]
+
+    def _pos_weight(self) -> torch.Tensor:
+        """RadFinder's per-label ``min(#neg / #pos, 20)`` over the training scans (computed once)."""
+        if self._pos_weight_cache is None:
+            rows = [s.labels if s.labels is not None else [-1] * len(LABELS) for s in self.train_scans]
+            self._pos_weight_cache = pos_weights(torch.tensor(rows)).to(self.device)
+        return self._pos_weight_cache
+
+    def _localisation_loss(self, targets: list, snippet_cache: torch.Tensor | None) -> torch.Tensor:
+        """RadFinder's soft cross-entropy over depth bins for the batch's drawn snippets (0 when none)."""
+        rows = [i for i, t in enumerate(targets) if t is not None]
+        if not rows:
+            return self._patches.sum() * 0.0
+        text_idx = torch.tensor([targets[i][0] for i in rows])
+        bins = torch.tensor([targets[i][1] for i in rows], device=self.device)
+        if snippet_cache is not None:
+            pooled = snippet_cache[text_idx.to(snippet_cache.device)]
+        else:
+            texts = [self.snippet_texts[i] for i in text_idx.tolist()]
+            pooled = self.model.text_pooled(texts, LOCALISATION_TOWER)
+        snippets = self.model.snippet_features_from_pooled(pooled)
+        depths = self.model.depth_features_from_patches(self._patches[rows])
+        valid = torch.ones(depths.shape[:2], dtype=torch.bool, device=self.device)
+        return localisation_loss(snippets.float(), depths.float(), bins, valid, sigma=self.cfg.loc_sigma_bins)
 
     def _prompt_features(self, cache, texts):
         if cache is not None:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from ..render import WINDOWS
-from ..schemas import CaseResponse
+from ..schemas import CaseResponse, LocateResponse
 from .deps import service
 
 router = APIRouter(prefix="/cases", tags=["cases"])
@@ -23,6 +23,22 @@ async def case(scan_id: str, index_name: str | None = INDEX_NAME, state=Depends(
     index = state.index(index_name)
     index.rows(scan_id)  # 404 before any work is queued
     return await state.pool.run(state.case, index, scan_id)
+
+
+@router.get(
+    "/{scan_id}/locate",
+    response_model=LocateResponse,
+    summary="Where a finding text is in the scan (needs a model with a localisation head)",
+)
+async def locate(
+    scan_id: str,
+    text: str = Query(..., min_length=1, max_length=2000, description="Finding text"),
+    index_name: str | None = INDEX_NAME,
+    state=Depends(service),
+):
+    loaded = state.index(index_name)
+    loaded.rows(scan_id)  # 404 before any work is queued
+    return await state.pool.run(state.locate, loaded, scan_id, text)
 
 
 @router.get(

@@ -36,6 +36,7 @@ def indexes(state=Depends(service)):
                 "counts": m.counts,
                 "created": m.created,
                 "hubness": bool(loaded.engine.hubness),
+                "localisation": bool(getattr(loaded.engine.model, "has_localisation_head", False)),
             }
         )
     return {"indexes": out}

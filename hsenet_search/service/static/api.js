@@ -53,6 +53,8 @@ export const api = {
   caseInfo: async (scanId, index) =>
     (await call("GET", `/cases/${encodeURIComponent(scanId)}?${new URLSearchParams({ index_name: index })}`)).json(),
   generate: async (body) => (await call("POST", "/generate", body)).json(),
+  locate: async (scanId, text, index) =>
+    (await call("GET", `/cases/${encodeURIComponent(scanId)}/locate?${new URLSearchParams({ text, index_name: index })}`)).json(),
 };
 
 const objectUrls = new Map();

@@ -169,10 +169,28 @@ async function loadCase(scanId) {
   $("case-impression").replaceChildren(...highlightSentences(info.impression, state.q));
   $("reports-out").hidden = true;
   $("draft-out").hidden = true;
+  $("where").hidden = true;
   showCaseView(true);
+  const ix = indexes.find((i) => i.name === state.index);
+  if (state.q && ix && ix.localisation) await showWhere(scanId, state.q);
   await drawSlice();
   $("slice-frame").focus();
   status("");
+}
+
+// Where the search text is in this scan (a model with a localisation head): open that slice, show the profile.
+async function showWhere(scanId, text) {
+  const where = await api.locate(scanId, text, state.index);
+  const shown = view.info.volumes.findIndex((v) => v.volume_name === where.volume_name);
+  if (shown >= 0) view.volume = shown;
+  if (where.axial_index !== null) view.index.axial = where.axial_index;
+  const top = Math.max(...where.profile);
+  const bars = el("div", { className: "profile", title: "match per depth bin (foot → head)" },
+    ...where.profile.map((p) => el("span", { className: "bar", style: `height:${Math.round(100 * p / top)}%` })));
+  $("where").replaceChildren(
+    el("span", { textContent: `Best match: image ${where.image_number} (${where.z_mm.toFixed(0)} mm), ` +
+      `confidence ${(100 * where.confidence).toFixed(0)} %` }), bars);
+  $("where").hidden = false;
 }
 
 function slices() {
