@@ -3,12 +3,12 @@
 LLM mode starts from the grounded composer's draft (:func:`compose.draft_grounded`). The LLM gets the
 composer's abnormal findings as numbered lines and merges them into the impression (:mod:`prompt`; greedy,
 a token budget sized to the lines, generation stops at the end of the impression line). The answer is
-cleaned (chatter, loops and a cut-off last sentence go) and replaces the composer's impression only when
-it reports exactly the labels of the findings, with no new number and no repeated or cut-off sentence
-(:func:`impression_problem`); otherwise the composer's impression stays, with a warning. The draft then
-goes through the checks (:mod:`checks`); a failing draft falls back to the composer's. Every mode's draft
-carries ``sentences`` (traced to the neighbours) and ``checks``; LLM drafts also ``merge`` (what was kept,
-what the call cost).
+cleaned (chatter, loops and a cut-off last sentence go), cut to one sentence per finding line, and
+replaces the composer's impression only when it reports exactly the labels of the findings, with no new
+number, side or content and no repeated or cut-off sentence (:func:`impression_problem`); otherwise the
+composer's impression stays, with a warning. The draft then goes through the checks (:mod:`checks`); a
+failing draft falls back to the composer's. Every mode's draft carries ``sentences`` (traced to the
+neighbours) and ``checks``; LLM drafts also ``merge`` (what was kept, what the call cost).
 """
 
 from __future__ import annotations
@@ -169,7 +169,8 @@ def draft_llm(
     answer = llm.chat(
         prompt.system, prompt.user, examples=prompt.examples, max_new_tokens=new, prefill=PREFILL, one_line=True
     )
-    impression = clean(answer.strip().split("\n", 1)[0])
+    # one phrase per finding line: a small model often goes on with the worked example's next phrase
+    impression = " ".join(sentences(clean(answer.strip().split("\n", 1)[0]))[: len(prompt.shown)])
     findings_text = " ".join(s.text for s in findings)
     merged = " ".join(s.text for s in prompt.shown)
     problem = impression_problem(impression, findings_text, merged, {sentence_key(s.text) for s in findings})
