@@ -22,7 +22,7 @@ from hsenet_search.data.report_text import join_report
 from hsenet_search.eval.provenance import spread
 from hsenet_search.generate.checks import CHECKS, failed
 
-MERGE_OUTCOMES = ("merged", "partly merged", "composer", "not called")
+MERGE_OUTCOMES = ("merged", "composer", "not called")
 
 
 @dataclass
@@ -72,14 +72,12 @@ class GenerationRun:
         if self.merges:
             outcomes = Counter(m.get("outcome", "not called") for m in self.merges)
             called = [m for m in self.merges if "new_tokens" in m]
-            lines = sum(m.get("sentences", 0) for m in called)
             result["merge"] = {
                 "outcomes": {name: outcomes.get(name, 0) for name in MERGE_OUTCOMES},
-                "lines_sent": lines,
-                "lines_rewritten": sum(m["rewritten"] for m in called),
-                "lines_verbatim": sum(m["verbatim"] for m in called),
-                "lines_rejected": dict(sum((Counter(m["rejected"]) for m in called), Counter())),
+                "llm_called": len(called),
+                "lines_sent": sum(m["sentences"] for m in called),
                 "impression_by_llm": sum(m["impression"] == "llm" for m in called),
+                "rejected": dict(Counter(m["rejected"] for m in called if m["rejected"])),
                 "failed_checks": sum(bool(m.get("failed_checks")) for m in called),
                 "prompt_tokens": spread([m["prompt_tokens"] for m in called]) if called else None,
                 "new_tokens": spread([m["new_tokens"] for m in called]) if called else None,
@@ -188,18 +186,19 @@ def generation_markdown(payload: dict) -> str:
         if "merge" in run:
             m = run["merge"]
             outcomes = ", ".join(f"{name} {count}" for name, count in m["outcomes"].items())
-            rejected = ", ".join(f"{why} {n}" for why, n in m["lines_rejected"].items()) or "none"
+            rejected = ", ".join(f"{why} {n}" for why, n in m["rejected"].items()) or "none"
             lines += [
                 "",
-                f"LLM merge ({run['llm']}, {run['n']} drafts): {outcomes}. Of {m['lines_sent']} lines sent, "
-                f"{m['lines_rewritten']} rewritten and kept, {m['lines_verbatim']} copied unchanged, "
-                "rejected: "
-                f"{rejected}; impression by the LLM in {m['impression_by_llm']} drafts; "
-                f"{m['failed_checks']} assembled drafts failed a check.",
+                f"LLM merge ({run['llm']}, {run['n']} drafts): {outcomes}. The LLM was called for "
+                f"{m['llm_called']} drafts ({m['lines_sent']} finding lines); its impression was kept in "
+                f"{m['impression_by_llm']}; rejected: {rejected}; {m['failed_checks']} assembled drafts failed "
+                "a check.",
             ]
             if m["new_tokens"]:
                 lines[-1] += (
-                    f" Tokens per call: prompt {m['prompt_tokens']['median']:.0f}, "
-                    f"new {m['new_tokens']['median']:.0f} (medians)."
+                    f" Per call (median [min–max]): prompt {m['prompt_tokens']['median']:.0f} tokens, new "
+                    f"{m['new_tokens']['median']:.0f} [{m['new_tokens']['min']:.0f}–{m['new_tokens']['max']:.0f}]"
+                    f", {m['llm_seconds']['median']:.1f} s [{m['llm_seconds']['min']:.1f}–"
+                    f"{m['llm_seconds']['max']:.1f}] in generate."
                 )
     return "\n".join(lines) + "\n"
