@@ -4,8 +4,8 @@ Written for small instruction models (SmolLM2-135M): one short instruction, one 
 user/assistant exchange in exactly the answer format, then the composer's abnormal findings, numbered; the
 assistant turn is pre-filled with ``Impression:`` and generation stops at the end of that line. The
 findings themselves stay the composer's sentences (asked to rewrite them too, the 135M model copied most
-lines verbatim or made them worse, at about 2.5 times the new tokens). The overflow guard drops the last sentences
-first.
+lines verbatim or made them worse, at about 2.5 times the new tokens). The overflow guard drops the last
+sentences first.
 """
 
 from __future__ import annotations
