@@ -218,8 +218,9 @@ def generation(
         "default", "--llm", help="default (SmolLM2-135M-Instruct) | HF id | path | openai:URL#MODEL."
     ),
     k: int = typer.Option(5, "-k", "--k", min=1),
-    limit: int | None = typer.Option(
-        None, "--limit", min=1, help="Draft only the first N scans (LLM mode is slow on CPU)."
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Draft only the first N scans."),
+    llm_limit: int | None = typer.Option(
+        None, "--llm-limit", min=1, help="LLM mode: only the first N of those scans (slow on CPU)."
     ),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1),
     out: Path | None = OUT,
@@ -228,20 +229,21 @@ def generation(
     """BLEU-1..4, METEOR, ROUGE-L, HSENet n-gram precision and clinical efficacy of drafted reports."""
     _check_out(out, overwrite, index, data)
     from hsenet_search.engine import SearchEngine
-    from hsenet_search.eval.generation_bench import generation_markdown, run_generation
+    from hsenet_search.eval.generation_bench import generation_markdown, generation_payload, run_generation
     from hsenet_search.eval.provenance import run_started
     from hsenet_search.generate.llm import load_llm
 
     started = run_started()
     engine = SearchEngine.open(index)
-    runs = []
-    for m in mode:
-        t0 = time.perf_counter()
-        model = load_llm(llm, max_new_tokens=max_new_tokens) if m is DraftMode.llm else None
-        load_s = time.perf_counter() - t0
-        run = run_generation(engine, str(data), split=split.value, mode=m.value, llm=model, k=k, limit=limit)
-        runs.append({**run.metrics(), "llm_load_s": load_s})
-    payload = {"index": str(index), "data": str(data), "split": split.value, "k": k, "runs": runs}
+    t0 = time.perf_counter()
+    model = load_llm(llm, max_new_tokens=max_new_tokens) if DraftMode.llm in mode else None
+    load_s = time.perf_counter() - t0
+    modes = [m.value for m in dict.fromkeys(mode)]
+    runs = run_generation(
+        engine, str(data), split=split.value, modes=modes, llm=model, k=k, limit=limit, llm_limit=llm_limit
+    )
+    payload = {"index": str(index), "data": str(data), "split": split.value, "k": k, "llm_load_s": load_s}
+    payload |= generation_payload(runs)
     _write(out, payload, generation_markdown(payload), started)
 
 

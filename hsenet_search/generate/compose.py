@@ -118,7 +118,8 @@ class Sentence:
     """One sentence of a draft: its section, the retrieved cases whose reports hold it (``sources``), the
     labels the labeler finds in it, and its ``origin``: ``retrieved`` (a neighbour's sentence), ``template``
     (the composer's stock sentence for a voted label or a normal system; ``sources`` are the voting cases) or
-    ``llm`` (written by the LLM and found in no neighbour's report)."""
+    ``llm`` (written by the LLM and found in no neighbour's report; ``sources`` are the cases behind the
+    composer sentences it rewrites)."""
 
     text: str
     section: str
@@ -130,7 +131,7 @@ class Sentence:
 @dataclass
 class Draft:
     """A drafted report and what grounded it (``labels``: the labels the neighbours agree on; ``checks``: see
-    :mod:`hsenet_search.generate.checks`)."""
+    :mod:`hsenet_search.generate.checks`; ``merge``: what the LLM merge kept, LLM mode only)."""
 
     findings: str
     impression: str
@@ -141,6 +142,7 @@ class Draft:
     warnings: list[str] = field(default_factory=list)
     sentences: list[Sentence] = field(default_factory=list)
     checks: dict = field(default_factory=dict)
+    merge: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -292,7 +294,9 @@ def draft_grounded(cases: Sequence[RetrievedCase], min_fraction: float = 0.5) ->
     Findings follow the CT-RATE reading order of :data:`SYSTEMS`. For each label the neighbours agree on,
     the first neighbour sentence (rank order) that reports it and nothing outside the agreed labels; for a
     system without agreed findings that the neighbours cover, the negative sentence most of them use for it (a
-    sentence about the system in which the labeler finds nothing). Labels too few neighbours
+    sentence about the system in which the labeler finds nothing); then every other sentence without a
+    finding that at least ``min_fraction`` of the neighbours hold verbatim (upper abdomen, bones, ...), unless
+    it is about a system with an agreed finding. Labels too few neighbours
     carry are left out (listed in ``checks.label_agreement.left_out``). The impression takes, per agreed
     label, a neighbour impression sentence reporting it (else the stock phrase), or the neighbours' most
     common normal impression; it therefore reports the same labels as the findings (checked).
@@ -353,6 +357,15 @@ def draft_grounded(cases: Sequence[RetrievedCase], min_fraction: float = 0.5) ->
         if label not in covered:
             add(f"{label} is observed.", "findings", {label}, voters[label], findings)
             covered.add(label)
+    abnormal_cues = [cue for labels, _, cue in SYSTEMS if cue and set(labels) & wanted]
+    for c in pool:  # other statements without a finding that most neighbours make (abdomen, bones, ...)
+        if (
+            c.section == "findings"
+            and not c.labels
+            and len(holders[sentence_key(c.text)]) >= min_fraction * len(cases)
+            and not any(re.search(cue, c.text, re.IGNORECASE) for cue in abnormal_cues)
+        ):
+            add(c.text, "findings", (), (), findings)
 
     impression: list[Sentence] = []
     concluded: set[str] = set()

@@ -1,11 +1,14 @@
 """Report drafting from retrieved cases: the mode dispatcher and LLM merging with its guards.
 
-LLM mode starts from the grounded composer's draft (:func:`compose.draft_grounded`) and asks the model to
-merge the abnormal findings into one paragraph and to write the impression (the assistant turn is
-pre-filled with ``Findings:``). The answer is post-processed: other sections and chatter are cut, the text
-stops at the first repetition loop and a sentence cut off by the token limit is dropped. The result then
-goes through the checks (:mod:`checks`); a failing draft falls back to the composer's, with a warning.
-Every mode's draft carries ``sentences`` (traced to the neighbours) and ``checks``.
+LLM mode starts from the grounded composer's draft (:func:`compose.draft_grounded`). The LLM gets the
+composer's abnormal findings as numbered lines and merges them into the impression (:mod:`prompt`; greedy,
+a token budget sized to the lines, generation stops at the end of the impression line). The answer is
+cleaned (chatter, loops and a cut-off last sentence go), cut to one sentence per finding line, and
+replaces the composer's impression only when it reports exactly the labels of the findings, with no new
+number, side or content and no repeated or cut-off sentence (:func:`impression_problem`); otherwise the
+composer's impression stays, with a warning. The draft then goes through the checks (:mod:`checks`); a
+failing draft falls back to the composer's. Every mode's draft carries ``sentences`` (traced to the
+neighbours) and ``checks``; LLM drafts also ``merge`` (what was kept, what the call cost).
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from collections.abc import Sequence
 from hsenet_search.data.report_text import sentences, split_report_text
 from hsenet_search.errors import QueryError
 
-from .checks import complete, failed
+from .checks import complete, failed, positive_labels, sentence_key
 from .compose import (
     Draft,
     RetrievedCase,
+    Sentence,
     agreed_labels,
     attribute,
     check_cases,
@@ -29,7 +33,7 @@ from .compose import (
     finish,
 )
 from .llm import LLM, load_llm
-from .prompt import build_prompt
+from .prompt import EXAMPLES, PREFILL, build_prompt
 
 __all__ = [
     "Draft",
@@ -40,42 +44,25 @@ __all__ = [
     "draft_llm",
     "draft_nearest",
     "draft_vote",
-    "parse_sections",
     "split_report_text",
 ]
 
 MODES = ("llm", "grounded", "nearest", "vote")
-_HEADER = re.compile(r"(?:\*\*|#+ *)?\b(findings?|impressions?|conclusions?)\b(?:\*\*)? *:(?:\*\*)?", re.IGNORECASE)
-# Where a small model starts something other than the report: another example case, a new turn, a note.
-_CUT = re.compile(
-    r"\bCase \d+\b|<\|im_|\n\s*(?:Note|Explanation|Reports? of|Sentences:|Example:"
-    r"|Abnormalities:)",
-    re.IGNORECASE,
-)
 _CHATTER = re.compile(
     r"^(?:sure|certainly|here is|here's|here are|i hope|i have|as an ai|note:|let me)\b", re.IGNORECASE
 )
 _NEAR_REPEAT = 0.6
 _PROMPT_SLACK = 8  # tokens reserved for tokenisation differences at the joins of prompt pieces
-
-
-def parse_sections(text: str) -> tuple[str, str]:
-    """Split generated text into (findings, impression) at ``Findings:`` / ``Impression:`` headers.
-
-    Text before any header counts as findings; a second findings header ends the report.
-    """
-    text = _CUT.split(text, maxsplit=1)[0]
-    findings, impression, current, start = [], [], "findings", 0
-    for match in _HEADER.finditer(text):
-        (findings if current == "findings" else impression).append(text[start : match.start()])
-        kind = "findings" if match.group(1).lower().startswith("finding") else "impression"
-        if kind == "findings" and (impression or "".join(findings).strip()):
-            start = None
-            break
-        current, start = kind, match.end()
-    if start is not None:
-        (findings if current == "findings" else impression).append(text[start:])
-    return " ".join(findings).strip(), " ".join(impression).strip()
+_TOKENS_PER_LINE = 14  # new-token budget of the impression: this per finding line sent ...
+_TOKENS_EXTRA = 12  # ... plus this
+_SIDES = {"right": "right", "left": "left", "both": "bilateral", "bilateral": "bilateral"}
+_NEW_CONTENT = 0.3  # an impression may bring at most this share of content words the findings lack
+# Words an impression may add freely: report verbs, articles, prepositions (content words compare as stems).
+_FREE = set(
+    "a an the is are was were be been there this these that with and of in on at to from as also both "
+    "seen observed noted detected present shows visible which its their it some areas area changes change "
+    "appearance findings finding".split()
+)
 
 
 def _words(sentence: str) -> list[str]:
@@ -116,53 +103,112 @@ def usable(text: str) -> bool:
     return distinct >= 3 and (len(words) < 20 or distinct / len(words) >= 0.2)
 
 
+def _numbers(text: str) -> set[str]:
+    return set(re.findall(r"\d+(?:[.,]\d+)?", text))
+
+
+def _sides(text: str) -> set[str]:
+    return {_SIDES[w] for w in _words(text) if w in _SIDES}
+
+
+def _stems(text: str) -> set[str]:
+    """Content words as stems: the first 5 letters without a plural s ("lungs" and "lung" are one)."""
+    return {w[:5].rstrip("s") for w in _words(text) if len(w) > 2 and not w.isdigit() and w not in _FREE}
+
+
+def impression_problem(text: str, findings: str, merged: str, taken: set[str]) -> str | None:
+    """Why the LLM's impression ``text`` may not replace the composer's, or ``None``.
+
+    It must be complete, usable sentences that report exactly the labels of ``findings`` (the whole findings
+    section), with no number, side (right/left/bilateral) or more than 30 % content words (5-letter stems)
+    that the ``merged`` finding lines lack, and no repeated sentence (``taken``: the findings' keys)."""
+    parts = sentences(text)
+    if not parts or not usable(text):
+        return "no usable impression"
+    if not all(complete(p) for p in parts):
+        return "cut off"
+    if set(positive_labels(text)) != set(positive_labels(findings)):
+        return "labels differ from the findings"
+    if not _numbers(text) <= _numbers(merged):
+        return "new number"
+    if not _sides(text) <= _sides(merged):
+        return "new side"
+    stems = _stems(text)
+    if len(stems - _stems(merged)) > _NEW_CONTENT * len(stems):
+        return "new content"
+    keys = [sentence_key(p) for p in parts]
+    if len(set(keys)) < len(keys) or set(keys) & taken:
+        return "repeated sentence"
+    return None
+
+
 def draft_llm(
     cases: Sequence[RetrievedCase], llm: LLM, *, max_new_tokens: int | None = None, min_fraction: float = 0.5
 ) -> Draft:
-    """The grounded composer's draft, with its abnormal findings merged into one paragraph and the impression
-    written by ``llm``.
+    """The grounded composer's draft with its impression written by ``llm`` from the abnormal findings,
+    kept only when it passes :func:`impression_problem` (see the module docstring).
 
-    The composer's normal-system sentences stay as they are; the LLM's sentences are traced back to the
-    neighbours (``origin`` ``retrieved`` when a neighbour's report holds the sentence, else ``llm``). A draft
-    that fails a check (an abnormality the neighbours do not agree on, findings and impression reporting
-    different labels, a repeated or cut-off sentence, no usable text) is replaced by the composer's draft,
-    with a warning. With no agreed abnormality there is nothing to merge and the LLM is not called.
+    ``merge`` records per draft: the finding lines sent, who wrote the impression, why the LLM's was not
+    used (``rejected``), the ``outcome`` (``merged``: the LLM's impression kept; ``composer``: not kept, or
+    the assembled draft failed a check and the composer's draft was used) and the call's token counts and
+    seconds. With no agreed abnormality there is nothing to merge and the LLM is not called.
     """
     base = draft_grounded(cases, min_fraction)
     base.mode = "llm"
-    abnormal = [s for s in base.sentences if s.section == "findings" and s.labels]
+    findings = [s for s in base.sentences if s.section == "findings"]
+    abnormal = [s for s in findings if s.labels]
     if not abnormal:
         base.llm = f"{llm.name} (not called: no agreed abnormality to merge)"
+        base.merge = {"outcome": "not called"}
         return base
-    total = llm.config.max_new_tokens if max_new_tokens is None else max_new_tokens
-    if total < 32:
-        raise QueryError(f"max_new_tokens must be at least 32 to draft two sections, got {total}")
-    budget = llm.prompt_budget(total) - _PROMPT_SLACK
-    prompt = build_prompt(abnormal, base.labels, llm.count_tokens, budget)
-    answer = llm.chat(prompt.system, prompt.user, max_new_tokens=total, prefill="Findings:")
-    findings, impression = (clean(part) for part in parse_sections(answer))
-    merged = attribute(findings, "findings", cases)
-    first = base.sentences.index(abnormal[0])
-    kept = [s for s in base.sentences if s.section == "findings" and not s.labels]
-    sentences_ = kept[:first] + merged + kept[first:] + attribute(impression, "impression", cases)
+    cap = llm.config.max_new_tokens if max_new_tokens is None else max_new_tokens
+    if cap < 16:
+        raise QueryError(f"max_new_tokens must be at least 16 to write an impression, got {cap}")
+    prompt = build_prompt(abnormal, llm.count_tokens, llm.prompt_budget(cap, len(EXAMPLES)) - _PROMPT_SLACK)
+    new = min(cap, _TOKENS_PER_LINE * len(prompt.shown) + _TOKENS_EXTRA)
+    answer = llm.chat(
+        prompt.system, prompt.user, examples=prompt.examples, max_new_tokens=new, prefill=PREFILL, one_line=True
+    )
+    # one phrase per finding line: a small model often goes on with the worked example's next phrase
+    impression = " ".join(sentences(clean(answer.strip().split("\n", 1)[0]))[: len(prompt.shown)])
+    findings_text = " ".join(s.text for s in findings)
+    merged = " ".join(s.text for s in prompt.shown)
+    problem = impression_problem(impression, findings_text, merged, {sentence_key(s.text) for s in findings})
+    merge = {
+        "sentences": len(prompt.shown),
+        "impression": "llm" if problem is None else "composer",
+        "rejected": problem,
+        "outcome": "merged" if problem is None else "composer",
+        **getattr(llm, "last_usage", {}),
+    }
+    if problem is not None:
+        base.llm = f"{llm.name} (impression not used: {problem}; grounded composer's draft)"
+        base.warnings = [*prompt.warnings, f"LLM impression not used ({problem}): {impression!r}", *base.warnings]
+        base.merge = merge
+        return base
+    sources = tuple(dict.fromkeys(c for s in abnormal for c in s.sources))
+    written = [
+        s if s.origin == "retrieved" else Sentence(s.text, "impression", sources, s.labels, "llm")
+        for s in attribute(impression, "impression", cases)
+    ]
     result = finish(
         Draft(
-            " ".join(s.text for s in sentences_ if s.section == "findings"),
-            impression,
+            findings_text,
+            " ".join(s.text for s in written),
             base.retrieved,
             base.labels,
             llm.name,
             "llm",
             prompt.warnings + base.warnings,
-            sentences_,
+            findings + written,
+            merge=merge,
         ),
         cases,
     )
-    sections = (("findings", findings), ("impression", impression))
-    problems = failed(result.checks) + [f"no usable {name}" for name, text in sections if not usable(text)]
-    if problems:
+    if problems := failed(result.checks):
         base.llm = f"{llm.name} (draft failed checks; grounded composer used)"
-        base.warnings.append(f"the LLM draft failed: {', '.join(problems)}; used the grounded composer's draft")
+        base.warnings.append(f"the LLM draft failed: {', '.join(problems)}; used the grounded composer's")
+        base.merge = {**merge, "impression": "composer", "outcome": "composer", "failed_checks": problems}
         return base
     return result
 

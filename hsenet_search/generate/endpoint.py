@@ -14,6 +14,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hsenet_search.errors import ModelError
@@ -50,31 +51,52 @@ class EndpointLLM:
         self.url, self.model = parse_spec(config.spec)
         self.name = f"{self.model} (OpenAI-compatible endpoint {self.url})"
         self.context_tokens = config.context_tokens
+        self.last_usage: dict = {}
 
     def count_tokens(self, text: str) -> int:
         return len(text) // 4 + 1
 
-    def prompt_budget(self, max_new_tokens: int | None = None) -> int:
+    def prompt_budget(self, max_new_tokens: int | None = None, shots: int = 0) -> int:
         new = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
         return int(0.8 * (self.context_tokens - new))  # margin for the estimate and the chat template
 
-    def chat(self, system: str, user: str, *, max_new_tokens: int | None = None, prefill: str = "") -> str:
-        """The assistant's reply. ``prefill`` cannot be forced over this API; it is asked for in the user turn."""
+    def chat(
+        self,
+        system: str,
+        user: str,
+        *,
+        examples: Sequence[tuple[str, str]] = (),
+        max_new_tokens: int | None = None,
+        prefill: str = "",
+        one_line: bool = False,
+    ) -> str:
+        """The assistant's reply (arguments as for the local LLM). ``prefill`` cannot be forced over this API;
+        it is asked for in the user turn. ``one_line`` keeps the first line of text of the answer."""
         if prefill:
             user = f"{user}\nStart your answer with '{prefill}'."
+        from .prompt import chat_messages
+
         body = {
             "model": self.model,
             "temperature": 0,
             "seed": self.config.seed,
             "max_tokens": self.config.max_new_tokens if max_new_tokens is None else max_new_tokens,
-            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            "messages": chat_messages(system, examples, user),
         }
+        start = time.perf_counter()
         answer = self._post("/chat/completions", body)
         try:
             text = answer["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError) as exc:
             raise ModelError("the endpoint's answer has no choices[0].message.content", self.url) from exc
-        return text[len(prefill) :] if prefill and text.startswith(prefill) else text
+        usage = answer.get("usage") or {}
+        self.last_usage = {
+            "prompt_tokens": usage.get("prompt_tokens"),
+            "new_tokens": usage.get("completion_tokens"),
+            "seconds": time.perf_counter() - start,
+        }
+        text = text[len(prefill) :] if prefill and text.startswith(prefill) else text
+        return text.strip().split("\n", 1)[0] if one_line else text
 
     def _post(self, path: str, body: dict) -> dict:
         headers = {"Content-Type": "application/json"}

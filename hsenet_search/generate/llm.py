@@ -20,6 +20,8 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -206,17 +208,23 @@ class LLM:
         self.tokenizer, self.model, self.name = _load_weights(self.config.spec, self.device)
         model_context = getattr(self.model.config, "max_position_embeddings", None) or self.config.context_tokens
         self.context_tokens = min(int(model_context), self.config.context_tokens)
+        self.last_usage: dict = {}
 
     def count_tokens(self, text: str) -> int:
         """Number of tokens ``text`` takes (no special tokens)."""
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _prompt_text(self, system: str, user: str, prefill: str) -> str:
+    def _prompt_text(
+        self, system: str, user: str, prefill: str, examples: Sequence[tuple[str, str]] = ()
+    ) -> str:
         if getattr(self.tokenizer, "chat_template", None):
-            messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+            from .prompt import chat_messages
+
+            messages = chat_messages(system, examples, user)
             text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         else:
-            text = f"{system}\n\n{user}\n\n"
+            shots = "".join(f"{shot_user}\n\n{shot_answer}\n\n" for shot_user, shot_answer in examples)
+            text = f"{system}\n\n{shots}{user}\n\n"
         return text + prefill
 
     def _guard(self, prompt_length: int) -> dict:
@@ -230,20 +238,33 @@ class LLM:
             return {"logits_processor": LogitsProcessorList([NoRepeatNewNGrams(prompt_length, n)])}
         return {}
 
-    def prompt_budget(self, max_new_tokens: int | None = None) -> int:
-        """Tokens left for the system + user text once the template and the generation are reserved."""
+    def prompt_budget(self, max_new_tokens: int | None = None, shots: int = 0) -> int:
+        """Tokens left for the system, user and ``shots`` few-shot texts once the chat template and the
+        generation are reserved."""
         new = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
-        overhead = len(self.tokenizer(self._prompt_text("", "", ""), add_special_tokens=False)["input_ids"])
-        return self.context_tokens - new - overhead
+        frame = self._prompt_text("", "", "", [("", "")] * shots)
+        return self.context_tokens - new - len(self.tokenizer(frame, add_special_tokens=False)["input_ids"])
 
     @torch.inference_mode()
-    def chat(self, system: str, user: str, *, max_new_tokens: int | None = None, prefill: str = "") -> str:
+    def chat(
+        self,
+        system: str,
+        user: str,
+        *,
+        examples: Sequence[tuple[str, str]] = (),
+        max_new_tokens: int | None = None,
+        prefill: str = "",
+        one_line: bool = False,
+    ) -> str:
         """Greedy-decode the assistant's reply to ``system`` + ``user`` and return only the new text.
 
-        ``prefill`` starts the assistant's turn (e.g. ``"Findings:"``); it is not part of the returned text.
+        ``examples``: few-shot (user, assistant) turns placed before ``user``. ``prefill`` starts the
+        assistant's turn (e.g. ``"Impression:"``); it is not part of the returned text. ``one_line``:
+        generation stops at the end of the first line of text. What the call cost is left in
+        :attr:`last_usage` (prompt and new tokens, seconds).
         """
         new = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
-        text = self._prompt_text(system, user, prefill)
+        text = self._prompt_text(system, user, prefill, examples)
         encoded = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")
         input_ids = encoded["input_ids"].to(self.device)
         length = input_ids.shape[1]
@@ -255,6 +276,12 @@ class LLM:
         pad = self.tokenizer.pad_token_id
         if pad is None:
             pad = self.tokenizer.eos_token_id
+        stopping = {}
+        if one_line:
+            from transformers import StoppingCriteriaList
+
+            stopping = {"stopping_criteria": StoppingCriteriaList([_EndOfLine(self.tokenizer, length)])}
+        start = time.perf_counter()
         with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's CPU RNG state
             torch.manual_seed(self.config.seed)
             output = self.model.generate(
@@ -264,8 +291,27 @@ class LLM:
                 do_sample=False,
                 pad_token_id=pad,
                 **self._guard(length),
+                **stopping,
             )
+        self.last_usage = {
+            "prompt_tokens": int(length),
+            "new_tokens": int(output.shape[1] - length),
+            "seconds": time.perf_counter() - start,
+        }
         return self.tokenizer.decode(output[0, length:], skip_special_tokens=True)
+
+
+class _EndOfLine:
+    """Stopping criterion: true once the generated text holds a complete line of text (text, then a line
+    break; leading blank lines do not count)."""
+
+    def __init__(self, tokenizer, prompt_length: int):
+        self.tokenizer, self.prompt_length = tokenizer, prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        rows = input_ids[:, self.prompt_length :]
+        done = ["\n" in self.tokenizer.decode(row, skip_special_tokens=True).lstrip() for row in rows]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def load_llm(spec: str = "default", **kw):

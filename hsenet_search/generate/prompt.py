@@ -1,10 +1,11 @@
-"""The merge prompt: the LLM rewrites the grounded composer's abnormal findings into one paragraph and
-writes the impression; it is told to use only those sentences.
+"""The merge prompt: the LLM merges the grounded composer's abnormal findings into the impression.
 
-Written for small instruction models (SmolLM2-135M): one short instruction, one worked example in exactly
-the answer format (``Findings:`` then ``Impression:``), then the sentences to merge, each with the ids of
-the retrieved cases it came from, and the agreed abnormalities. The normal-system sentences are not sent:
-the composer keeps them as they are. The overflow guard drops the last sentences first.
+Written for small instruction models (SmolLM2-135M): one short instruction, one worked example as a real
+user/assistant exchange in exactly the answer format, then the composer's abnormal findings, numbered; the
+assistant turn is pre-filled with ``Impression:`` and generation stops at the end of that line. The
+findings themselves stay the composer's sentences (asked to rewrite them too, the 135M model copied most
+lines verbatim or made them worse, at about 2.5 times the new tokens). The overflow guard drops the last
+sentences first.
 """
 
 from __future__ import annotations
@@ -17,51 +18,55 @@ from hsenet_search.errors import QueryError
 from .compose import Sentence
 
 SYSTEM = (
-    "You are a radiologist. Merge the given sentences into the findings of one chest CT report, then "
-    "write its impression. Use only the facts in the sentences; add no other finding."
+    "You are a radiologist. Write the impression of a chest CT report from its numbered findings: one short "
+    "phrase per finding, in the same order, keeping side and location. Add nothing."
 )
-
-EXAMPLE = (
-    "Sentences:\n- Emphysematous changes are observed in both lungs. [a]\n"
-    "- Centriacinar emphysema is seen in both upper lobes. [b]\n"
-    "- A 4 mm nodule is observed in the right lower lobe. [c]\n"
-    "Abnormalities: Emphysema, Lung nodule.\n"
-    "Findings: Centriacinar emphysematous changes are observed in both lungs, most in the upper lobes. "
-    "A 4 mm nodule is observed in the right lower lobe.\n"
-    "Impression: Emphysema in both lungs. Right lower lobe nodule."
+PREFILL = "Impression:"
+EXAMPLE_USER = (
+    "1. Centriacinar emphysematous changes are observed in both lung upper lobes.\n"
+    "2. A nodule measuring 4 mm was observed in the right lower lobe."
 )
+EXAMPLE_ANSWER = f"{PREFILL} Emphysema in both lungs. Right lower lobe nodule."
+EXAMPLES: tuple[tuple[str, str], ...] = ((EXAMPLE_USER, EXAMPLE_ANSWER),)
 
 
 @dataclass
 class Prompt:
-    """System and user messages, the sentences sent, and what the overflow guard did."""
+    """System message, few-shot (user, assistant) turns, user message, the sentences sent (line ``i + 1`` is
+    ``shown[i]``), and what the overflow guard did."""
 
     system: str
+    examples: tuple[tuple[str, str], ...]
     user: str
     shown: list[Sentence]
     warnings: list[str] = field(default_factory=list)
 
 
-def _user(shown: Sequence[Sentence], agreed: Sequence[str]) -> str:
-    lines = "\n".join(f"- {s.text} [{', '.join(s.sources)}]" for s in shown)
-    return (
-        f"Example:\n{EXAMPLE}\n\nNow the new scan.\nSentences:\n{lines}\n"
-        f"Abnormalities: {', '.join(agreed)}.\nWrite Findings: and Impression: as in the example."
-    )
+def numbered(texts: Sequence[str]) -> str:
+    """``1. first\\n2. second ...``: the findings' line format."""
+    return "\n".join(f"{i}. {text}" for i, text in enumerate(texts, 1))
+
+
+def chat_messages(system: str, examples: Sequence[tuple[str, str]], user: str) -> list[dict[str, str]]:
+    """OpenAI-style chat messages: the system turn, the few-shot (user, assistant) turns, the user turn."""
+    messages = [{"role": "system", "content": system}]
+    for shot_user, shot_answer in examples:
+        messages += [{"role": "user", "content": shot_user}, {"role": "assistant", "content": shot_answer}]
+    return [*messages, {"role": "user", "content": user}]
 
 
 def build_prompt(
-    sentences: Sequence[Sentence], agreed: Sequence[str], count_tokens: Callable[[str], int], budget_tokens: int
+    sentences: Sequence[Sentence], count_tokens: Callable[[str], int], budget_tokens: int
 ) -> Prompt:
     """The merge prompt for ``sentences`` (the composer's abnormal findings) within ``budget_tokens``."""
     if not sentences:
         raise QueryError("no sentences to merge")
     shown = list(sentences)
-    system_tokens = count_tokens(SYSTEM)
+    fixed = count_tokens(SYSTEM) + sum(count_tokens(u) + count_tokens(a) for u, a in EXAMPLES)
     warnings = []
-    while system_tokens + count_tokens(_user(shown, agreed)) > budget_tokens:
+    while fixed + count_tokens(numbered([s.text for s in shown])) > budget_tokens:
         if len(shown) == 1:
             raise QueryError(f"prompt budget of {budget_tokens} tokens cannot hold the drafting instructions")
         dropped = shown.pop()
         warnings.append(f"prompt over {budget_tokens} tokens: left out the sentence {dropped.text!r}")
-    return Prompt(SYSTEM, _user(shown, agreed), shown, warnings)
+    return Prompt(SYSTEM, EXAMPLES, numbered([s.text for s in shown]), shown, warnings)

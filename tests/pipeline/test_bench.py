@@ -147,6 +147,25 @@ def test_bench_generation_retrieval_modes(index_dir, synth_data, model_dir, tmp_
     assert modes["nearest"]["text"] == pytest.approx(generation_scores(refs, hyps), abs=1e-9)
 
 
+@pytest.mark.slow
+def test_bench_generation_llm_rows_on_fewer_scans(index_dir, synth_data, tmp_path):
+    """One retrieval per scan for every mode; the LLM mode on the first --llm-limit scans, and every mode
+    also scored on those scans alone; the merge outcome of every LLM draft is counted."""
+    out = tmp_path / "gen-llm"
+    args = ["--mode", "vote", "--mode", "llm", "--limit", "2", "--llm-limit", "1"]
+    res = run_cli("bench", "generation", "--index", index_dir, "--data", synth_data, *args, "--out", out)
+    assert res.returncode == 0, res.stderr
+    payload = json.loads(out.with_suffix(".json").read_text())
+    assert {run["mode"]: run["n"] for run in payload["runs"]} == {"vote": 2, "llm": 1}
+    assert {run["mode"]: run["n"] for run in payload["runs_on_llm_scans"]} == {"vote": 1, "llm": 1}
+    llm = next(run for run in payload["runs"] if run["mode"] == "llm")
+    assert sum(llm["merge"]["outcomes"].values()) == 1 and llm["all_checks_passed"] == 1.0
+    assert llm["seconds_per_draft"]["n"] == 1 and llm["seconds_per_draft"]["min"] <= llm["seconds_per_draft"]["max"]
+    assert "load_average" in payload["machine"]
+    markdown = out.with_suffix(".md").read_text()
+    assert "Every mode on the 1 scans the LLM mode drafted" in markdown and "LLM merge" in markdown
+
+
 def test_bench_gap_cli_matches_the_index_embeddings(index_dir, tmp_path):
     from hsenet_search.eval.gap import modality_gap
 
