@@ -26,8 +26,9 @@ def check_model_matches(manifest: IndexManifest, model, index_dir: str | Path) -
             f"preprocessing {model.profile.hash} differs from the index's {manifest.preprocessing_hash}",
             index_dir,
         )
-    if model.embedding_dim != manifest.dims["reports"]:
-        raise IndexMismatchError(
-            f"model embedding size {model.embedding_dim} differs from the index's {manifest.dims['reports']}",
-            index_dir,
-        )
+    stored = {"reports": model.embedding_dim, "volumes": model.embedding_dim * (2 if manifest.bridge else 1)}
+    for kind, size in stored.items():  # a bridged index stores volumes as [plain, bank] / sqrt 2
+        if size != manifest.dims[kind]:
+            raise IndexMismatchError(
+                f"model embedding size {size} ({kind}) differs from the index's {manifest.dims[kind]}", index_dir
+            )
