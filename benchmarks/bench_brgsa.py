@@ -55,9 +55,9 @@ def train_arm(data: Path, out: Path, bridge: str, text: str, args, cache: Path) 
         eval_every=10**6,  # validate once, at the end
     )
     s1 = Trainer(TrainConfig(stage=1, init=str(DEFAULT_MODEL_DIR), epochs=args.epochs, **common)).train(False)
-    s2 = Trainer(
-        TrainConfig(stage=2, init=str(out), keep_stage2=True, epochs=args.stage2_epochs, **common)
-    ).train(False)
+    s2 = Trainer(TrainConfig(stage=2, init=str(out), keep_stage2=True, epochs=args.stage2_epochs, **common)).train(
+        False
+    )
     return {"stage1_steps": s1.steps, "stage2_steps": s2.steps, "seconds": round(s1.seconds + s2.seconds, 1)}
 
 
@@ -81,9 +81,7 @@ def evaluate(model_dir: str, data: Path, index: Path, args, cache: Path) -> dict
     zsx = bench.zeroshot_tables(model, valid, None, labels=EXTRA_LABELS, truth=truth)
     out["zeroshot_unseen"] = {
         "macro_auc": zsx["macro_auc_ci"],
-        "per_label": {
-            k: {"auc": v["auc"], "n_pos": v["n_pos"]} for k, v in zsx["same_split"]["per_label"].items()
-        },
+        "per_label": {k: {"auc": v["auc"], "n_pos": v["n_pos"]} for k, v in zsx["same_split"]["per_label"].items()},
     }
     return out
 

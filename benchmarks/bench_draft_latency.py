@@ -85,9 +85,7 @@ def warm(args, console: Console) -> dict:
     t0 = time.perf_counter()
     llm = load_llm(args.llm, max_new_tokens=args.max_new_tokens, device="cpu")
     load_s = time.perf_counter() - t0
-    guarded = {
-        g: load_llm(args.llm, max_new_tokens=args.max_new_tokens, device="cpu", guard=g) for g in GUARDS
-    }
+    guarded = {g: load_llm(args.llm, max_new_tokens=args.max_new_tokens, device="cpu", guard=g) for g in GUARDS}
     runs = [*(m for m in MODES if m != "llm"), *(f"llm/{g}" for g in GUARDS)]
     seconds: dict[str, list[float]] = {run: [] for run in runs}
     drafts: dict[str, list[dict]] = {run: [] for run in runs}

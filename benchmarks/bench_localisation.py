@@ -144,9 +144,7 @@ def main() -> None:
         runs[name]["text_to_volume"] = retrieval["text_to_volume"]["recall"]
         runs[name]["volume_to_text"] = retrieval["volume_to_text"]["recall"]
         runs[name]["zeroshot_macro"] = zeroshot["same_split"]["macro"]
-    write_result(
-        RESULTS / "localisation_ablation_synthetic.json", {"n_valid_scans": 60, "runs": runs}, started
-    )
+    write_result(RESULTS / "localisation_ablation_synthetic.json", {"n_valid_scans": 60, "runs": runs}, started)
 
 
 if __name__ == "__main__":

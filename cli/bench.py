@@ -170,9 +170,7 @@ def zeroshot(
         if extra_labels:
             truth = pd.concat([read_extra_labels(p) for p in extra_labels])
             extra = {"labels": list(truth.columns), "truth": truth[~truth.index.duplicated()]}
-        result = zeroshot_tables(
-            net, emb.split(split.value, unit.value), _bank(emb, split.value, unit.value), **extra
-        )
+        result = zeroshot_tables(net, emb.split(split.value, unit.value), _bank(emb, split.value, unit.value), **extra)
     _write(out, result, zeroshot_markdown(result), started)
 
 

@@ -21,9 +21,7 @@ def locate(
     scan: str = typer.Argument(..., help="Volume file / DICOM folder, or (with --index) an indexed scan id."),
     text: list[str] = typer.Option(..., "--text", help="Finding text to locate (repeatable)."),
     model: str | None = typer.Option(None, "--model", help="Model dir (default: the shipped model)."),
-    index: Path | None = typer.Option(
-        None, "--index", help="Index directory: SCAN may be one of its scan ids."
-    ),
+    index: Path | None = typer.Option(None, "--index", help="Index directory: SCAN may be one of its scan ids."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON {scan, results:[...]}."),
 ) -> None:
     """Predict the image number (1-based along the file's third voxel axis) each text refers to."""
@@ -49,8 +47,6 @@ def locate(
     for col in ("text", "image", "z mm", "confidence", "profile (inferior → superior bins)"):
         table.add_column(col, overflow="fold")
     for r in result.results:
-        table.add_row(
-            r.text, str(r.image_number), f"{r.z_mm:.1f}", f"{r.confidence:.2f}", _sparkline(r.profile)
-        )
+        table.add_row(r.text, str(r.image_number), f"{r.z_mm:.1f}", f"{r.confidence:.2f}", _sparkline(r.profile))
     console.print(table)
     console.print(f"bins of {result.results[0].bin_mm:.1f} mm: a position is good to about half a bin")

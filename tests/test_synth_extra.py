@@ -49,9 +49,7 @@ def test_ground_truth_file_lists_every_volume_and_reports_say_what_is_drawn(pair
     for split in ("train", "valid"):
         truth = pd.read_csv(extra.out / "extra_findings" / f"{split}_extra_labels.csv")
         assert list(truth.columns) == ["VolumeName", *EXTRA_LABELS]
-        expected = {
-            p.volume_name(r): p.extra for p in extra.plans if p.split == split for r in p.acquisition.recons
-        }
+        expected = {p.volume_name(r): p.extra for p in extra.plans if p.split == split for r in p.acquisition.recons}
         assert dict(zip(truth["VolumeName"], map(tuple, truth[list(EXTRA_LABELS)].to_numpy()))) == expected
     reports = pd.read_csv(extra.out / "radiology_text_reports" / "train_reports.csv").set_index("VolumeName")
     words = {

@@ -162,7 +162,6 @@ class PreprocessCache:
         write_npy(entry, array, durable=False)  # a lost entry is only recomputed
         return array
 
-
     def get_or_compute_with_sidecar(
         self,
         path: str | Path,

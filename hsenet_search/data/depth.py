@@ -32,9 +32,7 @@ class DepthGeometry:
     @classmethod
     def of(cls, stored_affine, stored_shape, model_affine, model_shape) -> DepthGeometry:
         def rows(a) -> tuple[tuple[float, ...], ...]:
-            return tuple(
-                tuple(float(v) for v in row) for row in np.asarray(a, dtype=np.float64).reshape(4, 4)
-            )
+            return tuple(tuple(float(v) for v in row) for row in np.asarray(a, dtype=np.float64).reshape(4, 4))
 
         shapes = tuple(map(int, stored_shape)), tuple(map(int, model_shape))
         return cls(rows(stored_affine), shapes[0], rows(model_affine), shapes[1])

@@ -133,9 +133,7 @@ class Profile:
         """The model tensor of ``volume``: float32 ``(1, D, H, W)``; ``device`` runs the chain there."""
         return self.apply(volume, device=device)[0]
 
-    def apply(
-        self, volume: Volume, *, device: str | torch.device | None = None
-    ) -> tuple[np.ndarray, DepthGeometry]:
+    def apply(self, volume: Volume, *, device: str | torch.device | None = None) -> tuple[np.ndarray, DepthGeometry]:
         """The model tensor and the geometry linking it to the stored volume (see :mod:`.depth`)."""
         with torch.inference_mode():
             image = _as_metatensor(volume)

@@ -100,9 +100,7 @@ class LLMSummaries:
     fallbacks: int = 0
 
 
-def llm_summariser(
-    spec: str = "default", max_new_tokens: int = 128, **llm_options
-) -> tuple[Summariser, LLMSummaries]:
+def llm_summariser(spec: str = "default", max_new_tokens: int = 128, **llm_options) -> tuple[Summariser, LLMSummaries]:
     """A summariser backed by the LLM ``spec`` (``default``, a local path or hub id, ``openai:URL#MODEL``: see
     :func:`hsenet_search.generate.llm.load_llm`); its cache name carries the LLM's name and the prompt."""
     from hsenet_search.generate.llm import load_llm

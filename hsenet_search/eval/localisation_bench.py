@@ -84,9 +84,7 @@ def localisation_benchmark(
     for name in LABELS:
         mask = np.array([name in row for row in labels])
         if mask.sum() >= 5:
-            per_label[name] = {
-                row: summarise_errors(err[mask], bin_mm[mask]).to_json() for row, err in errors.items()
-            }
+            per_label[name] = {row: summarise_errors(err[mask], bin_mm[mask]).to_json() for row, err in errors.items()}
     middle = overall["middle_bin"]["mae_mm"]
     return {
         "split": split,

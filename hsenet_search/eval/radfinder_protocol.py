@@ -111,9 +111,7 @@ def radfinder_markdown(result: dict) -> str:
     """One table: R@k with CIs, MedR, MeanR."""
     ks = list(result["recall"])
     head = "| " + " | ".join(f"R@{k} [95 % CI]" for k in ks) + " | MedR | MeanR |"
-    cells = " | ".join(
-        f"{r['estimate']:.1f} [{r['low']:.1f}, {r['high']:.1f}]" for r in result["recall"].values()
-    )
+    cells = " | ".join(f"{r['estimate']:.1f} [{r['low']:.1f}, {r['high']:.1f}]" for r in result["recall"].values())
     return (
         f"RadFinder protocol ({result['dedup']}, text→image, N = {result['n']}, "
         f"{result['bootstrap']['resamples']} bootstrap resamples):\n\n{head}\n|"

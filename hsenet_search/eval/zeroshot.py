@@ -145,9 +145,7 @@ def rank_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def macro_auc_ci(
-    y_true: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: int = 0
-) -> dict[str, float]:
+def macro_auc_ci(y_true: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
     """Macro AUROC (over labels where it is defined) with a 95 % percentile bootstrap over volumes."""
     from .bootstrap import bootstrap_ci
 

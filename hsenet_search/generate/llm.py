@@ -214,9 +214,7 @@ class LLM:
         """Number of tokens ``text`` takes (no special tokens)."""
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _prompt_text(
-        self, system: str, user: str, prefill: str, examples: Sequence[tuple[str, str]] = ()
-    ) -> str:
+    def _prompt_text(self, system: str, user: str, prefill: str, examples: Sequence[tuple[str, str]] = ()) -> str:
         if getattr(self.tokenizer, "chat_template", None):
             from .prompt import chat_messages
 

@@ -55,9 +55,7 @@ def chat_messages(system: str, examples: Sequence[tuple[str, str]], user: str) -
     return [*messages, {"role": "user", "content": user}]
 
 
-def build_prompt(
-    sentences: Sequence[Sentence], count_tokens: Callable[[str], int], budget_tokens: int
-) -> Prompt:
+def build_prompt(sentences: Sequence[Sentence], count_tokens: Callable[[str], int], budget_tokens: int) -> Prompt:
     """The merge prompt for ``sentences`` (the composer's abnormal findings) within ``budget_tokens``."""
     if not sentences:
         raise QueryError("no sentences to merge")

@@ -338,9 +338,7 @@ class HSENetCLIP(nn.Module):
             return self.stages[tower].vision_encoder(centred, slice_features.to(x.device))
         return self.stages[tower].vision_encoder(centred)
 
-    def vision_projected(
-        self, x: torch.Tensor, tower: str, slice_features: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def vision_projected(self, x: torch.Tensor, tower: str, slice_features: torch.Tensor | None = None) -> torch.Tensor:
         """``mm_vision_proj(CLS)`` of ``tower``, not normalised (the CMKI bank reads it): ``(B, E)``."""
         return self.projected_from_tokens(self.vision_tokens(x, tower, slice_features), tower)
 

@@ -337,8 +337,7 @@ class ModelConfig:
                 raise bad("localisation needs the Spatial Packer (packer_out_dim)")
             if tuple(self.packer_kernel[1:]) != tuple(self.grid[1:]):
                 raise bad(
-                    f"localisation needs a packer_kernel spanning the plane {self.grid[1:]}, "
-                    f"got {self.packer_kernel}"
+                    f"localisation needs a packer_kernel spanning the plane {self.grid[1:]}, got {self.packer_kernel}"
                 )
         params = self.parameter_estimate()
         if params * 4 > memory_budget():

@@ -128,9 +128,7 @@ def loc_index(tmp_path_factory, loc_model, synth_data):
     from hsenet_search.index.builder import BuildConfig, build_index
 
     index = tmp_path_factory.mktemp("loc-index") / "index"
-    build_index(
-        BuildConfig(data=str(synth_data), out=str(index), model=str(loc_model), workers=0), progress=False
-    )
+    build_index(BuildConfig(data=str(synth_data), out=str(index), model=str(loc_model), workers=0), progress=False)
     return index
 
 
@@ -178,7 +176,5 @@ def test_bench_localisation_writes_json_and_markdown(loc_model, synth_data, tmp_
     res = run_cli("bench", "localisation", "--data", synth_data, "--model", loc_model, "--out", out)
     assert res.returncode == 0, res.stderr
     payload = json.loads(out.with_suffix(".json").read_text())
-    assert {"model", "random_bin", "middle_bin"} <= set(payload["overall"]) and "machine" in json.dumps(
-        payload
-    )
+    assert {"model", "random_bin", "middle_bin"} <= set(payload["overall"]) and "machine" in json.dumps(payload)
     assert payload["split"] == "valid" and "middle-bin" in out.with_suffix(".md").read_text()

@@ -57,9 +57,7 @@ def test_train_cli_runs_the_radfinder_recipe(tmp_path, synth_data):
     assert res.returncode == 0, res.stderr
     history = json.loads((out / "training" / "stage1" / "history.json").read_text())
     assert all(math.isfinite(h["prompt"]) and h["prompt"] > 0 for h in history)
-    bad = run_cli(
-        "train", "--data", synth_data, "--out", tmp_path / "x", "--steps", "1", "--prompt-loss", "mean7"
-    )
+    bad = run_cli("train", "--data", synth_data, "--out", tmp_path / "x", "--steps", "1", "--prompt-loss", "mean7")
     assert bad.returncode == 2 and "--prompt-loss" in bad.stderr and "Traceback" not in bad.stderr
     bad = run_cli(
         "train",
