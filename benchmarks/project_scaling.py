@@ -25,6 +25,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from hsenet_search.eval.provenance import run_started, write_result
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -80,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
+    started = run_started()
     m = measured()
     rows = [
         project(v, n, g, model, m, args)
@@ -104,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "rows": rows,
     }
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    # the machine that computed the projection; the inputs' machines are in their own result files
+    write_result(args.out, out, started, device="cpu")
     for r in rows:
         print(
             f"{r['volumes']:>9,} {r['model']:>4} {r['cpu_nodes']:>3} nodes {r['gpus']:>2} GPUs  "
