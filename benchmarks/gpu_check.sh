@@ -17,7 +17,7 @@
 #           run(command="bash benchmarks/gpu_check.sh --stage", carry=[".gpu/p2"], timeout_s=120)
 #           run(command="bash benchmarks/gpu_check.sh --stage", carry=[".gpu/p3"], timeout_s=120)
 #           run(command="bash benchmarks/gpu_check.sh --stage", carry=[".gpu/p4"], timeout_s=120)
-#           run(command="bash benchmarks/gpu_check.sh", carry=[".gpu/p5"], timeout_s=420)
+#           run(command="bash benchmarks/gpu_check.sh", carry=[".gpu/p5"], timeout_s=600)
 #   then:   give_back(); copy files_at/*.json into benchmarks/results/gpu/ and commit.
 # Issue each call as soon as the previous one returns (the machine is given back after 30 s idle; a fresh
 # machine has lost the earlier parts: the script then says which parts are missing).
@@ -81,7 +81,10 @@ from hsenet_search.index.store import read_embeddings, read_metadata
 w, out = sys.argv[1], sys.argv[2]
 a, b = read_embeddings(f"{w}/single", "volumes"), read_embeddings(f"{w}/ray", "volumes")
 same_rows = read_metadata(f"{w}/single/metadata.parquet").equals(read_metadata(f"{w}/ray/metadata.parquet"))
-res = {"rows": len(a), "same_rows": bool(same_rows), "max_abs_diff": float(np.abs(a - b).max())}
+import platform, torch
+res = {"benchmark": "index build --ray auto --device cuda (GPU encoder actor) vs single-process --device cuda build",
+       "rows": len(a), "same_rows": bool(same_rows), "max_abs_diff": float(np.abs(a - b).max()),
+       "machine": {"gpu": torch.cuda.get_device_name(0), "platform": platform.platform(), "torch": torch.__version__}}
 json.dump(res, open(out, "w"), indent=2)
 print(res)
 assert same_rows and res["max_abs_diff"] < 2e-3
