@@ -13,7 +13,7 @@ from hsenet_search.data.labels import LABELS
 from hsenet_search.data.report_text import sentences
 from hsenet_search.errors import QueryError
 
-from .checks import check_draft, complete, label_votes, positive_labels, sentence_key
+from .checks import check_draft, complete, failed, label_votes, positive_labels, sentence_key
 
 NORMAL_IMPRESSION = "Thoracic CT examination within normal limits."
 
@@ -131,7 +131,8 @@ class Sentence:
 @dataclass
 class Draft:
     """A drafted report and what grounded it (``labels``: the labels the neighbours agree on; ``checks``: see
-    :mod:`hsenet_search.generate.checks`; ``merge``: what the LLM merge kept, LLM mode only)."""
+    :mod:`hsenet_search.generate.checks`; ``merge``: what the LLM merge kept, LLM mode only; ``composer``:
+    the grounded composer that wrote it, grounded and LLM modes only)."""
 
     findings: str
     impression: str
@@ -143,6 +144,7 @@ class Draft:
     sentences: list[Sentence] = field(default_factory=list)
     checks: dict = field(default_factory=dict)
     merge: dict = field(default_factory=dict)
+    composer: str = ""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -252,7 +254,7 @@ def _candidates(cases: Sequence[RetrievedCase]) -> tuple[list[_Candidate], dict[
     for section in ("findings", "impression"):
         for case in cases:
             for text in sentences(getattr(case, section)):
-                text = text if complete(text) else text.rstrip(" ,;:") + "."  # CT-RATE omits some final stops
+                text = _finished(text)
                 key = sentence_key(text)
                 if key not in holders:
                     holders[key] = []
@@ -288,115 +290,250 @@ def finish(result: Draft, cases: Sequence[RetrievedCase]) -> Draft:
     return result
 
 
-def draft_grounded(cases: Sequence[RetrievedCase], min_fraction: float = 0.5) -> Draft:
-    """Grounded composer: a report assembled sentence by sentence from the neighbours' reports.
+COMPOSERS = ("anchored", "sections")
+# An impression sentence that calls the study normal (dropped when the draft reports a finding).
+_NORMAL_STATEMENT = re.compile(
+    r"\bnormal\b|within normal|no (?:significant |acute |active )?(?:pathologic|abnormal|finding)|unremarkable",
+    re.IGNORECASE,
+)
 
-    Findings follow the CT-RATE reading order of :data:`SYSTEMS`. For each label the neighbours agree on,
-    the first neighbour sentence (rank order) that reports it and nothing outside the agreed labels; for a
-    system without agreed findings that the neighbours cover, the negative sentence most of them use for it (a
-    sentence about the system in which the labeler finds nothing); then every other sentence without a
-    finding that at least ``min_fraction`` of the neighbours hold verbatim (upper abdomen, bones, ...), unless
-    it is about a system with an agreed finding. Labels too few neighbours
-    carry are left out (listed in ``checks.label_agreement.left_out``). The impression takes, per agreed
-    label, a neighbour impression sentence reporting it (else the stock phrase), or the neighbours' most
-    common normal impression; it therefore reports the same labels as the findings (checked).
-    """
-    agreed = agreed_labels(cases, min_fraction)
-    pool, holders = _candidates(cases)
-    votes = label_votes(cases)
-    voters = {label: tuple(c.case_id for c in cases if label in c.labels) for label in agreed}
-    wanted = set(agreed)
-    findings: list[Sentence] = []
-    covered: set[str] = set()
-    used: set[str] = set()
 
-    def add(text: str, section: str, labels, template_sources: tuple[str, ...], out: list[Sentence]) -> None:
+def anchor_case(cases: Sequence[RetrievedCase]) -> RetrievedCase:
+    """The report the ``anchored`` composer starts from: the nearest case with findings."""
+    return next((c for c in cases if c.findings.strip()), cases[0])
+
+
+def _system_of_label(label: str) -> int | None:
+    return next((i for i, (labels, _, _) in enumerate(SYSTEMS) if label in labels), None)
+
+
+def _system_of_text(text: str) -> int | None:
+    """The first :data:`SYSTEMS` entry whose cue words ``text`` holds, or ``None``."""
+    return next((i for i, (_, _, cue) in enumerate(SYSTEMS) if cue and re.search(cue, text, re.IGNORECASE)), None)
+
+
+def _finished(text: str) -> str:
+    return text if complete(text) else text.rstrip(" ,;:") + "."  # CT-RATE omits some final stops
+
+
+class _Composer:
+    """What both composers share: the neighbours' sentences, the label vote, and the sentences used so far
+    (a sentence enters a draft once)."""
+
+    def __init__(self, cases: Sequence[RetrievedCase], min_fraction: float):
+        self.cases = cases
+        self.agreed = agreed_labels(cases, min_fraction)
+        self.wanted = set(self.agreed)
+        self.pool, self.holders = _candidates(cases)
+        self.voters = {label: tuple(c.case_id for c in cases if label in c.labels) for label in self.agreed}
+        self.used: set[str] = set()
+
+    def sentence(self, text: str, section: str, labels, template_sources: tuple[str, ...] = ()) -> Sentence | None:
+        """``text`` as a traced draft sentence, or ``None`` when the draft already holds it."""
         key = sentence_key(text)
-        if key in used:
-            return
-        used.add(key)
-        sources = tuple(holders.get(key, ()))
-        out.append(
-            Sentence(
-                text, section, sources or template_sources, _ordered(labels), "retrieved" if sources else "template"
-            )
-        )
+        if key in self.used:
+            return None
+        self.used.add(key)
+        sources = tuple(self.holders.get(key, ()))
+        origin = "retrieved" if sources else "template"
+        return Sentence(text, section, sources or template_sources, _ordered(labels), origin)
 
-    def best(section: str, label: str | None, cue: str | None = None) -> _Candidate | None:
+    def add(self, text: str, section: str, labels, template_sources: tuple[str, ...], out: list[Sentence]) -> None:
+        if (made := self.sentence(text, section, labels, template_sources)) is not None:
+            out.append(made)
+
+    def best(self, section: str, label: str | None, cue: str | None = None) -> _Candidate | None:
+        """For ``label``: the first unused neighbour sentence (rank order) reporting it and nothing outside
+        the agreed labels; for ``label=None``: the unused sentence without a finding that matches ``cue``
+        and that most neighbours hold (rank order breaks ties)."""
         fits = [
             c
-            for c in pool
+            for c in self.pool
             if c.section == section
-            and sentence_key(c.text) not in used
+            and sentence_key(c.text) not in self.used
             and (
-                c.labels <= wanted and label in c.labels
+                c.labels <= self.wanted and label in c.labels
                 if label
                 else not c.labels and cue and re.search(cue, c.text, re.IGNORECASE)
             )
         ]
-        if label is None:  # the phrasing most neighbours share; rank order breaks ties
-            fits.sort(key=lambda c: -len(holders[sentence_key(c.text)]))
+        if label is None:
+            fits.sort(key=lambda c: -len(self.holders[sentence_key(c.text)]))
         return fits[0] if fits else None
 
-    for labels, _, cue in SYSTEMS:
-        present = [label for label in agreed if label in labels]
-        for label in present:
-            if label in covered:
+    def finding(self, label: str) -> tuple[str, frozenset[str]]:
+        """A findings sentence for an agreed ``label``: a neighbour's (see :meth:`best`), else the template."""
+        found = self.best("findings", label)
+        return (found.text, found.labels) if found else (LABEL_TEXT[label][0], frozenset({label}))
+
+    def conclude(self, impression: list[Sentence], concluded: set[str]) -> None:
+        """Add an impression sentence per agreed label not yet ``concluded`` (a neighbour's, else the stock
+        phrase); with no agreed label and no impression, the neighbours' most common normal impression."""
+        for label in self.agreed:
+            if label in concluded:
                 continue
-            found = best("findings", label)
-            if found is not None:
-                add(found.text, "findings", found.labels, voters[label], findings)
-                covered |= found.labels
-            else:
-                add(LABEL_TEXT[label][0], "findings", {label}, voters[label], findings)
-                covered.add(label)
-        found = best("findings", None, cue) if not present and cue else None
-        if found is not None:  # a system the neighbours cover: their explicit negative
-            add(found.text, "findings", (), (), findings)
-    for label in agreed:  # labels outside the known systems
+            found = self.best("impression", label)
+            text, labels = (found.text, found.labels) if found else (_phrase(label), {label})
+            self.add(text, "impression", labels, self.voters[label], impression)
+            concluded |= set(labels)
+        if not self.agreed and not impression:
+            normal_cases = tuple(c.case_id for c in self.cases if not c.labels)
+            normals = [c for c in self.pool if c.section == "impression" and not c.labels]
+            found = max(normals, key=lambda c: len(self.holders[sentence_key(c.text)]), default=None)
+            self.add(found.text if found else NORMAL_IMPRESSION, "impression", (), normal_cases, impression)
+
+
+def _compose_sections(ctx: _Composer, min_fraction: float) -> tuple[list[Sentence], list[Sentence]]:
+    """The ``sections`` composer's findings and impression (see :func:`draft_grounded`)."""
+    findings: list[Sentence] = []
+    covered: set[str] = set()
+    for labels, _, cue in SYSTEMS:
+        present = [label for label in ctx.agreed if label in labels]
+        for label in present:
+            if label not in covered:
+                text, found = ctx.finding(label)
+                ctx.add(text, "findings", found, ctx.voters[label], findings)
+                covered |= found
+        negative = ctx.best("findings", None, cue) if not present and cue else None
+        if negative is not None:  # a system the neighbours cover: their explicit negative
+            ctx.add(negative.text, "findings", (), (), findings)
+    for label in ctx.agreed:  # labels outside the known systems
         if label not in covered:
-            add(f"{label} is observed.", "findings", {label}, voters[label], findings)
+            ctx.add(f"{label} is observed.", "findings", {label}, ctx.voters[label], findings)
             covered.add(label)
-    abnormal_cues = [cue for labels, _, cue in SYSTEMS if cue and set(labels) & wanted]
-    for c in pool:  # other statements without a finding that most neighbours make (abdomen, bones, ...)
+    abnormal_cues = [cue for labels, _, cue in SYSTEMS if cue and set(labels) & ctx.wanted]
+    for c in ctx.pool:  # other statements without a finding that most neighbours make (abdomen, bones, ...)
         if (
             c.section == "findings"
             and not c.labels
-            and len(holders[sentence_key(c.text)]) >= min_fraction * len(cases)
+            and len(ctx.holders[sentence_key(c.text)]) >= min_fraction * len(ctx.cases)
             and not any(re.search(cue, c.text, re.IGNORECASE) for cue in abnormal_cues)
         ):
-            add(c.text, "findings", (), (), findings)
+            ctx.add(c.text, "findings", (), (), findings)
+    impression: list[Sentence] = []
+    ctx.conclude(impression, set())
+    return findings, impression
+
+
+def _compose_anchored(ctx: _Composer) -> tuple[list[Sentence], list[Sentence]]:
+    """The ``anchored`` composer's findings and impression (see :func:`draft_grounded`)."""
+    anchor = anchor_case(ctx.cases)
+    # findings: (position, sentence); an added sentence sorts right after the anchor sentence it follows
+    placed: list[tuple[tuple[int, int], Sentence]] = []
+    dropped: dict[int, int] = {}  # system -> position of the first anchor sentence dropped there
+    kept_systems: dict[int, int] = {}  # position -> system of the kept anchor sentence
+    for i, text in enumerate(sentences(anchor.findings)):
+        text, labels = _finished(text), set(positive_labels(text))
+        system = _system_of_label(min(labels, key=LABELS.index)) if labels else _system_of_text(text)
+        if labels - ctx.wanted:  # asserts a finding too few neighbours agree on
+            if system is not None:
+                dropped.setdefault(system, i)
+            continue
+        if (made := ctx.sentence(text, "findings", labels)) is not None:
+            placed.append(((i, 0), made))
+            if system is not None:
+                kept_systems[i] = system
+    covered = {label for _, s in placed for label in s.labels}
+    missing = [label for label in ctx.agreed if label not in covered]
+    contradicted = {_system_of_label(label) for label in missing} - {None}
+    for position, made in list(placed):  # the anchor's negatives for a system that gets a finding go
+        if not made.labels and kept_systems.get(position[0]) in contradicted:
+            placed.remove((position, made))
+            dropped.setdefault(kept_systems.pop(position[0]), position[0])
+
+    def slot(system: int | None) -> tuple[int, int]:
+        """Where an added sentence about ``system`` goes: in place of a dropped anchor sentence about it,
+        else after the last kept anchor sentence about an earlier system (reading order), else first."""
+        extra = len(placed) + 1
+        if system in dropped:
+            return dropped[system], extra
+        before = [p for p, s in kept_systems.items() if system is not None and s <= system]
+        return (max(before), extra) if before else (-1, extra)
+
+    for label in missing:
+        if label in covered:
+            continue
+        text, labels = ctx.finding(label) if label in LABEL_TEXT else (f"{label} is observed.", {label})
+        if (made := ctx.sentence(text, "findings", labels, ctx.voters[label])) is not None:
+            placed.append((slot(_system_of_label(label)), made))
+            covered |= set(labels)
+    for system, (labels, _, cue) in enumerate(SYSTEMS):  # normal systems the anchor no longer covers
+        if cue and not set(labels) & ctx.wanted and system not in kept_systems.values():
+            negative = ctx.best("findings", None, cue)
+            if negative is not None and (made := ctx.sentence(negative.text, "findings", ())) is not None:
+                placed.append((slot(system), made))
+    findings = [s for _, s in sorted(placed, key=lambda item: item[0])]
 
     impression: list[Sentence] = []
-    concluded: set[str] = set()
-    for label in agreed:
-        if label in concluded:
+    for text in sentences(anchor.impression):
+        text, labels = _finished(text), set(positive_labels(text))
+        if labels - ctx.wanted:
             continue
-        found = best("impression", label)
-        text, labels = (found.text, found.labels) if found else (_phrase(label), {label})
-        add(text, "impression", labels, voters[label], impression)
-        concluded |= set(labels)
-    if not agreed:
-        normal_cases = tuple(c.case_id for c in cases if not c.labels)
-        normals = [c for c in pool if c.section == "impression" and not c.labels]
-        found = max(normals, key=lambda c: len(holders[sentence_key(c.text)]), default=None)  # first of ties
-        add(found.text if found else NORMAL_IMPRESSION, "impression", (), normal_cases, impression)
+        if not labels and ctx.agreed and (
+            _NORMAL_STATEMENT.search(text) or _system_of_text(text) in contradicted
+        ):  # "no pathological finding", or a negative about a system that now has a finding
+            continue
+        ctx.add(text, "impression", labels, (), impression)
+    ctx.conclude(impression, {label for s in impression for label in s.labels})
+    return findings, impression
+
+
+def draft_grounded(
+    cases: Sequence[RetrievedCase], min_fraction: float = 0.5, composer: str = "anchored"
+) -> Draft:
+    """Grounded composer: a report assembled sentence by sentence from the neighbours' reports.
+
+    Labels carried by at least ``min_fraction`` of the neighbours are *agreed*; the others are left out
+    (listed in ``checks.label_agreement.left_out`` and a warning). Two composers:
+
+    * ``anchored`` (default): the nearest neighbour's report (the first with findings), sentence by
+      sentence: a sentence reporting a label outside the agreed ones is dropped, and so is a sentence
+      without a finding about an organ system (:data:`SYSTEMS`) that gets an agreed finding the anchor
+      lacks; repeated sentences go. Each agreed label the anchor lacks gets the first neighbour sentence
+      (rank order) that reports it and nothing outside the agreed labels (else a template), in place of
+      the dropped sentence about its system (else in reading order); a normal system the anchor no longer
+      covers gets the negative sentence most neighbours use for it. The impression keeps the anchor's
+      sentences that report only agreed labels (without "normal" statements when there is a finding) and
+      adds, per agreed label it lacks, a neighbour impression sentence reporting it (else a stock phrase).
+      A draft failing a check (:mod:`checks`) is replaced by the ``sections`` draft, with a warning.
+    * ``sections``: findings in the CT-RATE reading order of :data:`SYSTEMS`: per agreed label the first
+      neighbour sentence that reports it (as above); per system without agreed findings that the
+      neighbours cover, the negative sentence most of them use; then every other sentence without a
+      finding that at least ``min_fraction`` of the neighbours hold verbatim (upper abdomen, bones, ...),
+      unless it is about a system with an agreed finding. The impression: per agreed label, a neighbour
+      impression sentence reporting it (else the stock phrase), or the neighbours' most common normal
+      impression.
+    """
+    check_cases(cases)
+    if composer not in COMPOSERS:
+        raise QueryError(f"unknown composer {composer!r}; expected one of {', '.join(COMPOSERS)}")
+    ctx = _Composer(cases, min_fraction)
+    parts = _compose_anchored(ctx) if composer == "anchored" else _compose_sections(ctx, min_fraction)
+    result = _grounded_draft(ctx, *parts)
+    result.composer = composer
+    if composer == "anchored" and (problems := failed(result.checks)):
+        result = draft_grounded(cases, min_fraction, "sections")
+        result.warnings.append(f"anchored composer failed {', '.join(problems)}; used the sections composer")
+    return result
+
+
+def _grounded_draft(ctx: _Composer, findings: list[Sentence], impression: list[Sentence]) -> Draft:
     result = Draft(
         " ".join(s.text for s in findings),
         " ".join(s.text for s in impression),
-        [c.case_id for c in cases],
-        agreed,
+        [c.case_id for c in ctx.cases],
+        ctx.agreed,
         "none (grounded composer)",
         "grounded",
         sentences=findings + impression,
     )
-    left_out = {label: n for label, n in votes.items() if label not in wanted}
+    left_out = {label: n for label, n in label_votes(ctx.cases).items() if label not in ctx.wanted}
     if left_out:
         result.warnings.append(
             "left out (too few neighbours agree): "
-            + ", ".join(f"{label} ({n}/{len(cases)})" for label, n in left_out.items())
+            + ", ".join(f"{label} ({n}/{len(ctx.cases)})" for label, n in left_out.items())
         )
-    return finish(result, cases)
+    return finish(result, ctx.cases)
 
 
 def _phrase(label: str) -> str:

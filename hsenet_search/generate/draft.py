@@ -25,6 +25,7 @@ from .compose import (
     RetrievedCase,
     Sentence,
     agreed_labels,
+    anchor_case,
     attribute,
     check_cases,
     draft_grounded,
@@ -143,22 +144,35 @@ def impression_problem(text: str, findings: str, merged: str, taken: set[str]) -
 
 
 def draft_llm(
-    cases: Sequence[RetrievedCase], llm: LLM, *, max_new_tokens: int | None = None, min_fraction: float = 0.5
+    cases: Sequence[RetrievedCase],
+    llm: LLM,
+    *,
+    max_new_tokens: int | None = None,
+    min_fraction: float = 0.5,
+    composer: str = "anchored",
 ) -> Draft:
-    """The grounded composer's draft with its impression written by ``llm`` from the abnormal findings,
-    kept only when it passes :func:`impression_problem` (see the module docstring).
+    """The grounded composer's draft with the impression sentences the anchor (nearest) report does not
+    hold rewritten by ``llm`` from the findings lines that report their labels, kept only when the LLM's
+    text passes :func:`impression_problem` (see the module docstring).
 
-    ``merge`` records per draft: the finding lines sent, who wrote the impression, why the LLM's was not
-    used (``rejected``), the ``outcome`` (``merged``: the LLM's impression kept; ``composer``: not kept, or
-    the assembled draft failed a check and the composer's draft was used) and the call's token counts and
-    seconds. With no agreed abnormality there is nothing to merge and the LLM is not called.
+    ``merge`` records per draft: the finding lines sent, who wrote those impression sentences, why the
+    LLM's were not used (``rejected``), the ``outcome`` (``merged``: the LLM's impression kept;
+    ``composer``: not kept, or the assembled draft failed a check and the composer's draft was used) and
+    the call's token counts and seconds. With nothing to merge (no agreed abnormality, or the anchor's own
+    impression sentences conclude every finding) the LLM is not called.
     """
-    base = draft_grounded(cases, min_fraction)
+    base = draft_grounded(cases, min_fraction, composer)
     base.mode = "llm"
     findings = [s for s in base.sentences if s.section == "findings"]
-    abnormal = [s for s in findings if s.labels]
+    anchor = anchor_case(cases).case_id
+    impression = [s for s in base.sentences if s.section == "impression"]
+    # the anchor's own conclusions stay; the sections composer's impression is all the LLM's to write
+    kept = [s for s in impression if anchor in s.sources] if base.composer == "anchored" else []
+    open_labels = {label for s in impression if s not in kept for label in s.labels}
+    abnormal = [s for s in findings if set(s.labels) & open_labels]
     if not abnormal:
-        base.llm = f"{llm.name} (not called: no agreed abnormality to merge)"
+        reason = "no agreed abnormality" if not base.labels else "the anchor's impression concludes the findings"
+        base.llm = f"{llm.name} (not called: {reason})"
         base.merge = {"outcome": "not called"}
         return base
     cap = llm.config.max_new_tokens if max_new_tokens is None else max_new_tokens
@@ -170,10 +184,11 @@ def draft_llm(
         prompt.system, prompt.user, examples=prompt.examples, max_new_tokens=new, prefill=PREFILL, one_line=True
     )
     # one phrase per finding line: a small model often goes on with the worked example's next phrase
-    impression = " ".join(sentences(clean(answer.strip().split("\n", 1)[0]))[: len(prompt.shown)])
+    text = " ".join(sentences(clean(answer.strip().split("\n", 1)[0]))[: len(prompt.shown)])
     findings_text = " ".join(s.text for s in findings)
     merged = " ".join(s.text for s in prompt.shown)
-    problem = impression_problem(impression, findings_text, merged, {sentence_key(s.text) for s in findings})
+    taken = {sentence_key(s.text) for s in [*findings, *kept]}
+    problem = impression_problem(text, merged, merged, taken)
     merge = {
         "sentences": len(prompt.shown),
         "impression": "llm" if problem is None else "composer",
@@ -183,25 +198,26 @@ def draft_llm(
     }
     if problem is not None:
         base.llm = f"{llm.name} (impression not used: {problem}; grounded composer's draft)"
-        base.warnings = [*prompt.warnings, f"LLM impression not used ({problem}): {impression!r}", *base.warnings]
+        base.warnings = [*prompt.warnings, f"LLM impression not used ({problem}): {text!r}", *base.warnings]
         base.merge = merge
         return base
     sources = tuple(dict.fromkeys(c for s in abnormal for c in s.sources))
     written = [
         s if s.origin == "retrieved" else Sentence(s.text, "impression", sources, s.labels, "llm")
-        for s in attribute(impression, "impression", cases)
+        for s in attribute(text, "impression", cases)
     ]
     result = finish(
         Draft(
             findings_text,
-            " ".join(s.text for s in written),
+            " ".join(s.text for s in [*kept, *written]),
             base.retrieved,
             base.labels,
             llm.name,
             "llm",
             prompt.warnings + base.warnings,
-            findings + written,
+            findings + kept + written,
             merge=merge,
+            composer=base.composer,
         ),
         cases,
     )

