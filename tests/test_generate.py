@@ -10,13 +10,14 @@ from itertools import islice
 from pathlib import Path
 
 import pytest
+import safetensors
 import safetensors.torch
 import torch
 
 from hsenet_search.data.labels import LABELS, label_report
 from hsenet_search.data.report_text import sentences, split_report_text
 from hsenet_search.errors import ModelError, QueryError
-from hsenet_search.generate.checks import check_draft, positive_labels
+from hsenet_search.generate.checks import check_draft, positive_labels, sentence_key
 from hsenet_search.generate.compose import NORMAL_IMPRESSION, SYSTEMS, draft_grounded
 from hsenet_search.generate.draft import (
     Draft,
@@ -36,6 +37,7 @@ from hsenet_search.generate.llm import (
     _resolve,
     dequantised_dir,
     llm_cache_root,
+    load_cached_model,
     load_llm,
 )
 from hsenet_search.generate.prompt import EXAMPLES, PREFILL, build_prompt
@@ -85,6 +87,13 @@ def emphysema_cases() -> list[RetrievedCase]:
             "Emphysema",
         ),
     ]
+
+
+@pytest.fixture()
+def normal_anchor_cases(emphysema_cases) -> list[RetrievedCase]:
+    """The same neighbours with the normal report nearest: the anchored composer must add the emphysema
+    sentence and its impression, which the LLM then merges."""
+    return [emphysema_cases[2], *emphysema_cases[:2], emphysema_cases[3]]
 
 
 @pytest.fixture(scope="module")
@@ -166,10 +175,10 @@ def test_directory_without_model_is_model_error(tmp_path):
 # ------------------------------------------------------------------------------------------- LLM drafting
 
 
-def test_draft_llm_with_real_model(llm, emphysema_cases):
-    result = draft(emphysema_cases, mode="llm", llm=llm, max_new_tokens=48)
+def test_draft_llm_with_real_model(llm, normal_anchor_cases):
+    result = draft(normal_anchor_cases, mode="llm", llm=llm, max_new_tokens=48)
     assert result.findings.strip() and result.impression.strip()
-    assert result.retrieved == [c.case_id for c in emphysema_cases]
+    assert result.retrieved == [c.case_id for c in normal_anchor_cases]
     assert result.labels == ["Emphysema"] and result.mode == "llm" and result.llm.startswith(llm.name)
     assert set(result.to_json()) == {
         "findings",
@@ -182,6 +191,7 @@ def test_draft_llm_with_real_model(llm, emphysema_cases):
         "sentences",
         "checks",
         "merge",
+        "composer",
     }
     assert "Impression:" not in result.findings and "Impression:" not in result.impression
     assert all(check["passed"] for check in result.checks.values())  # or the composer's draft replaced it
@@ -244,6 +254,38 @@ def test_dequantised_weights_are_cached_by_gguf_hash(llm):
     assert torch.equal(weight, llm.model.state_dict()[name])
 
 
+def test_cached_llm_is_assigned_not_initialised_and_generates_the_same_tokens(llm):
+    """The fast path (empty model + assigned safetensors) equals ``from_pretrained`` of the cache entry:
+    same tensors, tied embeddings, same greedy tokens for a fixed prompt; ``llm`` was loaded through it."""
+    from transformers import AutoModelForCausalLM
+
+    entry = dequantised_dir(*_resolve("default")[:2])
+    reference = AutoModelForCausalLM.from_pretrained(entry, local_files_only=True).eval()
+    fast = load_cached_model(entry).eval()
+    for ours, theirs in ((fast, reference), (llm.model, reference)):
+        a, b = dict(ours.named_parameters()), dict(theirs.named_parameters())
+        assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+        a, b = dict(ours.named_buffers()), dict(theirs.named_buffers())
+        assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+    assert fast.get_input_embeddings().weight is fast.get_output_embeddings().weight
+    ids = llm.tokenizer("The chest CT shows", return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        expected = reference.generate(ids, max_new_tokens=16, do_sample=False, pad_token_id=2)
+        assert torch.equal(fast.generate(ids, max_new_tokens=16, do_sample=False, pad_token_id=2), expected)
+    assert expected.shape[1] == ids.shape[1] + 16
+
+
+def test_cached_llm_entry_missing_weights_is_model_error(tmp_path):
+    entry = dequantised_dir(*_resolve("default")[:2])
+    for name in ("config.json", "generation_config.json"):
+        (tmp_path / name).write_bytes((entry / name).read_bytes())
+    with safetensors.safe_open(entry / "model.safetensors", "pt") as full:
+        kept = {name: full.get_tensor(name) for name in list(full.keys())[:3]}
+    safetensors.torch.save_file(kept, tmp_path / "model.safetensors")
+    with pytest.raises(ModelError, match="cached LLM weights lack"):
+        load_cached_model(tmp_path)
+
+
 class _Degenerate:
     """Test double for the LLM interface whose generation is useless, to exercise the fallback guard."""
 
@@ -281,10 +323,10 @@ class _Degenerate:
         (f" {EMPHYSEMA}", "repeated sentence"),
     ],
 )
-def test_rejected_llm_impression_keeps_the_composer_draft(emphysema_cases, reply, problem):
+def test_rejected_llm_impression_keeps_the_composer_draft(normal_anchor_cases, reply, problem):
     double = _Degenerate(reply)
-    result = draft_llm(emphysema_cases, double)
-    composer = draft_grounded(emphysema_cases)
+    result = draft_llm(normal_anchor_cases, double)
+    composer = draft_grounded(normal_anchor_cases)
     assert double.calls == 1 and double.user == f"1. {EMPHYSEMA}"
     assert result.findings == composer.findings and result.impression == composer.impression
     assert result.mode == "llm" and result.merge["outcome"] == "composer" and result.merge["rejected"] == problem
@@ -302,21 +344,48 @@ def test_impression_guard_directly():
     assert impression_problem("Right lower lobe nodule.", findings, merged, {"right lower lobe nodule"}) is not None
 
 
-def test_passing_llm_impression_is_kept_and_traced(emphysema_cases):
+def test_passing_llm_impression_is_kept_and_traced(normal_anchor_cases):
     double = _Degenerate(" Centriacinar emphysema in both upper lobes.\nImpression: more chatter")
-    result = draft_llm(emphysema_cases, double)
-    composer = draft_grounded(emphysema_cases)
+    result = draft_llm(normal_anchor_cases, double)
+    composer = draft_grounded(normal_anchor_cases)
     assert result.llm == _Degenerate.name and result.merge["outcome"] == "merged" and result.merge["rejected"] is None
-    assert result.findings == composer.findings and result.findings.endswith("No pleural effusion.")
+    assert result.findings == composer.findings and EMPHYSEMA in result.findings
     assert result.impression == "Centriacinar emphysema in both upper lobes."
     written = [s for s in result.sentences if s.section == "impression"]
     assert [(s.origin, s.sources) for s in written] == [("llm", ("train_1_a_1",))]  # the merged line's source
     assert all(check["passed"] for check in result.checks.values())
     # a neighbour's own sentence; a second phrase for the one finding line (the example's) is cut
-    copied = draft_llm(emphysema_cases, _Degenerate(" Emphysema in both lungs. Right lower lobe nodule."))
+    copied = draft_llm(normal_anchor_cases, _Degenerate(" Emphysema in both lungs. Right lower lobe nodule."))
     assert [(s.origin, s.sources) for s in copied.sentences if s.section == "impression"] == [
         ("retrieved", ("train_1_a_1",))
     ]
+
+
+def test_llm_rewrites_only_the_impression_sentences_the_anchor_lacks(emphysema_cases):
+    # the nearest report's own impression concludes every agreed finding: nothing to merge
+    double = _Degenerate("never used")
+    result = draft_llm(emphysema_cases, double)
+    assert double.calls == 0 and "the anchor's impression concludes the findings" in result.llm
+    assert result.impression == "Emphysema in both lungs." and result.merge == {"outcome": "not called"}
+    # pleural effusion agreed too: the anchor concludes emphysema, the LLM writes the effusion phrase
+    both = ("Emphysema", "Pleural effusion")
+    anchor = _case("train_5_a_1", 0.95, f"{EMPHYSEMA} {EFFUSION}", "Emphysema.", *both)
+    cases = [anchor, emphysema_cases[1], _case("train_1_a_1", 0.93, EMPHYSEMA, "Emphysema in both lungs.", *both)]
+    composer = draft_grounded(cases)  # the effusion phrase comes from train_2's impression
+    assert composer.impression == "Emphysema. Right pleural effusion."
+    double = _Degenerate(" Pleural effusion on the right.")
+    merged = draft_llm(cases, double)
+    assert double.calls == 1 and double.user == f"1. {EFFUSION}"  # only the line the anchor does not conclude
+    assert merged.merge["outcome"] == "merged" and merged.composer == "anchored"
+    impression = [s for s in merged.sentences if s.section == "impression"]
+    assert [(s.text, s.origin) for s in impression] == [
+        ("Emphysema.", "retrieved"),
+        ("Pleural effusion on the right.", "llm"),
+    ]
+    assert impression[0].sources == ("train_5_a_1", "train_2_a_1")  # the anchor's own sentence, kept
+    assert impression[1].sources == ("train_5_a_1", "train_2_a_1")  # the merged finding line's holders
+    assert merged.impression == "Emphysema. Pleural effusion on the right."
+    assert all(check["passed"] for check in merged.checks.values())
 
 
 def test_no_agreed_abnormality_does_not_call_the_llm():
@@ -429,10 +498,87 @@ def test_grounded_composer_traces_every_sentence(emphysema_cases):
             assert {c.case_id for c in holders} == set(sentence.sources)
 
 
-def test_grounded_composer_on_real_reports_passes_all_checks():
+def test_anchored_composer_drops_disagreeing_sentences_and_fills_the_gaps(emphysema_cases):
+    # the nearest report carries a pleural effusion only 1 of 4 neighbours has: its sentences about it go
+    cases = [emphysema_cases[1], emphysema_cases[0], *emphysema_cases[2:]]
+    result = draft_grounded(cases)
+    assert result.composer == "anchored" and result.labels == ["Emphysema"]
+    assert EFFUSION not in result.findings and "Right pleural effusion." not in result.impression
+    assert any("Pleural effusion (1/4)" in w for w in result.warnings)
+    by_text = {s.text: s for s in result.sentences}
+    kept = by_text["Paraseptal emphysema is present in both lungs."]
+    assert kept.sources == ("train_2_a_1",) and kept.labels == ("Emphysema",) and kept.origin == "retrieved"
+    # the pleura, no longer covered, gets the neighbours' negative where the dropped sentence stood
+    findings = [s.text for s in result.sentences if s.section == "findings"]
+    assert findings.index("No pleural effusion.") == findings.index(kept.text) - 1
+    assert by_text["No pleural effusion."].sources == ("train_1_a_1",)
+    assert by_text["Trachea and both main bronchi are open."].sources == ("train_1_a_1", "train_3_a_1")
+    assert result.impression == "Emphysema." and by_text["Emphysema."].sources == ("train_2_a_1", "train_4_a_1")
+    assert all(check["passed"] for check in result.checks.values())
+
+
+def test_anchored_composer_adds_agreed_findings_the_anchor_lacks(normal_anchor_cases):
+    result = draft_grounded(normal_anchor_cases)
+    anchor = sentences(NORMAL_FINDINGS)
+    lung_negative = next(s for s in anchor if "lung parenchyma" in s)
+    findings = [s.text for s in result.sentences if s.section == "findings"]
+    # the anchor's normal lung statement would contradict the agreed emphysema: the neighbour's sentence
+    # reporting it takes its place, every other anchor sentence stays in its order
+    assert findings == [EMPHYSEMA if s == lung_negative else s for s in anchor]
+    added = result.sentences[findings.index(EMPHYSEMA)]
+    assert added.sources == ("train_1_a_1",) and added.origin == "retrieved" and added.labels == ("Emphysema",)
+    # "within normal limits" goes; the impression concludes the added finding with a neighbour's sentence
+    assert result.impression == "Emphysema in both lungs."
+    assert [s.sources for s in result.sentences if s.section == "impression"] == [("train_1_a_1",)]
+    assert all(check["passed"] for check in result.checks.values())
+    with pytest.raises(QueryError, match="unknown composer"):
+        draft_grounded(normal_anchor_cases, composer="poem")
+
+
+def test_anchored_composer_on_real_reports_keeps_the_anchor_where_the_vote_allows():
+    cases = _manual_cases(60)
+    dropped = added = 0
+    for start in range(0, 60, 5):
+        group = cases[start : start + 5]
+        result = draft_grounded(group)
+        assert result.composer == "anchored", (start, result.warnings)  # no fallback needed
+        dropped += len(_keys(group[0]) - {sentence_key(s.text) for s in result.sentences})
+        added += len({sentence_key(s.text) for s in result.sentences} - _keys(group[0]))
+        assert all(check["passed"] for check in result.checks.values()), (start, result.checks)
+        assert positive_labels(result.findings) == positive_labels(result.impression)
+        assert set(positive_labels(result.findings)) == set(result.labels)  # every agreed finding, nothing else
+        anchor, agreed = group[0], set(result.labels)
+        assert anchor.findings.strip()
+        drafted = {sentence_key(s.text): s for s in result.sentences}
+        anchor_labels = set()
+        for text in sentences(anchor.findings):
+            found = set(positive_labels(text))
+            if found - agreed:  # asserts a finding the vote rejects: dropped
+                assert sentence_key(text) not in drafted, (start, text)
+            elif found:
+                assert sentence_key(text) in drafted, (start, text)
+                anchor_labels |= found
+        for text in sentences(anchor.findings):  # a normal statement goes only where a finding is added
+            if not positive_labels(text) and sentence_key(text) not in drafted:
+                gaining = [cue for labels, _, cue in SYSTEMS if cue and set(labels) & (agreed - anchor_labels)]
+                assert any(re.search(cue, text, re.IGNORECASE) for cue in gaining), (start, text)
+        for s in result.sentences:  # traced: a retrieved sentence is in exactly its sources' reports
+            assert s.sources and set(s.sources) <= set(result.retrieved)
+            holders = {c.case_id for c in group if sentence_key(s.text) in _keys(c)}
+            assert (s.origin == "retrieved") == bool(holders)
+            if s.origin == "retrieved":
+                assert holders == set(s.sources), (start, s)
+    assert dropped >= 20 and added >= 20  # the vote edits real anchors (60 and 42 sentences here)
+
+
+def _keys(case: RetrievedCase) -> set[str]:
+    return {sentence_key(text) for text in sentences(f"{case.findings} {case.impression}")}
+
+
+def test_sections_composer_on_real_reports_passes_all_checks():
     cases = _manual_cases(60)
     for start in range(0, 60, 5):
-        result = draft_grounded(cases[start : start + 5])
+        result = draft_grounded(cases[start : start + 5], composer="sections")
         assert all(check["passed"] for check in result.checks.values()), (start, result.checks)
         assert positive_labels(result.findings) == positive_labels(result.impression)
         negatives = [s for s in result.sentences if s.section == "findings" and not s.labels]
@@ -460,7 +606,7 @@ def test_grounded_composer_keeps_statements_most_neighbours_make(emphysema_cases
         RetrievedCase(c.case_id, c.score, c.findings + extra[i], c.impression, c.labels)
         for i, c in enumerate(emphysema_cases)
     ]
-    result = draft_grounded(cases)
+    result = draft_grounded(cases, composer="sections")
     by_text = {s.text: s for s in result.sentences}
     assert by_text[abdomen].sources == ("train_1_a_1", "train_2_a_1", "train_3_a_1")  # 3 of 4 neighbours
     assert bones not in by_text  # 1 of 4
@@ -468,7 +614,8 @@ def test_grounded_composer_keeps_statements_most_neighbours_make(emphysema_cases
     effusion = [  # pleural effusion agreed: a pleura statement, even one most make, would contradict it
         RetrievedCase(c.case_id, c.score, c.findings, c.impression, (*c.labels, "Pleural effusion")) for c in cases
     ]
-    assert pleura not in draft_grounded(effusion).findings and abdomen in draft_grounded(effusion).findings
+    sections = draft_grounded(effusion, composer="sections")
+    assert pleura not in sections.findings and abdomen in sections.findings
 
 
 def test_checks_detect_disagreement_inconsistency_repetition_and_truncation(emphysema_cases):
