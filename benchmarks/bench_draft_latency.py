@@ -10,7 +10,9 @@ Three parts, one JSON (``benchmarks/results/draft_latency_cpu.json``, machine an
    ``no_repeat_ngram_size``, ``none``); modes run interleaved per draft so load from other processes hits
    them alike. Per LLM draft: prompt tokens, new tokens, seconds in ``generate`` and the merge outcome.
 2. **Weights cache**: ``--loads`` fresh processes load the default LLM with an empty cache directory (the
-   GGUF file de-quantised and saved) and then from that cache (later loads).
+   GGUF file de-quantised and saved) and then from that cache (later loads); two more per repeat time a
+   cached load phase by phase (imports, cache lookup, model modules, model, tokenizer) with the current
+   loader (``new``: empty model + assigned safetensors) and with ``from_pretrained`` (``old``).
 3. **Cold CLI**: ``--cold`` fresh ``hsenet-search generate SCAN --index DIR --mode llm --json`` processes,
    process start to JSON on stdout (imports, index open, encoding, retrieval, LLM load from the user's
    cache, one draft). Without ``--index`` a 24-scan synthetic index is built once under
@@ -134,9 +136,41 @@ def _child_load(llm: str) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
+# A fresh process loading a cached entry phase by phase, the model by ``load_cached_model`` (``new``) or by
+# transformers' ``from_pretrained`` of the entry (``old``, the loader before issue 13's follow-up).
+_PHASES = """
+import json, sys, time
+marks, t = {}, time.perf_counter()
+def mark(name):
+    global t
+    now = time.perf_counter(); marks[name] = now - t; t = now
+import torch; mark("import torch")
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer; mark("import transformers")
+from hsenet_search.generate.llm import _resolve, dequantised_dir, load_cached_model
+entry = dequantised_dir(*_resolve(sys.argv[1])[:2]); mark("cache entry (GGUF SHA-256)")
+AutoModelForCausalLM._model_mapping[type(AutoConfig.from_pretrained(entry))]; mark("model modules")
+if sys.argv[2] == "new":
+    load_cached_model(entry)
+else:
+    AutoModelForCausalLM.from_pretrained(entry, local_files_only=True)
+mark("model")
+AutoTokenizer.from_pretrained(entry, local_files_only=True); mark("tokenizer")
+print(json.dumps(marks))
+"""
+LOADERS = ("new", "old")
+
+
+def _child_phases(llm: str, loader: str) -> dict[str, float]:
+    done = subprocess.run([sys.executable, "-c", _PHASES, llm, loader], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def weights_cache(args) -> dict:
-    """First load (empty cache: de-quantise and save) vs later loads (from the cache), fresh processes."""
+    """First load (empty cache: de-quantise and save) vs later loads (from the cache), fresh processes;
+    later loads also phase by phase with the current loader (``new``) and ``from_pretrained`` (``old``),
+    interleaved."""
     first, later = [], []
+    phases: dict[str, list[dict[str, float]]] = {loader: [] for loader in LOADERS}
     saved = os.environ.get("HSENET_LLM_CACHE")
     with tempfile.TemporaryDirectory(prefix="llm-cache-") as cache:
         os.environ["HSENET_LLM_CACHE"] = cache
@@ -146,6 +180,8 @@ def weights_cache(args) -> dict:
                     shutil.rmtree(entry)
                 first.append(_child_load(args.llm))
                 later.append(_child_load(args.llm))
+                for loader in LOADERS:
+                    phases[loader].append(_child_phases(args.llm, loader))
         finally:
             if saved is None:
                 os.environ.pop("HSENET_LLM_CACHE", None)
@@ -155,6 +191,13 @@ def weights_cache(args) -> dict:
         "what": "load_llm in a fresh process, imports included; first = empty cache, later = cached weights",
         "first_load_s": spread(first),
         "later_load_s": spread(later),
+        "later_load_phases_s": {
+            loader: {
+                **{phase: spread([run[phase] for run in runs]) for phase in runs[0]},
+                "total": spread([sum(run.values()) for run in runs]),
+            }
+            for loader, runs in phases.items()
+        },
     }
 
 
@@ -250,6 +293,9 @@ def main() -> None:
     if report["weights_cache"]:
         row("LLM load, empty cache", report["weights_cache"]["first_load_s"])
         row("LLM load, cached", report["weights_cache"]["later_load_s"])
+        for loader, phases in report["weights_cache"]["later_load_phases_s"].items():
+            for phase, s in phases.items():
+                row(f"cached load ({loader} loader): {phase}", s)
     if report["cold_cli"]:
         row("cold generate CLI (llm)", report["cold_cli"]["seconds"])
     console.print(table)
