@@ -161,7 +161,8 @@ LOADERS = ("new", "old")
 
 
 def _child_phases(llm: str, loader: str) -> dict[str, float]:
-    done = subprocess.run([sys.executable, "-c", _PHASES, llm, loader], check=True, capture_output=True, text=True)
+    command = [sys.executable, "-c", _PHASES, llm, loader]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import Dedup, DraftMode, Split, Unit, console, parse_ks
+from .common import COMPOSER, Composer, Dedup, DraftMode, Split, Unit, console, parse_ks
 
 app = typer.Typer(
     help="Benchmarks: R@k, volume→volume, zero-shot, report generation, localisation.", no_args_is_help=True
@@ -221,6 +221,7 @@ def generation(
         None, "--llm-limit", min=1, help="LLM mode: only the first N of those scans (slow on CPU)."
     ),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1),
+    composer: Composer = COMPOSER,
     out: Path | None = OUT,
     overwrite: bool = OVERWRITE,
 ) -> None:
@@ -238,9 +239,18 @@ def generation(
     load_s = time.perf_counter() - t0
     modes = [m.value for m in dict.fromkeys(mode)]
     runs = run_generation(
-        engine, str(data), split=split.value, modes=modes, llm=model, k=k, limit=limit, llm_limit=llm_limit
+        engine,
+        str(data),
+        split=split.value,
+        modes=modes,
+        llm=model,
+        k=k,
+        limit=limit,
+        llm_limit=llm_limit,
+        composer=composer.value,
     )
     payload = {"index": str(index), "data": str(data), "split": split.value, "k": k, "llm_load_s": load_s}
+    payload["composer"] = composer.value
     payload |= generation_payload(runs)
     _write(out, payload, generation_markdown(payload), started)
 

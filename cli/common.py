@@ -58,6 +58,21 @@ class DraftMode(str, Enum):
     vote = "vote"
 
 
+class Composer(str, Enum):
+    """Grounded composer of the grounded and llm modes (``hsenet_search.generate.compose.COMPOSERS``)."""
+
+    anchored = "anchored"
+    sections = "sections"
+
+
+COMPOSER = typer.Option(
+    Composer.anchored,
+    "--composer",
+    help="grounded/llm modes: anchored (the nearest report edited to the label vote) "
+    "| sections (assembled by organ system).",
+)
+
+
 class Loss(str, Enum):
     """Contrastive training loss (``hsenet_search.train.losses``)."""
 

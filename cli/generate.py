@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import DraftMode, console, print_json
+from .common import COMPOSER, Composer, DraftMode, console, print_json
 
 
 def generate(
@@ -26,6 +26,7 @@ def generate(
         "| path | openai:http://HOST:PORT/v1#MODEL (token from $HSENET_LLM_API_KEY).",
     ),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=32),
+    composer: Composer = COMPOSER,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Retrieve the k most similar cases and draft Findings and Impression citing them."""
@@ -37,7 +38,8 @@ def generate(
     engine = SearchEngine.open(index)
     cases = ground(engine, path, k)
     model = load_llm(llm, max_new_tokens=max_new_tokens) if mode is DraftMode.llm else None
-    result = draft(cases, mode=mode.value, llm=model)
+    options = {"composer": composer.value} if mode in (DraftMode.grounded, DraftMode.llm) else {}
+    result = draft(cases, mode=mode.value, llm=model, **options)
     if json_out:
         print_json(result.to_json())
         return

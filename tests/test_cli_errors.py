@@ -35,6 +35,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         (["bench", "zeroshot", "--index", "nowhere", "--split", "test"], "--split"),
         (["bench", "generation", "--index", "nowhere", "--data", "nowhere", "--mode", "draft"], "--mode"),
         (["bench", "generation", "--index", "nowhere", "--data", "nowhere", "--limit", "0"], "--limit"),
+        (["generate", "x.nii.gz", "--index", "nowhere", "--composer", "poem"], "--composer"),
         (["search", "volume", "x.nii.gz", "--index", "nowhere", "--target", "scans"], "--target"),
         ([*TRAIN, "--loss", "triplet"], "--loss"),
         ([*TRAIN, "--augment", "mixup"], "--augment"),

@@ -370,7 +370,8 @@ def test_llm_rewrites_only_the_impression_sentences_the_anchor_lacks(emphysema_c
     # pleural effusion agreed too: the anchor concludes emphysema, the LLM writes the effusion phrase
     both = ("Emphysema", "Pleural effusion")
     anchor = _case("train_5_a_1", 0.95, f"{EMPHYSEMA} {EFFUSION}", "Emphysema.", *both)
-    cases = [anchor, emphysema_cases[1], _case("train_1_a_1", 0.93, EMPHYSEMA, "Emphysema in both lungs.", *both)]
+    third = _case("train_1_a_1", 0.93, EMPHYSEMA, "Emphysema in both lungs.", *both)
+    cases = [anchor, emphysema_cases[1], third]
     composer = draft_grounded(cases)  # the effusion phrase comes from train_2's impression
     assert composer.impression == "Emphysema. Right pleural effusion."
     double = _Degenerate(" Pleural effusion on the right.")
@@ -513,7 +514,8 @@ def test_anchored_composer_drops_disagreeing_sentences_and_fills_the_gaps(emphys
     assert findings.index("No pleural effusion.") == findings.index(kept.text) - 1
     assert by_text["No pleural effusion."].sources == ("train_1_a_1",)
     assert by_text["Trachea and both main bronchi are open."].sources == ("train_1_a_1", "train_3_a_1")
-    assert result.impression == "Emphysema." and by_text["Emphysema."].sources == ("train_2_a_1", "train_4_a_1")
+    assert result.impression == "Emphysema."
+    assert by_text["Emphysema."].sources == ("train_2_a_1", "train_4_a_1")
     assert all(check["passed"] for check in result.checks.values())
 
 
@@ -526,7 +528,7 @@ def test_anchored_composer_adds_agreed_findings_the_anchor_lacks(normal_anchor_c
     # reporting it takes its place, every other anchor sentence stays in its order
     assert findings == [EMPHYSEMA if s == lung_negative else s for s in anchor]
     added = result.sentences[findings.index(EMPHYSEMA)]
-    assert added.sources == ("train_1_a_1",) and added.origin == "retrieved" and added.labels == ("Emphysema",)
+    assert (added.sources, added.origin, added.labels) == (("train_1_a_1",), "retrieved", ("Emphysema",))
     # "within normal limits" goes; the impression concludes the added finding with a neighbour's sentence
     assert result.impression == "Emphysema in both lungs."
     assert [s.sources for s in result.sentences if s.section == "impression"] == [("train_1_a_1",)]
@@ -546,7 +548,7 @@ def test_anchored_composer_on_real_reports_keeps_the_anchor_where_the_vote_allow
         added += len({sentence_key(s.text) for s in result.sentences} - _keys(group[0]))
         assert all(check["passed"] for check in result.checks.values()), (start, result.checks)
         assert positive_labels(result.findings) == positive_labels(result.impression)
-        assert set(positive_labels(result.findings)) == set(result.labels)  # every agreed finding, nothing else
+        assert set(positive_labels(result.findings)) == set(result.labels)  # every agreed finding, no other
         anchor, agreed = group[0], set(result.labels)
         assert anchor.findings.strip()
         drafted = {sentence_key(s.text): s for s in result.sentences}
@@ -560,7 +562,7 @@ def test_anchored_composer_on_real_reports_keeps_the_anchor_where_the_vote_allow
                 anchor_labels |= found
         for text in sentences(anchor.findings):  # a normal statement goes only where a finding is added
             if not positive_labels(text) and sentence_key(text) not in drafted:
-                gaining = [cue for labels, _, cue in SYSTEMS if cue and set(labels) & (agreed - anchor_labels)]
+                gaining = [c for labels, _, c in SYSTEMS if c and set(labels) & (agreed - anchor_labels)]
                 assert any(re.search(cue, text, re.IGNORECASE) for cue in gaining), (start, text)
         for s in result.sentences:  # traced: a retrieved sentence is in exactly its sources' reports
             assert s.sources and set(s.sources) <= set(result.retrieved)

@@ -104,9 +104,11 @@ def run_generation(
     limit: int | None = None,
     llm_limit: int | None = None,
     progress: bool = True,
+    composer: str = "anchored",
 ) -> list[GenerationRun]:
     """Draft every evaluated scan of ``data`` (first ``limit``) in each of ``modes`` from the same retrieved
-    cases; the ``llm`` mode drafts only the first ``llm_limit`` scans. Modes run interleaved per scan, so
+    cases (the grounded and llm modes with ``composer``); the ``llm`` mode drafts only the first
+    ``llm_limit`` scans. Modes run interleaved per scan, so
     load from other processes hits them alike."""
     from hsenet_search.generate.draft import draft
     from hsenet_search.generate.grounding import ground
@@ -125,7 +127,8 @@ def run_generation(
                 if mode == "llm" and llm_limit is not None and i >= llm_limit:
                     continue
                 t0 = time.perf_counter()
-                result = draft(retrieved, mode=mode, llm=llm if mode == "llm" else None)
+                options = {"composer": composer} if mode in ("grounded", "llm") else {}
+                result = draft(retrieved, mode=mode, llm=llm if mode == "llm" else None, **options)
                 run.seconds_per_draft.append(time.perf_counter() - t0)
                 run.references.append(case.report)
                 run.hypotheses.append(join_report(result.findings, result.impression))

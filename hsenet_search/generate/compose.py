@@ -293,7 +293,8 @@ def finish(result: Draft, cases: Sequence[RetrievedCase]) -> Draft:
 COMPOSERS = ("anchored", "sections")
 # An impression sentence that calls the study normal (dropped when the draft reports a finding).
 _NORMAL_STATEMENT = re.compile(
-    r"\bnormal\b|within normal|no (?:significant |acute |active )?(?:pathologic|abnormal|finding)|unremarkable",
+    r"\bnormal\b|within normal|unremarkable"
+    r"|no (?:significant |acute |active )?(?:pathologic|abnormal|finding)",
     re.IGNORECASE,
 )
 
@@ -309,7 +310,8 @@ def _system_of_label(label: str) -> int | None:
 
 def _system_of_text(text: str) -> int | None:
     """The first :data:`SYSTEMS` entry whose cue words ``text`` holds, or ``None``."""
-    return next((i for i, (_, _, cue) in enumerate(SYSTEMS) if cue and re.search(cue, text, re.IGNORECASE)), None)
+    matches = (i for i, (_, _, cue) in enumerate(SYSTEMS) if cue and re.search(cue, text, re.IGNORECASE))
+    return next(matches, None)
 
 
 def _finished(text: str) -> str:
@@ -328,7 +330,7 @@ class _Composer:
         self.voters = {label: tuple(c.case_id for c in cases if label in c.labels) for label in self.agreed}
         self.used: set[str] = set()
 
-    def sentence(self, text: str, section: str, labels, template_sources: tuple[str, ...] = ()) -> Sentence | None:
+    def sentence(self, text: str, section: str, labels, template_sources: tuple[str, ...] = ()):
         """``text`` as a traced draft sentence, or ``None`` when the draft already holds it."""
         key = sentence_key(text)
         if key in self.used:
@@ -338,7 +340,7 @@ class _Composer:
         origin = "retrieved" if sources else "template"
         return Sentence(text, section, sources or template_sources, _ordered(labels), origin)
 
-    def add(self, text: str, section: str, labels, template_sources: tuple[str, ...], out: list[Sentence]) -> None:
+    def add(self, text: str, section: str, labels, template_sources: tuple[str, ...], out: list[Sentence]):
         if (made := self.sentence(text, section, labels, template_sources)) is not None:
             out.append(made)
 
@@ -362,7 +364,7 @@ class _Composer:
         return fits[0] if fits else None
 
     def finding(self, label: str) -> tuple[str, frozenset[str]]:
-        """A findings sentence for an agreed ``label``: a neighbour's (see :meth:`best`), else the template."""
+        """A findings sentence for an agreed ``label``: a neighbour's (:meth:`best`), else the stock one."""
         found = self.best("findings", label)
         return (found.text, found.labels) if found else (LABEL_TEXT[label][0], frozenset({label}))
 

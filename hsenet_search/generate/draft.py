@@ -1,14 +1,16 @@
 """Report drafting from retrieved cases: the mode dispatcher and LLM merging with its guards.
 
-LLM mode starts from the grounded composer's draft (:func:`compose.draft_grounded`). The LLM gets the
-composer's abnormal findings as numbered lines and merges them into the impression (:mod:`prompt`; greedy,
-a token budget sized to the lines, generation stops at the end of the impression line). The answer is
-cleaned (chatter, loops and a cut-off last sentence go), cut to one sentence per finding line, and
-replaces the composer's impression only when it reports exactly the labels of the findings, with no new
-number, side or content and no repeated or cut-off sentence (:func:`impression_problem`); otherwise the
-composer's impression stays, with a warning. The draft then goes through the checks (:mod:`checks`); a
-failing draft falls back to the composer's. Every mode's draft carries ``sentences`` (traced to the
-neighbours) and ``checks``; LLM drafts also ``merge`` (what was kept, what the call cost).
+LLM mode starts from the grounded composer's draft (:func:`compose.draft_grounded`). The impression
+sentences the anchor (nearest) report does not hold itself are the LLM's to write (with the ``sections``
+composer, the whole impression): it gets the abnormal findings reporting their labels as numbered lines and
+merges them into impression phrases (:mod:`prompt`; greedy, a token budget sized to the lines, generation
+stops at the end of the impression line). The answer is cleaned (chatter, loops and a cut-off last sentence
+go), cut to one sentence per finding line, and replaces those composer sentences only when it reports
+exactly the labels of the lines sent, with no new number, side or content and no repeated or cut-off
+sentence (:func:`impression_problem`); otherwise the composer's impression stays, with a warning. The
+draft then goes through the checks (:mod:`checks`); a failing draft falls back to the composer's. Every
+mode's draft carries ``sentences`` (traced to the neighbours) and ``checks``; LLM drafts also ``merge``
+(what was kept, what the call cost).
 """
 
 from __future__ import annotations
@@ -120,9 +122,10 @@ def _stems(text: str) -> set[str]:
 def impression_problem(text: str, findings: str, merged: str, taken: set[str]) -> str | None:
     """Why the LLM's impression ``text`` may not replace the composer's, or ``None``.
 
-    It must be complete, usable sentences that report exactly the labels of ``findings`` (the whole findings
-    section), with no number, side (right/left/bilateral) or more than 30 % content words (5-letter stems)
-    that the ``merged`` finding lines lack, and no repeated sentence (``taken``: the findings' keys)."""
+    It must be complete, usable sentences that report exactly the labels of ``findings`` (in drafting, the
+    finding lines sent), with no number, side (right/left/bilateral) or more than 30 % content words
+    (5-letter stems) that the ``merged`` finding lines lack, and no repeated sentence (``taken``: the keys
+    of the sentences the draft keeps)."""
     parts = sentences(text)
     if not parts or not usable(text):
         return "no usable impression"
@@ -171,7 +174,7 @@ def draft_llm(
     open_labels = {label for s in impression if s not in kept for label in s.labels}
     abnormal = [s for s in findings if set(s.labels) & open_labels]
     if not abnormal:
-        reason = "no agreed abnormality" if not base.labels else "the anchor's impression concludes the findings"
+        reason = "the anchor's impression concludes the findings" if base.labels else "no agreed abnormality"
         base.llm = f"{llm.name} (not called: {reason})"
         base.merge = {"outcome": "not called"}
         return base
