@@ -16,8 +16,8 @@ Three parts, one JSON (``benchmarks/results/draft_latency_cpu.json``, machine an
 3. **Cold CLI**: ``--cold`` fresh ``hsenet-search generate SCAN --index DIR --mode llm --json`` processes,
    process start to JSON on stdout (imports, index open, encoding, retrieval, LLM load from the user's
    cache, one draft). Without ``--index`` a 24-scan synthetic index is built once under
-   ``runs/draft-latency/``; the query is the first valid scan whose neighbours agree on an abnormality
-   (so the LLM is called).
+   ``runs/draft-latency/``; the query is the first valid scan whose grounded draft leaves the LLM something
+   to merge (so the LLM is called).
 
     python benchmarks/bench_draft_latency.py                  # 10 drafts, 3 loads, 3 cold calls
     python benchmarks/bench_draft_latency.py --n 20 --cold 5 --index indexes/NAME
@@ -203,16 +203,19 @@ def weights_cache(args) -> dict:
 
 
 def _query_scan(index: Path, data: Path, k: int) -> str:
-    """The first valid scan whose k neighbours agree on an abnormality (so ``--mode llm`` calls the LLM)."""
+    """The first valid scan whose grounded draft leaves the LLM something to merge (so ``--mode llm`` calls
+    the LLM)."""
     from hsenet_search.data.dataset import open_dataset
     from hsenet_search.engine import SearchEngine
-    from hsenet_search.generate.compose import agreed_labels
+    from hsenet_search.generate.compose import draft_grounded
+    from hsenet_search.generate.draft import merge_plan
     from hsenet_search.generate.grounding import ground
 
     engine = SearchEngine.open(index)
     cases = open_dataset(data, split="valid")
     for case in cases:
-        if agreed_labels(ground(engine, case.path, k)):
+        neighbours = ground(engine, case.path, k)
+        if merge_plan(draft_grounded(neighbours), neighbours)[1]:
             return case.path
     return cases[0].path
 

@@ -146,6 +146,17 @@ def impression_problem(text: str, findings: str, merged: str, taken: set[str]) -
     return None
 
 
+def merge_plan(base: Draft, cases: Sequence[RetrievedCase]) -> tuple[list[Sentence], list[Sentence]]:
+    """What the LLM merge of a grounded draft ``base`` keeps and sends: the impression sentences the anchor
+    report holds itself (none with the ``sections`` composer), and the abnormal findings reporting the
+    labels of the other impression sentences (the LLM's to rewrite; none: nothing to merge)."""
+    anchor = anchor_case(cases).case_id
+    impression = [s for s in base.sentences if s.section == "impression"]
+    kept = [s for s in impression if anchor in s.sources] if base.composer == "anchored" else []
+    open_labels = {label for s in impression if s not in kept for label in s.labels}
+    return kept, [s for s in base.sentences if s.section == "findings" and set(s.labels) & open_labels]
+
+
 def draft_llm(
     cases: Sequence[RetrievedCase],
     llm: LLM,
@@ -167,12 +178,7 @@ def draft_llm(
     base = draft_grounded(cases, min_fraction, composer)
     base.mode = "llm"
     findings = [s for s in base.sentences if s.section == "findings"]
-    anchor = anchor_case(cases).case_id
-    impression = [s for s in base.sentences if s.section == "impression"]
-    # the anchor's own conclusions stay; the sections composer's impression is all the LLM's to write
-    kept = [s for s in impression if anchor in s.sources] if base.composer == "anchored" else []
-    open_labels = {label for s in impression if s not in kept for label in s.labels}
-    abnormal = [s for s in findings if set(s.labels) & open_labels]
+    kept, abnormal = merge_plan(base, cases)
     if not abnormal:
         reason = "the anchor's impression concludes the findings" if base.labels else "no agreed abnormality"
         base.llm = f"{llm.name} (not called: {reason})"
