@@ -389,6 +389,21 @@ def test_llm_rewrites_only_the_impression_sentences_the_anchor_lacks(emphysema_c
     assert all(check["passed"] for check in merged.checks.values())
 
 
+def test_stock_impression_phrase_is_the_llms_to_write(emphysema_cases):
+    # the anchor reports emphysema but its impression does not conclude it: the composer's stock phrase
+    # (sources: the voting cases, the anchor among them) is not the anchor's own sentence
+    anchor = _case("train_9_a_1", 0.95, EMPHYSEMA, "Degenerative changes in the thoracic spine.", "Emphysema")
+    other = _case("train_8_a_1", 0.9, "Paraseptal emphysema is present in both lungs.", "No mass.", "Emphysema")
+    cases = [anchor, other, emphysema_cases[2]]
+    composer = draft_grounded(cases)
+    stock = [s for s in composer.sentences if s.section == "impression" and s.origin == "template"]
+    assert [s.text for s in stock] == ["Emphysema in both lungs."] and "train_9_a_1" in stock[0].sources
+    double = _Degenerate(" Emphysema in both upper lobes.")
+    merged = draft_llm(cases, double)
+    assert double.calls == 1 and double.user == f"1. {EMPHYSEMA}" and merged.merge["outcome"] == "merged"
+    assert merged.impression == "Degenerative changes in the thoracic spine. Emphysema in both upper lobes."
+
+
 def test_no_agreed_abnormality_does_not_call_the_llm():
     cases = [_case(f"valid_{i}_a_1", 0.9 - i / 10, NORMAL_FINDINGS, NORMAL_IMPRESSION) for i in range(3)]
     double = _Degenerate("never used")

@@ -152,7 +152,8 @@ def merge_plan(base: Draft, cases: Sequence[RetrievedCase]) -> tuple[list[Senten
     labels of the other impression sentences (the LLM's to rewrite; none: nothing to merge)."""
     anchor = anchor_case(cases).case_id
     impression = [s for s in base.sentences if s.section == "impression"]
-    kept = [s for s in impression if anchor in s.sources] if base.composer == "anchored" else []
+    own = [s for s in impression if s.origin == "retrieved" and anchor in s.sources]
+    kept = own if base.composer == "anchored" else []
     open_labels = {label for s in impression if s not in kept for label in s.labels}
     return kept, [s for s in base.sentences if s.section == "findings" and set(s.labels) & open_labels]
 

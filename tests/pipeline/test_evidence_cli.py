@@ -109,11 +109,15 @@ def test_generate_llm_mode_and_llm_path_from_the_cli(cli_main, index_dir, synth_
     case = next(c for c in open_dataset(synth_data, split="valid") if c.labels and any(c.labels))
     own = [name for name in LABELS if (meta.loc[meta["scan_id"] == case.scan_id, name] == 1).any()]
     args = ("generate", case.path, "--index", index_dir, "-k", "1", "--mode", "llm", "--max-new-tokens", "32")
+    anchored = json.loads(cli_main(*args, "--json").out)  # one neighbour: its report, its own impression
+    assert anchored["composer"] == "anchored" and "not called" in anchored["llm"]
+    args = (*args, "--composer", "sections")  # the sections composer leaves the whole impression to the LLM
     res = cli_main(*args, "--json")
     assert res.code == 0, res.err
     out = json.loads(res.out)
     assert out["mode"] == "llm" and out["retrieved"] == [case.scan_id] and out["labels"] == own
     assert out["llm"].startswith(DEFAULT_NAME) and "not called" not in out["llm"]  # the LLM was asked
+    assert out["composer"] == "sections"
 
     source, gguf_file, _ = _resolve("default")
     gguf = Path(source) / gguf_file
@@ -122,7 +126,7 @@ def test_generate_llm_mode_and_llm_path_from_the_cli(cli_main, index_dir, synth_
     by_path = json.loads(res.out)
     assert by_path["llm"].startswith(f"{gguf.stem} (GGUF, {gguf})") and "not called" not in by_path["llm"]
     cases = ground(SearchEngine.open(index_dir, model=model), case.path, 1)
-    expected = draft(cases, mode="llm", llm=load_llm(str(gguf), max_new_tokens=32))
+    expected = draft(cases, mode="llm", llm=load_llm(str(gguf), max_new_tokens=32), composer="sections")
     assert (by_path["findings"], by_path["impression"]) == (expected.findings, expected.impression)
     assert (out["findings"], out["impression"]) == (expected.findings, expected.impression)
     cli_main(*args, "--llm", gguf.with_name("missing.gguf")).one_line_error("missing.gguf")
