@@ -303,7 +303,8 @@ def main() -> None:
     if report["weights_cache"]:
         row("LLM load, empty cache", report["weights_cache"]["first_load_s"])
         row("LLM load, cached", report["weights_cache"]["later_load_s"])
-        row("LLM load, cached, after the CLI's imports", report["weights_cache"]["later_load_after_cli_imports_s"])
+        in_cli = report["weights_cache"]["later_load_after_cli_imports_s"]
+        row("LLM load, cached, after the CLI's imports", in_cli)
         for loader, phases in report["weights_cache"]["later_load_phases_s"].items():
             for phase, s in phases.items():
                 row(f"cached load ({loader} loader): {phase}", s)
