@@ -240,8 +240,9 @@ def draft_llm(
 
 
 def draft(cases: Sequence[RetrievedCase], mode: str = "llm", llm: LLM | None = None, **kw) -> Draft:
-    """Draft a report in ``mode`` (``llm`` | ``nearest`` | ``vote``); ``llm`` mode loads the default LLM when
-    none is given. Keyword arguments go to the mode's function."""
+    """Draft a report in ``mode`` (``llm`` | ``grounded`` | ``nearest`` | ``vote``); ``llm`` mode loads the
+    default LLM when none is given. Keyword arguments go to the mode's function (``composer`` to the grounded
+    and llm modes)."""
     check_cases(cases)
     if mode == "llm":
         return draft_llm(cases, llm if llm is not None else load_llm(), **kw)
