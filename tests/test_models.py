@@ -266,7 +266,7 @@ def test_user_errors(model, tmp_path):
         load_model(tmp_path / "other")
 
 
-SHIPPED_WEIGHTS_SHA256 = "cae99848b97b620781189ce3c052774398e64a08a43640f631d7c88d217a199d"
+SHIPPED_WEIGHTS_SHA256 = "9a26ad6a9d674d1f48b9c541821e4a27166deee9e3174e814dc8e3b6910f246e"
 
 
 def test_load_model_named_and_default():
