@@ -54,7 +54,7 @@ from .losses import (
 from .radfinder import (
     LOCALISATION_SIGMA_BINS,
     SIGLIP_BIAS_INIT,
-    SIGLIP_LOGIT_SCALE_INIT,
+    init_siglip_scale,
     localisation_loss,
     pos_weights,
     prompt_loss,
@@ -222,7 +222,7 @@ class Trainer:
         if cfg.loc_loss_weight > 0:
             self.model.add_localisation_head()
         if cfg.loss == "siglip" and fresh:
-            self._siglip_init()
+            init_siglip_scale(self.model, self.tower)
         self.profile = self.model.profile
         self.cache = PreprocessCache(Path(cfg.cache_dir) if cfg.cache_dir else None)
         self.recipe = slice_recipe(self.model, self.tower)
@@ -257,13 +257,6 @@ class Trainer:
         self._setup_trainable()
 
     # ----------------------------------------------------------------- set-up
-    @torch.no_grad()
-    def _siglip_init(self) -> None:
-        """RadFinder's SigLIP start (§1.2): logit scale 10 (``t = ln 10`` in exp mode)."""
-        raw = self.model.stages[self.tower].logit_scale
-        exp_mode = self.model.config.logit_scale_mode == "exp"
-        raw.fill_(SIGLIP_LOGIT_SCALE_INIT if exp_mode else math.exp(SIGLIP_LOGIT_SCALE_INIT))
-
     def _mine_snippets(self) -> tuple[list[str], list[tuple[tuple[int, int], ...]]]:
         """Snippet texts (references removed) and, per training scan, its ``(text index, stored slice)``
         citations, mined from the scan's report by :mod:`hsenet_search.data.snippets`."""
