@@ -17,11 +17,15 @@ under ``nice -n 10`` with ``OMP_NUM_THREADS=1`` on a shared box.
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+
+from hsenet_search.train.radfinder import SIGLIP_BIAS_INIT
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KS = (1, 5, 10)
@@ -38,6 +42,7 @@ class Arm:
     prompt_loss_weight: float
     loc_loss_weight: float
     about: str
+    siglip_bias_init: float = SIGLIP_BIAS_INIT
 
 
 CURRENT = "the shipped recipe (default_recipe): open_clip ClipLoss, one CT-CLIP prompt pair per label, weight 1"
@@ -47,8 +52,28 @@ ARMS = {
     "current-noloc": Arm("clip", "pair", 1.0, 0.0, CURRENT + "; no localisation loss"),
     "radfinder": Arm("siglip", "radfinder", 0.5, 1.0, RADFINDER + "; localisation loss 1"),
     "radfinder-noloc": Arm("siglip", "radfinder", 0.5, 0.0, RADFINDER + "; no localisation loss"),
+    # not run by default (--arms): what separates the two recipes at our batch of 16
+    "radfinder-smallbias": Arm(
+        "siglip",
+        "radfinder",
+        0.5,
+        1.0,
+        RADFINDER.replace("bias -10", "bias -ln 15 (--siglip-bias-init)") + "; localisation loss 1",
+        -math.log(15.0),
+    ),
+    "clip-radfinder-prompts": Arm(
+        "clip", "radfinder", 0.5, 1.0, "open_clip ClipLoss with RadFinder's 3+3 prompts (weight 0.5); localisation 1"
+    ),
 }
-COMPARISONS = (("radfinder", "current"), ("current", "current-noloc"), ("radfinder", "radfinder-noloc"))
+DEFAULT_ARMS = ("current", "current-noloc", "radfinder", "radfinder-noloc")
+COMPARISONS = (
+    ("radfinder", "current"),
+    ("current", "current-noloc"),
+    ("radfinder", "radfinder-noloc"),
+    ("radfinder-smallbias", "current"),
+    ("radfinder-smallbias", "radfinder"),
+    ("clip-radfinder-prompts", "current"),
+)
 
 
 def _init_models(work: Path, seed: int) -> dict[str, Path]:
@@ -80,7 +105,8 @@ def _init_models(work: Path, seed: int) -> dict[str, Path]:
 
 
 def _train(arm: Arm, data: Path, work: Path, init: Path, seed: int, steps: int) -> dict:
-    from hsenet_search.train.trainer import TrainConfig, Trainer
+    """Train one arm; a finished run of the same config in ``work`` is reused (and said so)."""
+    from hsenet_search.train.trainer import TrainConfig, Trainer, state_dir
 
     start = time.time()
     cfg = TrainConfig(
@@ -88,6 +114,7 @@ def _train(arm: Arm, data: Path, work: Path, init: Path, seed: int, steps: int) 
         out=str(work),
         init=str(init),
         loss=arm.loss,
+        siglip_bias_init=arm.siglip_bias_init,
         steps=steps,
         batch_size=16,
         lr=3e-3,
@@ -102,8 +129,15 @@ def _train(arm: Arm, data: Path, work: Path, init: Path, seed: int, steps: int) 
         seed=seed,
         cache_dir=str(data.parent / "cache"),
     )
+    saved = state_dir(work, 1) / "config.json"
+    reused = saved.exists()
+    wanted = json.loads(json.dumps(asdict(cfg)))
+    # a field the saved config lacks was added to TrainConfig later, with the default the run then had
+    if reused and any(wanted.get(k) != v for k, v in json.loads(saved.read_text()).items()):
+        raise RuntimeError(f"{work} holds a run of another config; remove it or use another --work")
     result = Trainer(cfg).train(progress=False)
-    return {"train_seconds": round(time.time() - start, 1), "final_validation": result.final_validation}
+    seconds = None if reused else round(time.time() - start, 1)
+    return {"train_seconds": seconds, "reused_checkpoint": reused, "final_validation": result.final_validation}
 
 
 def _prompt_margins(model, ev, prompts: str) -> np.ndarray:
@@ -247,7 +281,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the result files go")
     parser.add_argument("--seeds", default="3", help="comma-separated: init weights and training seed")
-    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated of {', '.join(ARMS)}")
+    parser.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated of {', '.join(ARMS)}")
+    parser.add_argument("--tag", default="", help="suffix of the ablation result files (a run of other arms)")
     args = parser.parse_args()
     from hsenet_search.data.synth import generate_dataset
     from hsenet_search.eval.provenance import run_started
@@ -270,17 +305,18 @@ def main() -> None:
             runs[str(seed)][name] = {**trained, **metrics}
             print(f"seed {seed} {name}: {trained['train_seconds']} s, R@10 t2v {metrics['text_to_volume']['10']}")
         diffs[str(seed)] = {f"{a} vs {b}": _paired(items[a], items[b]) for a, b in COMPARISONS if {a, b} <= set(items)}
-        _write(args, arms, runs, diffs, seeds[0], started)  # after every seed: a cut-short run keeps its seeds
-    print((args.results / "localisation_ablation_synthetic.md").read_text())
+        markdown = _write(args, arms, runs, diffs, seeds[0], started)  # after every seed: a cut-short run keeps them
+    print(markdown.read_text())
 
 
-def _write(args, arms: dict, runs: dict, diffs: dict, first_seed: int, started) -> None:
+def _write(args, arms: dict, runs: dict, diffs: dict, first_seed: int, started) -> Path:
     from hsenet_search.atomic import write_text
     from hsenet_search.eval.localisation_bench import localisation_markdown
     from hsenet_search.eval.provenance import write_result
 
     first = runs[str(first_seed)]
-    if "current" in first:
+    stem = "localisation_ablation_synthetic" + (f"_{args.tag}" if args.tag else "")
+    if "current" in first and not args.tag:
         loc = first["current"]["localisation"]
         write_result(args.results / "localisation_synthetic.json", loc, started)
         write_text(args.results / "localisation_synthetic.md", localisation_markdown(loc))
@@ -293,8 +329,8 @@ def _write(args, arms: dict, runs: dict, diffs: dict, first_seed: int, started) 
         "runs": runs,
         "paired_differences": diffs,
     }
-    write_result(args.results / "localisation_ablation_synthetic.json", payload, started)
-    write_text(args.results / "localisation_ablation_synthetic.md", _markdown(payload))
+    write_result(args.results / f"{stem}.json", payload, started)
+    return write_text(args.results / f"{stem}.md", _markdown(payload))
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ class TrainConfig:
     config: str = "tiny"  # named model config for a fresh stage-1 model
     init: str | None = None  # model dir to start from (stage 2: the stage-1 model; default: ``out``)
     loss: str = "clip"  # clip | siglip
+    siglip_bias_init: float = SIGLIP_BIAS_INIT  # RadFinder's −10 (tuned for batches of thousands)
     epochs: int | None = None
     steps: int | None = None
     batch_size: int = 16
@@ -321,7 +322,8 @@ class Trainer:
         self.params = [p for p in params if p.requires_grad]
         self.logit_bias = None
         if self.cfg.loss == "siglip":
-            self.logit_bias = torch.nn.Parameter(torch.tensor(SIGLIP_BIAS_INIT, device=self.device))
+            bias = torch.tensor(float(self.cfg.siglip_bias_init), device=self.device)
+            self.logit_bias = torch.nn.Parameter(bias)
             self.params.append(self.logit_bias)
         decay = [p for p in self.params if p.ndim >= 2]
         no_decay = [p for p in self.params if p.ndim < 2]
