@@ -1,6 +1,6 @@
 """Localisation vs its baselines on held-out synthetic scans; retrieval / zero-shot with vs without the
 localisation loss; RadFinder's SigLIP + prompt recipe vs the current one:
-``python benchmarks/bench_localisation.py [--work runs/locbench] [--seeds 3] [--arms ...]``.
+``python benchmarks/bench_localisation.py [--work runs/locbench] [--seeds 3,4,5] [--arms ...]``.
 
 400 tiny synthetic scans (seed 7, 40 % held out as the valid split: 160 scans, never trained on); a small
 stage-1-only model (the ``tiny`` config with 2 layers of width 64, embeddings 64-d) from one random start
@@ -8,8 +8,9 @@ per seed, trained 200 steps (batch 16, lr 3e-3) in each arm of :data:`ARMS` with
 seed; every localisation arm uses weight 1 and a Gaussian target of 0.6 bins (RadFinder's 24 mm at our
 ~40 mm bins). Each model indexes the valid split; on it: text→volume and volume→text R@1/5/10 (95 %
 bootstrap CIs over queries), zero-shot macro AUC with the CT-CLIP pair and the ``mean7`` ensemble (CI over
-volumes), ``bench localisation`` (MAE with CI, baselines), and per pair of :data:`COMPARISONS` the paired
-difference (same resampled scans for both arms). → ``results/localisation_synthetic.{json,md}`` (the
+volumes), ``bench localisation`` (MAE with CI, baselines), the collapse check (mean volume–volume cosine),
+and per pair of :data:`COMPARISONS` the paired difference (same resampled scans for both arms). A finished
+arm in ``--work`` is reused, not retrained. → ``results/localisation_synthetic.{json,md}`` (the
 current recipe, first seed) and ``results/localisation_ablation_synthetic.{json,md}`` (everything). Run it
 under ``nice -n 10`` with ``OMP_NUM_THREADS=1`` on a shared box.
 """
@@ -52,7 +53,7 @@ ARMS = {
     "current-noloc": Arm("clip", "pair", 1.0, 0.0, CURRENT + "; no localisation loss"),
     "radfinder": Arm("siglip", "radfinder", 0.5, 1.0, RADFINDER + "; localisation loss 1"),
     "radfinder-noloc": Arm("siglip", "radfinder", 0.5, 0.0, RADFINDER + "; no localisation loss"),
-    # not run by default (--arms): what separates the two recipes at our batch of 16
+    # what separates the two recipes at our batch of 16
     "radfinder-smallbias": Arm(
         "siglip",
         "radfinder",
@@ -65,7 +66,6 @@ ARMS = {
         "clip", "radfinder", 0.5, 1.0, "open_clip ClipLoss with RadFinder's 3+3 prompts (weight 0.5); localisation 1"
     ),
 }
-DEFAULT_ARMS = ("current", "current-noloc", "radfinder", "radfinder-noloc")
 COMPARISONS = (
     ("radfinder", "current"),
     ("current", "current-noloc"),
@@ -182,6 +182,12 @@ def _evaluate(model_dir: Path, data: Path, arm: Arm) -> tuple[dict, dict]:
         out["localisation"] = loc
     out["load_average_after"] = load_average()
     scores = ev.volumes @ ev.reports.T
+    off = ~np.eye(len(scores), dtype=bool)
+    out["collapse"] = {  # a volume tower that maps every scan to one vector has volume-volume cosine 1
+        "volume_volume_cos": float((ev.volumes @ ev.volumes.T)[off].mean()),
+        "true_pair_cos": float(np.diag(scores).mean()),
+        "other_pair_cos": float(scores[off].mean()),
+    }
     items = {
         "names": ev.names,
         "labels": ev.labels,
@@ -231,8 +237,8 @@ def _markdown(payload: dict) -> str:
         "95 % bootstrap CIs.",
         "",
         "| seed | arm | t→v R@1 | t→v R@5 | t→v R@10 | v→t R@1 | v→t R@5 | v→t R@10 | 0-shot AUC pair "
-        "| 0-shot AUC mean7 | loc. MAE mm | MAE / middle bin |",
-        "|---" * 12 + "|",
+        "| 0-shot AUC mean7 | loc. MAE mm | MAE / middle bin | vol–vol cos |",
+        "|---" * 13 + "|",
     ]
     for seed, arms in payload["runs"].items():
         for name, r in arms.items():
@@ -245,6 +251,7 @@ def _markdown(payload: dict) -> str:
                 cells += [f"{loc['mae_ratio_to_middle_bin']:.2f}"]
             else:
                 cells += ["–", "–"]
+            cells += [f"{r['collapse']['volume_volume_cos']:.3f}" if "collapse" in r else "–"]
             lines.append(f"| {seed} | {name} | " + " | ".join(cells) + " |")
     if len(payload["runs"]) > 1:
         lines += ["", "Across seeds (median, min–max of the per-seed estimates):", ""]
@@ -281,7 +288,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the result files go")
     parser.add_argument("--seeds", default="3", help="comma-separated: init weights and training seed")
-    parser.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated of {', '.join(ARMS)}")
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated of {', '.join(ARMS)}")
     parser.add_argument("--tag", default="", help="suffix of the ablation result files (a run of other arms)")
     args = parser.parse_args()
     from hsenet_search.data.synth import generate_dataset
