@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import COMPOSER, Composer, Dedup, DraftMode, Split, Unit, console, parse_ks
+from .common import COMPOSER, Composer, Dedup, DraftMode, Split, Unit, ZeroShotPrompts, console, parse_ks
 
 app = typer.Typer(
     help="Benchmarks: R@k, volume→volume, zero-shot, report generation, localisation.", no_args_is_help=True
@@ -150,6 +150,11 @@ def zeroshot(
         help="CSV of never-labelled findings (VolumeName + 0/1 columns; data synth --extra-findings writes "
         "extra_findings/<split>_extra_labels.csv); repeatable (train and valid). Scored instead of the 18.",
     ),
+    prompts: ZeroShotPrompts = typer.Option(
+        ZeroShotPrompts.pair,
+        "--prompts",
+        help="pair (CT-CLIP's prompt pair) or mean7 (7 pairs per label, averaged; RadFinder-style).",
+    ),
     out: Path | None = OUT,
     overwrite: bool = OVERWRITE,
 ) -> None:
@@ -170,7 +175,8 @@ def zeroshot(
         if extra_labels:
             truth = pd.concat([read_extra_labels(p) for p in extra_labels])
             extra = {"labels": list(truth.columns), "truth": truth[~truth.index.duplicated()]}
-        result = zeroshot_tables(net, emb.split(split.value, unit.value), _bank(emb, split.value, unit.value), **extra)
+        ev, bank = emb.split(split.value, unit.value), _bank(emb, split.value, unit.value)
+        result = zeroshot_tables(net, ev, bank, prompts=prompts.value, **extra)
     _write(out, result, zeroshot_markdown(result), started)
 
 

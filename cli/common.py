@@ -49,6 +49,13 @@ class Dedup(str, Enum):
     smallestdeduptext = "smallestdeduptext"
 
 
+class ZeroShotPrompts(str, Enum):
+    """Zero-shot prompt sets (``hsenet_search.eval.zeroshot.PROMPT_TEMPLATES``)."""
+
+    pair = "pair"
+    mean7 = "mean7"
+
+
 class DraftMode(str, Enum):
     """Report drafting mode (``hsenet_search.generate.draft.MODES``)."""
 

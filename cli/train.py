@@ -16,6 +16,12 @@ def train(
     config: str = typer.Option("tiny", "--config", help="Named model config for a fresh stage-1 model."),
     init: Path | None = typer.Option(None, "--init", help="Start from this model dir (stage 2: the stage-1 model)."),
     loss: Loss = typer.Option(Loss.clip, "--loss", help="clip (open_clip ClipLoss) or siglip (SigLipLoss)."),
+    siglip_bias_init: float = typer.Option(
+        -10.0,
+        "--siglip-bias-init",
+        help="Start of SigLIP's learnable bias (RadFinder: -10, for batches of thousands; about "
+        "-ln(batch - 1) suits small batches).",
+    ),
     epochs: int | None = typer.Option(None, "--epochs", min=1),
     steps: int | None = typer.Option(None, "--steps", min=1),
     batch_size: int = typer.Option(16, "--batch-size", min=2),
@@ -105,6 +111,7 @@ def train(
         config=config,
         init=str(init) if init else None,
         loss=loss.value,
+        siglip_bias_init=siglip_bias_init,
         epochs=epochs,
         steps=steps,
         batch_size=batch_size,

@@ -22,7 +22,7 @@ from hsenet_search.data.cache import PreprocessCache
 from hsenet_search.data.cases import Case
 from hsenet_search.data.depth import DepthBins, DepthGeometry
 from hsenet_search.errors import QueryError
-from hsenet_search.train.radfinder import LOCALISATION_TAU
+from hsenet_search.models.localisation import LOCALISATION_TAU
 
 MAX_TEXTS = 64
 MAX_TEXT_CHARS = 2000

@@ -9,8 +9,10 @@ from hsenet_search.data.labels import LABELS
 from hsenet_search.eval.zeroshot import (
     SAME_SPLIT,
     SEPARATE_SPLIT,
+    ensemble_prompt_embeddings,
     presence_probability,
     prompt_pair,
+    prompt_pairs,
     roc_corner_threshold,
     zero_shot_metrics,
 )
@@ -24,6 +26,40 @@ def test_prompt_pair():
         "Pleural effusion is present.",
         "Pleural effusion is not present.",
     )
+
+
+def test_mean7_is_seven_distinct_pairs_of_the_label():
+    pairs = prompt_pairs("Pleural effusion", "mean7")
+    assert len(pairs) == 7 and len(set(pairs)) == 7 and pairs[0] == prompt_pair("Pleural effusion")
+    for pos, neg in pairs:
+        assert pos != neg and "pleural effusion" in pos.lower() and "pleural effusion" in neg.lower()
+    assert ("There is pleural effusion.", "There is no pleural effusion.") in pairs
+    with pytest.raises(ValueError, match="mean9"):
+        prompt_pairs("Pleural effusion", "mean9")
+
+
+def test_prompt_ensemble_matches_a_hand_computation():
+    """Each template's embedding normalised, the 7 averaged, the mean normalised again (RadFinder's mean7)."""
+    rng = np.random.default_rng(0)
+    table: dict[str, np.ndarray] = {}
+
+    def encode(texts):  # a fixed random (not unit-length) vector per text
+        return np.stack([table.setdefault(t, rng.standard_normal(5) * 3.0) for t in texts])
+
+    labels = ("Cardiomegaly", "Lung nodule")
+    pos, neg = ensemble_prompt_embeddings(encode, labels, "mean7")
+    assert pos.shape == neg.shape == (2, 5)
+    for i, label in enumerate(labels):
+        for side, got in ((0, pos), (1, neg)):
+            total = np.zeros(5)
+            for pair in prompt_pairs(label, "mean7"):
+                vec = table[pair[side]]
+                total += vec / np.sqrt((vec**2).sum())
+            mean = total / 7
+            np.testing.assert_allclose(got[i], mean / np.sqrt((mean**2).sum()), rtol=1e-12)
+    single, _ = ensemble_prompt_embeddings(encode, labels, "pair")  # one pair: its own unit embedding
+    vec = table["Cardiomegaly is present."]
+    np.testing.assert_allclose(single[0], vec / np.linalg.norm(vec), rtol=1e-12)
 
 
 def test_presence_probability_is_the_softmax_over_the_pair():

@@ -102,3 +102,25 @@ def test_no_import_cycles_between_package_modules():
     mods = _modules()
     graph = {name: _imports(name, file, set(mods)) for name, file in mods.items()}
     assert _cycles(graph) == []
+
+
+QUERY_SIDE = ("hsenet_search.engine", "hsenet_search.locate", "hsenet_search.cli.search", "hsenet_search.cli.locate")
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for child in graph[todo.pop()] - seen:
+            seen.add(child)
+            todo.append(child)
+    return seen
+
+
+def test_the_query_side_never_imports_training_code():
+    """Search, locate and the service load models and indexes; none of them may pull in the trainer."""
+    mods = _modules()
+    graph = {name: _imports(name, file, set(mods)) for name, file in mods.items()}
+    starts = [*QUERY_SIDE, *(m for m in mods if m.startswith("hsenet_search.service"))]
+    for start in starts:
+        training = sorted(m for m in _reachable(graph, start) if m.startswith("hsenet_search.train"))
+        assert training == [], (start, training)

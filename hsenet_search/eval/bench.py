@@ -21,7 +21,7 @@ from hsenet_search.errors import DatasetError, QueryError
 
 from .bootstrap import label_jaccard_ci, recall_at_k_ci
 from .retrieval import label_jaccard_at_k, random_baseline_recall, rank_summary, recall_at_k
-from .zeroshot import macro_auc_ci, presence_probability, prompt_pair, zero_shot_metrics
+from .zeroshot import ensemble_prompt_embeddings, macro_auc_ci, presence_probability, zero_shot_metrics
 
 UNITS = ("scan", "reconstruction")
 V2V_KS = (1, 5, 10, 50)
@@ -167,6 +167,11 @@ def hubness_tables(ev: SplitEmbeddings, bank: SplitEmbeddings, ks: Sequence[int]
     return result
 
 
+def text_encoder(model):
+    """``texts -> (n, E)`` float numpy embeddings of ``model``'s query-side text encoder."""
+    return lambda texts: model.encode_text(texts).float().cpu().numpy()
+
+
 def zeroshot_tables(
     model,
     ev: SplitEmbeddings,
@@ -174,17 +179,18 @@ def zeroshot_tables(
     *,
     labels: Sequence[str] = LABELS,
     truth: pd.DataFrame | None = None,
+    prompts: str = "pair",
 ) -> dict:
-    """CT-CLIP prompt-pair zero-shot classification; thresholds from a separate split and the same split.
+    """Prompt-pair zero-shot classification; thresholds from a separate split and the same split.
 
     ``truth`` (indexed by volume name, one 0/1 column per label of ``labels``) replaces the index's 18
-    labels, e.g. the never-labelled findings of ``data synth --extra-findings``."""
+    labels, e.g. the never-labelled findings of ``data synth --extra-findings``. ``prompts``: ``pair``
+    (CT-CLIP's) or ``mean7`` (a RadFinder-style ensemble of 7 pairs; :data:`.zeroshot.PROMPT_TEMPLATES`)."""
     import torch
 
     labels = list(labels)
     with torch.no_grad():
-        pos = model.encode_text([prompt_pair(name)[0] for name in labels]).float().cpu().numpy()
-        neg = model.encode_text([prompt_pair(name)[1] for name in labels]).float().cpu().numpy()
+        pos, neg = ensemble_prompt_embeddings(text_encoder(model), labels, prompts)
         scale = float(np.mean([float(model.logit_scale(t)) for t in TOWERS_OF[model.config.embedding]]))
 
     def probs(emb: SplitEmbeddings) -> tuple[np.ndarray, np.ndarray] | None:
@@ -206,6 +212,7 @@ def zeroshot_tables(
         "unit": ev.unit,
         "split": ev.split,
         "labels": labels,
+        "prompts": prompts,
         "logit_scale": scale,
         "same_split": _zs_json(zero_shot_metrics(y, p, labels=labels)),
         "macro_auc_ci": macro_auc_ci(y, p),

@@ -63,13 +63,16 @@ def retrieval_markdown(result: dict, title: str = "Retrieval") -> str:
     return "\n".join(lines) + "\n"
 
 
+PROMPT_NAMES = {"pair": "CT-CLIP prompt pair", "mean7": "mean of 7 prompt pairs per label (RadFinder-style)"}
+
+
 def zeroshot_markdown(result: dict, title: str = "Zero-shot classification") -> str:
     """Markdown for one ``zeroshot_tables`` result (macro rows + per-label AUC)."""
     lines = [
         f"### {title}",
         "",
         f"N = {result['n']} ({result['unit']}s, split `{result['split']}`), "
-        "CT-CLIP prompt pair, P(present) = softmax over the pair.",
+        f"{PROMPT_NAMES[result.get('prompts', 'pair')]}, P(present) = softmax over the pair.",
         "",
         "| thresholds | macro AUC | weighted F1 | accuracy | precision |",
         "|---|---|---|---|---|",

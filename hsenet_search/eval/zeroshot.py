@@ -1,16 +1,17 @@
 """Zero-shot multi-abnormality classification metrics, CT-CLIP protocol.
 
 Per abnormality the model scores the prompt pair ``("{label} is present.", "{label} is not present.")``
-and P(present) is the softmax over the pair. Per label: AUROC, and at a ROC-corner threshold the
-support-weighted F1 (sklearn ``average="weighted"``, over both classes, as CT-CLIP reports it; not the
-positive-class F1), accuracy and positive-class precision. The published code chooses the thresholds on
-the very predictions it scores; :func:`zero_shot_metrics` does that only when no calibration split is
-given and labels the result accordingly.
+(or, with ``mean7``, the averaged embeddings of 7 such pairs) and P(present) is the softmax over the pair.
+Per label: AUROC, and at a ROC-corner threshold the support-weighted F1 (sklearn ``average="weighted"``,
+over both classes, as CT-CLIP reports it; not the positive-class F1), accuracy and positive-class
+precision. The published code chooses the thresholds on the very predictions it scores;
+:func:`zero_shot_metrics` does that only when no calibration split is given and labels the result
+accordingly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,9 +25,48 @@ SAME_SPLIT = "same split (published protocol)"
 THRESHOLD_GRID = np.linspace(0.0, 1.0, 100)
 
 
+# (positive, negative) templates: ``{X}`` the label as written, ``{x}`` lower-cased. ``pair`` is CT-CLIP's
+# (HEAD / v2) pair; ``mean7`` is a RadFinder-style ensemble of 7 pairs (its own 7 are not public: ours).
+PROMPT_TEMPLATES: dict[str, tuple[tuple[str, str], ...]] = {
+    "pair": (("{X} is present.", "{X} is not present."),),
+    "mean7": (
+        ("{X} is present.", "{X} is not present."),
+        ("There is {x}.", "There is no {x}."),
+        ("The scan shows {x}.", "The scan shows no {x}."),
+        ("{X} is seen.", "No {x} is seen."),
+        ("Findings consistent with {x}.", "No findings of {x}."),
+        ("There is evidence of {x}.", "There is no evidence of {x}."),
+        ("The chest CT demonstrates {x}.", "The chest CT demonstrates no {x}."),
+    ),
+}
+
+
 def prompt_pair(label: str) -> tuple[str, str]:
     """CT-CLIP's (HEAD / v2) prompt pair for one abnormality."""
-    return f"{label} is present.", f"{label} is not present."
+    return prompt_pairs(label, "pair")[0]
+
+
+def prompt_pairs(label: str, prompts: str = "pair") -> list[tuple[str, str]]:
+    """The (positive, negative) prompts of one abnormality under one set of :data:`PROMPT_TEMPLATES`."""
+    if prompts not in PROMPT_TEMPLATES:
+        raise ValueError(f"unknown prompt set {prompts!r}; expected one of {', '.join(PROMPT_TEMPLATES)}")
+    fill = {"X": label, "x": label.lower()}
+    return [(pos.format(**fill), neg.format(**fill)) for pos, neg in PROMPT_TEMPLATES[prompts]]
+
+
+def ensemble_prompt_embeddings(
+    encode: Callable[[list[str]], np.ndarray], labels: Sequence[str], prompts: str = "pair"
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(pos, neg)`` (L, E): per label the unit embeddings of its templates averaged and re-normalised
+    (RadFinder's ``mean7``; a single pair is its own embedding). ``encode`` maps texts to unit (n, E) rows."""
+    out = []
+    for side in (0, 1):
+        rows = [[pair[side] for pair in prompt_pairs(label, prompts)] for label in labels]
+        flat = np.asarray(encode([t for row in rows for t in row]), dtype=np.float64)
+        flat = flat / np.linalg.norm(flat, axis=-1, keepdims=True)
+        mean = flat.reshape(len(labels), len(rows[0]), -1).mean(axis=1)
+        out.append(mean / np.linalg.norm(mean, axis=-1, keepdims=True))
+    return out[0], out[1]
 
 
 def presence_probability(pos_scores: np.ndarray, neg_scores: np.ndarray, logit_scale: float) -> np.ndarray:

@@ -20,20 +20,28 @@ import torch
 import torch.nn.functional as F
 
 from hsenet_search.data.labels import LABELS
+from hsenet_search.models.localisation import LOCALISATION_TAU
 
 SIGLIP_LOGIT_SCALE_INIT = math.log(10.0)
 SIGLIP_BIAS_INIT = -10.0
 PROMPT_LOSS_WEIGHT = 0.5
 POS_WEIGHT_CAP = 20.0
-LOCALISATION_TAU = 0.1
 LOCALISATION_SIGMA_BINS = 2.0
 LOCALISATION_RADIUS_BINS = 6
 LOCALISATION_LOSS_WEIGHT = 0.004
-DEPTH_BIN_MM = 12.0
 
 # Three positive and three negative phrasings per label, short to descriptive (variant i pairs with variant i).
 _POSITIVE = ("{X} is present.", "There is {x}.", "The scan shows {x}.")
 _NEGATIVE = ("{X} is not present.", "There is no {x}.", "The scan shows no {x}.")
+
+
+@torch.no_grad()
+def init_siglip_scale(model, tower: str) -> None:
+    """RadFinder's SigLIP start (§1.2) for ``tower``'s logit scale: multiplier 10 (``t = ln 10`` in exp mode).
+    The bias lives with the trainer (:data:`SIGLIP_BIAS_INIT`)."""
+    raw = model.stages[tower].logit_scale
+    exp_mode = model.config.logit_scale_mode == "exp"
+    raw.fill_(SIGLIP_LOGIT_SCALE_INIT if exp_mode else math.exp(SIGLIP_LOGIT_SCALE_INIT))
 
 
 def _fill(template: str, label: str) -> str:

@@ -54,7 +54,7 @@ from .losses import (
 from .radfinder import (
     LOCALISATION_SIGMA_BINS,
     SIGLIP_BIAS_INIT,
-    SIGLIP_LOGIT_SCALE_INIT,
+    init_siglip_scale,
     localisation_loss,
     pos_weights,
     prompt_loss,
@@ -79,6 +79,7 @@ class TrainConfig:
     config: str = "tiny"  # named model config for a fresh stage-1 model
     init: str | None = None  # model dir to start from (stage 2: the stage-1 model; default: ``out``)
     loss: str = "clip"  # clip | siglip
+    siglip_bias_init: float = SIGLIP_BIAS_INIT  # RadFinder's −10 (tuned for batches of thousands)
     epochs: int | None = None
     steps: int | None = None
     batch_size: int = 16
@@ -222,7 +223,7 @@ class Trainer:
         if cfg.loc_loss_weight > 0:
             self.model.add_localisation_head()
         if cfg.loss == "siglip" and fresh:
-            self._siglip_init()
+            init_siglip_scale(self.model, self.tower)
         self.profile = self.model.profile
         self.cache = PreprocessCache(Path(cfg.cache_dir) if cfg.cache_dir else None)
         self.recipe = slice_recipe(self.model, self.tower)
@@ -257,13 +258,6 @@ class Trainer:
         self._setup_trainable()
 
     # ----------------------------------------------------------------- set-up
-    @torch.no_grad()
-    def _siglip_init(self) -> None:
-        """RadFinder's SigLIP start (§1.2): logit scale 10 (``t = ln 10`` in exp mode)."""
-        raw = self.model.stages[self.tower].logit_scale
-        exp_mode = self.model.config.logit_scale_mode == "exp"
-        raw.fill_(SIGLIP_LOGIT_SCALE_INIT if exp_mode else math.exp(SIGLIP_LOGIT_SCALE_INIT))
-
     def _mine_snippets(self) -> tuple[list[str], list[tuple[tuple[int, int], ...]]]:
         """Snippet texts (references removed) and, per training scan, its ``(text index, stored slice)``
         citations, mined from the scan's report by :mod:`hsenet_search.data.snippets`."""
@@ -328,7 +322,8 @@ class Trainer:
         self.params = [p for p in params if p.requires_grad]
         self.logit_bias = None
         if self.cfg.loss == "siglip":
-            self.logit_bias = torch.nn.Parameter(torch.tensor(SIGLIP_BIAS_INIT, device=self.device))
+            bias = torch.tensor(float(self.cfg.siglip_bias_init), device=self.device)
+            self.logit_bias = torch.nn.Parameter(bias)
             self.params.append(self.logit_bias)
         decay = [p for p in self.params if p.ndim >= 2]
         no_decay = [p for p in self.params if p.ndim < 2]

@@ -98,6 +98,53 @@ def test_bench_zeroshot_cli(index_dir, model_dir, tmp_path):
     assert defined and result["same_split"]["macro"]["auc"] == pytest.approx(np.mean(defined), abs=1e-9)
 
 
+MEAN7 = (  # the seven template pairs, written out from the README, not read from the code
+    ("{X} is present.", "{X} is not present."),
+    ("There is {x}.", "There is no {x}."),
+    ("The scan shows {x}.", "The scan shows no {x}."),
+    ("{X} is seen.", "No {x} is seen."),
+    ("Findings consistent with {x}.", "No findings of {x}."),
+    ("There is evidence of {x}.", "There is no evidence of {x}."),
+    ("The chest CT demonstrates {x}.", "The chest CT demonstrates no {x}."),
+)
+
+
+def test_bench_zeroshot_mean7_cli(index_dir, model_dir, tmp_path):
+    """``--prompts mean7``: per-label AUCs equal sklearn's on the cosine difference of the volume to the
+    normalised mean of the 7 normalised positive and the 7 negative prompt embeddings."""
+    from sklearn.metrics import roc_auc_score
+
+    from hsenet_search.data.labels import LABELS
+    from hsenet_search.models import load_model
+
+    out = tmp_path / "zs7"
+    res = run_cli("bench", "zeroshot", "--index", index_dir, "--prompts", "mean7", "--out", out)
+    assert res.returncode == 0, res.stderr
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["prompts"] == "mean7" and "7 prompt pairs" in out.with_suffix(".md").read_text()
+    ev = load_index_embeddings(index_dir).split("valid", "scan")
+    model = load_model(model_dir).eval()
+
+    def ensemble(side: int) -> np.ndarray:
+        texts = [pair[side].format(X=name, x=name.lower()) for name in LABELS for pair in MEAN7]
+        with torch.no_grad():
+            e = model.encode_text(texts).double().numpy()
+        e = (e / np.linalg.norm(e, axis=1, keepdims=True)).reshape(len(LABELS), 7, -1).mean(axis=1)
+        return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+    margin = ev.volumes.astype(np.float64) @ (ensemble(0) - ensemble(1)).T
+    checked = 0
+    for j, name in enumerate(LABELS):
+        y = ev.labels[:, j]
+        if 0 < y.sum() < len(y):
+            auc = result["same_split"]["per_label"][name]["auc"]
+            assert auc == pytest.approx(roc_auc_score(y, margin[:, j]), abs=1e-9), name
+            checked += 1
+    assert checked >= 5
+    bad = run_cli("bench", "zeroshot", "--index", index_dir, "--prompts", "mean9")
+    assert bad.returncode == 2 and "--prompts" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_bench_generation_retrieval_modes(index_dir, synth_data, model_dir, tmp_path):
     out = tmp_path / "gen"
     res = run_cli(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -33,6 +34,8 @@ def test_siglip_starts_as_radfinder_specifies(tmp_path, synth_data):
     pos, neg = (labels == 1).sum(0), (labels == 0).sum(0)
     expected = np.where(pos > 0, np.minimum(neg / np.maximum(pos, 1), 20.0), 20.0)
     np.testing.assert_allclose(trainer._pos_weight().cpu().numpy(), expected, rtol=1e-6)
+    small_batch = Trainer(replace(cfg, out=str(tmp_path / "b"), siglip_bias_init=-math.log(7.0)))
+    assert float(small_batch.logit_bias.detach()) == pytest.approx(-math.log(7.0))  # the named option
 
 
 def test_train_cli_runs_the_radfinder_recipe(tmp_path, synth_data):
