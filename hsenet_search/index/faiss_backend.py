@@ -145,7 +145,7 @@ def _takes_ids(index: faiss.Index) -> bool:
     return isinstance(_unwrap(index), faiss.IndexIVF)
 
 
-def _training_bounds(index: faiss.Index) -> tuple[int, int]:
+def training_bounds(index: faiss.Index) -> tuple[int, int]:
     """(minimum, maximum useful) number of training vectors for an untrained index."""
     centroids = []
     try:
@@ -168,6 +168,19 @@ def _training_bounds(index: faiss.Index) -> tuple[int, int]:
     if k == 0:  # scalar quantisers, PCA: any reasonable sample
         return 1, MAX_POINTS_PER_CENTROID * 256
     return MIN_POINTS_PER_CENTROID * k, MAX_POINTS_PER_CENTROID * k
+
+
+def new_faiss_index(dim: int, factory: str) -> tuple[faiss.Index, str]:
+    """An empty inner-product index of ``factory`` (wrapped as ``IDMap2,...`` when it takes no ids) and
+    the factory string it was built from."""
+    try:
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        raise IndexFormatError(f"invalid FAISS factory string {factory!r}: {_faiss_message(e)}") from e
+    if not _takes_ids(index):
+        factory = f"IDMap2,{factory}"
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    return index, factory
 
 
 def _is_gpu_convertible(index: faiss.Index) -> bool:
@@ -273,13 +286,7 @@ class VectorIndex:
         """Train (when needed) and fill an index of ``factory`` with ``vectors`` under ``ids``."""
         x = as_unit_rows(vectors, None, "vectors", IndexFormatError)
         dim = x.shape[1]
-        try:
-            index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-        except RuntimeError as e:
-            raise IndexFormatError(f"invalid FAISS factory string {factory!r}: {_faiss_message(e)}") from e
-        if not _takes_ids(index):
-            factory = f"IDMap2,{factory}"
-            index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        index, factory = new_faiss_index(dim, factory)
         if not index.is_trained:
             sample = (
                 x if train_vectors is None else as_unit_rows(train_vectors, dim, "training vectors", IndexFormatError)
@@ -459,7 +466,7 @@ def _mmap_flag(path: Path) -> int:
 
 
 def _train(index: faiss.Index, sample: np.ndarray, factory: str, seed: int) -> None:
-    lo, hi = _training_bounds(index)
+    lo, hi = training_bounds(index)
     if len(sample) < lo:
         raise IndexTrainingError(
             f"factory {factory!r} needs at least {lo} training vectors, got {len(sample)}; "
