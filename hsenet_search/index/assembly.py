@@ -1,13 +1,18 @@
 """Build side: the named steps that turn encoded volume shards into a published index directory.
 
-``index build`` and ``index add`` share them:
+``index build`` (single-process and ``--ray``) and ``index add`` share them. No step holds all the
+embeddings: vectors are :class:`~.store.EmbeddingShards` (the build's float16 shards, the previous index's
+``embeddings/*.npy``, the new report vectors' file) read a block at a time.
 
 1. :func:`merge_rows` -- previous rows (for ``add``) then the new ones, ``row_id`` assigned in order;
-2. :func:`embed_new_reports` -- unique report texts; only texts the previous index lacks are encoded;
+2. :func:`embed_new_reports` -- unique report texts; only texts the previous index lacks are encoded,
+   straight into a file of the work directory;
 3. :func:`extend_faiss` -- the previous FAISS index extended with the new vectors when the factory
-   allows it, or a new one built (and trained) when it must be;
-4. :func:`hubness_banks` -- querybank-normalisation statistics over the whole gallery;
-5. :func:`publish` -- every file written into a temporary directory, the manifest last, renamed into place.
+   allows it, or a new one built (trained on a sample, filled block by block, search defaults tuned);
+4. :func:`hubness_banks` -- querybank-normalisation statistics over the whole gallery (a bank of at most
+   :data:`HUBNESS_BANK` query rows);
+5. :func:`publish` -- every file written into a temporary directory (embeddings streamed block by block),
+   the manifest last, renamed into place.
 """
 
 from __future__ import annotations

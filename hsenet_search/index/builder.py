@@ -6,7 +6,8 @@ cache) while the main process encodes them. Embeddings are written as float16 sh
 (``--resume``, validated against the partial build's ``build.json``: :mod:`.partial`). Unreadable
 volumes go to ``failures.parquet`` and the build carries on. Writers hold the index's lock
 (:mod:`.locks`); the output is checked before any encoding (:mod:`hsenet_search.outputs`). The
-finished index is assembled by the steps of :mod:`.assembly` and published atomically.
+finished index is assembled by the steps of :mod:`.assembly` (reading the shards block by block, never all
+embeddings at once) and published atomically.
 """
 
 from __future__ import annotations

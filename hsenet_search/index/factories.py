@@ -13,9 +13,10 @@ up to ~2*10^5         ``IDMap2,Flat`` (exact, 4d+16 = 1 040 B)    exact, ~1 ms/q
 ====================  ==========================================  =============================================
 
 ``auto`` (or ``auto:8G``, default budget :data:`DEFAULT_BUDGET`) walks that table and takes the first preset
-whose estimated memory fits the budget. IVF indexes are trained on a sample of at most ``256 K`` vectors and
-filled chunk by chunk (:func:`build_from_chunks`), so the embeddings never have to be in memory at once.
-:func:`tune_search` picks the smallest ``nprobe`` / ``efSearch`` whose recall@10 against exact search is at
+whose estimated memory fits the budget. Trainable indexes are trained on a sample of at most ``256 K`` vectors
+(the rows FAISS would subsample from all of them) and filled block by block from embedding shards
+(:func:`build_from_chunks`), so the embeddings never have to be in memory at once. :func:`tune_search` picks
+the smallest ``nprobe`` / ``efSearch`` whose recall@10 against exact search (merged block by block) is at
 least :data:`TARGET_RECALL` on held-out queries drawn from the index's own vectors, and saves it in the index.
 """
 
