@@ -32,7 +32,7 @@ from hsenet_search.data.resolve import report_text
 from hsenet_search.errors import IndexFormatError
 from hsenet_search.models.bridge import bridged_of_stored, text_query_on_stored
 
-from .factories import build_tuned
+from .factories import build_tuned, unit_blocks
 from .faiss_backend import VectorIndex
 from .hubness import HubnessNormalizer, gallery_normalizer
 from .store import (
@@ -141,7 +141,7 @@ def extend_faiss(
         trainable = not faiss_is_flat(previous)
         if not trainable or len(vectors) <= RETRAIN_GROWTH * max(trained_on, 1):
             start = previous.ntotal
-            for first, block in vectors.tail(start).chunks():
+            for first, block in unit_blocks(vectors.tail(start)):
                 previous.add(block, np.arange(start + first, start + first + len(block)))
             return FaissResult(previous, trained_on if trainable else len(vectors))
         note = (

@@ -131,12 +131,12 @@ def build_from_chunks(
     ``256`` per centroid), then add the blocks of ``vectors`` one by one under ids 0..N-1: peak memory is
     one block plus the sample plus the index, never all the embeddings."""
     source = as_shards(vectors)
-    blocks = source.chunks()
+    blocks = unit_blocks(source)
     start, first = next(blocks, (0, np.zeros((0, source.dim), dtype=np.float32)))
     if sample is None:
         probe, _ = new_faiss_index(source.dim, factory)
         if not probe.is_trained:
-            sample = training_sample(source, training_bounds(probe)[1], seed)
+            sample = unit(training_sample(source, training_bounds(probe)[1], seed))
     index = VectorIndex.build(
         first, np.arange(start, start + len(first)), factory, train_vectors=sample, seed=seed, use_gpu=False
     )
@@ -144,6 +144,18 @@ def build_from_chunks(
     for start, block in blocks:
         index.add(block, np.arange(start, start + len(block)))
     return index
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows divided by their norms, each independently of the others (validated as index vectors)."""
+    return as_unit_rows(x, None, "vectors", IndexFormatError, exact=True)
+
+
+def unit_blocks(vectors: EmbeddingShards, rows: int | None = None):
+    """The blocks of :meth:`EmbeddingShards.chunks` as exact unit rows: a streamed pass gives every row the
+    value a pass over all rows at once gives it."""
+    for start, block in vectors.chunks(rows):
+        yield start, unit(block)
 
 
 def _is_ivf(index: faiss.Index) -> bool:
@@ -189,12 +201,7 @@ def tune_search(
         return Tuning(None, None, 1.0, 0)  # exact search: nothing to tune
     source = as_shards(vectors)
     rng = np.random.default_rng(seed)
-    q = as_unit_rows(
-        source.take(rng.choice(len(source), size=min(queries, len(source)), replace=False)),
-        index.dim,
-        "vectors",
-        IndexFormatError,
-    )
+    q = unit(source.take(rng.choice(len(source), size=min(queries, len(source)), replace=False)))
     q = q + rng.normal(0, 0.01, q.shape).astype(np.float32)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     k = min(10, len(source))
@@ -215,8 +222,7 @@ def exact_knn(queries: np.ndarray, vectors: EmbeddingShards, k: int) -> np.ndarr
     ``vectors``, merged block by block (one block in memory at a time)."""
     best_s = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_i = np.zeros((len(queries), 0), dtype=np.int64)
-    for start, block in vectors.chunks():
-        block = as_unit_rows(block, queries.shape[1], "vectors", IndexFormatError)
+    for start, block in unit_blocks(vectors):
         s, i = faiss.knn(queries, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
         best_s, best_i = np.hstack([best_s, s]), np.hstack([best_i, i + start])
         order = np.argsort(-best_s, axis=1, kind="stable")[:, :k]

@@ -71,8 +71,13 @@ def suggest_factory(n: int) -> str:
     return f"IVF{nlist},SQ8"
 
 
-def as_unit_rows(x: np.ndarray, dim: int | None, what: str, error: type[HSENetError]) -> np.ndarray:
-    """Validate a (n, dim) matrix and return it as unit-norm float32 rows (the input itself when it is)."""
+def as_unit_rows(
+    x: np.ndarray, dim: int | None, what: str, error: type[HSENetError], *, exact: bool = False
+) -> np.ndarray:
+    """Validate a (n, dim) matrix and return it as unit-norm float32 rows (the input itself when it is).
+
+    ``exact``: divide every row by its norm even when all are unit within :data:`UNIT_TOLERANCE`, so a row's
+    result does not depend on the other rows passed with it (blocks of a streamed build)."""
     try:
         x = np.asarray(x, dtype=np.float32)
     except (TypeError, ValueError) as e:
@@ -86,7 +91,7 @@ def as_unit_rows(x: np.ndarray, dim: int | None, what: str, error: type[HSENetEr
     squared = np.einsum("ij,ij->i", x, x)
     if len(squared):
         lo, hi = float(squared.min()), float(squared.max())  # NaN anywhere fails both tests below
-        if 1 - UNIT_TOLERANCE <= lo and hi <= 1 + UNIT_TOLERANCE:
+        if not exact and 1 - UNIT_TOLERANCE <= lo and hi <= 1 + UNIT_TOLERANCE:
             return x  # already unit rows (e.g. straight from the encoder): no copy, no cost
         if 1 - 2 * NORM_TOLERANCE <= lo and hi <= 1 + 2 * NORM_TOLERANCE:
             return x / np.sqrt(squared)[:, None]  # float16 rounding and the like

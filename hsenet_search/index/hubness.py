@@ -102,7 +102,7 @@ def gallery_normalizer(
         if isinstance(gallery, EmbeddingShards)
         else as_shards(as_unit_rows(gallery, None, "gallery vectors", QueryError), "gallery vectors")
     )
-    bank = as_unit_rows(bank_queries, source.dim or None, "bank queries", QueryError)
+    bank = as_unit_rows(bank_queries, source.dim or None, "bank queries", QueryError, exact=True)
     if len(bank) == 0 or len(source) == 0:
         raise QueryError("hubness normalisation needs a non-empty bank and gallery")
     log_norm = np.empty(len(source), dtype=np.float64)
@@ -111,7 +111,7 @@ def gallery_normalizer(
     rows = min(batch, store.CHUNK_ROWS)
     total = -(-len(source) // rows)
     for g0, block in track(source.chunks(rows), "hubness statistics", total, disable=not progress):
-        block = as_unit_rows(block, bank.shape[1], "gallery vectors", QueryError)
+        block = as_unit_rows(block, bank.shape[1], "gallery vectors", QueryError, exact=True)
         lse = np.full(len(block), -np.inf)
         for b0 in range(0, len(bank), batch):
             s = bank[b0 : b0 + batch] @ block.T  # (bank rows, gallery items)

@@ -356,15 +356,19 @@ class EmbeddingShards:
             skip = max(0, skip - n)
         return EmbeddingShards(parts, self.what)
 
-    def chunks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first row, float32 block)`` of at most ``rows`` (default :data:`CHUNK_ROWS`) rows, in order."""
+    def _blocks(self, rows: int | None) -> Iterator[tuple[int, _Part, int, int]]:
+        """``(first row, part, a, b)`` of each block, nothing read yet."""
         rows = rows or CHUNK_ROWS
         start = 0
         for p in self.parts:
             for a in range(0, p.hi - p.lo, rows):
-                b = min(a + rows, p.hi - p.lo)
-                yield start + a, p.read(a, b)
+                yield start + a, p, a, min(a + rows, p.hi - p.lo)
             start += p.hi - p.lo
+
+    def chunks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, float32 block)`` of at most ``rows`` (default :data:`CHUNK_ROWS`) rows, in order."""
+        for start, part, a, b in self._blocks(rows):
+            yield start, part.read(a, b)
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """The float32 rows at the positions ``rows`` (any order), gathered in one pass over the blocks."""
@@ -374,9 +378,10 @@ class EmbeddingShards:
         out = np.empty((len(rows), self.dim), dtype=np.float32)
         order = np.argsort(rows, kind="stable")
         wanted = rows[order]
-        for start, block in self.chunks():
-            lo, hi = np.searchsorted(wanted, [start, start + len(block)])
-            out[order[lo:hi]] = block[wanted[lo:hi] - start]
+        for start, part, a, b in self._blocks(None):
+            lo, hi = np.searchsorted(wanted, [start, start + b - a])
+            if hi > lo:  # blocks holding none of the rows are not read
+                out[order[lo:hi]] = part.read(a, b)[wanted[lo:hi] - start]
         return out
 
     def sample(self, size: int, seed: int = 0) -> np.ndarray:
