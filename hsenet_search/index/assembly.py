@@ -17,6 +17,7 @@ embeddings: vectors are :class:`~.store.EmbeddingShards` (the build's float16 sh
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -167,17 +168,25 @@ def hubness_banks(
 ) -> dict[str, HubnessNormalizer]:
     """Querybank statistics: text queries over volumes, volume queries over reports (for a bridged index the
     queries take the forms the engine sends, so the statistics are of the bridged scores). The bank is every
-    query row up to :data:`HUBNESS_BANK` rows, a uniform sample of that many above; the gallery is read
+    query row up to :data:`HUBNESS_BANK` rows; above that a uniform sample of that many, whose sums are scaled
+    by rows / sample (``log_norm`` estimates the full bank's, scores keep their scale). The gallery is read
     block by block."""
     text_queries = report_vectors.sample(HUBNESS_BANK)
     volume_queries = volume_vectors.sample(HUBNESS_BANK)
     if bridged:  # the statistics take unit queries: the bridged volume query direction, normalised
         text_queries, volume_queries = text_query_on_stored(text_queries), bridged_of_stored(volume_queries)
         volume_queries = volume_queries / np.linalg.norm(volume_queries, axis=1, keepdims=True)
-    return {
+    banks = {
         "text_to_volumes": gallery_normalizer(text_queries, volume_vectors, HUBNESS_BETA),
         "volumes_to_reports": gallery_normalizer(volume_queries, report_vectors, HUBNESS_BETA),
     }
+    for bank, rows, used in (
+        (banks["text_to_volumes"], report_vectors, text_queries),
+        (banks["volumes_to_reports"], volume_vectors, volume_queries),
+    ):
+        if len(used) < len(rows):
+            bank.log_norm += np.float32(math.log(len(rows) / len(used)))
+    return banks
 
 
 def bridge_record(model) -> dict | None:
