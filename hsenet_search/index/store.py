@@ -354,6 +354,9 @@ class EmbeddingShards:
             if skip < n:
                 parts.append(_Part(p.source, p.lo + skip, p.hi, p.offset, p.dtype, p.dim))
             skip = max(0, skip - n)
+        if not parts and self.parts:  # nothing left: an empty part keeps the width
+            last = self.parts[-1]
+            parts.append(_Part(last.source, last.hi, last.hi, last.offset, last.dtype, last.dim))
         return EmbeddingShards(parts, self.what)
 
     def _blocks(self, rows: int | None) -> Iterator[tuple[int, _Part, int, int]]:
