@@ -34,7 +34,7 @@ from hsenet_search.index.factories import (
     training_sample,
     tune_search,
 )
-from hsenet_search.index.store import read_embeddings
+from hsenet_search.index.store import EmbeddingShards, read_embeddings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             ["IDMap2,HNSW32"] if n <= args.hnsw_max else []
         )
 
-        def chunks(x=x):
-            return ((x[i : i + 100_000], np.arange(i, min(i + 100_000, len(x)))) for i in range(0, len(x), 100_000))
+        chunks = EmbeddingShards([x[i : i + 100_000] for i in range(0, len(x), 100_000)])
 
         for factory in presets:
             t0 = time.perf_counter()

@@ -18,6 +18,7 @@ from hsenet_search.index.factories import (
     tune_search,
 )
 from hsenet_search.index.faiss_backend import VectorIndex
+from hsenet_search.index.store import EmbeddingShards, open_embeddings, write_embeddings
 
 
 def clustered(n: int, dim: int = 64, seed: int = 0, clusters: int = 50) -> np.ndarray:
@@ -66,38 +67,47 @@ def test_budget_and_explicit_factories():
 def test_auto_factories_build_and_search_at_several_sizes():
     for n in (500, 3_000):
         x = clustered(n)
-        index = build_tuned(x, np.arange(n), "auto")
+        index = build_tuned(x, "auto")
         assert index.ntotal == n
         assert (index.search(x[:5], 1)[1][:, 0] == np.arange(5)).all()
 
 
-def _chunks(x: np.ndarray, size: int):
-    return lambda: ((x[i : i + size], np.arange(i, min(i + size, len(x)))) for i in range(0, len(x), size))
+def _lists(index: VectorIndex) -> list[np.ndarray]:
+    """The ids of every inverted list, in list order."""
+    ivf = faiss.extract_index_ivf(index.index)
+    return [
+        faiss.rev_swig_ptr(ivf.invlists.get_ids(i), ivf.invlists.list_size(i)).copy() for i in range(ivf.nlist)
+    ]
 
 
 @pytest.mark.parametrize("factory", ["IVF32,Flat", "IVF32,SQ8"])
-def test_ivf_built_shard_by_shard_equals_ivf_built_at_once(factory):
-    x = clustered(12_000)
-    chunks = _chunks(x, 2_500)
-    sample = training_sample(chunks, 10_000, seed=3)
+def test_ivf_built_shard_by_shard_equals_ivf_built_at_once(factory, tmp_path):
+    write_embeddings(tmp_path, "volumes", clustered(12_000), rows_per_shard=2_500)  # 5 float16 shards
+    shards = open_embeddings(tmp_path, "volumes")
+    x = shards.to_array()
+    sample = training_sample(shards, 10_000, seed=3)
     assert sample.shape == (10_000, x.shape[1])
     at_once = VectorIndex.build(x, np.arange(len(x)), factory, train_vectors=sample)
-    by_shard = build_from_chunks(chunks, factory, sample=sample)
-    a, b = faiss.extract_index_ivf(at_once.index), faiss.extract_index_ivf(by_shard.index)
-    for lst in range(a.nlist):  # same list assignment of every vector, in the same order
-        ids_a = faiss.rev_swig_ptr(a.invlists.get_ids(lst), a.invlists.list_size(lst)).copy()
-        ids_b = faiss.rev_swig_ptr(b.invlists.get_ids(lst), b.invlists.list_size(lst)).copy()
+    by_shard = build_from_chunks(shards, factory, sample=sample)
+    for ids_a, ids_b in zip(_lists(at_once), _lists(by_shard), strict=True):  # same lists, same order
         np.testing.assert_array_equal(ids_a, ids_b)
     q = clustered(50, seed=9)
     np.testing.assert_array_equal(
         at_once.search(q, 10, params="nprobe=4")[1], by_shard.search(q, 10, params="nprobe=4")[1]
     )
+    # no sample given: the streamed build draws the very rows FAISS subsamples from all vectors at once
+    default_at_once = VectorIndex.build(x, np.arange(len(x)), factory)
+    default_by_shard = build_from_chunks(shards, factory)
+    for ids_a, ids_b in zip(_lists(default_at_once), _lists(default_by_shard), strict=True):
+        np.testing.assert_array_equal(ids_a, ids_b)
 
 
 def test_training_sample_draws_from_every_chunk():
-    x = np.repeat(np.arange(10, dtype=np.float32)[:, None], 4, axis=1).repeat(100, axis=0)  # 10 chunks
-    sample = training_sample(_chunks(x, 100), 500, seed=0)
+    x = np.repeat(np.arange(10, dtype=np.float32)[:, None], 4, axis=1).repeat(100, axis=0)
+    shards = EmbeddingShards([x[i : i + 100] for i in range(0, 1000, 100)])  # 10 parts
+    sample = training_sample(shards, 500, seed=0)
     assert set(np.unique(sample[:, 0])) == set(range(10))
+    np.testing.assert_array_equal(training_sample(shards, 5000), x)  # fewer rows than asked: all, in order
 
 
 def test_tuning_reaches_the_target_recall_and_is_saved(tmp_path):

@@ -235,14 +235,15 @@ def test_shard_writer_resumes_after_a_crash(tmp_path: Path):
         for i in range(12, 18):
             if f"vol{i}" not in done:
                 writer.append([f"vol{i}"], np.full((1, 6), i, dtype=np.float32), [{"volume_name": f"vol{i}", "n": i}])
-    rows, emb = ShardWriter.read_all(tmp_path, kind="volumes")
+    rows, shards = ShardWriter.read(tmp_path, kind="volumes")
+    emb = shards.to_array()
     assert rows["volume_name"].tolist() == [f"vol{i}" for i in range(18)]
     assert list(rows.columns) == ["volume_name", "n"]
     assert emb.dtype == np.float32 and emb.shape == (18, 6)
     np.testing.assert_array_equal(emb[:, 0], rows["n"].to_numpy())
     # without resume the work is started over
     assert ShardWriter(tmp_path, kind="volumes", resume=False).completed_keys() == set()
-    assert ShardWriter.read_all(tmp_path, kind="volumes")[1].shape == (0, 0)
+    assert len(ShardWriter.read(tmp_path, kind="volumes")[1]) == 0
 
 
 def test_shard_writer_checks_inputs(tmp_path: Path):

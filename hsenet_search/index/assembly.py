@@ -1,17 +1,23 @@
 """Build side: the named steps that turn encoded volume shards into a published index directory.
 
-``index build`` and ``index add`` share them:
+``index build`` (single-process and ``--ray``) and ``index add`` share them. No step holds all the
+embeddings: vectors are :class:`~.store.EmbeddingShards` (the build's float16 shards, the previous index's
+``embeddings/*.npy``, the new report vectors' file) read a block at a time.
 
 1. :func:`merge_rows` -- previous rows (for ``add``) then the new ones, ``row_id`` assigned in order;
-2. :func:`embed_new_reports` -- unique report texts; only texts the previous index lacks are encoded;
+2. :func:`embed_new_reports` -- unique report texts; only texts the previous index lacks are encoded,
+   straight into a file of the work directory;
 3. :func:`extend_faiss` -- the previous FAISS index extended with the new vectors when the factory
-   allows it, or a new one built (and trained) when it must be;
-4. :func:`hubness_banks` -- querybank-normalisation statistics over the whole gallery;
-5. :func:`publish` -- every file written into a temporary directory, the manifest last, renamed into place.
+   allows it, or a new one built (trained on a sample, filled block by block, search defaults tuned);
+4. :func:`hubness_banks` -- querybank-normalisation statistics over the whole gallery (a bank of at most
+   :data:`HUBNESS_BANK` query rows);
+5. :func:`publish` -- every file written into a temporary directory (embeddings streamed block by block),
+   the manifest last, renamed into place.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -27,13 +33,15 @@ from hsenet_search.data.resolve import report_text
 from hsenet_search.errors import IndexFormatError
 from hsenet_search.models.bridge import bridged_of_stored, text_query_on_stored
 
-from .factories import build_tuned
+from .factories import build_tuned, unit_blocks
 from .faiss_backend import VectorIndex
 from .hubness import HubnessNormalizer, gallery_normalizer
 from .store import (
     FORMAT_VERSION,
+    EmbeddingShards,
     IndexManifest,
     deduplicate_reports,
+    npy_writer,
     open_index_dir,
     write_embeddings,
     write_failures,
@@ -42,6 +50,9 @@ from .store import (
 )
 
 HUBNESS_BETA = 20.0
+HUBNESS_BANK = 1 << 16
+"""Most query rows in a hubness bank: more are sampled uniformly (bounded memory and time per gallery item)."""
+NEW_REPORTS = "new_reports.npy"
 RETRAIN_GROWTH = 2.0
 """A trained FAISS index (IVF, PQ) is retrained when the vectors it holds exceed this many times the
 number it was trained on; below that the new vectors are added to the trained index."""
@@ -55,9 +66,9 @@ class Previous:
     directory: Path
     manifest: IndexManifest
     rows: pd.DataFrame
-    volume_vectors: np.ndarray
+    volume_vectors: EmbeddingShards
     reports: pd.DataFrame
-    report_vectors: np.ndarray
+    report_vectors: EmbeddingShards
     failures: pd.DataFrame
 
 
@@ -86,61 +97,60 @@ def report_texts(rows: pd.DataFrame, protocol: str) -> list[str]:
     ]
 
 
-def _encode_texts(model, texts: list[str], progress) -> np.ndarray:
-    chunks = []
+def _encode_texts(model, texts: list[str], path: Path, progress) -> EmbeddingShards:
+    """Encode ``texts`` batch by batch straight into the float32 file ``path`` (nothing held whole)."""
     task = progress.add_task("embedding reports", total=len(texts)) if progress is not None else None
-    for i in range(0, len(texts), REPORT_BATCH):
-        batch = texts[i : i + REPORT_BATCH]
-        with torch.no_grad():
-            chunks.append(model.encode_text(batch).float().cpu().numpy())
-        if task is not None:
-            progress.update(task, advance=len(batch))
-    if not chunks:
-        return np.zeros((0, model.embedding_dim), dtype=np.float32)
-    return np.concatenate(chunks).astype(np.float32)
+    with npy_writer(path, len(texts), model.embedding_dim, "<f4") as append:
+        for i in range(0, len(texts), REPORT_BATCH):
+            batch = texts[i : i + REPORT_BATCH]
+            with torch.no_grad():
+                append(model.encode_text(batch).float().cpu().numpy())
+            if task is not None:
+                progress.update(task, advance=len(batch))
+    return EmbeddingShards([path], "reports")
 
 
 def embed_new_reports(
-    model, rows: pd.DataFrame, previous: Previous | None, protocol: str, progress=None
-) -> tuple[pd.DataFrame, np.ndarray, int]:
+    model, rows: pd.DataFrame, previous: Previous | None, protocol: str, work: Path, progress=None
+) -> tuple[pd.DataFrame, EmbeddingShards, int]:
     """Set ``rows["report_id"]``; returns (reports table, report vectors, number of texts encoded now).
 
     Report ids follow first appearance over all rows, so the ids of the previous index stay valid and
-    only texts it lacks are encoded.
+    only texts it lacks are encoded (into ``work/new_reports.npy``; the previous ones stay in its shards).
     """
     report_id, unique = deduplicate_reports(report_texts(rows, protocol))
     rows["report_id"] = report_id
     known = 0
-    old_vectors = np.zeros((0, 0), dtype=np.float32)
     if previous is not None:
         known = len(previous.reports)
         if unique[:known] != previous.reports["text"].tolist():
             raise IndexFormatError(
                 "reports.parquet does not match the report texts of metadata.parquet", previous.directory
             )
-        old_vectors = previous.report_vectors
-    new = _encode_texts(model, unique[known:], progress)
-    vectors = np.concatenate([old_vectors, new]) if known else new
+    new = _encode_texts(model, unique[known:], work / NEW_REPORTS, progress)
+    vectors = previous.report_vectors + new if previous is not None else new
     reports = pd.DataFrame({"report_id": np.arange(len(unique), dtype=np.int64), "text": unique})
-    return reports, vectors.astype(np.float32), len(unique) - known
+    return reports, vectors, len(unique) - known
 
 
 def extend_faiss(
-    vectors: np.ndarray, factory: str, previous: VectorIndex | None, trained_on: int, what: str
+    vectors: EmbeddingShards, factory: str, previous: VectorIndex | None, trained_on: int, what: str
 ) -> FaissResult:
-    """A FAISS index over all ``vectors`` (ids 0..N-1), reusing ``previous`` (its first rows) if it can."""
-    ids = np.arange(len(vectors), dtype=np.int64)
+    """A FAISS index over all ``vectors`` (ids 0..N-1, read block by block), reusing ``previous`` (its first
+    rows) if it can."""
     if previous is not None:
         trainable = not faiss_is_flat(previous)
         if not trainable or len(vectors) <= RETRAIN_GROWTH * max(trained_on, 1):
-            previous.add(vectors[previous.ntotal :], ids[previous.ntotal :])
+            start = previous.ntotal
+            for first, block in unit_blocks(vectors.tail(start)):
+                previous.add(block, np.arange(start + first, start + first + len(block)))
             return FaissResult(previous, trained_on if trainable else len(vectors))
         note = (
             f"retrained the {what} FAISS index ({factory}): it now holds {len(vectors)} vectors, more than "
             f"{RETRAIN_GROWTH:g}x the {trained_on} it was trained on"
         )
-        return FaissResult(build_tuned(vectors, ids, factory), len(vectors), note)
-    return FaissResult(build_tuned(vectors, ids, factory), len(vectors))
+        return FaissResult(build_tuned(vectors, factory), len(vectors), note)
+    return FaissResult(build_tuned(vectors, factory), len(vectors))
 
 
 def faiss_is_flat(index: VectorIndex) -> bool:
@@ -154,18 +164,29 @@ def faiss_is_flat(index: VectorIndex) -> bool:
 
 
 def hubness_banks(
-    volume_vectors: np.ndarray, report_vectors: np.ndarray, bridged: bool = False
+    volume_vectors: EmbeddingShards, report_vectors: EmbeddingShards, bridged: bool = False
 ) -> dict[str, HubnessNormalizer]:
     """Querybank statistics: text queries over volumes, volume queries over reports (for a bridged index the
-    queries take the forms the engine sends, so the statistics are of the bridged scores)."""
-    text_queries, volume_queries = report_vectors, volume_vectors
+    queries take the forms the engine sends, so the statistics are of the bridged scores). The bank is every
+    query row up to :data:`HUBNESS_BANK` rows; above that a uniform sample of that many, whose sums are scaled
+    by rows / sample (``log_norm`` estimates the full bank's, scores keep their scale). The gallery is read
+    block by block."""
+    text_queries = report_vectors.sample(HUBNESS_BANK)
+    volume_queries = volume_vectors.sample(HUBNESS_BANK)
     if bridged:  # the statistics take unit queries: the bridged volume query direction, normalised
-        text_queries, volume_queries = text_query_on_stored(report_vectors), bridged_of_stored(volume_vectors)
+        text_queries, volume_queries = text_query_on_stored(text_queries), bridged_of_stored(volume_queries)
         volume_queries = volume_queries / np.linalg.norm(volume_queries, axis=1, keepdims=True)
-    return {
+    banks = {
         "text_to_volumes": gallery_normalizer(text_queries, volume_vectors, HUBNESS_BETA),
         "volumes_to_reports": gallery_normalizer(volume_queries, report_vectors, HUBNESS_BETA),
     }
+    for bank, rows, used in (
+        (banks["text_to_volumes"], report_vectors, text_queries),
+        (banks["volumes_to_reports"], volume_vectors, volume_queries),
+    ):
+        if len(used) < len(rows):
+            bank.log_norm += np.float32(math.log(len(rows) / len(used)))
+    return banks
 
 
 def bridge_record(model) -> dict | None:
@@ -205,9 +226,9 @@ class Assembled:
     """Everything :func:`publish` writes."""
 
     rows: pd.DataFrame
-    volume_vectors: np.ndarray
+    volume_vectors: EmbeddingShards
     reports: pd.DataFrame
-    report_vectors: np.ndarray
+    report_vectors: EmbeddingShards
     failures: pd.DataFrame
     volume_index: FaissResult
     report_index: FaissResult
@@ -241,7 +262,7 @@ def publish(
                     carried[f"embeddings/{p.name}"] = previous.manifest.files.get(f"embeddings/{p.name}")
                 start = len(previous.volume_vectors if kind == "volumes" else previous.report_vectors)
                 if start < len(vectors):
-                    write_embeddings(tmp, kind, vectors[start:], first_shard=len(old))
+                    write_embeddings(tmp, kind, vectors.tail(start), first_shard=len(old))
             else:
                 write_embeddings(tmp, kind, vectors)
         write_metadata(tmp / "metadata.parquet", parts.rows)
@@ -261,8 +282,8 @@ def publish(
             embedding=model.config.embedding,
             report_text=text_protocol,
             dims={
-                "volumes": int(parts.volume_vectors.shape[1]),
-                "reports": int(parts.report_vectors.shape[1]),
+                "volumes": parts.volume_vectors.dim,
+                "reports": parts.report_vectors.dim,
             },
             metric="inner_product",
             factory=factory,

@@ -6,7 +6,8 @@ cache) while the main process encodes them. Embeddings are written as float16 sh
 (``--resume``, validated against the partial build's ``build.json``: :mod:`.partial`). Unreadable
 volumes go to ``failures.parquet`` and the build carries on. Writers hold the index's lock
 (:mod:`.locks`); the output is checked before any encoding (:mod:`hsenet_search.outputs`). The
-finished index is assembled by the steps of :mod:`.assembly` and published atomically.
+finished index is assembled by the steps of :mod:`.assembly` (reading the shards block by block, never all
+embeddings at once) and published atomically.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from rich.progress import (
     BarColumn,
@@ -58,7 +58,7 @@ from .locks import IndexLock
 from .partial import build_fingerprint, check_resume, record
 from .ray_build import RayOptions, embed_stream  # imports Ray only when a Ray build runs
 from .shards import ShardWriter
-from .store import open_index_dir, read_embeddings, read_failures, read_metadata, read_reports
+from .store import open_embeddings, open_index_dir, read_failures, read_metadata, read_reports
 
 
 @dataclass
@@ -210,21 +210,19 @@ def _assemble(
 ) -> BuildSummary:
     """Turn finished shards (plus, for ``add``, the index they extend) into the published index directory."""
     t0 = time.perf_counter()
-    new_rows, new_vectors = ShardWriter.read_all(work, kind="volumes")
+    new_rows, new_vectors = ShardWriter.read(work, kind="volumes")  # rows in memory, vectors on disk
     failures = _read_failures_jsonl(work)
     if previous is None and len(new_rows) == 0:
         raise DatasetError("no volume could be read; see the failures listed above", cfg.data)
     if previous is not None:
         failures = pd.concat([previous.failures, failures], ignore_index=True)
         if len(new_rows) == 0:
-            new_rows, new_vectors = previous.rows.iloc[:0], previous.volume_vectors[:0]
+            new_rows = previous.rows.iloc[:0]
     rows = merge_rows(new_rows, previous)
-    vol_emb = (np.concatenate([previous.volume_vectors, new_vectors]) if previous is not None else new_vectors).astype(
-        np.float32
-    )
+    vol_emb = previous.volume_vectors + new_vectors if previous is not None else new_vectors
     protocol = check_report_text(cfg.report_text or model.text_protocol)
     with _progress() as bar:
-        reports, rep_emb, _ = embed_new_reports(model, rows, previous, protocol, bar if progress else None)
+        reports, rep_emb, _ = embed_new_reports(model, rows, previous, protocol, work, bar if progress else None)
     trained = (previous.manifest.trained_on or {}) if previous is not None else {}
     old_counts = previous.manifest.counts if previous is not None else {}
     vol_index = extend_faiss(
@@ -423,9 +421,9 @@ def add_to_index(
             index_dir,
             manifest,
             old_rows,
-            read_embeddings(index_dir, "volumes"),
+            open_embeddings(index_dir, "volumes"),
             read_reports(index_dir / "reports.parquet"),
-            read_embeddings(index_dir, "reports"),
+            open_embeddings(index_dir, "reports"),
             read_failures(index_dir / "failures.parquet"),
         )
         source = dict(manifest.source)

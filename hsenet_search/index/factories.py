@@ -13,9 +13,10 @@ up to ~2*10^5         ``IDMap2,Flat`` (exact, 4d+16 = 1 040 B)    exact, ~1 ms/q
 ====================  ==========================================  =============================================
 
 ``auto`` (or ``auto:8G``, default budget :data:`DEFAULT_BUDGET`) walks that table and takes the first preset
-whose estimated memory fits the budget. IVF indexes are trained on a sample of at most ``256 K`` vectors and
-filled chunk by chunk (:func:`build_from_chunks`), so the embeddings never have to be in memory at once.
-:func:`tune_search` picks the smallest ``nprobe`` / ``efSearch`` whose recall@10 against exact search is at
+whose estimated memory fits the budget. Trainable indexes are trained on a sample of at most ``256 K`` vectors
+(the rows FAISS would subsample from all of them) and filled block by block from embedding shards
+(:func:`build_from_chunks`), so the embeddings never have to be in memory at once. :func:`tune_search` picks
+the smallest ``nprobe`` / ``efSearch`` whose recall@10 against exact search (merged block by block) is at
 least :data:`TARGET_RECALL` on held-out queries drawn from the index's own vectors, and saves it in the index.
 """
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import faiss
@@ -32,7 +32,8 @@ import numpy as np
 
 from hsenet_search.errors import IndexFormatError
 
-from .faiss_backend import MAX_POINTS_PER_CENTROID, MIN_POINTS_PER_CENTROID, VectorIndex, as_unit_rows
+from .faiss_backend import MIN_POINTS_PER_CENTROID, VectorIndex, as_unit_rows, new_faiss_index, training_bounds
+from .store import EmbeddingShards, as_shards
 
 DEFAULT_BUDGET = 4 << 30
 TARGET_RECALL = 0.95
@@ -117,40 +118,44 @@ def resolve_factory(spec: str, n: int, dim: int) -> str:
     return spec
 
 
-Chunks = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
-"""A re-iterable source of (vectors (n, d), ids (n,)) chunks, e.g. float16 shards read with mmap."""
+def training_sample(vectors: np.ndarray | EmbeddingShards, size: int, seed: int = 0) -> np.ndarray:
+    """``size`` rows drawn uniformly (in row order; all rows when there are fewer), one block in memory at a
+    time: the rows :meth:`VectorIndex.build` would train on if it held all the vectors."""
+    return as_shards(vectors).sample(size, seed)
 
 
-def training_sample(chunks: Chunks, size: int, seed: int = 0) -> np.ndarray:
-    """``size`` rows drawn uniformly from all chunks (two passes, one chunk in memory at a time)."""
-    counts = [len(ids) for _, ids in chunks()]
-    total = sum(counts)
-    pick = np.sort(np.random.default_rng(seed).choice(total, size=min(size, total), replace=False))
-    out, start = [], 0
-    for (vectors, _), n in zip(chunks(), counts):
-        mine = pick[(pick >= start) & (pick < start + n)] - start
-        if len(mine):
-            out.append(np.asarray(vectors[mine], dtype=np.float32))
-        start += n
-    return np.concatenate(out)
-
-
-def build_from_chunks(chunks: Chunks, factory: str, *, sample: np.ndarray | None = None, seed: int = 0) -> VectorIndex:
-    """Train ``factory`` on ``sample`` (default: :func:`training_sample` of ``256 K`` rows), then add the
-    chunks one by one: peak memory is one chunk plus the index, never all the embeddings."""
-    first, first_ids = next(iter(chunks()))
-    dim = first.shape[1]
+def build_from_chunks(
+    vectors: np.ndarray | EmbeddingShards, factory: str, *, sample: np.ndarray | None = None, seed: int = 0
+) -> VectorIndex:
+    """Train ``factory`` on ``sample`` (default: :func:`training_sample` of as many rows as FAISS uses,
+    ``256`` per centroid), then add the blocks of ``vectors`` one by one under ids 0..N-1: peak memory is
+    one block plus the sample plus the index, never all the embeddings."""
+    source = as_shards(vectors)
+    blocks = unit_blocks(source)
+    start, first = next(blocks, (0, np.zeros((0, source.dim), dtype=np.float32)))
     if sample is None:
-        probe = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-        k = faiss.extract_index_ivf(probe).nlist if _is_ivf(probe) else 256
-        sample = training_sample(chunks, MAX_POINTS_PER_CENTROID * k, seed)
+        probe, _ = new_faiss_index(source.dim, factory)
+        if not probe.is_trained:
+            sample = unit(training_sample(source, training_bounds(probe)[1], seed))
     index = VectorIndex.build(
-        np.asarray(first, dtype=np.float32), first_ids, factory, train_vectors=sample, seed=seed, use_gpu=False
+        first, np.arange(start, start + len(first)), factory, train_vectors=sample, seed=seed, use_gpu=False
     )
-    for i, (vectors, ids) in enumerate(chunks()):
-        if i:
-            index.add(np.asarray(vectors, dtype=np.float32), ids)
+    del first
+    for start, block in blocks:
+        index.add(block, np.arange(start, start + len(block)))
     return index
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows divided by their norms, each independently of the others (validated as index vectors)."""
+    return as_unit_rows(x, None, "vectors", IndexFormatError, exact=True)
+
+
+def unit_blocks(vectors: EmbeddingShards, rows: int | None = None):
+    """The blocks of :meth:`EmbeddingShards.chunks` as exact unit rows: a streamed pass gives every row the
+    value a pass over all rows at once gives it."""
+    for start, block in vectors.chunks(rows):
+        yield start, unit(block)
 
 
 def _is_ivf(index: faiss.Index) -> bool:
@@ -173,7 +178,7 @@ class Tuning:
 
 def tune_search(
     index: VectorIndex,
-    vectors: np.ndarray,
+    vectors: np.ndarray | EmbeddingShards,
     ids: np.ndarray | None = None,
     *,
     queries: int = 500,
@@ -194,14 +199,15 @@ def tune_search(
         name, values, limit = "efSearch", [16, 32, 64, 128, 256, 512, 1024], 1024
     else:
         return Tuning(None, None, 1.0, 0)  # exact search: nothing to tune
-    x = as_unit_rows(vectors, index.dim, "vectors", IndexFormatError)
+    source = as_shards(vectors)
     rng = np.random.default_rng(seed)
-    q = x[rng.choice(len(x), size=min(queries, len(x)), replace=False)]
+    q = unit(source.take(rng.choice(len(source), size=min(queries, len(source)), replace=False)))
     q = q + rng.normal(0, 0.01, q.shape).astype(np.float32)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
-    k = min(10, len(x))
-    _, truth = faiss.knn(q, x, k, metric=faiss.METRIC_INNER_PRODUCT)
-    truth = (np.arange(len(x)) if ids is None else np.asarray(ids, dtype=np.int64))[truth]
+    k = min(10, len(source))
+    truth = exact_knn(q, source, k)
+    if ids is not None:
+        truth = np.asarray(ids, dtype=np.int64)[truth]
     recall = 0.0
     for value in [v for v in values if v < limit] + [limit]:
         recall = _recall(index, q, truth, k, {name: value})
@@ -211,11 +217,25 @@ def tune_search(
     return Tuning(name, value, recall, len(q))
 
 
-def build_tuned(vectors: np.ndarray, ids: np.ndarray, factory: str) -> VectorIndex:
-    """The index of the build step: ``factory`` resolved (``auto``), built, search defaults tuned."""
-    x = as_unit_rows(vectors, None, "vectors", IndexFormatError)
-    index = VectorIndex.build(x, ids, resolve_factory(factory, len(x), x.shape[1]))
-    tuned = tune_search(index, x, ids)
+def exact_knn(queries: np.ndarray, vectors: EmbeddingShards, k: int) -> np.ndarray:
+    """Row numbers (Q, k) of the exact inner-product top ``k`` of unit ``queries`` over the unit rows of
+    ``vectors``, merged block by block (one block in memory at a time)."""
+    best_s = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_i = np.zeros((len(queries), 0), dtype=np.int64)
+    for start, block in unit_blocks(vectors):
+        s, i = faiss.knn(queries, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
+        best_s, best_i = np.hstack([best_s, s]), np.hstack([best_i, i + start])
+        order = np.argsort(-best_s, axis=1, kind="stable")[:, :k]
+        best_s, best_i = np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
+    return best_i
+
+
+def build_tuned(vectors: np.ndarray | EmbeddingShards, factory: str) -> VectorIndex:
+    """The index of the build step over ``vectors`` (ids 0..N-1, streamed block by block from shards):
+    ``factory`` resolved (``auto``), trained on a sample, filled, search defaults tuned."""
+    source = as_shards(vectors, "vectors")
+    index = build_from_chunks(source, resolve_factory(factory, len(source), source.dim))
+    tuned = tune_search(index, source)
     if tuned.recall_at_10 < TARGET_RECALL:
         warnings.warn(
             f"{index.factory} reaches recall@10 {tuned.recall_at_10:.2f} < {TARGET_RECALL} even with "

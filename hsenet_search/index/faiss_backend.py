@@ -71,8 +71,13 @@ def suggest_factory(n: int) -> str:
     return f"IVF{nlist},SQ8"
 
 
-def as_unit_rows(x: np.ndarray, dim: int | None, what: str, error: type[HSENetError]) -> np.ndarray:
-    """Validate a (n, dim) matrix and return it as unit-norm float32 rows (the input itself when it is)."""
+def as_unit_rows(
+    x: np.ndarray, dim: int | None, what: str, error: type[HSENetError], *, exact: bool = False
+) -> np.ndarray:
+    """Validate a (n, dim) matrix and return it as unit-norm float32 rows (the input itself when it is).
+
+    ``exact``: divide every row by its norm even when all are unit within :data:`UNIT_TOLERANCE`, so a row's
+    result does not depend on the other rows passed with it (blocks of a streamed build)."""
     try:
         x = np.asarray(x, dtype=np.float32)
     except (TypeError, ValueError) as e:
@@ -86,7 +91,7 @@ def as_unit_rows(x: np.ndarray, dim: int | None, what: str, error: type[HSENetEr
     squared = np.einsum("ij,ij->i", x, x)
     if len(squared):
         lo, hi = float(squared.min()), float(squared.max())  # NaN anywhere fails both tests below
-        if 1 - UNIT_TOLERANCE <= lo and hi <= 1 + UNIT_TOLERANCE:
+        if not exact and 1 - UNIT_TOLERANCE <= lo and hi <= 1 + UNIT_TOLERANCE:
             return x  # already unit rows (e.g. straight from the encoder): no copy, no cost
         if 1 - 2 * NORM_TOLERANCE <= lo and hi <= 1 + 2 * NORM_TOLERANCE:
             return x / np.sqrt(squared)[:, None]  # float16 rounding and the like
@@ -145,7 +150,7 @@ def _takes_ids(index: faiss.Index) -> bool:
     return isinstance(_unwrap(index), faiss.IndexIVF)
 
 
-def _training_bounds(index: faiss.Index) -> tuple[int, int]:
+def training_bounds(index: faiss.Index) -> tuple[int, int]:
     """(minimum, maximum useful) number of training vectors for an untrained index."""
     centroids = []
     try:
@@ -168,6 +173,19 @@ def _training_bounds(index: faiss.Index) -> tuple[int, int]:
     if k == 0:  # scalar quantisers, PCA: any reasonable sample
         return 1, MAX_POINTS_PER_CENTROID * 256
     return MIN_POINTS_PER_CENTROID * k, MAX_POINTS_PER_CENTROID * k
+
+
+def new_faiss_index(dim: int, factory: str) -> tuple[faiss.Index, str]:
+    """An empty inner-product index of ``factory`` (wrapped as ``IDMap2,...`` when it takes no ids) and
+    the factory string it was built from."""
+    try:
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        raise IndexFormatError(f"invalid FAISS factory string {factory!r}: {_faiss_message(e)}") from e
+    if not _takes_ids(index):
+        factory = f"IDMap2,{factory}"
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    return index, factory
 
 
 def _is_gpu_convertible(index: faiss.Index) -> bool:
@@ -273,13 +291,7 @@ class VectorIndex:
         """Train (when needed) and fill an index of ``factory`` with ``vectors`` under ``ids``."""
         x = as_unit_rows(vectors, None, "vectors", IndexFormatError)
         dim = x.shape[1]
-        try:
-            index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-        except RuntimeError as e:
-            raise IndexFormatError(f"invalid FAISS factory string {factory!r}: {_faiss_message(e)}") from e
-        if not _takes_ids(index):
-            factory = f"IDMap2,{factory}"
-            index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        index, factory = new_faiss_index(dim, factory)
         if not index.is_trained:
             sample = (
                 x if train_vectors is None else as_unit_rows(train_vectors, dim, "training vectors", IndexFormatError)
@@ -459,7 +471,7 @@ def _mmap_flag(path: Path) -> int:
 
 
 def _train(index: faiss.Index, sample: np.ndarray, factory: str, seed: int) -> None:
-    lo, hi = _training_bounds(index)
+    lo, hi = training_bounds(index)
     if len(sample) < lo:
         raise IndexTrainingError(
             f"factory {factory!r} needs at least {lo} training vectors, got {len(sample)}; "

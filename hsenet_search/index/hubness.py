@@ -29,7 +29,9 @@ from rich.progress import track
 from hsenet_search.atomic import atomic_open
 from hsenet_search.errors import IndexFormatError, QueryError
 
+from . import store
 from .faiss_backend import as_unit_rows
+from .store import EmbeddingShards, as_shards
 
 METHODS = ("is", "dis")
 
@@ -79,7 +81,7 @@ class HubnessNormalizer:
 
 def gallery_normalizer(
     bank_queries: np.ndarray,
-    gallery: np.ndarray,
+    gallery: np.ndarray | EmbeddingShards,
     beta: float = 20.0,
     *,
     method: str = "dis",
@@ -88,22 +90,28 @@ def gallery_normalizer(
 ) -> HubnessNormalizer:
     """Precompute the QB-Norm statistics of ``gallery`` (N, D) over ``bank_queries`` (M, D).
 
-    Works in (batch x batch) similarity blocks, so memory stays at ``batch**2`` floats whatever M and N.
+    Works in (batch x batch) similarity blocks, and reads ``gallery`` (an array or embedding shards on disk)
+    ``batch`` rows at a time, so memory stays at the bank plus ``batch**2`` floats whatever N.
     """
     if method not in METHODS:
         raise QueryError(f"hubness method must be one of {METHODS}, got {method!r}")
     if not (np.isfinite(beta) and beta > 0):
         raise QueryError(f"hubness beta must be a positive number, got {beta!r}")
-    gal = as_unit_rows(gallery, None, "gallery vectors", QueryError)
-    bank = as_unit_rows(bank_queries, gal.shape[1], "bank queries", QueryError)
-    if len(bank) == 0 or len(gal) == 0:
+    source = (
+        gallery
+        if isinstance(gallery, EmbeddingShards)
+        else as_shards(as_unit_rows(gallery, None, "gallery vectors", QueryError), "gallery vectors")
+    )
+    bank = as_unit_rows(bank_queries, source.dim or None, "bank queries", QueryError, exact=True)
+    if len(bank) == 0 or len(source) == 0:
         raise QueryError("hubness normalisation needs a non-empty bank and gallery")
-    log_norm = np.empty(len(gal), dtype=np.float64)
+    log_norm = np.empty(len(source), dtype=np.float64)
     best = np.full(len(bank), -np.inf, dtype=np.float32)
     best_item = np.zeros(len(bank), dtype=np.int64)
-    starts = range(0, len(gal), batch)
-    for g0 in track(starts, description="hubness statistics", disable=not progress):
-        block = gal[g0 : g0 + batch]
+    rows = min(batch, store.CHUNK_ROWS)
+    total = -(-len(source) // rows)
+    for g0, block in track(source.chunks(rows), "hubness statistics", total, disable=not progress):
+        block = as_unit_rows(block, bank.shape[1], "gallery vectors", QueryError, exact=True)
         lse = np.full(len(block), -np.inf)
         for b0 in range(0, len(bank), batch):
             s = bank[b0 : b0 + batch] @ block.T  # (bank rows, gallery items)
@@ -116,7 +124,7 @@ def gallery_normalizer(
             peak = z.max(axis=0)
             lse = np.logaddexp(lse, peak + np.log(np.exp(z - peak).sum(axis=0, dtype=np.float64)))
         log_norm[g0 : g0 + len(block)] = lse
-    activated = np.zeros(len(gal), dtype=bool)
+    activated = np.zeros(len(source), dtype=bool)
     if method == "dis":
         activated[best_item] = True
     else:

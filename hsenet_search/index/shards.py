@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from hsenet_search.atomic import write_npy, write_parquet
 from hsenet_search.errors import IndexFormatError
 
-from .store import as_float16, check_kind, load_shards
+from .store import EmbeddingShards, as_float16, check_kind
 
 
 class ShardWriter:
@@ -102,14 +102,15 @@ class ShardWriter:
         self._next += 1
 
     @classmethod
-    def read_all(cls, directory: str | Path, kind: str = "volumes") -> tuple[pd.DataFrame, np.ndarray]:
-        """(rows, float32 embeddings) of all complete shards in write order, rows as given to ``append``."""
+    def read(cls, directory: str | Path, kind: str = "volumes") -> tuple[pd.DataFrame, EmbeddingShards]:
+        """(rows as given to ``append``, their embeddings) of all complete shards in write order; the
+        embeddings stay on disk (:class:`~.store.EmbeddingShards`, read block by block)."""
         shard_dir = cls.shard_dir(directory, kind)
         parts = cls._complete_shards(shard_dir) if shard_dir.is_dir() else []
         if not parts:
-            return pd.DataFrame(), np.zeros((0, 0), dtype=np.float32)
+            return pd.DataFrame(), EmbeddingShards([], kind)
         tables = [pq.read_table(p) for p in parts]
-        emb = load_shards([p.with_suffix(".npy") for p in parts], kind)
+        emb = EmbeddingShards([p.with_suffix(".npy") for p in parts], kind)
         if sum(t.num_rows for t in tables) != len(emb):
             raise IndexFormatError("shard rows and embeddings disagree in length", shard_dir)
         rows = pd.concat([t.to_pandas() for t in tables], ignore_index=True)

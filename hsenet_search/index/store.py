@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hsenet_search.atomic import write_npy, write_parquet, write_text
+from hsenet_search.atomic import atomic_open, write_parquet, write_text
 from hsenet_search.data.labels import LABELS
 from hsenet_search.errors import IndexFormatError
 
@@ -264,55 +265,215 @@ def as_float16(vectors: np.ndarray, what: str) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float16)
 
 
+CHUNK_ROWS = 1 << 16
+"""Rows per block when the build streams embeddings (64 K rows: 64 MB of float32 at d = 256)."""
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Rows ``lo:hi`` of one ``.npy`` file (read with plain file reads at an offset) or of an array."""
+
+    source: Path | np.ndarray
+    lo: int
+    hi: int
+    offset: int = 0  # byte offset of row 0 in the file
+    dtype: np.dtype | None = None
+    dim: int = 0
+
+    def read(self, a: int, b: int) -> np.ndarray:
+        """Rows ``lo + a : lo + b`` as a new float32 array."""
+        if isinstance(self.source, np.ndarray):
+            return np.array(self.source[self.lo + a : self.lo + b], dtype=np.float32)
+        row = self.dim * self.dtype.itemsize
+        try:
+            x = np.fromfile(self.source, self.dtype, (b - a) * self.dim, offset=self.offset + (self.lo + a) * row)
+        except (OSError, ValueError) as e:
+            raise IndexFormatError(f"unreadable embedding shard ({e})", self.source) from e
+        if x.size != (b - a) * self.dim:
+            raise IndexFormatError("embedding shard is shorter than its header says", self.source)
+        return x.reshape(b - a, self.dim).astype(np.float32)
+
+
+def _npy_part(path: Path) -> _Part:
+    """The header of a 2-D float ``.npy`` file: its rows, width, dtype and data offset (no data read)."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            fmt = np.lib.format
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+            offset = f.tell()
+    except (OSError, ValueError) as e:
+        raise IndexFormatError(f"unreadable embedding shard ({e})", path) from e
+    if len(shape) != 2 or fortran or dtype.kind != "f":
+        raise IndexFormatError(f"embedding shard is not a 2-D float array (shape {shape}, {dtype})", path)
+    if path.stat().st_size < offset + shape[0] * shape[1] * dtype.itemsize:
+        raise IndexFormatError("embedding shard is shorter than its header says", path)
+    return _Part(path, 0, shape[0], offset, dtype, shape[1])
+
+
+class EmbeddingShards:
+    """Row-ordered embeddings spread over ``.npy`` shards (or arrays), read a block at a time as float32.
+
+    Nothing is loaded or mapped whole: :meth:`chunks` reads :data:`CHUNK_ROWS` rows at a time with plain
+    file reads at their offset, so one pass over any number of rows holds one block. ``a + b`` chains two
+    sources (``index add``: the previous index's shards, then the new ones) without copying.
+    """
+
+    def __init__(self, parts: Sequence[Path | np.ndarray | _Part], what: str = "embeddings"):
+        self.what = what
+        self.parts: list[_Part] = []
+        for p in parts:
+            if isinstance(p, np.ndarray):
+                if p.ndim != 2:
+                    raise IndexFormatError(f"{what} must be a 2-D array, got shape {p.shape}")
+                p = _Part(p, 0, len(p), dim=p.shape[1])
+            part = p if isinstance(p, _Part) else _npy_part(Path(p))
+            if self.parts and part.dim != self.parts[0].dim:
+                where = part.source if isinstance(part.source, Path) else None
+                raise IndexFormatError(
+                    f"{what} have width {part.dim}, unlike the {self.parts[0].dim} before them", where
+                )
+            self.parts.append(part)
+
+    def __len__(self) -> int:
+        return sum(p.hi - p.lo for p in self.parts)
+
+    @property
+    def dim(self) -> int:
+        return self.parts[0].dim if self.parts else 0
+
+    def __add__(self, other: EmbeddingShards) -> EmbeddingShards:
+        return EmbeddingShards([*self.parts, *other.parts], self.what)
+
+    def tail(self, start: int) -> EmbeddingShards:
+        """The rows from ``start`` on (a view: nothing is read)."""
+        parts, skip = [], start
+        for p in self.parts:
+            n = p.hi - p.lo
+            if skip < n:
+                parts.append(_Part(p.source, p.lo + skip, p.hi, p.offset, p.dtype, p.dim))
+            skip = max(0, skip - n)
+        if not parts and self.parts:  # nothing left: an empty part keeps the width
+            last = self.parts[-1]
+            parts.append(_Part(last.source, last.hi, last.hi, last.offset, last.dtype, last.dim))
+        return EmbeddingShards(parts, self.what)
+
+    def _blocks(self, rows: int | None) -> Iterator[tuple[int, _Part, int, int]]:
+        """``(first row, part, a, b)`` of each block, nothing read yet."""
+        rows = rows or CHUNK_ROWS
+        start = 0
+        for p in self.parts:
+            for a in range(0, p.hi - p.lo, rows):
+                yield start + a, p, a, min(a + rows, p.hi - p.lo)
+            start += p.hi - p.lo
+
+    def chunks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, float32 block)`` of at most ``rows`` (default :data:`CHUNK_ROWS`) rows, in order."""
+        for start, part, a, b in self._blocks(rows):
+            yield start, part.read(a, b)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The float32 rows at the positions ``rows`` (any order), gathered in one pass over the blocks."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexFormatError(f"row {int(rows.max())} is outside the {len(self)} {self.what}")
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        order = np.argsort(rows, kind="stable")
+        wanted = rows[order]
+        for start, part, a, b in self._blocks(None):
+            lo, hi = np.searchsorted(wanted, [start, start + b - a])
+            if hi > lo:  # blocks holding none of the rows are not read
+                out[order[lo:hi]] = part.read(a, b)[wanted[lo:hi] - start]
+        return out
+
+    def sample(self, size: int, seed: int = 0) -> np.ndarray:
+        """All rows in order when there are at most ``size``, else ``size`` rows drawn uniformly (sorted)."""
+        n = len(self)
+        pick = np.sort(np.random.default_rng(seed).choice(n, size=min(size, n), replace=False))
+        return self.take(pick)
+
+    def to_array(self) -> np.ndarray:
+        """All rows as one float32 (N, D) array (for callers that need them in memory)."""
+        out = np.empty((len(self), self.dim), dtype=np.float32)
+        for start, block in self.chunks():
+            out[start : start + len(block)] = block
+        return out
+
+
+def as_shards(vectors: np.ndarray | EmbeddingShards, what: str = "embeddings") -> EmbeddingShards:
+    return vectors if isinstance(vectors, EmbeddingShards) else EmbeddingShards([np.asarray(vectors)], what)
+
+
+@contextmanager
+def npy_writer(path: str | Path, rows: int, dim: int, dtype: str = "<f2") -> Iterator[Callable[[np.ndarray], None]]:
+    """Write a ``(rows, dim)`` ``.npy`` file block by block (atomically, same bytes as ``np.save``); the
+    yielded function appends a block; the file is refused unless exactly ``rows`` rows were appended."""
+    header = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": (rows, dim)}
+    written = 0
+    with atomic_open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+
+        def append(block: np.ndarray) -> None:
+            nonlocal written
+            block = np.ascontiguousarray(block, dtype=dtype)
+            if block.ndim != 2 or block.shape[1] != dim or written + len(block) > rows:
+                raise IndexFormatError(f"block of shape {block.shape} does not fit a ({rows}, {dim}) file", path)
+            f.write(block.tobytes())
+            written += len(block)
+
+        yield append
+        if written != rows:
+            raise IndexFormatError(f"{written} rows written of the {rows} announced", path)
+
+
 def write_embeddings(
-    directory: str | Path, kind: str, vectors: np.ndarray, *, rows_per_shard: int = SHARD_ROWS, first_shard: int = 0
+    directory: str | Path,
+    kind: str,
+    vectors: np.ndarray | EmbeddingShards,
+    *,
+    rows_per_shard: int = SHARD_ROWS,
+    first_shard: int = 0,
 ) -> list[Path]:
-    """Write ``vectors`` as float16 shards ``embeddings/<kind>_00000.npy``, ... (file order == row order).
+    """Write ``vectors`` as float16 shards ``embeddings/<kind>_00000.npy``, ... (file order == row order),
+    streaming them a block at a time from ``vectors`` (an array or :class:`EmbeddingShards`).
 
     ``first_shard`` > 0 appends shards after existing ones (``index add``); 0 replaces all shards of ``kind``.
     """
     check_kind(kind)
-    x = as_float16(vectors, f"{kind} embeddings")
+    source = as_shards(vectors, f"{kind} embeddings")
     out = Path(directory) / "embeddings"
     out.mkdir(parents=True, exist_ok=True)
-    if first_shard == 0:
-        for old in out.glob(f"{kind}_*.npy"):
-            old.unlink()
     paths = []
-    for i, start in enumerate(range(0, max(len(x), 1), rows_per_shard), start=first_shard):
+    n = len(source)
+    for i, start in enumerate(range(0, max(n, 1), rows_per_shard), start=first_shard):
         p = out / f"{kind}_{i:05d}.npy"
-        write_npy(p, x[start : start + rows_per_shard])
+        piece = source.tail(start)
+        rows = min(rows_per_shard, n - start)
+        with npy_writer(p, rows, source.dim) as append:
+            for first, block in piece.chunks(min(rows_per_shard, CHUNK_ROWS)):
+                if first >= rows:
+                    break
+                append(as_float16(block[: rows - first], f"{kind} embeddings"))
         paths.append(p)
+    if first_shard == 0:  # shards of an earlier, longer write
+        for old in set(out.glob(f"{kind}_*.npy")) - set(paths):
+            old.unlink()
     return paths
 
 
-def load_shards(paths: Sequence[Path], what: str) -> np.ndarray:
-    arrays = []
-    for p in paths:
-        try:
-            a = np.load(p, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise IndexFormatError(f"unreadable embedding shard ({e})", p) from e
-        if a.ndim != 2 or (arrays and a.shape[1] != arrays[0].shape[1]):
-            raise IndexFormatError(f"embedding shard has shape {a.shape}, unlike the other shards", p)
-        arrays.append(a)
-    if not arrays:
-        raise IndexFormatError(f"no {what} embedding shards")
-    out = np.empty((sum(len(a) for a in arrays), arrays[0].shape[1]), dtype=np.float32)
-    start = 0
-    for a in arrays:
-        out[start : start + len(a)] = a
-        start += len(a)
-    return out
-
-
-def read_embeddings(directory: str | Path, kind: str) -> np.ndarray:
-    """All ``embeddings/<kind>_*.npy`` shards of an index directory, concatenated as float32 (N, D)."""
+def open_embeddings(directory: str | Path, kind: str) -> EmbeddingShards:
+    """The ``embeddings/<kind>_*.npy`` shards of an index directory, to be read block by block."""
     check_kind(kind)
     paths = sorted((Path(directory) / "embeddings").glob(f"{kind}_*.npy"))
     if not paths:
         raise IndexFormatError(f"no embeddings/{kind}_*.npy shards", directory)
-    return load_shards(paths, kind)
+    return EmbeddingShards(paths, kind)
+
+
+def read_embeddings(directory: str | Path, kind: str) -> np.ndarray:
+    """All ``embeddings/<kind>_*.npy`` shards of an index directory, concatenated as float32 (N, D)."""
+    return open_embeddings(directory, kind).to_array()
 
 
 # ----------------------------------------------------------------------------- parquet tables
