@@ -73,11 +73,17 @@ def text(
     model: str | None = MODEL,
     nprobe: int | None = NPROBE,
     ef_search: int | None = EF_SEARCH,
+    with_where: bool = typer.Option(
+        True,
+        "--where/--no-where",
+        help="With --json and a model with a localisation head, place the query in each hit (loads the vision "
+        "side and reads the hit volumes); --no-where keeps the text-only cold start.",
+    ),
 ) -> None:
     """Find the volumes that best match a findings-style text (with --json and a model with a localisation
     head, each hit also says where in the scan the text is: ``where`` = image number and z in mm)."""
     engine = _engine(index, model, "text")
-    where = json_out and bool(getattr(engine.model.config, "localisation", False))
+    where = json_out and with_where and bool(getattr(engine.model.config, "localisation", False))
     if where and not hasattr(engine.model, "require_localisation_head"):
         engine = _engine(index, model)  # the vision side is needed to place the query in each hit
     result = engine.search_text(

@@ -60,7 +60,7 @@ def test_cli_text_query_skips_the_vision_and_preprocessing_stack(service_index):
     code = (
         "import sys, json\n"
         "from hsenet_search.cli.main import app\n"
-        f"try:\n    app(['search', 'text', 'Cardiomegaly.', '--index', {str(service_index)!r}, '-k', '2', '--json'])\n"
+        f"try:\n    app(['search', 'text', 'Cardiomegaly.', '--index', {str(service_index)!r}, '-k', '2', '--json', '--no-where'])\n"
         "except SystemExit as e:\n    assert not e.code, e.code\n"
         f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
     )
@@ -69,3 +69,31 @@ def test_cli_text_query_skips_the_vision_and_preprocessing_stack(service_index):
     lines = res.stdout.strip().splitlines()
     assert json.loads(lines[-1]) == []
     assert len(json.loads("\n".join(lines[:-1]))["hits"]) == 2
+
+
+def test_cli_text_query_places_the_query_in_each_hit_with_the_shipped_head(service_index):
+    """The shipped model has a localisation head: without --no-where every hit says where the text is."""
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hsenet_search.cli.main",
+            "search",
+            "text",
+            "Cardiomegaly.",
+            "--index",
+            str(service_index),
+            "-k",
+            "2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr
+    hits = json.loads(res.stdout)["hits"]
+    assert len(hits) == 2
+    for hit in hits:
+        assert set(hit["where"]) == {"image_number", "z_mm"}
+        assert hit["where"]["image_number"] >= 1 and hit["where"]["z_mm"] >= 0
