@@ -27,6 +27,7 @@ from pathlib import Path
 
 import psutil
 
+
 def _tree_rss(proc: psutil.Process) -> int:
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
@@ -41,7 +42,8 @@ def run_measured(cmd: list[str], env: dict) -> dict:
     """Wall time and peak tree RSS of ``cmd``, run outside the repository (``-m`` resolves the installed
     package, whose ``cli`` subpackage setuptools maps from ./cli); raises when it fails."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tempfile.gettempdir())
+    pipe = subprocess.PIPE
+    proc = subprocess.Popen(cmd, stdout=pipe, stderr=pipe, text=True, env=env, cwd=tempfile.gettempdir())
     ps, peak, stop = psutil.Process(proc.pid), [0], threading.Event()
 
     def sample() -> None:

@@ -75,9 +75,7 @@ def test_auto_factories_build_and_search_at_several_sizes():
 def _lists(index: VectorIndex) -> list[np.ndarray]:
     """The ids of every inverted list, in list order."""
     ivf = faiss.extract_index_ivf(index.index)
-    return [
-        faiss.rev_swig_ptr(ivf.invlists.get_ids(i), ivf.invlists.list_size(i)).copy() for i in range(ivf.nlist)
-    ]
+    return [faiss.rev_swig_ptr(ivf.invlists.get_ids(i), ivf.invlists.list_size(i)).copy() for i in range(ivf.nlist)]
 
 
 @pytest.mark.parametrize("factory", ["IVF32,Flat", "IVF32,SQ8"])

@@ -471,8 +471,8 @@ def _compose_anchored(ctx: _Composer) -> tuple[list[Sentence], list[Sentence]]:
         text, labels = _finished(text), set(positive_labels(text))
         if labels - ctx.wanted:
             continue
-        if not labels and ctx.agreed and (
-            _NORMAL_STATEMENT.search(text) or _system_of_text(text) in contradicted
+        if (
+            not labels and ctx.agreed and (_NORMAL_STATEMENT.search(text) or _system_of_text(text) in contradicted)
         ):  # "no pathological finding", or a negative about a system that now has a finding
             continue
         ctx.add(text, "impression", labels, (), impression)
@@ -480,9 +480,7 @@ def _compose_anchored(ctx: _Composer) -> tuple[list[Sentence], list[Sentence]]:
     return findings, impression
 
 
-def draft_grounded(
-    cases: Sequence[RetrievedCase], min_fraction: float = 0.5, composer: str = "anchored"
-) -> Draft:
+def draft_grounded(cases: Sequence[RetrievedCase], min_fraction: float = 0.5, composer: str = "anchored") -> Draft:
     """Grounded composer: a report assembled sentence by sentence from the neighbours' reports.
 
     Labels carried by at least ``min_fraction`` of the neighbours are *agreed*; the others are left out

@@ -60,7 +60,8 @@ def test_cli_text_query_skips_the_vision_and_preprocessing_stack(service_index):
     code = (
         "import sys, json\n"
         "from hsenet_search.cli.main import app\n"
-        f"try:\n    app(['search', 'text', 'Cardiomegaly.', '--index', {str(service_index)!r}, '-k', '2', '--json', '--no-where'])\n"
+        f"try:\n    app(['search', 'text', 'Cardiomegaly.', '--index', {str(service_index)!r}, '-k', '2', '--json',"
+        " '--no-where'])\n"
         "except SystemExit as e:\n    assert not e.code, e.code\n"
         f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
     )
